@@ -1,0 +1,150 @@
+//! `dynabed get|put|delete KEY`: the store for people at a terminal.
+//!
+//! The value goes to stdout; the causal context, clock and coordinator go to
+//! stderr, so `dynabed get k > file` stores just the value and the context
+//! can still be copied into the next `put --context`.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Args;
+use hyper::StatusCode;
+
+use crate::client::{Answer, Client};
+use crate::cluster::{files, launch::client_addr};
+
+/// Which node to talk to.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// A node's client address (host:port); default: the first reachable
+    /// node of --cluster_procs.
+    #[arg(long)]
+    pub node: Option<SocketAddr>,
+    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    pub cluster_procs: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    pub key: String,
+    /// Read quorum [default: majority of N].
+    #[arg(long = "R", alias = "r")]
+    pub r: Option<usize>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PutArgs {
+    pub key: String,
+    /// The value; `-` reads it from stdin.
+    pub value: String,
+    /// The context from an earlier read (X-Dynamo-Context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Write quorum [default: majority of N].
+    #[arg(long = "W", alias = "w")]
+    pub w: Option<usize>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    pub key: String,
+    /// The context from an earlier read; without it, the coordinator deletes
+    /// what its replica has seen.
+    #[arg(long)]
+    pub context: Option<String>,
+    #[arg(long = "W", alias = "w")]
+    pub w: Option<usize>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let answer = client(&args.target).await?.get(&args.key, args.r).await?;
+    describe(&answer);
+    match answer.status {
+        StatusCode::OK | StatusCode::MULTIPLE_CHOICES => {
+            let values = answer.values().map_err(anyhow::Error::msg)?;
+            let mut out = std::io::stdout().lock();
+            for value in values {
+                out.write_all(&value)?;
+                if values_need_separator(&answer) {
+                    out.write_all(b"\n")?;
+                }
+            }
+            Ok(())
+        }
+        StatusCode::NOT_FOUND => bail!("{}: not found", args.key),
+        _ => bail!("{}: {} {}", args.key, answer.status, answer.reason()),
+    }
+}
+
+pub async fn put(args: PutArgs) -> anyhow::Result<()> {
+    let value = if args.value == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("reading the value from stdin")?;
+        Bytes::from(buf)
+    } else {
+        Bytes::from(args.value.into_bytes())
+    };
+    let answer = client(&args.target).await?.put(&args.key, value, args.context.as_deref(), args.w).await?;
+    finish_write(&args.key, &answer)
+}
+
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let answer = client(&args.target).await?.delete(&args.key, args.context.as_deref(), args.w).await?;
+    finish_write(&args.key, &answer)
+}
+
+fn finish_write(key: &str, answer: &Answer) -> anyhow::Result<()> {
+    describe(answer);
+    if answer.status.is_success() {
+        Ok(())
+    } else {
+        bail!("{key}: {} {}", answer.status, answer.reason())
+    }
+}
+
+/// Siblings are printed one per line so they can be told apart.
+fn values_need_separator(answer: &Answer) -> bool {
+    answer.status == StatusCode::MULTIPLE_CHOICES
+}
+
+fn describe(answer: &Answer) {
+    let fields = [
+        ("coordinator", &answer.coordinator),
+        ("clock", &answer.clock),
+        ("dot", &answer.dot),
+        ("context", &answer.context),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            eprintln!("{name}: {value}");
+        }
+    }
+    if answer.status == StatusCode::MULTIPLE_CHOICES {
+        eprintln!("siblings: {} concurrent values, one per line", answer.values().map(|v| v.len()).unwrap_or(0));
+    }
+}
+
+/// A client to the chosen node, or to the first node of the cluster file
+/// that answers.
+async fn client(target: &Target) -> anyhow::Result<Client> {
+    if let Some(addr) = target.node {
+        return Ok(Client::new(addr));
+    }
+    let (procs, _) = files::read_cluster(&target.cluster_procs)?;
+    for entry in procs.values() {
+        let mut client = Client::new(client_addr(entry)?).with_timeout(std::time::Duration::from_secs(2));
+        if client.status().await.is_ok() {
+            return Ok(client.with_timeout(std::time::Duration::from_secs(10)));
+        }
+    }
+    bail!("no node of {} answers", target.cluster_procs.display())
+}

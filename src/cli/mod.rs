@@ -1,0 +1,3 @@
+//! Command-line front ends that are not a subsystem of their own.
+
+pub mod kv;

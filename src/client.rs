@@ -1,0 +1,227 @@
+//! HTTP client for the store, used by the CLI, the tests, the benchmark and
+//! the experiment driver.
+//!
+//! One `Client` is one keep-alive connection to one node, redialled after
+//! any transport error. Non-2xx answers are results, not errors, because
+//! callers record them; only transport failures (refused, reset, timed out)
+//! are errors, and they say which, so the driver can classify them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::node::http::{CLOCK, CONTEXT, COORDINATOR, DOT};
+
+/// Bytes of a key that must be escaped in a path segment.
+const KEY_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}: no answer in time")]
+    Timeout(SocketAddr),
+    #[error("{addr}: {source}")]
+    Http { addr: SocketAddr, source: hyper::Error },
+    #[error("{addr}: unexpected answer: {message}")]
+    Protocol { addr: SocketAddr, message: String },
+}
+
+/// A node's answer, with the store's headers picked out.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub context: Option<String>,
+    pub clock: Option<String>,
+    pub dot: Option<String>,
+    pub coordinator: Option<String>,
+}
+
+impl Answer {
+    /// The values a read returned: one for 200, every sibling for 300.
+    pub fn values(&self) -> Result<Vec<Bytes>, String> {
+        match self.status {
+            StatusCode::OK => Ok(vec![self.body.clone()]),
+            StatusCode::MULTIPLE_CHOICES => {
+                let parsed: serde_json::Value = serde_json::from_slice(&self.body).map_err(|e| e.to_string())?;
+                let siblings = parsed["siblings"].as_array().ok_or("300 without a siblings list")?;
+                siblings
+                    .iter()
+                    .map(|s| {
+                        let text = s.as_str().ok_or("sibling is not a string")?;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .map(Bytes::from)
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as one line of text, for error messages.
+    pub fn reason(&self) -> String {
+        String::from_utf8_lossy(&self.body).trim().to_owned()
+    }
+}
+
+pub struct Client {
+    addr: SocketAddr,
+    token: Option<String>,
+    timeout: Duration,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Client { addr, token: None, timeout: Duration::from_secs(10), sender: None }
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn get(&mut self, key: &str, r: Option<usize>) -> Result<Answer, ClientError> {
+        self.send(Method::GET, &kv_path(key, "r", r), None, Bytes::new()).await
+    }
+
+    pub async fn put(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        context: Option<&str>,
+        w: Option<usize>,
+    ) -> Result<Answer, ClientError> {
+        self.send(Method::PUT, &kv_path(key, "w", w), context, value).await
+    }
+
+    pub async fn delete(&mut self, key: &str, context: Option<&str>, w: Option<usize>) -> Result<Answer, ClientError> {
+        self.send(Method::DELETE, &kv_path(key, "w", w), context, Bytes::new()).await
+    }
+
+    pub async fn status(&mut self) -> Result<Answer, ClientError> {
+        self.send(Method::GET, "/status", None, Bytes::new()).await
+    }
+
+    /// What each replica of `key` holds, read without repair (admin API).
+    pub async fn replicas(&mut self, key: &str) -> Result<Answer, ClientError> {
+        let path = format!("/admin/replicas/{}", utf8_percent_encode(key, KEY_ESCAPES));
+        self.send(Method::GET, &path, None, Bytes::new()).await
+    }
+
+    /// `POST /admin/<route>` with a JSON body.
+    pub async fn admin(&mut self, route: &str, body: &serde_json::Value) -> Result<Answer, ClientError> {
+        self.send(Method::POST, &format!("/admin/{route}"), None, Bytes::from(body.to_string())).await
+    }
+
+    /// Any request; the low-level door for tests of bad input.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        context: Option<&str>,
+        body: Bytes,
+    ) -> Result<Answer, ClientError> {
+        let mut request = Request::builder().method(method).uri(path).header(HOST, self.addr.to_string());
+        if let Some(context) = context {
+            request = request.header(CONTEXT, context);
+        }
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if path.starts_with("/admin/") {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Protocol { addr: self.addr, message: e.to_string() })?;
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(result) => {
+                if result.is_err() {
+                    self.sender = None;
+                }
+                result
+            }
+            Err(_) => {
+                // The connection may still deliver the late answer: never reuse it.
+                self.sender = None;
+                Err(ClientError::Timeout(self.addr))
+            }
+        }
+    }
+
+    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<Answer, ClientError> {
+        let addr = self.addr;
+        let sender = self.connection().await?;
+        let response = sender.send_request(request).await.map_err(|source| ClientError::Http { addr, source })?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|source| ClientError::Http { addr, source })?.to_bytes();
+        let header = |name: &str| header_text(&parts.headers, name);
+        Ok(Answer {
+            status: parts.status,
+            context: header(CONTEXT),
+            clock: header(CLOCK),
+            dot: header(DOT),
+            coordinator: header(COORDINATOR),
+            body,
+        })
+    }
+
+    async fn connection(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, ClientError> {
+        if self.sender.as_ref().is_some_and(|s| s.is_closed()) {
+            self.sender = None;
+        }
+        if self.sender.is_none() {
+            let addr = self.addr;
+            let stream =
+                tokio::net::TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr, source })?;
+            stream.set_nodelay(true).map_err(|source| ClientError::Connect { addr, source })?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| ClientError::Http { addr, source })?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.sender = Some(sender);
+        }
+        let sender = self.sender.as_mut().expect("connected above");
+        sender.ready().await.map_err(|source| ClientError::Http { addr: self.addr, source })?;
+        Ok(sender)
+    }
+}
+
+fn kv_path(key: &str, quorum_name: &str, quorum: Option<usize>) -> String {
+    let key = utf8_percent_encode(key, KEY_ESCAPES);
+    match quorum {
+        Some(q) => format!("/kv/{key}?{quorum_name}={q}"),
+        None => format!("/kv/{key}"),
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}

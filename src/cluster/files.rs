@@ -1,0 +1,249 @@
+//! The cluster files: `cluster_procs.json` (node entries only, in the seed's
+//! format, so a consumer written for the seed can iterate it) and
+//! `cluster_procs.meta.json` beside it (cluster-wide settings, the admin
+//! token and each node's command line; mode 0600).
+//!
+//! Both are only ever changed under an exclusive lock on a third file and
+//! rewritten atomically (write, then rename), so concurrent node
+//! registrations and restarts never lose an entry or expose half a file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+/// One node as the seed's consumers expect it, plus where to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub pid: u32,
+    pub port: u16,
+    pub host: String,
+    pub peer_port: u16,
+    pub netns: Option<String>,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Netns,
+    Loopback,
+}
+
+/// Cluster-wide settings, and how to restart each node exactly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub n: u8,
+    pub partitions: u32,
+    pub mode: Mode,
+    pub prefix: String,
+    pub client_netns: Option<String>,
+    pub admin_token: String,
+    pub nodes: BTreeMap<String, NodeMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeMeta {
+    /// The full command line, program first.
+    pub argv: Vec<String>,
+    /// The process's start time (clock ticks after boot, from
+    /// /proc/PID/stat), so that a recycled pid is never signalled.
+    pub start_time: u64,
+    pub log: Option<PathBuf>,
+}
+
+/// Both files, read together under the lock.
+#[derive(Debug, Clone)]
+pub struct ClusterFiles {
+    pub procs: BTreeMap<String, NodeEntry>,
+    pub meta: Option<Meta>,
+}
+
+pub fn meta_path(procs: &Path) -> PathBuf {
+    let name = procs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".json").unwrap_or(&name);
+    procs.with_file_name(format!("{stem}.meta.json"))
+}
+
+fn lock_path(procs: &Path) -> PathBuf {
+    let name = procs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    procs.with_file_name(format!(".{name}.lock"))
+}
+
+/// Exclusive access to the cluster files while held.
+pub struct Locked {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Locked {
+    pub fn acquire(procs: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = procs.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let lock = lock_path(procs);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock)
+            .with_context(|| format!("opening lock file {}", lock.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", lock.display()))?;
+        Ok(Locked { path: procs.to_owned(), _lock: lock })
+    }
+
+    pub fn read(&self) -> anyhow::Result<ClusterFiles> {
+        read_unlocked(&self.path)
+    }
+
+    pub fn write(&self, files: &ClusterFiles) -> anyhow::Result<()> {
+        if let Some(meta) = &files.meta {
+            write_atomically(&meta_path(&self.path), &serde_json::to_vec_pretty(meta)?, 0o600)?;
+        }
+        write_atomically(&self.path, &procs_json(&files.procs)?, 0o644)
+    }
+
+    /// Removes both files (the cluster is gone).
+    pub fn remove(self) -> anyhow::Result<()> {
+        for path in [meta_path(&self.path), self.path.clone()] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        let _ = fs::remove_file(lock_path(&self.path));
+        Ok(())
+    }
+}
+
+/// Reads the files without the lock: a reader sees either the old or the
+/// new version of each, never half of one.
+pub fn read_unlocked(procs: &Path) -> anyhow::Result<ClusterFiles> {
+    let procs_map = match fs::read(procs) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a cluster file", procs.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", procs.display())),
+    };
+    let meta_file = meta_path(procs);
+    let meta = match fs::read(&meta_file) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a cluster meta file", meta_file.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", meta_file.display())),
+    };
+    Ok(ClusterFiles { procs: procs_map, meta })
+}
+
+/// Reads the files of a running cluster, or says what to do.
+pub fn read_cluster(procs: &Path) -> anyhow::Result<(BTreeMap<String, NodeEntry>, Meta)> {
+    let files = read_unlocked(procs)?;
+    match files.meta {
+        Some(meta) if !files.procs.is_empty() => Ok((files.procs, meta)),
+        _ => bail!(
+            "no cluster described by {}: start one with `dynabed cluster up --nodes 3` or pass --cluster_procs",
+            procs.display()
+        ),
+    }
+}
+
+/// Entries in natural order (node2 before node10), as people expect.
+fn procs_json(procs: &BTreeMap<String, NodeEntry>) -> anyhow::Result<Vec<u8>> {
+    let mut entries: Vec<_> = procs.iter().collect();
+    entries.sort_by_key(|(name, _)| natural_key(name));
+    let mut map = serde_json::Map::new();
+    for (name, entry) in entries {
+        map.insert(name.clone(), serde_json::to_value(entry)?);
+    }
+    Ok(serde_json::to_vec_pretty(&map)?)
+}
+
+pub fn natural_key(name: &str) -> (String, u64) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, number) = name.split_at(name.len() - digits);
+    (stem.to_owned(), number.parse().unwrap_or(0))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|_| file.write_all(b"\n"))
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: u32) -> NodeEntry {
+        NodeEntry { pid, port: 60000, host: "127.0.0.2".into(), peer_port: 61000, netns: None, data_dir: "d".into() }
+    }
+
+    #[test]
+    fn meta_sits_beside_the_procs_file() {
+        assert_eq!(meta_path(Path::new("/x/cluster_procs.json")), Path::new("/x/cluster_procs.meta.json"));
+        assert_eq!(meta_path(Path::new("c")), Path::new("c.meta.json"));
+    }
+
+    #[test]
+    fn roundtrip_in_seed_format_and_natural_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster_procs.json");
+        let locked = Locked::acquire(&path).unwrap();
+        let procs =
+            [("node10", 10), ("node2", 2), ("node1", 1)].map(|(n, p)| (n.to_string(), entry(p))).into_iter().collect();
+        locked.write(&ClusterFiles { procs, meta: None }).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let order: Vec<usize> =
+            ["\"node1\"", "\"node2\"", "\"node10\""].iter().map(|n| text.find(n).unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(raw["node2"]["pid"], 2);
+        assert_eq!(raw["node2"]["port"], 60000);
+        assert_eq!(locked.read().unwrap().procs.len(), 3);
+    }
+
+    #[test]
+    fn meta_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let meta = Meta {
+            n: 3,
+            partitions: 256,
+            mode: Mode::Loopback,
+            prefix: "t".into(),
+            client_netns: None,
+            admin_token: "secret".into(),
+            nodes: BTreeMap::new(),
+        };
+        Locked::acquire(&path).unwrap().write(&ClusterFiles { procs: BTreeMap::new(), meta: Some(meta) }).unwrap();
+        let mode = fs::metadata(meta_path(&path)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

@@ -1,0 +1,288 @@
+//! `dynabed cluster up`: starts K nodes, writes the cluster files and
+//! returns once every node sees the whole ring.
+//!
+//! Loopback mode gives node i the address 127.0.0.(i+1) with the same ports
+//! on every node, so node ports never collide with the kernel's ephemeral
+//! ports on 127.0.0.1 and no address outside loopback is ever used.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::files::{self, ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
+use super::process::{self, ProcessRecord};
+use super::register::new_token;
+use crate::client::Client;
+use crate::node::storage::{Durability, EngineKind};
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Number of nodes.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=250))]
+    pub nodes: u16,
+    /// Replication factor, recorded in the meta file.
+    #[arg(long = "N", alias = "n", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub n: u8,
+    /// Each node in its own network namespace (needs CAP_NET_ADMIN and CAP_SYS_ADMIN).
+    #[arg(long, conflicts_with = "loopback")]
+    pub netns: bool,
+    /// Each node on its own 127.0.0.x address.
+    #[arg(long)]
+    pub loopback: bool,
+    /// Names every kernel object and run-state folder of this cluster.
+    #[arg(long, default_value = "dyb", value_parser = parse_prefix)]
+    pub prefix: String,
+    /// Client port of every node; the peer port is this + 1000.
+    #[arg(long = "base_port", alias = "base-port", default_value_t = 60000)]
+    pub base_port: u16,
+    #[arg(long, default_value = "fjall")]
+    pub storage: EngineKind,
+    #[arg(long, default_value = "kernel")]
+    pub sync: Durability,
+    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    pub cluster_procs: PathBuf,
+    /// Where node data and logs go [default: dynabed-data/<prefix> beside the cluster file].
+    #[arg(long = "data_root", alias = "data-root")]
+    pub data_root: Option<PathBuf>,
+    /// Loopback mode: the first node's address; node i gets this + i − 1.
+    #[arg(long = "loopback_base", alias = "loopback-base", default_value = "127.0.0.2")]
+    pub loopback_base: Ipv4Addr,
+    /// Ring partitions [default: 256, or more for big clusters so each node owns ≥ 16].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Worker threads per node.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u16,
+    /// Extra flag passed to every node, e.g. --node-arg=--fail_after_ms=500 (repeatable).
+    #[arg(long = "node_arg", alias = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
+    /// Give up if the ring has not converged by then.
+    #[arg(long = "ready_timeout_s", alias = "ready-timeout-s", default_value_t = 60)]
+    pub ready_timeout_s: u64,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    // Interface names are at most 15 bytes: "<prefix>-n250-h" must fit.
+    let ok = (1..=6).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(s.into())
+    } else {
+        Err("a prefix is 1-6 lowercase letters or digits".into())
+    }
+}
+
+/// A node about to be started.
+struct Planned {
+    id: String,
+    host: IpAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    argv: Vec<String>,
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    if args.netns {
+        bail!("--netns clusters are not available yet in this build; use --loopback");
+    }
+    if !args.loopback && netns::has_netns_capabilities() {
+        eprintln!("note: namespaced clusters are not available yet in this build; starting a loopback cluster");
+    }
+    let cluster_procs = std::path::absolute(&args.cluster_procs)?;
+    refuse_if_running(&cluster_procs)?;
+    let data_root = match &args.data_root {
+        Some(root) => std::path::absolute(root)?,
+        None => cluster_procs.parent().unwrap_or(Path::new("/")).join("dynabed-data").join(&args.prefix),
+    };
+    std::fs::create_dir_all(&data_root).with_context(|| format!("creating {}", data_root.display()))?;
+    let partitions = args.partitions.unwrap_or_else(|| (16 * args.nodes as u32).next_power_of_two().max(256));
+    let plan = plan_nodes(&args, &cluster_procs, &data_root, partitions)?;
+
+    let locked = Locked::acquire(&cluster_procs)?;
+    let mut meta = Meta {
+        n: args.n,
+        partitions,
+        mode: Mode::Loopback,
+        prefix: args.prefix.clone(),
+        client_netns: None,
+        admin_token: new_token(),
+        nodes: BTreeMap::new(),
+    };
+    // The token must be on disk before the nodes start: they read it there.
+    locked.write(&ClusterFiles { procs: BTreeMap::new(), meta: Some(meta.clone()) })?;
+    let started = Instant::now();
+    let mut procs = BTreeMap::new();
+    for node in &plan {
+        std::fs::create_dir_all(&node.data_dir)?;
+        let record = match process::spawn_detached(&node.argv, &node.log) {
+            Ok(record) => record,
+            Err(e) => {
+                stop_all(&procs, &meta);
+                return Err(e.context(format!("starting {}", node.id)));
+            }
+        };
+        procs.insert(node.id.clone(), entry(node, &args, record.pid));
+        meta.nodes.insert(
+            node.id.clone(),
+            NodeMeta { argv: node.argv.clone(), start_time: record.start_time, log: Some(node.log.clone()) },
+        );
+    }
+    locked.write(&ClusterFiles { procs: procs.clone(), meta: Some(meta.clone()) })?;
+    drop(locked);
+
+    let timeout = Duration::from_secs(args.ready_timeout_s);
+    if let Err(e) = wait_for_ring(&procs, timeout).await {
+        stop_all(&procs, &meta);
+        return Err(e.context("the cluster did not come up; its nodes were stopped (logs in the data root)"));
+    }
+    print_table(&procs, &cluster_procs);
+    println!(
+        "ring converged in {} ms ({} nodes, N={}, {} partitions)",
+        started.elapsed().as_millis(),
+        plan.len(),
+        args.n,
+        partitions
+    );
+    Ok(())
+}
+
+fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
+    let files = files::read_unlocked(cluster_procs)?;
+    let Some(meta) = files.meta else { return Ok(()) };
+    let running = files.procs.iter().filter(|(id, e)| record_of(&meta, id, e).is_some_and(|r| r.is_running())).count();
+    if running > 0 {
+        bail!(
+            "{} describes a cluster with {running} running node(s): stop it with `dynabed cluster down` first",
+            cluster_procs.display()
+        );
+    }
+    Ok(())
+}
+
+fn plan_nodes(args: &UpArgs, cluster_procs: &Path, data_root: &Path, partitions: u32) -> anyhow::Result<Vec<Planned>> {
+    let exe = std::env::current_exe().context("locating the dynabed binary")?.to_string_lossy().into_owned();
+    let base = u32::from(args.loopback_base);
+    if (base & 0xff) as u16 + args.nodes > 255 || !args.loopback_base.is_loopback() {
+        bail!("--loopback_base {} leaves no room for {} node addresses in 127.0.0.0/8", args.loopback_base, args.nodes);
+    }
+    let hosts: Vec<IpAddr> = (0..args.nodes as u32).map(|i| IpAddr::V4(Ipv4Addr::from(base + i))).collect();
+    let peer_port =
+        args.base_port.checked_add(1000).context("--base_port must leave room for peer ports (port + 1000)")?;
+    let seeds: Vec<SocketAddr> = hosts.iter().take(3).map(|h| SocketAddr::new(*h, peer_port)).collect();
+    Ok(hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let id = format!("node{}", i + 1);
+            let data_dir = data_root.join(&id);
+            let own_seeds: Vec<String> = seeds.iter().filter(|s| s.ip() != *host).map(|s| s.to_string()).collect();
+            let mut argv: Vec<String> = vec![exe.clone(), "node".into()];
+            let mut flag = |name: &str, value: String| argv.extend([format!("--{name}"), value]);
+            flag("id", id.clone());
+            flag("host", host.to_string());
+            flag("port", args.base_port.to_string());
+            flag("peer_port", peer_port.to_string());
+            flag("cluster_procs", cluster_procs.to_string_lossy().into_owned());
+            flag("data_dir", data_dir.to_string_lossy().into_owned());
+            flag("storage", args.storage.to_string());
+            flag("sync", args.sync.to_string());
+            flag("N", args.n.to_string());
+            flag("partitions", partitions.to_string());
+            flag("threads", args.threads.to_string());
+            // A single node has no seeds; give it itself so it does not
+            // register as a hand-started node.
+            flag(
+                "seeds",
+                if own_seeds.is_empty() { SocketAddr::new(*host, peer_port).to_string() } else { own_seeds.join(",") },
+            );
+            argv.extend(args.node_args.iter().cloned());
+            let log = data_root.join(format!("{id}.log"));
+            Planned { id, host: *host, data_dir, log, argv }
+        })
+        .collect())
+}
+
+fn entry(node: &Planned, args: &UpArgs, pid: u32) -> NodeEntry {
+    NodeEntry {
+        pid,
+        port: args.base_port,
+        host: node.host.to_string(),
+        peer_port: args.base_port + 1000,
+        netns: None,
+        data_dir: node.data_dir.clone(),
+    }
+}
+
+pub fn record_of(meta: &Meta, id: &str, entry: &NodeEntry) -> Option<ProcessRecord> {
+    meta.nodes.get(id).map(|m| ProcessRecord { pid: entry.pid, start_time: m.start_time })
+}
+
+pub fn client_addr(entry: &NodeEntry) -> anyhow::Result<SocketAddr> {
+    Ok(SocketAddr::new(
+        entry.host.parse().with_context(|| format!("bad host {:?} in the cluster file", entry.host))?,
+        entry.port,
+    ))
+}
+
+/// Polls every node until each sees all of them alive.
+async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let want = procs.len();
+    let mut pending: Vec<&String> = procs.keys().collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            let mut client = Client::new(client_addr(&procs[id])?).with_timeout(Duration::from_secs(1));
+            let sees_all = match client.status().await.ok().and_then(|a| a.json().ok()) {
+                Some(status) => status["members"]
+                    .as_array()
+                    .is_some_and(|m| m.len() == want && m.iter().all(|m| m["alive"] == true)),
+                None => false,
+            };
+            if !sees_all {
+                still.push(id);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            if Instant::now() > deadline {
+                bail!("after {timeout:?} these nodes do not yet see all {want} members alive: {pending:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+pub fn stop_all(procs: &BTreeMap<String, NodeEntry>, meta: &Meta) -> Vec<String> {
+    let records: Vec<(String, ProcessRecord)> =
+        procs.iter().filter_map(|(id, e)| record_of(meta, id, e).map(|r| (id.clone(), r))).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .iter()
+            .map(|(id, record)| scope.spawn(move || (!record.stop(Duration::from_secs(5))).then(|| id.clone())))
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
+    })
+}
+
+fn print_table(procs: &BTreeMap<String, NodeEntry>, cluster_procs: &Path) {
+    let mut ids: Vec<&String> = procs.keys().collect();
+    ids.sort_by_key(|id| files::natural_key(id));
+    println!("{:<8} {:>8}  {:<21} {:<21} data", "node", "pid", "client", "peer");
+    for id in ids {
+        let e = &procs[id];
+        println!(
+            "{:<8} {:>8}  {:<21} {:<21} {}",
+            id,
+            e.pid,
+            format!("{}:{}", e.host, e.port),
+            format!("{}:{}", e.host, e.peer_port),
+            e.data_dir.display()
+        );
+    }
+    println!("cluster file: {}", cluster_procs.display());
+}

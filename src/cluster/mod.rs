@@ -1,0 +1,9 @@
+//! Launching and managing clusters of nodes: the cluster files, process
+//! records, `cluster up`, `status` and `down`, and the seed's hand-started
+//! flow.
+
+pub mod files;
+pub mod launch;
+pub mod manage;
+pub mod process;
+pub mod register;

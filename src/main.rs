@@ -1,0 +1,77 @@
+//! The `dynabed` command: parses the command line and dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use dynabed::cli::kv;
+use dynabed::cluster::{self, launch::UpArgs};
+use dynabed::node::NodeConfig;
+
+#[derive(Parser)]
+#[command(name = "dynabed", version, about = "A Dynamo-style replicated key-value store and a Linux test bed for it")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one store node.
+    Node(Box<NodeConfig>),
+    /// Start, inspect and stop clusters of nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Read a key.
+    Get(kv::GetArgs),
+    /// Write a key.
+    Put(kv::PutArgs),
+    /// Delete a key.
+    Delete(kv::DeleteArgs),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start K nodes and write the cluster files.
+    Up(Box<UpArgs>),
+    /// Show each node's process, reachability, ring view and hints.
+    Status(ClusterFile),
+    /// Stop every node and remove the cluster files.
+    Down(ClusterFile),
+}
+
+#[derive(clap::Args)]
+struct ClusterFile {
+    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    cluster_procs: PathBuf,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse().command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Node(mut config) => {
+            let token = cluster::register::join(&mut config)?;
+            dynabed::node::run(*config, token)
+        }
+        Command::Cluster(ClusterCommand::Up(args)) => block_on(cluster::launch::up(*args)),
+        Command::Cluster(ClusterCommand::Status(f)) => block_on(cluster::manage::status(&f.cluster_procs)),
+        Command::Cluster(ClusterCommand::Down(f)) => cluster::manage::down(&f.cluster_procs),
+        Command::Get(args) => block_on(kv::get(args)),
+        Command::Put(args) => block_on(kv::put(args)),
+        Command::Delete(args) => block_on(kv::delete(args)),
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
+}

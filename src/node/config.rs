@@ -1,0 +1,130 @@
+//! Everything a node can be told at start-up, as command-line flags.
+//!
+//! The struct is the clap definition itself, so flag names, defaults and
+//! help text live in one place. The seed's underscore spellings are the
+//! names; kebab-case spellings are aliases.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::storage::{Durability, EngineKind};
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeConfig {
+    /// This node's name, unique in the cluster (e.g. node1).
+    #[arg(long, value_parser = parse_node_id)]
+    pub id: String,
+    /// Client HTTP port.
+    #[arg(long)]
+    pub port: u16,
+    /// Address to listen on and to advertise to peers.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Peer protocol port [default: port + 1000].
+    #[arg(long = "peer_port", alias = "peer-port")]
+    pub peer_port: Option<u16>,
+    /// Peers to join through, as host:peer_port, comma-separated. Without
+    /// seeds the node registers itself in --cluster_procs and joins the nodes
+    /// listed there.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<SocketAddr>,
+    /// Cluster file to register in (without --seeds) and to read the admin
+    /// token from.
+    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    pub cluster_procs: PathBuf,
+    /// Where the node keeps its data [default: data/<id>].
+    #[arg(long = "data_dir", alias = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    /// Storage engine: fjall (persistent) or memory.
+    #[arg(long, default_value = "fjall")]
+    pub storage: EngineKind,
+    /// `always` adds an fsync to every write (power-loss durability); the
+    /// default hands every write to the kernel before acknowledging it.
+    #[arg(long, default_value = "kernel")]
+    pub sync: Durability,
+    /// Replication factor, a cluster-wide property.
+    #[arg(long = "N", alias = "n", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub n: u8,
+    /// Ring partitions (a power of two), a cluster-wide property.
+    #[arg(long, default_value_t = 256, value_parser = parse_partitions)]
+    pub partitions: u32,
+    /// Time a replica has to answer the coordinator before sloppy quorum
+    /// moves on.
+    #[arg(long = "replica_timeout_ms", alias = "replica-timeout-ms", default_value_t = 1000)]
+    pub replica_timeout_ms: u64,
+    /// Time a forwarded request has to be coordinated elsewhere.
+    #[arg(long = "forward_timeout_ms", alias = "forward-timeout-ms", default_value_t = 3000)]
+    pub forward_timeout_ms: u64,
+    /// Time to establish a peer connection.
+    #[arg(long = "connect_timeout_ms", alias = "connect-timeout-ms", default_value_t = 500)]
+    pub connect_timeout_ms: u64,
+    /// How long a coordinator waits, after answering a read, for late
+    /// replies to repair.
+    #[arg(long = "read_repair_wait_ms", alias = "read-repair-wait-ms", default_value_t = 200)]
+    pub read_repair_wait_ms: u64,
+    /// Interval between gossip exchanges.
+    #[arg(long = "gossip_ms", alias = "gossip-ms", default_value_t = 200)]
+    pub gossip_ms: u64,
+    /// A member whose heartbeat has not advanced for this long is down.
+    #[arg(long = "fail_after_ms", alias = "fail-after-ms", default_value_t = 2000)]
+    pub fail_after_ms: u64,
+    /// Interval between hinted-handoff delivery attempts.
+    #[arg(long = "handoff_ms", alias = "handoff-ms", default_value_t = 500)]
+    pub handoff_ms: u64,
+    /// Largest key, in bytes.
+    #[arg(long = "max_key_bytes", alias = "max-key-bytes", default_value_t = 1024)]
+    pub max_key_bytes: usize,
+    /// Largest value (request body), in bytes.
+    #[arg(long = "max_value_bytes", alias = "max-value-bytes", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+    /// Version-vector entries kept per key before the oldest are pruned.
+    #[arg(long = "prune_limit", alias = "prune-limit", default_value_t = 10)]
+    pub prune_limit: usize,
+    /// Worker threads of the node's runtime (1 = a single-threaded runtime,
+    /// best when many nodes share few cores).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+}
+
+impl NodeConfig {
+    pub fn peer_port(&self) -> u16 {
+        self.peer_port.unwrap_or_else(|| self.port.wrapping_add(1000))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from("data").join(&self.id))
+    }
+
+    /// The meta file beside the cluster file, holding N and the admin token.
+    pub fn meta_path(&self) -> PathBuf {
+        crate::cluster::files::meta_path(&self.cluster_procs)
+    }
+
+    pub fn replica_timeout(&self) -> Duration {
+        Duration::from_millis(self.replica_timeout_ms)
+    }
+
+    pub fn forward_timeout(&self) -> Duration {
+        Duration::from_millis(self.forward_timeout_ms)
+    }
+}
+
+/// Node names become file names, actor names and header values: keep them plain.
+pub fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("a node id is 1-32 characters of letters, digits, '-' and '_'".into())
+    }
+}
+
+fn parse_partitions(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(q) if q.is_power_of_two() && (8..=65536).contains(&q) => Ok(q),
+        _ => Err("partitions must be a power of two between 8 and 65536".into()),
+    }
+}

@@ -1,0 +1,374 @@
+//! The client-facing HTTP/1.1 API and the token-protected admin API.
+//!
+//! Usable with curl: `PUT /kv/{key}` with the value as body, `GET` and
+//! `DELETE` likewise. Causal context travels in `X-Dynamo-Context` (opaque)
+//! and is shown readably in `X-Dynamo-Clock`. Bad input gets a 4xx with a
+//! one-line reason and never disturbs the node.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::coordinator::{CoordError, Coordinated};
+use super::protocol::{self, ClientOp, OpKind};
+use super::version::{decode_context, encode_context, Object};
+use super::Node;
+
+pub const CONTEXT: &str = "x-dynamo-context";
+pub const CLOCK: &str = "x-dynamo-clock";
+pub const DOT: &str = "x-dynamo-dot";
+pub const COORDINATOR: &str = "x-dynamo-coordinator";
+
+type Reply = Response<Full<Bytes>>;
+
+/// Accepts client connections until the task is dropped.
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accepting a client connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(route(&node, request).await) }
+            });
+            if let Err(e) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+            {
+                tracing::debug!(%from, "client connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
+    let path = request.uri().path().to_owned();
+    let result = if let Some(key) = path.strip_prefix("/kv/") {
+        key_request(node, key, request).await
+    } else if let Some(rest) = path.strip_prefix("/admin/") {
+        admin_request(node, rest, request).await
+    } else {
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/status") => Ok(status(node)),
+            (&Method::GET, "/metrics") => Ok(metrics(node)),
+            (_, "/status" | "/metrics") => Err(HttpError::method()),
+            _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such path: {path}"))),
+        }
+    };
+    result.unwrap_or_else(|e| {
+        if e.status.is_client_error() {
+            super::metrics::Counters::bump(&node.counters.bad_requests);
+        }
+        text(e.status, format!("error: {}\n", e.message))
+    })
+}
+
+/// A failed request: its status and a one-line reason.
+struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError { status, message: message.into() }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn method() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path")
+    }
+}
+
+impl From<CoordError> for HttpError {
+    fn from(e: CoordError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpError::new(status, e.to_string())
+    }
+}
+
+async fn key_request(node: &Arc<Node>, raw_key: &str, request: Request<Incoming>) -> Result<Reply, HttpError> {
+    let key = parse_key(node, raw_key)?;
+    let query = Query::parse(request.uri().query())?;
+    let context = match request.headers().get(CONTEXT) {
+        Some(value) => {
+            let text = value.to_str().map_err(|_| HttpError::bad("X-Dynamo-Context is not ASCII"))?;
+            Some(decode_context(text).map_err(|e| HttpError::bad(format!("bad X-Dynamo-Context: {e}")))?)
+        }
+        None => None,
+    };
+    let method = request.method().clone();
+    let op = match method {
+        Method::GET => ClientOp { key, kind: OpKind::Get, quorum: query.r },
+        Method::PUT | Method::POST => {
+            let value = read_body(node, request).await?;
+            ClientOp { key, kind: OpKind::Put { value, context: context.unwrap_or_default() }, quorum: query.w }
+        }
+        Method::DELETE => ClientOp { key, kind: OpKind::Delete { context }, quorum: query.w },
+        _ => return Err(HttpError::method()),
+    };
+    let done = node.execute(op, false).await?;
+    Ok(if method == Method::GET { read_reply(&done) } else { write_reply(&done) })
+}
+
+fn parse_key(node: &Node, raw: &str) -> Result<Bytes, HttpError> {
+    let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    if key.is_empty() {
+        return Err(HttpError::bad("empty key"));
+    }
+    if key.len() > node.config.max_key_bytes {
+        return Err(HttpError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("key of {} bytes exceeds the limit of {}", key.len(), node.config.max_key_bytes),
+        ));
+    }
+    Ok(Bytes::from(key))
+}
+
+async fn read_body(node: &Node, request: Request<Incoming>) -> Result<Bytes, HttpError> {
+    let limit = node.config.max_value_bytes;
+    let too_large =
+        || HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("value exceeds the limit of {limit} bytes"));
+    let declared =
+        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(HttpError::bad(format!("reading the request body: {e}"))),
+    }
+}
+
+/// `?r=` and `?w=`; anything else in the query is an error, not ignored.
+#[derive(Default)]
+struct Query {
+    r: Option<usize>,
+    w: Option<usize>,
+}
+
+impl Query {
+    fn parse(query: Option<&str>) -> Result<Self, HttpError> {
+        let mut parsed = Query::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = value
+                .parse::<usize>()
+                .map_err(|_| HttpError::bad(format!("{name} must be a positive integer, got {value:?}")))?;
+            match name {
+                "r" => parsed.r = Some(number),
+                "w" => parsed.w = Some(number),
+                _ => return Err(HttpError::bad(format!("unknown query parameter {name:?} (allowed: r, w)"))),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn causal_headers(reply: &mut Reply, done: &Coordinated) {
+    let headers = reply.headers_mut();
+    let clock = &done.object.clock;
+    headers.insert(CONTEXT, header(&encode_context(clock)));
+    headers.insert(CLOCK, header(&clock.readable()));
+    headers.insert(COORDINATOR, header(&done.coordinator));
+}
+
+fn header(value: &str) -> HeaderValue {
+    // Every value here is base64, a node id or a clock of node ids and numbers.
+    HeaderValue::from_str(value).expect("header values are plain ASCII")
+}
+
+fn read_reply(done: &Coordinated) -> Reply {
+    let values: Vec<&Bytes> = done.object.values().collect();
+    let mut reply = match values.as_slice() {
+        [] => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        [value] => Response::new(Full::new((*value).clone())),
+        many => {
+            let body = json!({
+                "context": encode_context(&done.object.clock),
+                "siblings": many.iter().map(|v| base64::engine::general_purpose::STANDARD.encode(v)).collect::<Vec<_>>(),
+            });
+            let mut reply = json_reply(&body);
+            *reply.status_mut() = StatusCode::MULTIPLE_CHOICES;
+            reply
+        }
+    };
+    causal_headers(&mut reply, done);
+    reply
+}
+
+fn write_reply(done: &Coordinated) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = StatusCode::NO_CONTENT;
+    causal_headers(&mut reply, done);
+    if let Some(dot) = &done.dot {
+        reply.headers_mut().insert(DOT, header(&dot.to_string()));
+    }
+    reply
+}
+
+fn status(node: &Node) -> Reply {
+    let counters: serde_json::Map<String, serde_json::Value> =
+        node.counters.snapshot().into_iter().map(|(name, _, value)| (name.to_owned(), value.into())).collect();
+    let ring = node.membership.ring();
+    json_reply(&json!({
+        "id": node.id(),
+        "actor": node.replica.actor(),
+        "members": node.membership.view(),
+        "hints_pending": node.replica.hints_pending().unwrap_or(0),
+        "hints_delivered": counters["hints_delivered"],
+        "counters": counters,
+        "ring": { "partitions": ring.partitions(), "n": node.membership.n(), "members": ring.members() },
+        "storage": node.replica.storage().kind().to_string(),
+        "switches": switches(node),
+    }))
+}
+
+fn switches(node: &Node) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    json!({
+        "hint_delivery": node.switches.hint_delivery.load(Relaxed),
+        "anti_entropy": node.switches.anti_entropy.load(Relaxed),
+    })
+}
+
+fn metrics(node: &Node) -> Reply {
+    let alive = node.membership.view().iter().filter(|m| m.alive).count() as u64;
+    let gauges = [
+        ("hints_pending", "hints waiting for their owner", node.replica.hints_pending().unwrap_or(0) as u64),
+        ("members", "members known", node.membership.member_count() as u64),
+        ("members_alive", "members believed alive", alive),
+    ];
+    let mut reply = Response::new(Full::new(Bytes::from(node.counters.prometheus(node.id(), &gauges))));
+    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    reply
+}
+
+async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>) -> Result<Reply, HttpError> {
+    authorize(node, &request)?;
+    if let Some(key) = route.strip_prefix("replicas/") {
+        if request.method() != Method::GET {
+            return Err(HttpError::method());
+        }
+        let key = parse_key(node, key)?;
+        return Ok(json_reply(&replicas(node, key).await));
+    }
+    match (request.method(), route) {
+        (&Method::POST, "config") => {
+            let body = read_body(node, request).await?;
+            let change: ConfigChange =
+                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad config JSON: {e}")))?;
+            node.configure(change.hint_delivery, change.anti_entropy);
+            Ok(json_reply(&switches(node)))
+        }
+        (&Method::POST, "handoff") => {
+            let delivered = node.deliver_hints().await;
+            Ok(json_reply(&json!({ "delivered": delivered })))
+        }
+        (_, "config" | "handoff") => Err(HttpError::method()),
+        _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such admin path: /admin/{route}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigChange {
+    hint_delivery: Option<bool>,
+    anti_entropy: Option<bool>,
+}
+
+fn authorize(node: &Node, request: &Request<Incoming>) -> Result<(), HttpError> {
+    let Some(token) = &node.admin_token else {
+        return Err(HttpError::new(StatusCode::FORBIDDEN, "admin API disabled: this node has no admin token"));
+    };
+    let given =
+        request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(HttpError::new(StatusCode::UNAUTHORIZED, "admin API needs Authorization: Bearer <token>"))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What every preference-list replica of `key` holds, read directly.
+async fn replicas(node: &Arc<Node>, key: Bytes) -> serde_json::Value {
+    let ring = node.membership.ring();
+    let partition = ring.partition_of(&key);
+    let owners: Vec<String> =
+        ring.preference_list(partition, node.membership.n()).into_iter().map(str::to_owned).collect();
+    let mut replicas = Vec::new();
+    for owner in owners {
+        let held = if owner == node.id() {
+            node.replica.read(partition, &key).map_err(|e| e.to_string())
+        } else {
+            match node.call(&owner, &protocol::Request::Read { key: key.clone() }, node.config.replica_timeout()).await
+            {
+                Some(protocol::Response::Object(bytes)) => {
+                    bytes.map(|b| super::replica::decode(&b, &key)).transpose().map_err(|e| e.to_string())
+                }
+                Some(other) => Err(format!("unexpected reply: {other:?}")),
+                None => Err("unreachable".to_owned()),
+            }
+        };
+        replicas.push(match held {
+            Ok(object) => json!({ "node": owner, "versions": versions(object.as_ref()) }),
+            Err(e) => json!({ "node": owner, "error": e }),
+        });
+    }
+    json!({ "key": String::from_utf8_lossy(&key), "partition": partition, "replicas": replicas })
+}
+
+fn versions(object: Option<&Object>) -> Vec<serde_json::Value> {
+    let Some(object) = object else { return Vec::new() };
+    let clock = object.clock.readable();
+    object
+        .siblings
+        .iter()
+        .map(|s| {
+            json!({
+                "value": s.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                "dot": s.dot.to_string(),
+                "clock": clock,
+                "tombstone": s.value.is_none(),
+            })
+        })
+        .collect()
+}
+
+fn json_reply(body: &serde_json::Value) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply
+}
+
+fn text(status: StatusCode, body: String) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    reply
+}

@@ -1,0 +1,277 @@
+//! Who is in the cluster and who is alive.
+//!
+//! Membership spreads by gossip: each node periodically swaps its view with
+//! one peer, and every view carries each member's heartbeat. A member whose
+//! heartbeat has not advanced for `fail_after`, or that a request could not
+//! reach, is believed down until its heartbeat advances again. Being down
+//! never removes a node from the ring: only the member set shapes the ring,
+//! so a failure moves no data, and sloppy quorum covers for the absent node.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::seq::IteratorRandom;
+use serde::{Deserialize, Serialize};
+
+use super::protocol::Digest;
+use super::ring::Ring;
+
+/// One member as gossip carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub id: String,
+    pub host: IpAddr,
+    pub port: u16,
+    pub peer_port: u16,
+    /// When this incarnation started (ms since the epoch): a restarted node's
+    /// heartbeat starts again from zero, and its generation tells it apart.
+    pub generation: u64,
+    pub heartbeat: u64,
+}
+
+impl MemberRecord {
+    pub fn peer_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.peer_port)
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    fn version(&self) -> (u64, u64) {
+        (self.generation, self.heartbeat)
+    }
+}
+
+/// A member as this node sees it, for `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub id: String,
+    pub addr: String,
+    pub alive: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("peer runs a ring of {theirs} partitions with N={their_n}, this node {ours} with N={our_n}: they cannot form one cluster")]
+    Incompatible { theirs: u32, their_n: usize, ours: u32, our_n: usize },
+}
+
+struct MemberState {
+    record: MemberRecord,
+    last_advance: Instant,
+    /// Set when a request failed: down until the heartbeat passes this version.
+    unreachable_at: Option<(u64, u64)>,
+}
+
+pub struct Membership {
+    me: String,
+    partitions: u32,
+    n: usize,
+    fail_after: Duration,
+    inner: RwLock<Inner>,
+}
+
+struct Inner {
+    members: BTreeMap<String, MemberState>,
+    ring: Arc<Ring>,
+}
+
+impl Membership {
+    pub fn new(me: MemberRecord, partitions: u32, n: usize, fail_after: Duration) -> anyhow::Result<Self> {
+        let ring = Arc::new(Ring::new([me.id.clone()], partitions)?);
+        let id = me.id.clone();
+        let mut members = BTreeMap::new();
+        members.insert(id.clone(), MemberState { record: me, last_advance: Instant::now(), unreachable_at: None });
+        Ok(Membership { me: id, partitions, n, fail_after, inner: RwLock::new(Inner { members, ring }) })
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn ring(&self) -> Arc<Ring> {
+        self.inner.read().expect("membership lock").ring.clone()
+    }
+
+    pub fn record(&self, id: &str) -> Option<MemberRecord> {
+        self.inner.read().expect("membership lock").members.get(id).map(|m| m.record.clone())
+    }
+
+    pub fn peer_addr(&self, id: &str) -> Option<SocketAddr> {
+        self.record(id).map(|r| r.peer_addr())
+    }
+
+    pub fn is_alive(&self, id: &str) -> bool {
+        let inner = self.inner.read().expect("membership lock");
+        inner.members.get(id).is_some_and(|m| self.alive(m))
+    }
+
+    fn alive(&self, m: &MemberState) -> bool {
+        m.record.id == self.me || (m.unreachable_at.is_none() && m.last_advance.elapsed() < self.fail_after)
+    }
+
+    /// A request to `id` failed: believe it down until it shows a newer heartbeat.
+    pub fn mark_unreachable(&self, id: &str) {
+        if id == self.me {
+            return;
+        }
+        let mut inner = self.inner.write().expect("membership lock");
+        if let Some(m) = inner.members.get_mut(id) {
+            if m.unreachable_at.is_none() {
+                tracing::info!(node = id, "marking node down after a failed request");
+            }
+            m.unreachable_at = Some(m.record.version());
+        }
+    }
+
+    /// Advances this node's own heartbeat and returns the view to gossip.
+    pub fn beat(&self) -> Digest {
+        let mut inner = self.inner.write().expect("membership lock");
+        if let Some(me) = inner.members.get_mut(&self.me) {
+            me.record.heartbeat += 1;
+        }
+        self.digest_of(&inner)
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.digest_of(&self.inner.read().expect("membership lock"))
+    }
+
+    fn digest_of(&self, inner: &Inner) -> Digest {
+        Digest {
+            partitions: self.partitions,
+            n: self.n,
+            members: inner.members.values().map(|m| m.record.clone()).collect(),
+        }
+    }
+
+    /// Folds a peer's view into ours: newer heartbeats win, new members join.
+    pub fn merge(&self, digest: &Digest) -> Result<(), MembershipError> {
+        if digest.partitions != self.partitions || digest.n != self.n {
+            return Err(MembershipError::Incompatible {
+                theirs: digest.partitions,
+                their_n: digest.n,
+                ours: self.partitions,
+                our_n: self.n,
+            });
+        }
+        let mut inner = self.inner.write().expect("membership lock");
+        let mut joined = false;
+        for record in &digest.members {
+            if record.id == self.me {
+                continue;
+            }
+            match inner.members.get_mut(&record.id) {
+                Some(m) if record.version() > m.record.version() => {
+                    if m.unreachable_at.is_some_and(|at| record.version() > at) {
+                        tracing::info!(node = %record.id, "node is reachable again");
+                        m.unreachable_at = None;
+                    }
+                    m.record = record.clone();
+                    m.last_advance = Instant::now();
+                }
+                Some(_) => {}
+                None => {
+                    tracing::info!(node = %record.id, addr = %record.peer_addr(), "new member");
+                    inner.members.insert(
+                        record.id.clone(),
+                        MemberState { record: record.clone(), last_advance: Instant::now(), unreachable_at: None },
+                    );
+                    joined = true;
+                }
+            }
+        }
+        if joined {
+            let ids = inner.members.keys().cloned().collect::<Vec<_>>();
+            inner.ring = Arc::new(Ring::new(ids, self.partitions).expect("ring of known members"));
+        }
+        Ok(())
+    }
+
+    /// A random other member to gossip with; down members are chosen too,
+    /// so that their return is noticed.
+    pub fn gossip_target(&self) -> Option<(String, SocketAddr)> {
+        let inner = self.inner.read().expect("membership lock");
+        inner
+            .members
+            .values()
+            .filter(|m| m.record.id != self.me)
+            .choose(&mut rand::rng())
+            .map(|m| (m.record.id.clone(), m.record.peer_addr()))
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.inner.read().expect("membership lock").members.len()
+    }
+
+    pub fn view(&self) -> Vec<MemberView> {
+        let inner = self.inner.read().expect("membership lock");
+        inner
+            .members
+            .values()
+            .map(|m| MemberView {
+                id: m.record.id.clone(),
+                addr: m.record.client_addr().to_string(),
+                alive: self.alive(m),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, generation: u64, heartbeat: u64) -> MemberRecord {
+        MemberRecord { id: id.into(), host: "127.0.0.1".parse().unwrap(), port: 1, peer_port: 2, generation, heartbeat }
+    }
+
+    fn digest(members: Vec<MemberRecord>) -> Digest {
+        Digest { partitions: 64, n: 3, members }
+    }
+
+    #[test]
+    fn learns_members_and_rebuilds_the_ring() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5)).unwrap();
+        m.merge(&digest(vec![record("b", 1, 1), record("c", 1, 1)])).unwrap();
+        assert_eq!(m.ring().members(), ["a", "b", "c"]);
+        assert!(m.is_alive("b"));
+    }
+
+    #[test]
+    fn unreachable_until_heartbeat_advances() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5)).unwrap();
+        m.merge(&digest(vec![record("b", 1, 5)])).unwrap();
+        m.mark_unreachable("b");
+        assert!(!m.is_alive("b"));
+        m.merge(&digest(vec![record("b", 1, 5)])).unwrap();
+        assert!(!m.is_alive("b"), "the same heartbeat is no proof of life");
+        m.merge(&digest(vec![record("b", 2, 0)])).unwrap();
+        assert!(m.is_alive("b"), "a new incarnation is");
+        assert_eq!(m.ring().members().len(), 2, "a down node stays a member");
+    }
+
+    #[test]
+    fn silent_member_times_out() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_millis(30)).unwrap();
+        m.merge(&digest(vec![record("b", 1, 1)])).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!m.is_alive("b"));
+        assert!(m.is_alive("a"), "a node never believes itself down");
+    }
+
+    #[test]
+    fn refuses_an_incompatible_ring() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5)).unwrap();
+        let err = m.merge(&Digest { partitions: 128, n: 3, members: vec![record("b", 1, 1)] }).unwrap_err();
+        assert!(err.to_string().contains("cannot form one cluster"));
+        assert_eq!(m.member_count(), 1);
+    }
+}

@@ -1,0 +1,255 @@
+//! The store: one Dynamo-style node.
+//!
+//! A node is a tokio TCP server with two listeners — the client HTTP API and
+//! the peer protocol — plus background loops for gossip and hinted handoff.
+//! It never touches the kernel beyond its own sockets and files.
+
+pub mod config;
+pub mod coordinator;
+pub mod frame;
+pub mod handoff;
+pub mod http;
+pub mod membership;
+pub mod metrics;
+pub mod peer;
+pub mod protocol;
+pub mod replica;
+pub mod ring;
+pub mod storage;
+pub mod version;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::net::TcpListener;
+
+pub use config::NodeConfig;
+use membership::{MemberRecord, Membership};
+use metrics::Counters;
+use peer::PeerPool;
+use protocol::{Request, Response};
+use replica::Replica;
+use storage::Storage;
+
+/// Switches that experiments flip at run time through `POST /admin/config`.
+pub struct Switches {
+    pub hint_delivery: AtomicBool,
+    pub anti_entropy: AtomicBool,
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub replica: Replica,
+    pub membership: Membership,
+    pub peers: PeerPool,
+    pub counters: Arc<Counters>,
+    pub switches: Switches,
+    /// `None` disables the admin API (no token was configured).
+    pub admin_token: Option<String>,
+}
+
+impl Node {
+    pub fn id(&self) -> &str {
+        self.membership.me()
+    }
+
+    /// Opens storage and builds the node; nothing listens yet.
+    pub fn open(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<Arc<Self>> {
+        let data_dir = config.data_dir();
+        let storage = Storage::open(config.storage, &data_dir, config.sync)
+            .with_context(|| format!("opening {} storage in {}", config.storage, data_dir.display()))?;
+        let actor = actor_for(&storage, &config.id)?;
+        let counters = Arc::new(Counters::default());
+        let me = MemberRecord {
+            id: config.id.clone(),
+            host: config.host,
+            port: config.port,
+            peer_port: config.peer_port(),
+            generation: replica::now_ms(),
+            heartbeat: 0,
+        };
+        let membership =
+            Membership::new(me, config.partitions, config.n as usize, Duration::from_millis(config.fail_after_ms))?;
+        Ok(Arc::new(Node {
+            replica: Replica::new(storage, actor, config.prune_limit, counters.clone()),
+            membership,
+            peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms)),
+            counters,
+            switches: Switches { hint_delivery: AtomicBool::new(true), anti_entropy: AtomicBool::new(true) },
+            admin_token,
+            config,
+        }))
+    }
+
+    /// Serves until the process is told to stop (SIGTERM or SIGINT).
+    pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+        let client_addr = SocketAddr::new(self.config.host, self.config.port);
+        let peer_addr = SocketAddr::new(self.config.host, self.config.peer_port());
+        let client = TcpListener::bind(client_addr).await.with_context(|| format!("listening on {client_addr}"))?;
+        let peers = TcpListener::bind(peer_addr).await.with_context(|| format!("listening on {peer_addr}"))?;
+        tracing::info!(id = self.id(), actor = self.replica.actor(), %client_addr, %peer_addr, "node serving");
+        let handler: peer::Handler = {
+            let node = self.clone();
+            Arc::new(move |request| {
+                let node = node.clone();
+                Box::pin(async move { node.answer_peer(request).await })
+            })
+        };
+        let tasks = [
+            tokio::spawn(peer::serve(peers, handler)),
+            tokio::spawn(http::serve(client, self.clone())),
+            tokio::spawn(self.clone().gossip_forever()),
+            tokio::spawn(self.clone().deliver_hints_forever()),
+        ];
+        wait_for_stop_signal().await?;
+        tracing::info!(id = self.id(), "stopping");
+        for task in tasks {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    async fn answer_peer(self: Arc<Self>, request: Request) -> Response {
+        match request {
+            Request::Ping => Response::Pong,
+            Request::Gossip(digest) => match self.membership.merge(&digest) {
+                Ok(()) => Response::Gossip(self.membership.digest()),
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::Read { key } => self.answer_read(key),
+            Request::Write { key, object, hint_for } => self.answer_write(key, &object, hint_for),
+            Request::Coordinate(op) => {
+                Response::Coordinated(self.execute(op, true).await.map(|c| c.into_outcome()).map_err(Into::into))
+            }
+        }
+    }
+
+    fn answer_read(&self, key: Bytes) -> Response {
+        Counters::bump(&self.counters.replica_reads);
+        let partition = self.membership.ring().partition_of(&key);
+        match self.replica.read(partition, &key) {
+            Ok(object) => Response::Object(object.map(|o| Bytes::from(o.encode()))),
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
+
+    fn answer_write(&self, key: Bytes, encoded: &[u8], hint_for: Option<String>) -> Response {
+        if key.len() > self.config.max_key_bytes {
+            return Response::Error(format!(
+                "key of {} bytes exceeds the limit of {}",
+                key.len(),
+                self.config.max_key_bytes
+            ));
+        }
+        let object = match replica::decode(encoded, &key) {
+            Ok(object) => object,
+            Err(e) => return Response::Error(e.to_string()),
+        };
+        let result = match hint_for {
+            Some(owner) => self.replica.add_hint(&owner, &key, &object),
+            None => {
+                Counters::bump(&self.counters.replica_writes);
+                let partition = self.membership.ring().partition_of(&key);
+                self.replica.merge(partition, &key, &object).map(drop)
+            }
+        };
+        match result {
+            Ok(()) => Response::Written,
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
+
+    /// Swaps views with one random member per interval; seeds are asked
+    /// until this node knows anyone else.
+    async fn gossip_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.gossip_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let digest = Request::Gossip(self.membership.beat());
+            let targets: Vec<(Option<String>, SocketAddr)> = match self.membership.gossip_target() {
+                Some((id, addr)) => vec![(Some(id), addr)],
+                None => self.config.seeds.iter().map(|addr| (None, *addr)).collect(),
+            };
+            for (id, addr) in targets {
+                let node = self.clone();
+                let digest = digest.clone();
+                tokio::spawn(async move { node.gossip_with(id, addr, digest).await });
+            }
+        }
+    }
+
+    async fn gossip_with(&self, id: Option<String>, addr: SocketAddr, digest: Request) {
+        match self.peers.call(addr, &digest, self.config.replica_timeout()).await {
+            Ok(Response::Gossip(theirs)) => {
+                if let Err(e) = self.membership.merge(&theirs) {
+                    tracing::error!(%addr, "{e}");
+                }
+            }
+            Ok(Response::Error(e)) => tracing::error!(%addr, "peer refused our gossip: {e}"),
+            Ok(other) => tracing::warn!(%addr, "unexpected reply to gossip: {other:?}"),
+            Err(e) => {
+                tracing::debug!(%addr, "gossip failed: {e}");
+                if let Some(id) = id {
+                    self.membership.mark_unreachable(&id);
+                }
+            }
+        }
+    }
+
+    /// Flips run-time switches; `None` leaves a switch as it is.
+    pub fn configure(&self, hint_delivery: Option<bool>, anti_entropy: Option<bool>) {
+        if let Some(on) = hint_delivery {
+            self.switches.hint_delivery.store(on, Ordering::Relaxed);
+        }
+        if let Some(on) = anti_entropy {
+            self.switches.anti_entropy.store(on, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The node's actor name in version vectors: its id plus a tag made when
+/// its store was created, so a node that lost its data never reuses a dot
+/// it issued before (which would silently merge two different writes).
+fn actor_for(storage: &Storage, id: &str) -> anyhow::Result<String> {
+    const KEY: &[u8] = b"actor";
+    if let Some(bytes) = storage.meta.get(KEY)? {
+        let actor = String::from_utf8(bytes).context("stored actor name is not UTF-8")?;
+        if actor.split('.').next() == Some(id) {
+            return Ok(actor);
+        }
+        anyhow::bail!("this data directory belongs to node actor {actor:?}, not to node {id:?}");
+    }
+    let actor = format!("{id}.{}", Alphanumeric.sample_string(&mut rand::rng(), 4).to_lowercase());
+    storage.meta.insert(KEY, actor.as_bytes())?;
+    Ok(actor)
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Runs a node to completion on its own small runtime.
+pub fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    let runtime = if config.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(config.threads as usize).enable_all().build()?
+    };
+    runtime.block_on(async {
+        let node = Node::open(config, admin_token)?;
+        node.serve().await
+    })
+}

@@ -1,0 +1,398 @@
+//! Node-to-node transport: the server that answers peers, and the pool of
+//! outgoing connections.
+//!
+//! Each peer gets one persistent connection on which many requests are in
+//! flight at once, told apart by request id. Writes are batched by a writer
+//! task so that a burst of small frames costs one system call. A connection
+//! that breaks, or on which a request times out with nothing heard since it
+//! was sent, is closed and redialled on the next call — never left stuck, as
+//! after a healed partition, when TCP's own retransmission timer may still
+//! be minutes away.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::AbortHandle;
+
+use super::frame::{self, Direction, FrameError};
+use super::protocol::{Request, Response};
+
+/// Frames waiting to be written on one connection.
+const OUTBOX: usize = 4096;
+/// Requests one incoming connection may have in flight before the server
+/// stops reading from it (backpressure instead of an unbounded queue).
+const IN_FLIGHT_PER_CONNECTION: usize = 512;
+/// After a failed dial, calls to that peer fail fast for this long instead
+/// of queueing behind one another's connect timeouts.
+const REDIAL_AFTER: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("connect to {0}: timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("{0}: recently unreachable")]
+    RecentlyUnreachable(SocketAddr),
+    #[error("{0}: no reply in time")]
+    Timeout(SocketAddr),
+    #[error("{0}: connection closed")]
+    Closed(SocketAddr),
+    #[error("{0}: too many requests queued")]
+    Overloaded(SocketAddr),
+    #[error("{addr}: {source}")]
+    Frame { addr: SocketAddr, source: FrameError },
+}
+
+pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+/// What the server calls for each request it receives.
+pub type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
+
+/// Outgoing connections to every peer this node talks to.
+pub struct PeerPool {
+    slots: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
+    next_id: AtomicU64,
+    connect_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Slot {
+    connection: Option<Arc<Connection>>,
+    failed_at: Option<Instant>,
+}
+
+struct Connection {
+    addr: SocketAddr,
+    outbox: mpsc::Sender<Bytes>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    /// When a frame last arrived, in microseconds since `opened`.
+    last_heard_us: AtomicU64,
+    opened: Instant,
+    broken: AtomicBool,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl PeerPool {
+    pub fn new(connect_timeout: Duration) -> Self {
+        PeerPool { slots: Mutex::default(), next_id: AtomicU64::new(1), connect_timeout }
+    }
+
+    /// Sends one request and waits up to `timeout` for its response.
+    pub async fn call(&self, addr: SocketAddr, request: &Request, timeout: Duration) -> Result<Response, PeerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes =
+            frame::encode(id, Direction::Request, request).map_err(|source| PeerError::Frame { addr, source })?;
+        let connection = self.connection(addr).await?;
+        let sent_at_us = connection.elapsed_us();
+        let reply = connection.send(id, bytes)?;
+        match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(payload)) => frame::decode(&payload).map_err(|source| PeerError::Frame { addr, source }),
+            Ok(Err(_)) => Err(PeerError::Closed(addr)),
+            Err(_) => {
+                connection.forget(id);
+                if connection.last_heard_us.load(Ordering::Relaxed) <= sent_at_us {
+                    // Nothing at all came back since we sent: the path, not
+                    // just this request, is stuck. Redial next time.
+                    connection.close();
+                }
+                Err(PeerError::Timeout(addr))
+            }
+        }
+    }
+
+    async fn connection(&self, addr: SocketAddr) -> Result<Arc<Connection>, PeerError> {
+        let slot = self.slots.lock().expect("peer pool lock").entry(addr).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(connection) = &slot.connection {
+            if !connection.broken.load(Ordering::Relaxed) {
+                return Ok(connection.clone());
+            }
+        }
+        slot.connection = None;
+        if slot.failed_at.is_some_and(|at| at.elapsed() < REDIAL_AFTER) {
+            return Err(PeerError::RecentlyUnreachable(addr));
+        }
+        match self.dial(addr).await {
+            Ok(connection) => {
+                slot.failed_at = None;
+                slot.connection = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(e) => {
+                slot.failed_at = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    async fn dial(&self, addr: SocketAddr) -> Result<Arc<Connection>, PeerError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| PeerError::ConnectTimeout(addr))?
+            .map_err(|source| PeerError::Connect { addr, source })?;
+        stream.set_nodelay(true).map_err(|source| PeerError::Connect { addr, source })?;
+        let (read_half, write_half) = stream.into_split();
+        let (outbox, queued) = mpsc::channel(OUTBOX);
+        let connection = Arc::new(Connection {
+            addr,
+            outbox,
+            pending: Mutex::default(),
+            last_heard_us: AtomicU64::new(0),
+            opened: Instant::now(),
+            broken: AtomicBool::new(false),
+            tasks: Mutex::default(),
+        });
+        let writer = tokio::spawn(write_frames(write_half, queued));
+        let reader = tokio::spawn(read_responses(read_half, connection.clone()));
+        connection.tasks.lock().expect("tasks lock").extend([writer.abort_handle(), reader.abort_handle()]);
+        Ok(connection)
+    }
+}
+
+impl Drop for PeerPool {
+    fn drop(&mut self) {
+        for slot in self.slots.get_mut().expect("peer pool lock").values() {
+            if let Ok(slot) = slot.try_lock() {
+                if let Some(connection) = &slot.connection {
+                    connection.close();
+                }
+            }
+        }
+    }
+}
+
+impl Connection {
+    fn elapsed_us(&self) -> u64 {
+        self.opened.elapsed().as_micros() as u64
+    }
+
+    fn send(&self, id: u64, bytes: Bytes) -> Result<oneshot::Receiver<Bytes>, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(id, tx);
+        if let Err(e) = self.outbox.try_send(bytes) {
+            self.forget(id);
+            return Err(match e {
+                mpsc::error::TrySendError::Full(_) => PeerError::Overloaded(self.addr),
+                mpsc::error::TrySendError::Closed(_) => PeerError::Closed(self.addr),
+            });
+        }
+        Ok(rx)
+    }
+
+    fn forget(&self, id: u64) {
+        self.pending.lock().expect("pending lock").remove(&id);
+    }
+
+    fn deliver(&self, id: u64, payload: Bytes) {
+        self.last_heard_us.store(self.elapsed_us().max(1), Ordering::Relaxed);
+        if let Some(tx) = self.pending.lock().expect("pending lock").remove(&id) {
+            let _ = tx.send(payload);
+        }
+    }
+
+    /// Stops both tasks and fails every waiting call at once.
+    fn close(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+        for task in self.tasks.lock().expect("tasks lock").drain(..) {
+            task.abort();
+        }
+        self.pending.lock().expect("pending lock").clear();
+    }
+}
+
+async fn read_responses(read_half: OwnedReadHalf, connection: Arc<Connection>) {
+    let mut reader = BufReader::new(read_half);
+    loop {
+        match frame::read(&mut reader).await {
+            Ok(Some(f)) if f.direction == Direction::Response => connection.deliver(f.id, f.payload),
+            Ok(Some(_)) => {
+                tracing::warn!(peer = %connection.addr, "peer sent a request on an outgoing connection; closing it");
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(peer = %connection.addr, "peer connection ended: {e}");
+                break;
+            }
+        }
+    }
+    connection.broken.store(true, Ordering::Relaxed);
+    connection.pending.lock().expect("pending lock").clear();
+}
+
+/// Writes queued frames, coalescing whatever is already queued into one flush.
+async fn write_frames(write_half: OwnedWriteHalf, mut queued: mpsc::Receiver<Bytes>) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    while let Some(first) = queued.recv().await {
+        let mut next = Some(first);
+        while let Some(bytes) = next {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+            next = queued.try_recv().ok();
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers peers on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, handler: Handler) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, from, handler.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!("accepting a peer connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Handler) {
+    let (read_half, write_half) = stream.into_split();
+    let (outbox, queued) = mpsc::channel(OUTBOX);
+    let writer = tokio::spawn(write_frames(write_half, queued));
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+    let mut reader = BufReader::new(read_half);
+    loop {
+        let f = match frame::read(&mut reader).await {
+            Ok(Some(f)) if f.direction == Direction::Request => f,
+            Ok(Some(_)) => {
+                tracing::warn!(%from, "peer sent a response frame as a request; closing the connection");
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(%from, "closing peer connection: {e}");
+                break;
+            }
+        };
+        let request: Request = match frame::decode(&f.payload) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(%from, "closing peer connection: {e}");
+                break;
+            }
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let (handler, outbox) = (handler.clone(), outbox.clone());
+        tokio::spawn(async move {
+            let response = handler(request).await;
+            match frame::encode(f.id, Direction::Response, &response) {
+                Ok(bytes) => {
+                    let _ = outbox.send(bytes).await;
+                }
+                Err(e) => tracing::error!(%from, "cannot encode a response: {e}"),
+            }
+            drop(permit);
+        });
+    }
+    drop(outbox);
+    // Let responses already computed go out; the writer ends when every
+    // request task has dropped its sender.
+    let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo_handler() -> Handler {
+        Arc::new(|request| {
+            Box::pin(async move {
+                match request {
+                    Request::Ping => Response::Pong,
+                    Request::Read { key } if key.as_ref() == b"slow" => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Response::Object(None)
+                    }
+                    Request::Read { key } => Response::Object(Some(key)),
+                    _ => Response::Error("unexpected".into()),
+                }
+            })
+        })
+    }
+
+    async fn server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, echo_handler()));
+        addr
+    }
+
+    #[tokio::test]
+    async fn many_requests_share_one_connection() {
+        let addr = server().await;
+        let pool = Arc::new(PeerPool::new(Duration::from_secs(1)));
+        let calls = (0..200).map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let key = Bytes::from(format!("k{i}"));
+                let reply = pool.call(addr, &Request::Read { key: key.clone() }, Duration::from_secs(2)).await.unwrap();
+                assert!(matches!(reply, Response::Object(Some(k)) if k == key));
+            })
+        });
+        for call in calls {
+            call.await.unwrap();
+        }
+        assert_eq!(pool.slots.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn timeout_with_silent_peer_redials() {
+        let addr = server().await;
+        let pool = PeerPool::new(Duration::from_secs(1));
+        let slow = Request::Read { key: Bytes::from_static(b"slow") };
+        assert!(matches!(pool.call(addr, &slow, Duration::from_millis(50)).await, Err(PeerError::Timeout(_))));
+        // The stalled connection was dropped; the next call works on a fresh one.
+        assert!(matches!(pool.call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
+    }
+
+    #[tokio::test]
+    async fn garbage_closes_only_that_connection() {
+        let addr = server().await;
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&[
+            0, 0, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ])
+        .await
+        .unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::io::AsyncReadExt::read(&mut raw, &mut buf).await.unwrap();
+        assert_eq!(n, 0, "server closes a connection that sent an undecodable frame");
+        let pool = PeerPool::new(Duration::from_secs(1));
+        assert!(matches!(pool.call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
+    }
+
+    #[tokio::test]
+    async fn refused_dial_fails_fast_then_retries() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let pool = PeerPool::new(Duration::from_secs(1));
+        assert!(matches!(
+            pool.call(addr, &Request::Ping, Duration::from_secs(1)).await,
+            Err(PeerError::Connect { .. })
+        ));
+        assert!(matches!(
+            pool.call(addr, &Request::Ping, Duration::from_secs(1)).await,
+            Err(PeerError::RecentlyUnreachable(_))
+        ));
+    }
+}

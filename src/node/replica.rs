@@ -1,0 +1,174 @@
+//! This node's replica: the objects it holds and the hints it keeps for
+//! others, on top of the storage engine.
+//!
+//! Every change is a read-merge-write of one key. Two such changes to the
+//! same key must not interleave, or the second would overwrite what the
+//! first merged in; a striped lock serialises them without a lock per key.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::metrics::Counters;
+use super::storage::{Storage, StorageError};
+use super::version::{Dot, Object, VersionError, VersionVector};
+
+const STRIPES: usize = 1024;
+/// Separates the owner's name from the key in a hint's storage key; node
+/// names cannot contain it.
+const HINT_SEPARATOR: u8 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("stored object for key {key:?} is corrupt: {source}")]
+    Corrupt { key: String, source: VersionError },
+}
+
+/// A hint waiting for its owner, as stored.
+pub struct Hint {
+    pub owner: String,
+    pub key: Bytes,
+    /// The stored bytes, compared on removal so that a hint updated while it
+    /// was being delivered is kept.
+    pub encoded: Vec<u8>,
+}
+
+pub struct Replica {
+    storage: Storage,
+    stripes: Vec<Mutex<()>>,
+    actor: String,
+    prune_limit: usize,
+    counters: std::sync::Arc<Counters>,
+}
+
+impl Replica {
+    pub fn new(storage: Storage, actor: String, prune_limit: usize, counters: std::sync::Arc<Counters>) -> Self {
+        Replica { storage, stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(), actor, prune_limit, counters }
+    }
+
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn read(&self, partition: u32, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        self.load(&data_key(partition, key), key)
+    }
+
+    /// The coordinator's own write: a new sibling superseding what `context`
+    /// saw. Returns the object as it now stands here, and the write's dot.
+    pub fn update(
+        &self,
+        partition: u32,
+        key: &[u8],
+        context: &VersionVector,
+        value: Option<Bytes>,
+    ) -> Result<(Object, Dot), ReplicaError> {
+        let storage_key = data_key(partition, key);
+        let _guard = self.lock(&storage_key);
+        let mut object = self.load(&storage_key, key)?.unwrap_or_default();
+        let (dot, pruned) = object.update(context, &self.actor, value, now_ms(), self.prune_limit);
+        Counters::add(&self.counters.prune_events, pruned as u64);
+        self.storage.data.insert(&storage_key, &object.encode())?;
+        Ok((object, dot))
+    }
+
+    /// The coordinator's write when the caller gave no context: supersede
+    /// whatever this replica has seen.
+    pub fn local_context(&self, partition: u32, key: &[u8]) -> Result<VersionVector, ReplicaError> {
+        Ok(self.read(partition, key)?.map(|o| o.clock).unwrap_or_default())
+    }
+
+    /// Merges a peer's version into ours; returns the merged object.
+    pub fn merge(&self, partition: u32, key: &[u8], incoming: &Object) -> Result<Object, ReplicaError> {
+        let storage_key = data_key(partition, key);
+        let _guard = self.lock(&storage_key);
+        let current = self.load(&storage_key, key)?;
+        let mut merged = current.clone().unwrap_or_default();
+        let pruned = merged.merge(incoming, self.prune_limit);
+        Counters::add(&self.counters.prune_events, pruned as u64);
+        if current.as_ref() != Some(&merged) {
+            self.storage.data.insert(&storage_key, &merged.encode())?;
+        }
+        Ok(merged)
+    }
+
+    /// Keeps `object` for `owner`, merged with any hint already held.
+    pub fn add_hint(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), ReplicaError> {
+        let storage_key = hint_key(owner, key);
+        let _guard = self.lock(&storage_key);
+        let mut hint = match self.storage.hints.get(&storage_key)? {
+            Some(bytes) => decode(&bytes, key)?,
+            None => Object::default(),
+        };
+        let pruned = hint.merge(object, self.prune_limit);
+        Counters::add(&self.counters.prune_events, pruned as u64);
+        self.storage.hints.insert(&storage_key, &hint.encode())?;
+        Counters::bump(&self.counters.hints_stored);
+        Ok(())
+    }
+
+    /// Every hint held, grouped by owner in name order.
+    pub fn hints(&self) -> Result<Vec<Hint>, ReplicaError> {
+        let entries = self.storage.hints.scan_prefix(&[])?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(k, encoded)| {
+                let at = k.iter().position(|&b| b == HINT_SEPARATOR)?;
+                let owner = String::from_utf8(k[..at].to_vec()).ok()?;
+                Some(Hint { owner, key: Bytes::copy_from_slice(&k[at + 1..]), encoded })
+            })
+            .collect())
+    }
+
+    /// Removes a delivered hint unless it changed since it was read.
+    pub fn remove_hint(&self, hint: &Hint) -> Result<bool, ReplicaError> {
+        Ok(self.storage.hints.remove_if_equal(&hint_key(&hint.owner, &hint.key), &hint.encoded)?)
+    }
+
+    pub fn hints_pending(&self) -> Result<usize, ReplicaError> {
+        Ok(self.storage.hints.len()?)
+    }
+
+    fn load(&self, storage_key: &[u8], key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        self.storage.data.get(storage_key)?.map(|bytes| decode(&bytes, key)).transpose()
+    }
+
+    fn lock(&self, storage_key: &[u8]) -> MutexGuard<'_, ()> {
+        let stripe = xxhash_rust::xxh3::xxh3_64(storage_key) as usize % STRIPES;
+        // A panic while holding a stripe cannot leave storage half-written
+        // (each write is one insert), so a poisoned stripe is still usable.
+        self.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Object, ReplicaError> {
+    Object::decode(bytes)
+        .map_err(|source| ReplicaError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), source })
+}
+
+/// Data keys start with the partition, so a partition is one prefix range.
+fn data_key(partition: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn hint_key(owner: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(owner.len() + 1 + key.len());
+    k.extend_from_slice(owner.as_bytes());
+    k.push(HINT_SEPARATOR);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

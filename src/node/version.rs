@@ -1,0 +1,879 @@
+//! Causality tracking for stored values: dotted version vectors with
+//! server-side actors (Riak 2.x "dotted causal container").
+//!
+//! Each write is stamped with a `Dot` by the coordinating node, and an
+//! `Object` keeps every concurrent value (sibling) until a later write whose
+//! context saw it supersedes it. Replicas converge by `Object::merge`, which
+//! is order-insensitive, so anti-entropy and read repair may apply updates in
+//! any order. Clients get the clock back as an opaque, checksummed context.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Longest actor (node) name accepted from storage or the network.
+pub const MAX_ACTOR_LEN: usize = 64;
+/// Most siblings a decoded object may hold.
+pub const MAX_SIBLINGS: usize = 1024;
+/// Most entries a decoded clock or context may hold.
+pub const MAX_CLOCK_ENTRIES: usize = 1024;
+/// Longest context string accepted from a client.
+pub const MAX_CONTEXT_LEN: usize = 64 * 1024;
+/// Largest counter a client context may carry. The checksum is no MAC, so a
+/// client can forge counters; this bound leaves room for 2^63 further writes
+/// before a counter could saturate.
+pub const MAX_CONTEXT_COUNTER: u64 = 1 << 62;
+
+const CONTEXT_VERSION: u8 = 1;
+const CHECKSUM_LEN: usize = 4;
+
+/// Why a dot, object or context was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("invalid dot: {0}")]
+    BadDot(&'static str),
+    #[error("actor name must be 1 to {MAX_ACTOR_LEN} bytes, got {0} bytes")]
+    BadActorLength(usize),
+    #[error("counter for actor {0:?} is 0; counters start at 1")]
+    ZeroCounter(String),
+    #[error("context is {0} bytes, over the {MAX_CONTEXT_LEN}-byte limit")]
+    ContextTooLong(usize),
+    #[error("context is not valid URL-safe unpadded base64")]
+    ContextBase64,
+    #[error("context is too short to hold a version byte and checksum")]
+    ContextTruncated,
+    #[error("context version {0} is not supported (expected {CONTEXT_VERSION})")]
+    ContextVersion(u8),
+    #[error("context checksum does not match; it was altered or corrupted")]
+    ContextChecksum,
+    #[error("context payload is malformed: {0}")]
+    ContextPayload(postcard::Error),
+    #[error("context has {0} trailing bytes after its payload")]
+    ContextTrailingBytes(usize),
+    #[error("context counter {0} is over the limit of {MAX_CONTEXT_COUNTER}")]
+    ContextCounterTooLarge(u64),
+    #[error("context actors are not strictly ascending (duplicate or unsorted)")]
+    ContextNotCanonical,
+    #[error("too many clock entries: {0} (limit {MAX_CLOCK_ENTRIES})")]
+    TooManyClockEntries(usize),
+    #[error("stored object is malformed: {0}")]
+    ObjectPayload(postcard::Error),
+    #[error("stored object has {0} trailing bytes")]
+    ObjectTrailingBytes(usize),
+    #[error("too many siblings: {0} (limit {MAX_SIBLINGS})")]
+    TooManySiblings(usize),
+    #[error("sibling {0} is out of order or duplicated")]
+    SiblingOrder(Dot),
+    #[error("sibling {0} is not covered by the object's clock")]
+    UncoveredSibling(Dot),
+}
+
+/// Checks a name before it becomes an actor. Call it on this node's name at
+/// startup: an object written under an invalid actor would not decode later.
+pub fn validate_actor(actor: &str) -> Result<(), VersionError> {
+    if actor.is_empty() || actor.len() > MAX_ACTOR_LEN {
+        return Err(VersionError::BadActorLength(actor.len()));
+    }
+    Ok(())
+}
+
+fn validate_entry(actor: &str, counter: u64) -> Result<(), VersionError> {
+    validate_actor(actor)?;
+    if counter == 0 {
+        return Err(VersionError::ZeroCounter(actor.to_owned()));
+    }
+    Ok(())
+}
+
+/// One event: the `counter`-th write coordinated by `actor`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    pub actor: String,
+    pub counter: u64,
+}
+
+impl fmt::Display for Dot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.actor, self.counter)
+    }
+}
+
+impl FromStr for Dot {
+    type Err = VersionError;
+
+    /// Splits at the last ':' so actor names such as `10.0.0.1:7000` work.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (actor, counter) = s.rsplit_once(':').ok_or(VersionError::BadDot("expected actor:counter"))?;
+        let counter = counter.parse::<u64>().map_err(|_| VersionError::BadDot("counter is not an unsigned integer"))?;
+        validate_entry(actor, counter)?;
+        Ok(Dot { actor: actor.to_owned(), counter })
+    }
+}
+
+/// An actor's position in a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockEntry {
+    pub counter: u64,
+    /// Wall time of the last advance; pruning drops the stalest entries.
+    pub ts_ms: u64,
+}
+
+/// The set of dots an object (or a client's read) has seen, per actor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionVector {
+    entries: BTreeMap<String, ClockEntry>,
+}
+
+impl VersionVector {
+    /// Highest counter seen from `actor`, 0 if none.
+    pub fn get(&self, actor: &str) -> u64 {
+        self.entries.get(actor).map_or(0, |e| e.counter)
+    }
+
+    pub fn covers(&self, dot: &Dot) -> bool {
+        dot.counter <= self.get(&dot.actor)
+    }
+
+    /// Least upper bound: per actor the larger counter and the later time.
+    pub fn join(&mut self, other: &VersionVector) {
+        for (actor, theirs) in &other.entries {
+            let ours = self.entries.entry(actor.clone()).or_insert(*theirs);
+            ours.counter = ours.counter.max(theirs.counter);
+            ours.ts_ms = ours.ts_ms.max(theirs.ts_ms);
+        }
+    }
+
+    /// True if `self` has seen everything `other` has.
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other.entries.iter().all(|(actor, e)| self.get(actor) >= e.counter)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// `node1:5,node3:2`, for logs and debugging headers.
+    pub fn readable(&self) -> String {
+        self.to_string()
+    }
+
+    fn advance(&mut self, actor: &str, counter: u64, ts_ms: u64) {
+        self.entries.insert(actor.to_owned(), ClockEntry { counter, ts_ms });
+    }
+
+    fn validate(&self) -> Result<(), VersionError> {
+        if self.entries.len() > MAX_CLOCK_ENTRIES {
+            return Err(VersionError::TooManyClockEntries(self.entries.len()));
+        }
+        self.entries.iter().try_for_each(|(actor, e)| validate_entry(actor, e.counter))
+    }
+}
+
+impl fmt::Display for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (actor, e)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{actor}:{}", e.counter)?;
+        }
+        Ok(())
+    }
+}
+
+/// One concurrent value of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    pub dot: Dot,
+    /// `None` is a tombstone: a delete that must still win over older writes.
+    pub value: Option<Bytes>,
+    pub ts_ms: u64,
+}
+
+/// A key's causal state: its clock and the values it has not yet superseded.
+///
+/// Kept canonical (siblings sorted by dot, no duplicates) so replicas holding
+/// the same state compare equal and encode to the same bytes. The fields are
+/// public for reading; change them only through `update` and `merge`.
+///
+/// `prune_limit` caps the clock's entries beyond the actors of current
+/// siblings. Keep it at least the number of nodes that coordinate writes:
+/// once an actor's entry is pruned its counter restarts from what the write
+/// context knows, and a reused dot is taken as already seen by replicas that
+/// still hold the old entry, so that write could be dropped on merge.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    pub clock: VersionVector,
+    /// All siblings, tombstones included, sorted by dot.
+    pub siblings: Vec<Sibling>,
+}
+
+impl Object {
+    /// The live (non-tombstone) values.
+    pub fn values(&self) -> impl Iterator<Item = &Bytes> {
+        self.siblings.iter().filter_map(|s| s.value.as_ref())
+    }
+
+    /// True if a read should report "not found".
+    pub fn is_deleted(&self) -> bool {
+        self.siblings.iter().all(|s| s.value.is_none())
+    }
+
+    /// True if nothing was ever written or merged in.
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty() && self.clock.is_empty()
+    }
+
+    /// The coordinator's write of `value` (None deletes) by `actor`, which
+    /// supersedes exactly the siblings `context` has seen.
+    ///
+    /// `actor` must pass [`validate_actor`]. Returns the new sibling's dot
+    /// and the number of clock entries pruned.
+    pub fn update(
+        &mut self,
+        context: &VersionVector,
+        actor: &str,
+        value: Option<Bytes>,
+        now_ms: u64,
+        prune_limit: usize,
+    ) -> (Dot, usize) {
+        debug_assert!(validate_actor(actor).is_ok(), "invalid actor {actor:?}");
+        // Saturating only matters for forged counters; see MAX_CONTEXT_COUNTER.
+        let counter = self.clock.get(actor).max(context.get(actor)).saturating_add(1);
+        let dot = Dot { actor: actor.to_owned(), counter };
+        self.siblings.retain(|s| !context.covers(&s.dot));
+        // The counter exceeds every dot of `actor` this object holds, so the
+        // new sibling lands after them and cannot duplicate one.
+        let at = self.siblings.partition_point(|s| s.dot < dot);
+        self.siblings.insert(at, Sibling { dot: dot.clone(), value, ts_ms: now_ms });
+        self.clock.join(context);
+        self.clock.advance(actor, counter, now_ms);
+        let pruned = self.prune(prune_limit);
+        (dot, pruned)
+    }
+
+    /// Folds in another replica's state; returns clock entries pruned.
+    ///
+    /// A sibling survives if both sides hold it or the other side has not
+    /// seen it. Commutative and idempotent; associative as long as pruning
+    /// does not fire (pruning forgets history, so order can then matter).
+    pub fn merge(&mut self, other: &Object, prune_limit: usize) -> usize {
+        self.siblings = merge_siblings(&self.siblings, &self.clock, &other.siblings, &other.clock);
+        self.clock.join(&other.clock);
+        self.prune(prune_limit)
+    }
+
+    /// Drops the stalest clock entries beyond the limit, sparing the actors
+    /// of current siblings: their entries are what keeps the siblings
+    /// covered. Forgetting an entry can only make later merges keep more
+    /// siblings (false concurrency), never fewer.
+    fn prune(&mut self, limit: usize) -> usize {
+        let excess = self.clock.len().saturating_sub(limit);
+        if excess == 0 {
+            return 0;
+        }
+        let protected: BTreeSet<&str> = self.siblings.iter().map(|s| s.dot.actor.as_str()).collect();
+        let mut victims: Vec<(u64, String)> = self
+            .clock
+            .entries
+            .iter()
+            .filter(|(actor, _)| !protected.contains(actor.as_str()))
+            .map(|(actor, e)| (e.ts_ms, actor.clone()))
+            .collect();
+        victims.sort_unstable();
+        victims.truncate(excess);
+        for (_, actor) in &victims {
+            self.clock.entries.remove(actor);
+        }
+        victims.len()
+    }
+
+    /// Canonical bytes for storage and replication.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("postcard cannot fail on in-memory maps and vecs")
+    }
+
+    /// Parses bytes from disk or a peer, rejecting anything that breaks the
+    /// invariants the rest of this module relies on.
+    pub fn decode(bytes: &[u8]) -> Result<Object, VersionError> {
+        let (object, rest): (Object, _) = postcard::take_from_bytes(bytes).map_err(VersionError::ObjectPayload)?;
+        if !rest.is_empty() {
+            return Err(VersionError::ObjectTrailingBytes(rest.len()));
+        }
+        object.validate()?;
+        Ok(object)
+    }
+
+    fn validate(&self) -> Result<(), VersionError> {
+        self.clock.validate()?;
+        if self.siblings.len() > MAX_SIBLINGS {
+            return Err(VersionError::TooManySiblings(self.siblings.len()));
+        }
+        let mut previous: Option<&Dot> = None;
+        for s in &self.siblings {
+            if previous.is_some_and(|p| p >= &s.dot) {
+                return Err(VersionError::SiblingOrder(s.dot.clone()));
+            }
+            validate_entry(&s.dot.actor, s.dot.counter)?;
+            if !self.clock.covers(&s.dot) {
+                return Err(VersionError::UncoveredSibling(s.dot.clone()));
+            }
+            previous = Some(&s.dot);
+        }
+        Ok(())
+    }
+}
+
+/// The siblings that survive a merge, in canonical order.
+fn merge_siblings(
+    ours: &[Sibling],
+    our_clock: &VersionVector,
+    theirs: &[Sibling],
+    their_clock: &VersionVector,
+) -> Vec<Sibling> {
+    let mut out = Vec::with_capacity(ours.len() + theirs.len());
+    for a in ours {
+        match find_dot(theirs, &a.dot) {
+            Some(b) => out.push(pick_same_dot(a, b).clone()),
+            None if !their_clock.covers(&a.dot) => out.push(a.clone()),
+            None => {}
+        }
+    }
+    for b in theirs {
+        if find_dot(ours, &b.dot).is_none() && !our_clock.covers(&b.dot) {
+            out.push(b.clone());
+        }
+    }
+    out.sort_unstable_by(|x, y| x.dot.cmp(&y.dot));
+    out
+}
+
+fn find_dot<'a>(siblings: &'a [Sibling], dot: &Dot) -> Option<&'a Sibling> {
+    let i = siblings.binary_search_by(|s| s.dot.cmp(dot)).ok()?;
+    siblings.get(i)
+}
+
+/// Two values under one dot should not happen (an actor's counter went
+/// backwards); choosing by content keeps merge commutative regardless.
+fn pick_same_dot<'a>(a: &'a Sibling, b: &'a Sibling) -> &'a Sibling {
+    if (&b.value, b.ts_ms) > (&a.value, a.ts_ms) {
+        b
+    } else {
+        a
+    }
+}
+
+/// The opaque context string handed to clients (`X-Dynamo-Context`).
+///
+/// Timestamps stay server-side; the checksum catches corruption and casual
+/// edits, it is not a MAC.
+pub fn encode_context(clock: &VersionVector) -> String {
+    let counters: Vec<(&str, u64)> = clock.entries.iter().map(|(actor, e)| (actor.as_str(), e.counter)).collect();
+    let payload = postcard::to_allocvec(&counters).expect("postcard cannot fail on an in-memory vec");
+    seal(CONTEXT_VERSION, &payload)
+}
+
+/// Parses a client's context; the result has `ts_ms` 0 everywhere. An empty
+/// string is the empty context (a blind write).
+pub fn decode_context(context: &str) -> Result<VersionVector, VersionError> {
+    if context.is_empty() {
+        return Ok(VersionVector::default());
+    }
+    let payload = unseal(context)?;
+    let (counters, rest): (Vec<(String, u64)>, _) =
+        postcard::take_from_bytes(payload.as_slice()).map_err(VersionError::ContextPayload)?;
+    if !rest.is_empty() {
+        return Err(VersionError::ContextTrailingBytes(rest.len()));
+    }
+    counters_to_clock(counters)
+}
+
+fn seal(version: u8, payload: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(1 + payload.len() + CHECKSUM_LEN);
+    bytes.push(version);
+    bytes.extend_from_slice(payload);
+    let sum = checksum(&bytes);
+    bytes.extend_from_slice(&sum);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Undoes `seal`, returning the payload after the version byte.
+fn unseal(context: &str) -> Result<Vec<u8>, VersionError> {
+    if context.len() > MAX_CONTEXT_LEN {
+        return Err(VersionError::ContextTooLong(context.len()));
+    }
+    let mut bytes = URL_SAFE_NO_PAD.decode(context).map_err(|_| VersionError::ContextBase64)?;
+    if bytes.len() < 1 + CHECKSUM_LEN {
+        return Err(VersionError::ContextTruncated);
+    }
+    let sum = bytes.split_off(bytes.len() - CHECKSUM_LEN);
+    if sum != checksum(&bytes) {
+        return Err(VersionError::ContextChecksum);
+    }
+    if bytes[0] != CONTEXT_VERSION {
+        return Err(VersionError::ContextVersion(bytes[0]));
+    }
+    bytes.remove(0);
+    Ok(bytes)
+}
+
+fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let digest = xxh3_64(bytes).to_be_bytes();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+fn counters_to_clock(counters: Vec<(String, u64)>) -> Result<VersionVector, VersionError> {
+    if counters.len() > MAX_CLOCK_ENTRIES {
+        return Err(VersionError::TooManyClockEntries(counters.len()));
+    }
+    if counters.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(VersionError::ContextNotCanonical);
+    }
+    let mut clock = VersionVector::default();
+    for (actor, counter) in counters {
+        validate_entry(&actor, counter)?;
+        if counter > MAX_CONTEXT_COUNTER {
+            return Err(VersionError::ContextCounterTooLarge(counter));
+        }
+        clock.entries.insert(actor, ClockEntry { counter, ts_ms: 0 });
+    }
+    Ok(clock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
+    const UNLIMITED: usize = usize::MAX;
+    const DEFAULT: usize = 10;
+    const TIGHT: usize = 2;
+
+    fn val(s: &str) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn clock_of(counters: &[(&str, u64)]) -> VersionVector {
+        let mut clock = VersionVector::default();
+        for (actor, counter) in counters {
+            clock.advance(actor, *counter, 0);
+        }
+        clock
+    }
+
+    fn dots(object: &Object) -> Vec<String> {
+        object.siblings.iter().map(|s| s.dot.to_string()).collect()
+    }
+
+    /// One step of a replicated history; replica `i` writes as actor `NAMES[i]`,
+    /// as a server-side coordinator would.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Read { replica: usize },
+        Write { replica: usize, read: usize, value: Option<u8> },
+        Sync { from: usize, to: usize },
+    }
+
+    fn op(replicas: usize) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0..replicas).prop_map(|replica| Op::Read { replica }),
+            3 => (0..replicas, any::<usize>(), proptest::option::weighted(0.8, any::<u8>()))
+                .prop_map(|(replica, read, value)| Op::Write { replica, read, value }),
+            2 => (0..replicas, 0..replicas).prop_map(|(from, to)| Op::Sync { from, to }),
+        ]
+    }
+
+    struct Sim {
+        replicas: Vec<Object>,
+        /// Contexts clients have read so far; index 0 is a blind write.
+        reads: Vec<VersionVector>,
+        now: u64,
+    }
+
+    impl Sim {
+        fn new(replicas: usize) -> Sim {
+            Sim { replicas: vec![Object::default(); replicas], reads: vec![VersionVector::default()], now: 0 }
+        }
+
+        /// Applies `op`, returning the touched replica and entries pruned.
+        fn apply(&mut self, op: &Op, limit: usize) -> (usize, usize) {
+            self.now += 1;
+            match *op {
+                Op::Read { replica } => {
+                    let clock = self.replicas[replica].clock.clone();
+                    // Round-trip like a real client would.
+                    let context = decode_context(&encode_context(&clock)).expect("own context");
+                    self.reads.push(context);
+                    (replica, 0)
+                }
+                Op::Write { replica, read, value } => {
+                    let context = &self.reads[read % self.reads.len()];
+                    let value = value.map(|v| Bytes::from(vec![v]));
+                    let (_, pruned) = self.replicas[replica].update(context, NAMES[replica], value, self.now, limit);
+                    (replica, pruned)
+                }
+                Op::Sync { from, to } => {
+                    let source = self.replicas[from].clone();
+                    (to, self.replicas[to].merge(&source, limit))
+                }
+            }
+        }
+    }
+
+    fn simulate(replicas: usize, ops: &[Op], limit: usize) -> Vec<Object> {
+        let mut sim = Sim::new(replicas);
+        for op in ops {
+            sim.apply(op, limit);
+        }
+        sim.replicas
+    }
+
+    /// Three replica states from one random history.
+    fn three_objects(replicas: usize, limit: usize) -> impl Strategy<Value = Vec<Object>> {
+        assert!(replicas >= 3);
+        proptest::collection::vec(op(replicas), 0..60).prop_map(move |ops| simulate(replicas, &ops, limit))
+    }
+
+    fn merged(a: &Object, b: &Object, limit: usize) -> Object {
+        let mut out = a.clone();
+        out.merge(b, limit);
+        out
+    }
+
+    /// Pruning may keep more entries than the limit only for sibling actors.
+    fn prune_bound_holds(object: &Object, limit: usize) -> bool {
+        object.clock.len() <= limit
+            || object.clock.entries.keys().all(|actor| object.siblings.iter().any(|s| &s.dot.actor == actor))
+    }
+
+    proptest! {
+        #[test]
+        fn merge_laws_hold(objs in three_objects(3, DEFAULT)) {
+            let p = DEFAULT;
+            let (a, b, c) = (&objs[0], &objs[1], &objs[2]);
+            prop_assert_eq!(merged(a, b, p), merged(b, a, p));
+            prop_assert_eq!(merged(a, a, p), a.clone());
+            prop_assert_eq!(merged(&merged(a, b, p), c, p), merged(a, &merged(b, c, p), p));
+            // Canonical: the same state encodes to the same bytes.
+            prop_assert_eq!(merged(a, b, p).encode(), merged(b, a, p).encode());
+        }
+
+        #[test]
+        fn merge_commutes_and_is_idempotent_under_pruning(objs in three_objects(5, TIGHT)) {
+            let p = TIGHT;
+            for a in &objs {
+                prop_assert_eq!(merged(a, a, p), a.clone());
+                for b in &objs {
+                    prop_assert_eq!(merged(a, b, p), merged(b, a, p));
+                }
+            }
+        }
+
+        #[test]
+        fn pruning_is_bounded_and_never_drops_a_sibling(ops in proptest::collection::vec(op(5), 0..80)) {
+            let tight = TIGHT;
+            let mut sim = Sim::new(5);
+            for op in &ops {
+                let mut shadow = Sim { replicas: sim.replicas.clone(), reads: sim.reads.clone(), now: sim.now };
+                let (r, pruned) = sim.apply(op, tight);
+                shadow.apply(op, UNLIMITED);
+                let (kept, full) = (&sim.replicas[r], &shadow.replicas[r]);
+                prop_assert_eq!(&kept.siblings, &full.siblings);
+                prop_assert!(full.clock.descends(&kept.clock));
+                prop_assert_eq!(full.clock.len() - kept.clock.len(), pruned);
+                prop_assert!(prune_bound_holds(kept, tight), "clock {} siblings {:?}", kept.clock, dots(kept));
+            }
+        }
+
+        #[test]
+        fn encode_decode_roundtrip(objs in three_objects(3, DEFAULT)) {
+            for object in &objs {
+                prop_assert_eq!(&Object::decode(&object.encode())?, object);
+            }
+        }
+
+        #[test]
+        fn decode_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(object) = Object::decode(&bytes) {
+                prop_assert!(object.validate().is_ok());
+            }
+        }
+
+        #[test]
+        fn decode_corrupted_encoding_never_panics(
+            objs in three_objects(3, DEFAULT),
+            at in any::<usize>(),
+            byte in any::<u8>(),
+            cut in any::<usize>(),
+        ) {
+            let mut bytes = objs[0].encode();
+            if !bytes.is_empty() {
+                let i = at % bytes.len();
+                bytes[i] = byte;
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            if let Ok(object) = Object::decode(&bytes) {
+                prop_assert_eq!(Object::decode(&object.encode())?, object);
+            }
+        }
+
+        #[test]
+        fn context_roundtrips_counters(objs in three_objects(3, DEFAULT)) {
+            for object in &objs {
+                let decoded = decode_context(&encode_context(&object.clock))?;
+                prop_assert_eq!(decoded.to_string(), object.clock.to_string());
+                prop_assert!(decoded.entries.values().all(|e| e.ts_ms == 0));
+            }
+        }
+
+        #[test]
+        fn tampered_context_is_rejected(objs in three_objects(3, DEFAULT), at in any::<usize>(), pick in 0usize..64) {
+            const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let context = encode_context(&objs[0].clock);
+            let mut bytes = context.clone().into_bytes();
+            let i = at % bytes.len();
+            let replacement = ALPHABET[pick];
+            prop_assume!(bytes[i] != replacement);
+            bytes[i] = replacement;
+            let tampered = String::from_utf8(bytes).expect("ascii");
+            prop_assert!(decode_context(&tampered).is_err(), "{} -> {} accepted", context, tampered);
+        }
+    }
+
+    #[test]
+    fn concurrent_blind_writes_from_different_actors_are_siblings() {
+        let mut object = Object::default();
+        let empty = VersionVector::default();
+        object.update(&empty, "n1", val("a"), 1, DEFAULT);
+        object.update(&empty, "n2", val("b"), 2, DEFAULT);
+        assert_eq!(dots(&object), ["n1:1", "n2:1"]);
+        assert_eq!(object.clock.readable(), "n1:1,n2:1");
+    }
+
+    #[test]
+    fn concurrent_blind_writes_from_one_actor_are_siblings() {
+        let mut object = Object::default();
+        let empty = VersionVector::default();
+        let (first, _) = object.update(&empty, "n1", val("a"), 1, DEFAULT);
+        let (second, _) = object.update(&empty, "n1", val("b"), 2, DEFAULT);
+        assert_eq!((first.counter, second.counter), (1, 2));
+        assert_eq!(dots(&object), ["n1:1", "n1:2"]);
+        assert_eq!(object.values().count(), 2);
+    }
+
+    #[test]
+    fn write_supersedes_exactly_what_its_read_saw() {
+        let p = DEFAULT;
+        let mut object = Object::default();
+        let empty = VersionVector::default();
+        object.update(&empty, "n1", val("a"), 1, p);
+        object.update(&empty, "n2", val("b"), 2, p);
+        let read = object.clock.clone();
+        // Written after the read, so the next write must not supersede it.
+        object.update(&empty, "n3", val("late"), 3, p);
+        let (dot, _) = object.update(&read, "n1", val("c"), 4, p);
+        assert_eq!(dot.to_string(), "n1:2");
+        assert_eq!(dots(&object), ["n1:2", "n3:1"]);
+        let values: Vec<&Bytes> = object.values().collect();
+        assert_eq!(values, [&Bytes::from("c"), &Bytes::from("late")]);
+    }
+
+    #[test]
+    fn stale_context_from_another_replica_advances_counter() {
+        let mut object = Object::default();
+        let object_ctx = clock_of(&[("n1", 7)]);
+        let (dot, _) = object.update(&object_ctx, "n1", val("x"), 1, DEFAULT);
+        assert_eq!(dot.counter, 8);
+        let forged = clock_of(&[("n1", u64::MAX)]);
+        let (dot, _) = Object::default().update(&forged, "n1", val("x"), 1, DEFAULT);
+        assert_eq!(dot.counter, u64::MAX, "saturates instead of panicking");
+    }
+
+    #[test]
+    fn delete_leaves_a_tombstone() {
+        let p = DEFAULT;
+        let mut object = Object::default();
+        assert!(object.is_empty() && object.is_deleted());
+        object.update(&VersionVector::default(), "n1", val("a"), 1, p);
+        assert!(!object.is_deleted());
+        let read = object.clock.clone();
+        object.update(&read, "n1", None, 2, p);
+        assert!(object.is_deleted() && !object.is_empty());
+        assert_eq!(object.values().count(), 0);
+        assert_eq!(dots(&object), ["n1:2"]);
+    }
+
+    #[test]
+    fn replica_that_saw_a_write_drops_the_superseded_sibling() {
+        let p = DEFAULT;
+        let mut a = Object::default();
+        a.update(&VersionVector::default(), "n1", val("old"), 1, p);
+        let b = a.clone();
+        let read = a.clock.clone();
+        a.update(&read, "n1", val("new"), 2, p);
+        assert_eq!(merged(&b, &a, p), a);
+        assert_eq!(merged(&a, &b, p), a);
+    }
+
+    #[test]
+    fn same_dot_with_different_values_merges_deterministically() {
+        let sibling = |v: &str| Sibling { dot: Dot { actor: "n1".into(), counter: 1 }, value: val(v), ts_ms: 5 };
+        let a = Object { clock: clock_of(&[("n1", 1)]), siblings: vec![sibling("a")] };
+        let b = Object { clock: clock_of(&[("n1", 1)]), siblings: vec![sibling("b")] };
+        let p = DEFAULT;
+        assert_eq!(merged(&a, &b, p), merged(&b, &a, p));
+        assert_eq!(merged(&a, &b, p).siblings, [sibling("b")]);
+    }
+
+    #[test]
+    fn pruning_creates_false_concurrency_but_keeps_the_value() {
+        let p = 1;
+        let mut a = Object::default();
+        a.update(&VersionVector::default(), "n1", val("old"), 1, p);
+        let stale = a.clone();
+        let read = a.clock.clone();
+        let (_, pruned) = a.update(&read, "n2", val("new"), 2, p);
+        assert_eq!(pruned, 1, "n1 has no sibling left, so it goes");
+        assert_eq!(a.clock.readable(), "n2:1");
+        // Both actors now hold siblings, so the limit cannot be met.
+        assert_eq!(a.merge(&stale, p), 0);
+        assert_eq!(dots(&a), ["n1:1", "n2:1"]);
+        assert_eq!(a.clock.readable(), "n1:1,n2:1");
+        // Without pruning the superseded value would have been dropped.
+        let mut full = stale.clone();
+        full.update(&read, "n2", val("new"), 2, UNLIMITED);
+        full.merge(&stale, UNLIMITED);
+        assert_eq!(dots(&full), ["n2:1"]);
+    }
+
+    #[test]
+    fn pruning_drops_oldest_then_by_actor_and_spares_sibling_actors() {
+        let mut object = Object::default();
+        let mut clock = VersionVector::default();
+        for (actor, ts) in [("a", 5), ("b", 1), ("c", 1), ("d", 0)] {
+            clock.advance(actor, 1, ts);
+        }
+        object.update(&clock, "d", val("x"), 9, DEFAULT);
+        object.clock.entries.get_mut("d").expect("d").ts_ms = 0;
+        assert_eq!(object.prune(TIGHT), 2);
+        // d is oldest but holds the sibling; b and c tie on age, then c goes.
+        assert_eq!(object.clock.readable(), "a:1,d:2");
+        assert_eq!(object.prune(0), 1);
+        assert_eq!(object.clock.readable(), "d:2");
+    }
+
+    #[test]
+    fn readable_is_sorted_and_compact() {
+        assert_eq!(VersionVector::default().readable(), "");
+        let clock = clock_of(&[("node3", 2), ("node1", 5)]);
+        assert_eq!(clock.readable(), "node1:5,node3:2");
+        assert_eq!(clock.to_string(), clock.readable());
+    }
+
+    #[test]
+    fn clock_comparisons() {
+        let small = clock_of(&[("a", 1)]);
+        let big = clock_of(&[("a", 2), ("b", 1)]);
+        assert!(big.descends(&small) && !small.descends(&big));
+        assert!(big.covers(&"a:2".parse().expect("dot")));
+        assert!(!small.covers(&"b:1".parse().expect("dot")));
+        let mut joined = small.clone();
+        joined.join(&big);
+        assert_eq!(joined, big);
+        assert_eq!((big.get("b"), big.get("zz"), big.len()), (1, 0, 2));
+    }
+
+    #[test]
+    fn dot_parses_its_display_form() {
+        let dot: Dot = "10.0.0.1:7000:3".parse().expect("dot");
+        assert_eq!((dot.actor.as_str(), dot.counter), ("10.0.0.1:7000", 3));
+        assert_eq!(dot.to_string(), "10.0.0.1:7000:3");
+        for bad in ["", "n1", "n1:", ":3", "n1:x", "n1:0", "n1:-1"] {
+            assert!(bad.parse::<Dot>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn decode_rejects_broken_invariants() {
+        let sibling =
+            |actor: &str, counter| Sibling { dot: Dot { actor: actor.into(), counter }, value: val("v"), ts_ms: 0 };
+        let clock = clock_of(&[("a", 2), ("b", 1)]);
+        let broken = |siblings: Vec<Sibling>| Object { clock: clock.clone(), siblings }.encode();
+        let err = |bytes: Vec<u8>| Object::decode(&bytes).expect_err("accepted");
+        assert!(matches!(err(broken(vec![sibling("b", 1), sibling("a", 1)])), VersionError::SiblingOrder(_)));
+        assert!(matches!(err(broken(vec![sibling("a", 1), sibling("a", 1)])), VersionError::SiblingOrder(_)));
+        assert!(matches!(err(broken(vec![sibling("a", 3)])), VersionError::UncoveredSibling(_)));
+        assert!(matches!(err(broken(vec![sibling("a", 0)])), VersionError::ZeroCounter(_)));
+        let long = "x".repeat(MAX_ACTOR_LEN + 1);
+        let bad_clock = Object { clock: clock_of(&[(&long, 1)]), siblings: vec![] }.encode();
+        assert_eq!(err(bad_clock), VersionError::BadActorLength(65));
+        let mut trailing = broken(vec![sibling("a", 1)]);
+        trailing.push(0);
+        assert_eq!(err(trailing), VersionError::ObjectTrailingBytes(1));
+        assert!(Object::decode(&broken(vec![sibling("a", 1), sibling("b", 1)])).is_ok());
+    }
+
+    #[test]
+    fn decode_rejects_too_many_siblings_and_entries() {
+        let names: Vec<String> = (0..=MAX_CLOCK_ENTRIES).map(|i| format!("n{i}")).collect();
+        let mut clock = VersionVector::default();
+        for name in &names {
+            clock.advance(name, 1, 0);
+        }
+        let object = Object { clock: clock.clone(), siblings: vec![] };
+        assert_eq!(Object::decode(&object.encode()), Err(VersionError::TooManyClockEntries(1025)));
+        let siblings = (1..=MAX_SIBLINGS as u64 + 1)
+            .map(|counter| Sibling { dot: Dot { actor: "n1".into(), counter }, value: None, ts_ms: 0 })
+            .collect();
+        let object = Object { clock: clock_of(&[("n1", 2000)]), siblings };
+        assert_eq!(Object::decode(&object.encode()), Err(VersionError::TooManySiblings(1025)));
+    }
+
+    fn sealed_counters(counters: &[(&str, u64)]) -> String {
+        seal(CONTEXT_VERSION, &postcard::to_allocvec(counters).expect("encode"))
+    }
+
+    #[test]
+    fn context_errors_are_distinct() {
+        use VersionError::*;
+        let good = encode_context(&clock_of(&[("n1", 3)]));
+        assert_eq!(decode_context(&good).map(|c| c.readable()), Ok("n1:3".into()));
+        assert_eq!(decode_context(""), Ok(VersionVector::default()));
+        assert_eq!(decode_context("a+b/"), Err(ContextBase64));
+        assert_eq!(decode_context("=="), Err(ContextBase64));
+        assert_eq!(decode_context("AAAA"), Err(ContextTruncated));
+        let mut flipped = URL_SAFE_NO_PAD.decode(&good).expect("b64");
+        flipped[1] ^= 1;
+        assert_eq!(decode_context(&URL_SAFE_NO_PAD.encode(flipped)), Err(ContextChecksum));
+        assert_eq!(decode_context(&seal(2, b"")), Err(ContextVersion(2)));
+        assert!(matches!(decode_context(&seal(CONTEXT_VERSION, &[0x05])), Err(ContextPayload(_))));
+        assert_eq!(decode_context(&seal(CONTEXT_VERSION, &[0, 0])), Err(ContextTrailingBytes(1)));
+        assert_eq!(decode_context(&sealed_counters(&[("", 1)])), Err(BadActorLength(0)));
+        let long = "x".repeat(MAX_ACTOR_LEN + 1);
+        assert_eq!(decode_context(&sealed_counters(&[(&long, 1)])), Err(BadActorLength(65)));
+        assert_eq!(decode_context(&sealed_counters(&[("n1", u64::MAX)])), Err(ContextCounterTooLarge(u64::MAX)));
+        assert_eq!(decode_context(&sealed_counters(&[("n1", 0)])), Err(ZeroCounter("n1".into())));
+        assert_eq!(decode_context(&sealed_counters(&[("b", 1), ("a", 1)])), Err(ContextNotCanonical));
+        assert_eq!(decode_context(&sealed_counters(&[("a", 1), ("a", 2)])), Err(ContextNotCanonical));
+        let names: Vec<String> = (0..=MAX_CLOCK_ENTRIES).map(|i| format!("{i:05}")).collect();
+        let many: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        assert_eq!(decode_context(&sealed_counters(&many)), Err(TooManyClockEntries(1025)));
+        let huge = "A".repeat(MAX_CONTEXT_LEN + 1);
+        assert_eq!(decode_context(&huge), Err(ContextTooLong(MAX_CONTEXT_LEN + 1)));
+        // Every message is one line.
+        for e in [ContextBase64, ContextChecksum, ContextNotCanonical, BadDot("x")] {
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+}
