@@ -38,6 +38,13 @@ enum ClusterCommand {
     Status(ClusterFile),
     /// Stop every node and remove the cluster files.
     Down(ClusterFile),
+    /// Start a stopped node again with its recorded command line and data.
+    Restart {
+        /// The node's id, e.g. node3.
+        node: String,
+        #[command(flatten)]
+        file: ClusterFile,
+    },
 }
 
 #[derive(clap::Args)]
@@ -66,6 +73,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Cluster(ClusterCommand::Up(args)) => block_on(cluster::launch::up(*args)),
         Command::Cluster(ClusterCommand::Status(f)) => block_on(cluster::manage::status(&f.cluster_procs)),
         Command::Cluster(ClusterCommand::Down(f)) => cluster::manage::down(&f.cluster_procs),
+        Command::Cluster(ClusterCommand::Restart { node, file }) => {
+            let record = cluster::manage::restart(&file.cluster_procs, &node)?;
+            println!("restarted {node} as pid {}", record.pid);
+            Ok(())
+        }
         Command::Get(args) => block_on(kv::get(args)),
         Command::Put(args) => block_on(kv::put(args)),
         Command::Delete(args) => block_on(kv::delete(args)),

@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use super::files::{self, Locked};
 use super::launch::{client_addr, record_of, stop_all};
+use super::process::{self, ProcessRecord};
 use crate::client::Client;
 
 /// Prints one line per node: process, reachability, ring view, hints.
@@ -62,4 +63,32 @@ pub fn down(cluster_procs: &Path) -> anyhow::Result<()> {
     locked.remove()?;
     println!("stopped {} node(s) of cluster {}", files.procs.len(), meta.prefix);
     Ok(())
+}
+
+/// The recorded process of node `id`.
+pub fn node_record(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
+    let (procs, meta) = files::read_cluster(cluster_procs)?;
+    procs
+        .get(id)
+        .and_then(|entry| record_of(&meta, id, entry))
+        .with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))
+}
+
+/// Starts a stopped node again with its recorded command line (so with its
+/// data directory and address), and records its new pid and start time.
+pub fn restart(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
+    let locked = Locked::acquire(cluster_procs)?;
+    let mut files = locked.read()?;
+    let meta = files.meta.as_mut().with_context(|| format!("{} has no meta file", cluster_procs.display()))?;
+    let node = meta.nodes.get_mut(id).with_context(|| format!("no node {id:?} in the meta file"))?;
+    let entry = files.procs.get_mut(id).with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))?;
+    if (ProcessRecord { pid: entry.pid, start_time: node.start_time }).is_running() {
+        bail!("{id} is still running (pid {})", entry.pid);
+    }
+    let log = node.log.clone().unwrap_or_else(|| entry.data_dir.with_extension("log"));
+    let record = process::spawn_detached(&node.argv, &log)?;
+    entry.pid = record.pid;
+    node.start_time = record.start_time;
+    locked.write(&files)?;
+    Ok(record)
 }

@@ -1,0 +1,152 @@
+//! A loopback cluster of real `dynabed` processes for integration tests.
+//!
+//! Each test takes its own `slot`, which gives it its own 127.0.<slot>.0/24
+//! addresses and prefix, so tests run in parallel without colliding. The
+//! cluster is stopped when the harness is dropped — also when the test
+//! panics — by the same ownership records `dynabed cluster down` uses.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dynabed::client::{Answer, Client};
+use dynabed::cluster::{files, launch::client_addr, manage};
+use nix::sys::signal::Signal;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub procs: PathBuf,
+    pub token: String,
+    pub nodes: BTreeMap<String, SocketAddr>,
+}
+
+impl TestCluster {
+    /// Starts `nodes` nodes with `dynabed cluster up --loopback`.
+    pub fn up(slot: u8, nodes: u16, storage: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let procs = dir.path().join("cluster_procs.json");
+        let output = Command::new(BIN)
+            .args(["cluster", "up", "--loopback", "--nodes", &nodes.to_string(), "--storage", storage])
+            .args(["--prefix", &format!("t{slot}"), "--loopback_base", &format!("127.0.{slot}.2")])
+            .arg("--cluster_procs")
+            .arg(&procs)
+            .args(["--node_arg=--fail_after_ms=1000", "--node_arg=--gossip_ms=100", "--node_arg=--handoff_ms=200"])
+            .args(extra)
+            .output()
+            .expect("running dynabed cluster up");
+        let cluster = Self::adopt(dir, procs);
+        assert!(output.status.success(), "cluster up failed: {}", String::from_utf8_lossy(&output.stderr));
+        cluster
+    }
+
+    /// Takes ownership of whatever cluster the file describes.
+    pub fn adopt(dir: tempfile::TempDir, procs: PathBuf) -> Self {
+        let files = files::read_unlocked(&procs).expect("cluster files");
+        let token = files.meta.map(|m| m.admin_token).unwrap_or_default();
+        let nodes = files.procs.iter().map(|(id, e)| (id.clone(), client_addr(e).unwrap())).collect();
+        TestCluster { dir, procs, token, nodes }
+    }
+
+    pub fn refresh(&mut self) {
+        let files = files::read_unlocked(&self.procs).expect("cluster files");
+        self.token = files.meta.map(|m| m.admin_token).unwrap_or_default();
+        self.nodes = files.procs.iter().map(|(id, e)| (id.clone(), client_addr(e).unwrap())).collect();
+    }
+
+    pub fn client(&self, id: &str) -> Client {
+        Client::new(self.nodes[id]).with_token(Some(self.token.clone())).with_timeout(Duration::from_secs(10))
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.nodes.keys().cloned().collect();
+        ids.sort_by_key(|id| files::natural_key(id));
+        ids
+    }
+
+    /// Sends `signal` to the node's recorded process and, for SIGKILL, waits until it is gone.
+    pub fn signal(&self, id: &str, signal: Signal) {
+        let record = manage::node_record(&self.procs, id).expect("node record");
+        assert!(record.signal(signal), "{id} was not running");
+        if signal == Signal::SIGKILL {
+            assert!(record.wait_gone(Duration::from_secs(5)), "{id} survived SIGKILL");
+        }
+    }
+
+    /// Restarts a stopped node and waits until it serves and sees everyone.
+    pub async fn restart(&self, id: &str) {
+        manage::restart(&self.procs, id).expect("restart");
+        self.wait_all_alive(id).await;
+    }
+
+    pub async fn status(&self, id: &str) -> serde_json::Value {
+        self.client(id).status().await.expect("status").json().expect("status JSON")
+    }
+
+    /// Waits until `id` sees every member alive.
+    pub async fn wait_all_alive(&self, id: &str) {
+        let want = self.nodes.len();
+        wait_until(&format!("{id} sees all {want} members alive"), Duration::from_secs(15), || async {
+            let Ok(answer) = self.client(id).status().await else { return false };
+            let status = answer.json().unwrap_or_default();
+            status["members"].as_array().is_some_and(|m| m.len() == want && m.iter().all(|m| m["alive"] == true))
+        })
+        .await;
+    }
+
+    /// What each replica of `key` holds: node → values (tombstones as None);
+    /// every replica must answer.
+    pub async fn replicas(&self, via: &str, key: &str) -> BTreeMap<String, Vec<Option<Vec<u8>>>> {
+        let answer = self.client(via).replicas(key).await.expect("replicas");
+        assert_eq!(answer.status, 200, "replicas: {}", answer.reason());
+        let json = answer.json().unwrap();
+        json["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert!(r.get("error").is_none(), "replica unreadable: {r}");
+                let versions = r["versions"].as_array().cloned().unwrap_or_default();
+                let values = versions.iter().map(|v| v["value"].as_str().map(|b| b64(b))).collect();
+                (r["node"].as_str().unwrap().to_owned(), values)
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Err(e) = manage::down(&self.procs) {
+            eprintln!("test cluster cleanup: {e:#}");
+        }
+    }
+}
+
+fn b64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("base64 value")
+}
+
+/// Polls `check` until it holds, or panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn ok(answer: &Answer) -> &Answer {
+    assert!(answer.status.is_success(), "{} {}", answer.status, answer.reason());
+    answer
+}
