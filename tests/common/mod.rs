@@ -113,7 +113,7 @@ impl TestCluster {
             .map(|r| {
                 assert!(r.get("error").is_none(), "replica unreadable: {r}");
                 let versions = r["versions"].as_array().cloned().unwrap_or_default();
-                let values = versions.iter().map(|v| v["value"].as_str().map(|b| b64(b))).collect();
+                let values = versions.iter().map(|v| v["value"].as_str().map(b64)).collect();
                 (r["node"].as_str().unwrap().to_owned(), values)
             })
             .collect()
