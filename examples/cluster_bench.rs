@@ -61,6 +61,10 @@ struct Args {
     /// [default: $BENCH_RUNTIME, else current].
     #[arg(long, default_value_t = env_or("BENCH_RUNTIME", "current".to_owned()))]
     runtime: String,
+    /// Also keep the context a PUT answers with, as if it were a read
+    /// (fewer siblings; not the workload, for comparison only).
+    #[arg(long = "context_from_put")]
+    context_from_put: bool,
     /// Skip the preload (the keys are already there).
     #[arg(long = "no_preload")]
     no_preload: bool,
@@ -178,6 +182,7 @@ struct WorkerResult {
     put: Histogram<u64>,
     errors: u64,
     siblings: u64,
+    get_body_bytes: u64,
     first_error: Option<String>,
 }
 
@@ -188,6 +193,7 @@ struct Point {
     put: Histogram<u64>,
     errors: u64,
     siblings: u64,
+    get_body_bytes: u64,
     first_error: Option<String>,
     node_cpu_s: Option<f64>,
     own_cpu_s: f64,
@@ -222,6 +228,7 @@ async fn run_point(
         put: histogram(),
         errors: 0,
         siblings: 0,
+        get_body_bytes: 0,
         first_error: None,
         node_cpu_s: nodes_before.zip(nodes_after).map(|(b, a)| a - b),
         own_cpu_s: own_after - own_before,
@@ -232,6 +239,7 @@ async fn run_point(
         point.put.add(&result.put)?;
         point.errors += result.errors;
         point.siblings += result.siblings;
+        point.get_body_bytes += result.get_body_bytes;
         point.first_error = point.first_error.or(result.first_error);
     }
     if let Some(e) = &point.first_error {
@@ -252,7 +260,14 @@ async fn worker_loop(
     // This worker's last read context of each key.
     let mut contexts: HashMap<usize, String> = HashMap::new();
     let keys: Vec<String> = (0..args.keys).map(|i| format!("user{i}")).collect();
-    let mut result = WorkerResult { get: histogram(), put: histogram(), errors: 0, siblings: 0, first_error: None };
+    let mut result = WorkerResult {
+        get: histogram(),
+        put: histogram(),
+        errors: 0,
+        siblings: 0,
+        get_body_bytes: 0,
+        first_error: None,
+    };
     loop {
         let began = Instant::now();
         if began >= measure_until {
@@ -261,6 +276,7 @@ async fn worker_loop(
         let key = rng.random_range(0..args.keys);
         let node = rng.random_range(0..clients.len());
         let is_read = rng.random_bool(args.read_fraction);
+        let (mut sibling, mut body_bytes) = (false, 0);
         let outcome = if is_read {
             match clients[node].get(&keys[key], Some(args.r)).await {
                 Ok(answer) => {
@@ -272,9 +288,8 @@ async fn worker_loop(
                             contexts.remove(&key);
                         }
                     }
-                    if answer.status == StatusCode::MULTIPLE_CHOICES {
-                        result.siblings += 1;
-                    }
+                    sibling = answer.status == StatusCode::MULTIPLE_CHOICES;
+                    body_bytes = answer.body.len() as u64;
                     let ok =
                         matches!(answer.status, StatusCode::OK | StatusCode::MULTIPLE_CHOICES | StatusCode::NOT_FOUND);
                     if ok {
@@ -288,7 +303,12 @@ async fn worker_loop(
         } else {
             let v = value(args.value_size, &mut rng);
             match clients[node].put(&keys[key], v, contexts.get(&key).map(String::as_str), Some(args.w)).await {
-                Ok(answer) if answer.status.is_success() => Ok(()),
+                Ok(answer) if answer.status.is_success() => {
+                    if let (true, Some(context)) = (args.context_from_put, answer.context) {
+                        contexts.insert(key, context);
+                    }
+                    Ok(())
+                }
                 Ok(answer) => Err(format!("PUT {}: {} {}", keys[key], answer.status, answer.reason())),
                 Err(e) => Err(format!("PUT {}: {e}", keys[key])),
             }
@@ -299,6 +319,8 @@ async fn worker_loop(
         }
         match outcome {
             Ok(()) => {
+                result.siblings += sibling as u64;
+                result.get_body_bytes += body_bytes;
                 let us = (ended - began).as_micros().max(1) as u64;
                 let h = if is_read { &mut result.get } else { &mut result.put };
                 h.saturating_record(us);
@@ -340,7 +362,7 @@ fn own_cpu() -> f64 {
 
 fn print_header() {
     println!(
-        "{:<7} {:>4} {:>9} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>6} {:>6} | {:>10} {:>9} | runtime",
+        "{:<7} {:>4} {:>9} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} | {:>10} {:>9} | runtime",
         "storage",
         "conc",
         "ops/s",
@@ -351,7 +373,8 @@ fn print_header() {
         "p99",
         "p99.9",
         "errors",
-        "sibl",
+        "sibl%",
+        "GET B",
         "node µs/op",
         "gen µs/op"
     );
@@ -370,7 +393,7 @@ impl Point {
         };
         let per_op = |cpu_s: f64| if ops == 0 { "-".to_owned() } else { format!("{:.1}", cpu_s * 1e6 / ops as f64) };
         println!(
-            "{:<7} {:>4} {:>9.0} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>6} {:>6} | {:>10} {:>9} | {}",
+            "{:<7} {:>4} {:>9.0} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>6} {:>6.1} {:>6.0} | {:>10} {:>9} | {}",
             storage,
             self.concurrency,
             rate,
@@ -381,7 +404,8 @@ impl Point {
             ms(&self.put, 0.99),
             ms(&self.put, 0.999),
             self.errors,
-            self.siblings,
+            100.0 * self.siblings as f64 / self.get.len().max(1) as f64,
+            self.get_body_bytes as f64 / self.get.len().max(1) as f64,
             self.node_cpu_s.map(per_op).unwrap_or_else(|| "-".to_owned()),
             per_op(self.own_cpu_s),
             runtime,

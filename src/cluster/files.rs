@@ -110,8 +110,10 @@ impl Locked {
         write_atomically(&self.path, &procs_json(&files.procs)?, 0o644)
     }
 
-    /// Removes both files (the cluster is gone).
-    pub fn remove(self) -> anyhow::Result<()> {
+    /// Removes both files (the cluster is gone). The lock file stays:
+    /// removing it while others may be waiting on it would let two holders
+    /// in at once.
+    pub fn remove(&self) -> anyhow::Result<()> {
         for path in [meta_path(&self.path), self.path.clone()] {
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -120,7 +122,6 @@ impl Locked {
                 _ => {}
             }
         }
-        let _ = fs::remove_file(lock_path(&self.path));
         Ok(())
     }
 }

@@ -120,7 +120,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         let record = match process::spawn_detached(&node.argv, &node.log) {
             Ok(record) => record,
             Err(e) => {
-                stop_all(&procs, &meta);
+                abandon(&procs, &meta, &locked);
                 return Err(e.context(format!("starting {}", node.id)));
             }
         };
@@ -134,9 +134,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     drop(locked);
 
     let timeout = Duration::from_secs(args.ready_timeout_s);
-    if let Err(e) = wait_for_ring(&procs, timeout).await {
-        stop_all(&procs, &meta);
-        return Err(e.context("the cluster did not come up; its nodes were stopped (logs in the data root)"));
+    if let Err(e) = wait_for_ring(&procs, &meta, timeout).await {
+        abandon(&procs, &meta, &Locked::acquire(&cluster_procs)?);
+        return Err(e.context(format!("the cluster did not come up; its nodes were stopped (logs in {})", data_root.display())));
     }
     print_table(&procs, &cluster_procs);
     println!(
@@ -147,6 +147,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         partitions
     );
     Ok(())
+}
+
+/// Undoes a failed start: stops what was started and empties the cluster
+/// files, which would otherwise describe nodes that are not there.
+fn abandon(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, locked: &Locked) {
+    stop_all(procs, meta);
+    if let Err(e) = locked.remove() {
+        eprintln!("warning: could not clear the cluster files: {e:#}");
+    }
 }
 
 fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
@@ -227,14 +236,19 @@ pub fn client_addr(entry: &NodeEntry) -> anyhow::Result<SocketAddr> {
     ))
 }
 
-/// Polls every node until each sees all of them alive.
-async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, timeout: Duration) -> anyhow::Result<()> {
+/// Polls every node until each sees all of them alive; a node that exits
+/// meanwhile ends the wait at once, with the end of its log.
+async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let want = procs.len();
     let mut pending: Vec<&String> = procs.keys().collect();
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
+            if !record_of(meta, id, &procs[id]).is_some_and(|r| r.is_running()) {
+                let log = meta.nodes.get(id.as_str()).and_then(|n| n.log.clone());
+                bail!("{id} exited during start-up: {}", last_lines(log.as_deref()));
+            }
             let mut client = Client::new(client_addr(&procs[id])?).with_timeout(Duration::from_secs(1));
             let sees_all = match client.status().await.ok().and_then(|a| a.json().ok()) {
                 Some(status) => status["members"]
@@ -255,6 +269,12 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, timeout: Duration) -
         }
     }
     Ok(())
+}
+
+fn last_lines(log: Option<&Path>) -> String {
+    let Some(text) = log.and_then(|l| std::fs::read_to_string(l).ok()) else { return "no log".into() };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
 pub fn stop_all(procs: &BTreeMap<String, NodeEntry>, meta: &Meta) -> Vec<String> {

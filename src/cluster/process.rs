@@ -55,6 +55,8 @@ impl ProcessRecord {
         if !self.signal(Signal::SIGTERM) {
             return !self.is_running();
         }
+        // A stopped (SIGSTOPped) process handles SIGTERM only once continued.
+        self.signal(Signal::SIGCONT);
         if self.wait_gone(grace) {
             return true;
         }

@@ -74,6 +74,19 @@ pub struct NodeConfig {
     /// Interval between hinted-handoff delivery attempts.
     #[arg(long = "handoff_ms", alias = "handoff-ms", default_value_t = 500)]
     pub handoff_ms: u64,
+    /// Time one anti-entropy step has to answer.
+    #[arg(long = "sync_timeout_ms", alias = "sync-timeout-ms", default_value_t = 5000)]
+    pub sync_timeout_ms: u64,
+    /// Background anti-entropy reconciles one partition per interval (the
+    /// rate limit), while it is switched on.
+    #[arg(long = "ae_interval_ms", alias = "ae-interval-ms", default_value_t = 1000)]
+    pub ae_interval_ms: u64,
+    /// Whether background anti-entropy starts switched on.
+    #[arg(long = "anti_entropy", alias = "anti-entropy", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub anti_entropy: bool,
+    /// A tombstone held by every replica is reaped once it is this old.
+    #[arg(long = "tombstone_grace_ms", alias = "tombstone-grace-ms", default_value_t = 10_000)]
+    pub tombstone_grace_ms: u64,
     /// Largest key, in bytes.
     #[arg(long = "max_key_bytes", alias = "max-key-bytes", default_value_t = 1024)]
     pub max_key_bytes: usize,
@@ -110,6 +123,10 @@ impl NodeConfig {
     pub fn forward_timeout(&self) -> Duration {
         Duration::from_millis(self.forward_timeout_ms)
     }
+
+    pub fn sync_timeout(&self) -> Duration {
+        Duration::from_millis(self.sync_timeout_ms)
+    }
 }
 
 /// Node names become file names, actor names and header values: keep them plain.
@@ -119,6 +136,14 @@ pub fn parse_node_id(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err("a node id is 1-32 characters of letters, digits, '-' and '_'".into())
+    }
+}
+
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
     }
 }
 

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::metrics::Counters;
+use super::peer::Traffic;
 use super::protocol::{ClientOp, OpKind, Outcome, RemoteError, Request, Response};
 use super::replica::{self, ReplicaError};
 use super::version::{Dot, Object, VersionVector};
@@ -300,9 +301,19 @@ impl Node {
 
     /// One peer request; a failure marks the peer down and yields `None`.
     pub(super) async fn call(&self, peer: &str, request: &Request, timeout: std::time::Duration) -> Option<Response> {
+        self.call_counted(peer, request, timeout).await.map(|(response, _)| response)
+    }
+
+    /// Like [`call`](Self::call), also telling the bytes each way.
+    pub(super) async fn call_counted(
+        &self,
+        peer: &str,
+        request: &Request,
+        timeout: std::time::Duration,
+    ) -> Option<(Response, Traffic)> {
         let addr = self.membership.peer_addr(peer)?;
-        match self.peers.call(addr, request, timeout).await {
-            Ok(response) => Some(response),
+        match self.peers.call_counted(addr, request, timeout).await {
+            Ok(answer) => Some(answer),
             Err(e) => {
                 Counters::bump(&self.counters.peer_errors);
                 tracing::debug!(peer, "peer request failed: {e}");

@@ -15,6 +15,8 @@ pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// Bytes after the length prefix that are not payload: id and direction.
 const HEADER: usize = 8 + 1;
+/// Bytes of a frame that are not payload.
+pub const OVERHEAD: usize = 4 + HEADER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use super::coordinator::{CoordError, Coordinated};
 use super::protocol::{self, ClientOp, OpKind};
+use super::sync::Fanout;
 use super::version::{decode_context, encode_context, Object};
 use super::Node;
 
@@ -286,7 +287,23 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
             let delivered = node.deliver_hints().await;
             Ok(json_reply(&json!({ "delivered": delivered })))
         }
-        (_, "config" | "handoff") => Err(HttpError::method()),
+        (&Method::POST, "repair/round") => {
+            let body = read_body(node, request).await?;
+            let round: RoundRequest = if body.is_empty() {
+                RoundRequest::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad repair round JSON: {e}")))?
+            };
+            let stats = node.repair_round(round.seed, round.fanout, round.staged).await;
+            Ok(json_reply(&serde_json::to_value(stats).expect("stats serialise")))
+        }
+        (&Method::POST, "repair/commit") => {
+            let merged =
+                node.commit_staged().map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(json_reply(&json!({ "merged": merged })))
+        }
+        (&Method::GET, "merkle") => Ok(json_reply(&merkle_roots(node))),
+        (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle") => Err(HttpError::method()),
         _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such admin path: /admin/{route}"))),
     }
 }
@@ -296,6 +313,27 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
 struct ConfigChange {
     hint_delivery: Option<bool>,
     anti_entropy: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoundRequest {
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    fanout: Fanout,
+    /// Keep what the round learns until `POST /admin/repair/commit`.
+    #[serde(default)]
+    staged: bool,
+}
+
+/// The Merkle root of every partition this node replicates, in hex.
+fn merkle_roots(node: &Node) -> serde_json::Value {
+    let partitions = node.membership.ring().replicated_partitions(node.id(), node.membership.n());
+    let roots: serde_json::Map<String, serde_json::Value> = node.replica.with_trees(|trees| {
+        partitions.iter().map(|&p| (p.to_string(), format!("{:032x}", trees.root(p)).into())).collect()
+    });
+    json!({ "node": node.id(), "partitions": roots })
 }
 
 fn authorize(node: &Node, request: &Request<Incoming>) -> Result<(), HttpError> {

@@ -31,6 +31,9 @@ counters! {
     hints_stored: "hints kept for an unreachable node (here or on a stand-in)",
     hints_delivered: "hints handed back to their owner",
     prune_events: "version-vector entries pruned by age",
+    tombstones_reaped: "tombstones removed after every replica held them",
+    ae_keys_sent: "keys sent by background anti-entropy",
+    ae_keys_received: "keys received by background anti-entropy",
     peer_errors: "peer requests that failed or timed out",
 }
 

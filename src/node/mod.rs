@@ -10,12 +10,14 @@ pub mod frame;
 pub mod handoff;
 pub mod http;
 pub mod membership;
+pub mod merkle;
 pub mod metrics;
 pub mod peer;
 pub mod protocol;
 pub mod replica;
 pub mod ring;
 pub mod storage;
+pub mod sync;
 pub mod version;
 
 use std::net::SocketAddr;
@@ -51,6 +53,8 @@ pub struct Node {
     pub switches: Switches,
     /// `None` disables the admin API (no token was configured).
     pub admin_token: Option<String>,
+    /// Objects learnt in a staged repair round, merged when it is committed.
+    staged: std::sync::Mutex<Vec<(u32, Bytes, version::Object)>>,
 }
 
 impl Node {
@@ -76,12 +80,16 @@ impl Node {
         let membership =
             Membership::new(me, config.partitions, config.n as usize, Duration::from_millis(config.fail_after_ms))?;
         Ok(Arc::new(Node {
-            replica: Replica::new(storage, actor, config.prune_limit, counters.clone()),
+            replica: Replica::new(storage, actor, config.prune_limit, counters.clone())?,
             membership,
             peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms)),
             counters,
-            switches: Switches { hint_delivery: AtomicBool::new(true), anti_entropy: AtomicBool::new(true) },
+            switches: Switches {
+                hint_delivery: AtomicBool::new(true),
+                anti_entropy: AtomicBool::new(config.anti_entropy),
+            },
             admin_token,
+            staged: Default::default(),
             config,
         }))
     }
@@ -105,6 +113,7 @@ impl Node {
             tokio::spawn(http::serve(client, self.clone())),
             tokio::spawn(self.clone().gossip_forever()),
             tokio::spawn(self.clone().deliver_hints_forever()),
+            tokio::spawn(self.clone().anti_entropy_forever()),
         ];
         wait_for_stop_signal().await?;
         tracing::info!(id = self.id(), "stopping");
@@ -126,6 +135,7 @@ impl Node {
             Request::Coordinate(op) => {
                 Response::Coordinated(self.execute(op, true).await.map(|c| c.into_outcome()).map_err(Into::into))
             }
+            sync => self.answer_sync(sync),
         }
     }
 

@@ -58,6 +58,13 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 /// What the server calls for each request it receives.
 pub type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
 
+/// Bytes one exchange put on the wire, frame headers included.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
 /// Outgoing connections to every peer this node talks to.
 pub struct PeerPool {
     slots: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
@@ -89,14 +96,29 @@ impl PeerPool {
 
     /// Sends one request and waits up to `timeout` for its response.
     pub async fn call(&self, addr: SocketAddr, request: &Request, timeout: Duration) -> Result<Response, PeerError> {
+        self.call_counted(addr, request, timeout).await.map(|(response, _)| response)
+    }
+
+    /// Like [`call`](Self::call), also telling the bytes each way.
+    pub async fn call_counted(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(Response, Traffic), PeerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes =
             frame::encode(id, Direction::Request, request).map_err(|source| PeerError::Frame { addr, source })?;
         let connection = self.connection(addr).await?;
         let sent_at_us = connection.elapsed_us();
+        let sent = bytes.len() as u64;
         let reply = connection.send(id, bytes)?;
         match tokio::time::timeout(timeout, reply).await {
-            Ok(Ok(payload)) => frame::decode(&payload).map_err(|source| PeerError::Frame { addr, source }),
+            Ok(Ok(payload)) => {
+                let traffic = Traffic { sent, received: (payload.len() + frame::OVERHEAD) as u64 };
+                let response = frame::decode(&payload).map_err(|source| PeerError::Frame { addr, source })?;
+                Ok((response, traffic))
+            }
             Ok(Err(_)) => Err(PeerError::Closed(addr)),
             Err(_) => {
                 connection.forget(id);

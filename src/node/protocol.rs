@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::membership::MemberRecord;
+use super::merkle::Hash;
 use super::version::{Dot, VersionVector};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +27,37 @@ pub enum Request {
     },
     /// Coordinate a client operation for a node outside the preference list.
     Coordinate(ClientOp),
+    /// Anti-entropy, step 1: the requester's Merkle root of a partition,
+    /// answered `InSync` or with the responder's group hashes.
+    TreeRoot {
+        partition: u32,
+        root: Hash,
+    },
+    /// Step 2: the responder's leaf hashes under the groups that differ.
+    TreeLeaves {
+        partition: u32,
+        groups: Vec<u8>,
+    },
+    /// Step 3: the requester's key digests under the leaves that differ,
+    /// answered with the responder's objects that the requester lacks or
+    /// holds differently, and the keys the responder wants in return.
+    SyncKeys {
+        partition: u32,
+        leaves: Vec<u8>,
+        digests: Vec<(Bytes, Hash)>,
+    },
+    /// Step 4: the objects the responder wanted, to merge — or, during a
+    /// staged round, to keep until the round is committed.
+    SyncPush {
+        partition: u32,
+        objects: Vec<(Bytes, Bytes)>,
+        staged: bool,
+    },
+    /// Remove a tombstone that every replica holds, if it is unchanged.
+    Reap {
+        key: Bytes,
+        hash: Hash,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +67,11 @@ pub enum Response {
     Object(Option<Bytes>),
     Written,
     Coordinated(Result<Outcome, RemoteError>),
+    InSync,
+    Groups(Vec<Hash>),
+    Leaves(Vec<Hash>),
+    SyncKeys { objects: Vec<(Bytes, Bytes)>, wanted: Vec<Bytes> },
+    Reaped(bool),
     Error(String),
 }
 

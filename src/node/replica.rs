@@ -1,5 +1,6 @@
 //! This node's replica: the objects it holds and the hints it keeps for
-//! others, on top of the storage engine.
+//! others, on top of the storage engine, with the Merkle trees that
+//! summarise it kept current on every change.
 //!
 //! Every change is a read-merge-write of one key. Two such changes to the
 //! same key must not interleave, or the second would overwrite what the
@@ -10,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::merkle::{self, Hash, Trees};
 use super::metrics::Counters;
 use super::storage::{Storage, StorageError};
 use super::version::{Dot, Object, VersionError, VersionVector};
@@ -38,6 +40,7 @@ pub struct Hint {
 
 pub struct Replica {
     storage: Storage,
+    trees: Mutex<Trees>,
     stripes: Vec<Mutex<()>>,
     actor: String,
     prune_limit: usize,
@@ -45,8 +48,27 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(storage: Storage, actor: String, prune_limit: usize, counters: std::sync::Arc<Counters>) -> Self {
-        Replica { storage, stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(), actor, prune_limit, counters }
+    /// Wraps opened storage, building the Merkle trees from what it holds.
+    pub fn new(
+        storage: Storage,
+        actor: String,
+        prune_limit: usize,
+        counters: std::sync::Arc<Counters>,
+    ) -> Result<Self, ReplicaError> {
+        let mut trees = Trees::default();
+        for (storage_key, encoded) in storage.data.scan_prefix(&[])? {
+            if let Some((partition, key)) = split_data_key(&storage_key) {
+                trees.apply(partition, key, None, Some(&encoded));
+            }
+        }
+        Ok(Replica {
+            storage,
+            trees: Mutex::new(trees),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            actor,
+            prune_limit,
+            counters,
+        })
     }
 
     pub fn actor(&self) -> &str {
@@ -72,10 +94,11 @@ impl Replica {
     ) -> Result<(Object, Dot), ReplicaError> {
         let storage_key = data_key(partition, key);
         let _guard = self.lock(&storage_key);
-        let mut object = self.load(&storage_key, key)?.unwrap_or_default();
+        let old = self.storage.data.get(&storage_key)?;
+        let mut object = old.as_deref().map(|b| decode(b, key)).transpose()?.unwrap_or_default();
         let (dot, pruned) = object.update(context, &self.actor, value, now_ms(), self.prune_limit);
         Counters::add(&self.counters.prune_events, pruned as u64);
-        self.storage.data.insert(&storage_key, &object.encode())?;
+        self.store(partition, key, &storage_key, old.as_deref(), Some(&object.encode()))?;
         Ok((object, dot))
     }
 
@@ -89,14 +112,57 @@ impl Replica {
     pub fn merge(&self, partition: u32, key: &[u8], incoming: &Object) -> Result<Object, ReplicaError> {
         let storage_key = data_key(partition, key);
         let _guard = self.lock(&storage_key);
-        let current = self.load(&storage_key, key)?;
-        let mut merged = current.clone().unwrap_or_default();
+        let old = self.storage.data.get(&storage_key)?;
+        let mut merged = old.as_deref().map(|b| decode(b, key)).transpose()?.unwrap_or_default();
         let pruned = merged.merge(incoming, self.prune_limit);
         Counters::add(&self.counters.prune_events, pruned as u64);
-        if current.as_ref() != Some(&merged) {
-            self.storage.data.insert(&storage_key, &merged.encode())?;
+        let encoded = merged.encode();
+        if old.as_deref() != Some(encoded.as_slice()) {
+            self.store(partition, key, &storage_key, old.as_deref(), Some(&encoded))?;
         }
         Ok(merged)
+    }
+
+    /// Removes `key` if what is stored still hashes to `expected` (a reaped
+    /// tombstone that nothing has overwritten since it was checked).
+    pub fn remove_if_unchanged(&self, partition: u32, key: &[u8], expected: Hash) -> Result<bool, ReplicaError> {
+        let storage_key = data_key(partition, key);
+        let _guard = self.lock(&storage_key);
+        let Some(old) = self.storage.data.get(&storage_key)? else { return Ok(false) };
+        if merkle::entry_hash(key, &old) != expected {
+            return Ok(false);
+        }
+        self.store(partition, key, &storage_key, Some(&old), None)?;
+        Ok(true)
+    }
+
+    /// Every key of a partition with its encoded object, in key order.
+    pub fn scan_partition(&self, partition: u32) -> Result<Vec<(Bytes, Vec<u8>)>, ReplicaError> {
+        let entries = self.storage.data.scan_prefix(&partition.to_be_bytes())?;
+        Ok(entries.into_iter().map(|(k, v)| (Bytes::copy_from_slice(&k[4..]), v)).collect())
+    }
+
+    /// Runs `f` on the Merkle trees.
+    pub fn with_trees<T>(&self, f: impl FnOnce(&Trees) -> T) -> T {
+        f(&self.trees.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Writes (or, with `new` = None, removes) one entry and updates its
+    /// partition's tree; the caller holds the key's stripe.
+    fn store(
+        &self,
+        partition: u32,
+        key: &[u8],
+        storage_key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<(), ReplicaError> {
+        match new {
+            Some(bytes) => self.storage.data.insert(storage_key, bytes)?,
+            None => self.storage.data.remove(storage_key)?,
+        }
+        self.trees.lock().unwrap_or_else(|e| e.into_inner()).apply(partition, key, old, new);
+        Ok(())
     }
 
     /// Keeps `object` for `owner`, merged with any hint already held.
@@ -159,6 +225,11 @@ fn data_key(partition: u32, key: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&partition.to_be_bytes());
     k.extend_from_slice(key);
     k
+}
+
+fn split_data_key(storage_key: &[u8]) -> Option<(u32, &[u8])> {
+    let partition = u32::from_be_bytes(storage_key.get(..4)?.try_into().ok()?);
+    Some((partition, &storage_key[4..]))
 }
 
 fn hint_key(owner: &str, key: &[u8]) -> Vec<u8> {

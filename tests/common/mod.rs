@@ -21,6 +21,8 @@ use nix::sys::signal::Signal;
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
 
 pub struct TestCluster {
+    /// What `cluster up` printed.
+    pub startup: String,
     pub dir: tempfile::TempDir,
     pub procs: PathBuf,
     pub token: String,
@@ -41,8 +43,9 @@ impl TestCluster {
             .args(extra)
             .output()
             .expect("running dynabed cluster up");
-        let cluster = Self::adopt(dir, procs);
+        let mut cluster = Self::adopt(dir, procs);
         assert!(output.status.success(), "cluster up failed: {}", String::from_utf8_lossy(&output.stderr));
+        cluster.startup = String::from_utf8_lossy(&output.stdout).into_owned();
         cluster
     }
 
@@ -51,7 +54,7 @@ impl TestCluster {
         let files = files::read_unlocked(&procs).expect("cluster files");
         let token = files.meta.map(|m| m.admin_token).unwrap_or_default();
         let nodes = files.procs.iter().map(|(id, e)| (id.clone(), client_addr(e).unwrap())).collect();
-        TestCluster { dir, procs, token, nodes }
+        TestCluster { startup: String::new(), dir, procs, token, nodes }
     }
 
     pub fn refresh(&mut self) {
@@ -117,6 +120,53 @@ impl TestCluster {
                 (r["node"].as_str().unwrap().to_owned(), values)
             })
             .collect()
+    }
+}
+
+impl TestCluster {
+    /// `POST /admin/<route>` on one node; the answer must be 200.
+    pub async fn admin(&self, id: &str, route: &str, body: serde_json::Value) -> serde_json::Value {
+        let answer = self.client(id).admin(route, &body).await.expect(route);
+        assert_eq!(answer.status, 200, "{route} on {id}: {}", answer.reason());
+        answer.json().unwrap()
+    }
+
+    /// Sets run-time switches on every node in `ids`.
+    pub async fn switch(&self, ids: &[&str], hint_delivery: bool, anti_entropy: bool) {
+        for id in ids {
+            self.admin(id, "config", serde_json::json!({"hint_delivery": hint_delivery, "anti_entropy": anti_entropy}))
+                .await;
+        }
+    }
+
+    /// One staged repair round on every node at once, then the commit on
+    /// every node; returns each node's round statistics.
+    pub async fn repair_round(&self, seed: u64) -> Vec<serde_json::Value> {
+        let ids = self.ids();
+        let body = serde_json::json!({"seed": seed, "staged": true});
+        let rounds = futures::future::join_all(ids.iter().map(|id| self.admin(id, "repair/round", body.clone()))).await;
+        for id in &ids {
+            self.admin(id, "repair/commit", serde_json::json!({})).await;
+        }
+        rounds
+    }
+
+    /// Partition → Merkle root, as one node reports it.
+    pub async fn merkle_roots(&self, id: &str) -> serde_json::Map<String, serde_json::Value> {
+        let answer =
+            self.client(id).send(hyper::Method::GET, "/admin/merkle", None, bytes::Bytes::new()).await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.reason());
+        answer.json().unwrap()["partitions"].as_object().unwrap().clone()
+    }
+
+    /// True when every replica of `key` holds exactly the same versions
+    /// (values, dots, clocks and tombstones).
+    pub async fn converged(&self, key: &str) -> bool {
+        let answer = self.client("node1").replicas(key).await.expect("replicas");
+        let json = answer.json().unwrap();
+        let replicas = json["replicas"].as_array().unwrap();
+        assert!(replicas.iter().all(|r| r.get("error").is_none()), "replica unreadable: {json}");
+        replicas.windows(2).all(|w| w[0]["versions"] == w[1]["versions"])
     }
 }
 
