@@ -55,3 +55,56 @@ async fn a_paused_node_is_marked_down_and_comes_back() {
         cluster.wait_all_alive(id).await;
     }
 }
+
+#[tokio::test]
+async fn a_joining_node_takes_its_share_of_partitions_and_data() {
+    let mut cluster = TestCluster::up(32, 3, "memory", &["--node_arg=--anti_entropy=off"]);
+    let keys: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
+    for key in &keys {
+        let put = cluster.client("node1").put(key, bytes::Bytes::from(key.clone()), None, Some(3)).await.unwrap();
+        common::ok(&put);
+    }
+    let args: Vec<String> = [
+        "--host",
+        "127.0.32.5",
+        "--port",
+        "60000",
+        "--peer_port",
+        "61000",
+        "--seeds",
+        "127.0.32.2:61000",
+        "--storage",
+        "memory",
+        "--N",
+        "3",
+        "--partitions",
+        "256",
+        "--anti_entropy=off",
+        "--fail_after_ms",
+        "1000",
+        "--gossip_ms",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec();
+    cluster.add_node("node4", &args).await;
+    for id in cluster.ids() {
+        cluster.wait_all_alive(&id).await;
+        assert_eq!(cluster.status(&id).await["ring"]["members"].as_array().unwrap().len(), 4);
+    }
+    let owned = cluster.merkle_roots("node4").await.len();
+    println!("node4 replicates {owned} of 256 partitions after joining 3 nodes (N=3)");
+    assert!((140..=230).contains(&owned), "about 3/4 of the partitions: {owned}");
+
+    cluster.repair_round(1).await;
+    let mut on_node4 = 0;
+    for key in &keys {
+        let held = cluster.replicas("node1", key).await;
+        if let Some(values) = held.get("node4") {
+            assert_eq!(values, &vec![Some(key.clone().into_bytes())], "{key} on the new node");
+            on_node4 += 1;
+        }
+        assert!(cluster.converged(key).await, "{key}");
+    }
+    assert!(on_node4 > keys.len() / 2, "node4 received its share: {on_node4} of {}", keys.len());
+}

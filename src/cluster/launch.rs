@@ -136,7 +136,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.ready_timeout_s);
     if let Err(e) = wait_for_ring(&procs, &meta, timeout).await {
         abandon(&procs, &meta, &Locked::acquire(&cluster_procs)?);
-        return Err(e.context(format!("the cluster did not come up; its nodes were stopped (logs in {})", data_root.display())));
+        return Err(e.context(format!(
+            "the cluster did not come up; its nodes were stopped (logs in {})",
+            data_root.display()
+        )));
     }
     print_table(&procs, &cluster_procs);
     println!(

@@ -343,7 +343,6 @@ impl Replication {
         }
         while let Some(stand_in) = self.next_fallback() {
             if self.send_to(&stand_in, Some(self.owner.clone())).await {
-                Counters::bump(&node.counters.hints_stored);
                 return true;
             }
         }

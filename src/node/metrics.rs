@@ -28,7 +28,7 @@ counters! {
     replica_reads: "replica reads served to peers",
     replica_writes: "replica writes merged from peers",
     read_repairs: "stale replicas written back after a read",
-    hints_stored: "hints kept for an unreachable node (here or on a stand-in)",
+    hints_stored: "hints this node stored for an unreachable replica",
     hints_delivered: "hints handed back to their owner",
     prune_events: "version-vector entries pruned by age",
     tombstones_reaped: "tombstones removed after every replica held them",

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dynabed::client::{Answer, Client};
-use dynabed::cluster::{files, launch::client_addr, manage};
+use dynabed::cluster::{files, launch::client_addr, manage, process};
 use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
@@ -124,6 +124,36 @@ impl TestCluster {
 }
 
 impl TestCluster {
+    /// Starts one more node with `dynabed node ARGS` and records it in the
+    /// cluster files, so that it is stopped with the others.
+    pub async fn add_node(&mut self, id: &str, args: &[String]) {
+        let mut argv = vec![BIN.to_owned(), "node".to_owned(), "--id".to_owned(), id.to_owned()];
+        argv.extend(args.iter().cloned());
+        argv.extend(["--cluster_procs".to_owned(), self.procs.to_string_lossy().into_owned()]);
+        let log = self.dir.path().join(format!("{id}.log"));
+        let record = process::spawn_detached(&argv, &log).expect("spawn node");
+        let locked = files::Locked::acquire(&self.procs).unwrap();
+        let mut current = locked.read().unwrap();
+        let arg = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone()).unwrap();
+        current.procs.insert(
+            id.to_owned(),
+            files::NodeEntry {
+                pid: record.pid,
+                port: arg("--port").parse().unwrap(),
+                host: arg("--host"),
+                peer_port: arg("--peer_port").parse().unwrap(),
+                netns: None,
+                data_dir: self.dir.path().join(id),
+            },
+        );
+        let node = files::NodeMeta { argv, start_time: record.start_time, log: Some(log) };
+        current.meta.as_mut().unwrap().nodes.insert(id.to_owned(), node);
+        locked.write(&current).unwrap();
+        drop(locked);
+        self.refresh();
+        self.wait_all_alive(id).await;
+    }
+
     /// `POST /admin/<route>` on one node; the answer must be 200.
     pub async fn admin(&self, id: &str, route: &str, body: serde_json::Value) -> serde_json::Value {
         let answer = self.client(id).admin(route, &body).await.expect(route);
