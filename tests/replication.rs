@@ -87,3 +87,27 @@ async fn a_read_repairs_a_stale_replica() {
     .await;
     assert!(total(&cluster, "/counters/read_repairs").await >= 1);
 }
+
+#[tokio::test]
+async fn sloppy_quorum_writes_to_a_stand_in_which_hands_off() {
+    let cluster = TestCluster::up(23, 5, "fjall", &[]);
+    let key = "sloppy";
+    let owners: Vec<String> = cluster.replicas("node1", key).await.into_keys().collect();
+    let outsiders: Vec<String> = cluster.ids().into_iter().filter(|id| !owners.contains(id)).collect();
+    let (down, coordinator) = (&owners[2], &owners[0]);
+    cluster.signal(down, Signal::SIGKILL);
+
+    // W=3 with a preference-list node down succeeds only through a stand-in.
+    let put = cluster.client(coordinator).put(key, Bytes::from("kept for later"), None, Some(3)).await.unwrap();
+    ok(&put);
+    let ids: Vec<&str> = outsiders.iter().map(String::as_str).collect();
+    assert_eq!(total_over(&cluster, &ids, "/hints_pending").await, 1, "one stand-in holds the hint");
+
+    cluster.restart(down).await;
+    wait_until("the stand-in hands the hint off", Duration::from_secs(20), || async {
+        total_over(&cluster, &ids, "/hints_pending").await == 0
+    })
+    .await;
+    assert_eq!(cluster.replicas("node1", key).await[down.as_str()], vec![Some(b"kept for later".to_vec())]);
+    assert_eq!(total_over(&cluster, &ids, "/hints_delivered").await, 1);
+}
