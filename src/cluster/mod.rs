@@ -7,3 +7,4 @@ pub mod launch;
 pub mod manage;
 pub mod process;
 pub mod register;
+pub mod runstate;

@@ -1,0 +1,130 @@
+//! Run state: what one cluster (one prefix) owns, under
+//! `/run/dynabed/<prefix>/`.
+//!
+//! Everything the test bed creates — processes, namespaces, firewall
+//! tables, qdiscs, cgroups — is written here *before* it is created, under
+//! a lock, so that `dynabed cleanup --prefix P` can remove exactly that,
+//! from any directory and after any crash. Cleanup is by ownership: nothing
+//! is ever found by matching names.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+/// A process the cluster started, known by pid and start time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedProcess {
+    /// What it is, e.g. `node node3` or `delay-line`.
+    pub role: String,
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// Everything one cluster owns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Owned {
+    pub cluster_procs: Option<PathBuf>,
+    pub processes: Vec<OwnedProcess>,
+    /// Network namespaces, in creation order (removed in reverse).
+    pub namespaces: Vec<String>,
+    /// cgroup directories.
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// The run-state folder of one prefix, locked while open.
+pub struct RunState {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+/// `/run/dynabed` for root; elsewhere the user's runtime directory.
+pub fn root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/dynabed");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("dynabed"),
+        None => std::env::temp_dir().join(format!("dynabed-{}", nix::unistd::geteuid())),
+    }
+}
+
+pub fn dir_of(prefix: &str) -> PathBuf {
+    root().join(prefix)
+}
+
+impl RunState {
+    /// Opens (creating if needed) and locks the run state of `prefix`.
+    pub fn open(prefix: &str) -> anyhow::Result<Self> {
+        let dir = dir_of(prefix);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", lock_path.display()))?;
+        Ok(RunState { dir, _lock: lock })
+    }
+
+    /// Opens the run state of `prefix` only if it exists.
+    pub fn existing(prefix: &str) -> anyhow::Result<Option<Self>> {
+        if dir_of(prefix).join("owned.json").exists() {
+            Self::open(prefix).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn owned(&self) -> anyhow::Result<Owned> {
+        let path = self.dir.join("owned.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Owned::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Changes the record atomically (write, fsync, rename).
+    pub fn update(&self, change: impl FnOnce(&mut Owned)) -> anyhow::Result<()> {
+        let mut owned = self.owned()?;
+        change(&mut owned);
+        let path = self.dir.join("owned.json");
+        let tmp = self.dir.join("owned.json.tmp");
+        let mut file = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(&owned)?)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Removes the folder once everything it recorded is gone.
+    pub fn remove(self) -> anyhow::Result<()> {
+        fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopening_and_removal_clears_them() {
+        let prefix = format!("rt{}", std::process::id() % 100_000);
+        let state = RunState::open(&prefix).unwrap();
+        state.update(|o| o.namespaces.push("x-hub".into())).unwrap();
+        state.update(|o| o.processes.push(OwnedProcess { role: "node node1".into(), pid: 1, start_time: 2 })).unwrap();
+        drop(state);
+        let state = RunState::existing(&prefix).unwrap().expect("still there");
+        let owned = state.owned().unwrap();
+        assert_eq!(owned.namespaces, ["x-hub"]);
+        assert_eq!(owned.processes.len(), 1);
+        state.remove().unwrap();
+        assert!(RunState::existing(&prefix).unwrap().is_none());
+    }
+}
