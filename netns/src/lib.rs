@@ -1,6 +1,6 @@
 //! Kernel primitives for network test beds: named network namespaces,
-//! veth pairs, bridges, addresses and processes started inside a namespace.
-//! (Qdiscs, firewall rules, an NFQUEUE queue and cgroups join later.)
+//! veth pairs, bridges, addresses, processes started inside a namespace,
+//! qdiscs, firewall rules, an NFQUEUE queue and cgroups.
 //!
 //! This crate knows nothing about keys, nodes or Dynamo; it only names and
 //! owns kernel objects. The caller composes the primitives into a topology.
@@ -10,12 +10,22 @@
 //! - [`link`]: bridges, veth pairs, addresses over rtnetlink.
 //! - [`process`]: detached processes started inside a namespace, identified
 //!   by pid *and* start time.
+//! - [`qdisc`]: netem and tbf on a link, via `tc` argument vectors.
+//! - [`firewall`]: nftables tables and iptables chains a caller owns.
+//! - [`nfqueue`]: an NFQUEUE reader and the delay line built on it.
+//! - [`cgroup`]: CPU quotas, cgroup v1 or v2.
 
 mod caps;
+pub mod cgroup;
+pub mod command;
 mod error;
+pub mod firewall;
 pub mod link;
 pub mod namespace;
+pub mod nfqueue;
 pub mod process;
+pub mod qdisc;
+pub mod throwaway;
 
 pub use caps::has_netns_capabilities;
 pub use error::{Error, Result};

@@ -142,6 +142,15 @@ pub fn open(name: &str) -> Result<File> {
     })
 }
 
+/// Moves the calling thread into namespace `name` for the rest of its life:
+/// for a thread that will keep serving there (the delay line's reader), or
+/// for a still single-threaded process before it starts any other thread
+/// (threads it creates afterwards inherit the namespace).
+pub fn enter(name: &str) -> Result<()> {
+    let ns = open(name)?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(name, "setns into the namespace", e.into()))
+}
+
 /// Runs `f` on a fresh OS thread that has entered namespace `name`, and
 /// returns its result; a panic in `f` is resumed on the caller's thread.
 ///

@@ -7,7 +7,12 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::time::{Duration, Instant};
+
 use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::kill;
+pub use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::namespace;
@@ -22,6 +27,43 @@ pub struct Spawned {
 }
 
 impl Spawned {
+    /// The record of a running process, read from /proc.
+    pub fn of(pid: u32) -> Option<Self> {
+        start_time(pid).map(|start_time| Spawned { pid, start_time })
+    }
+
+    /// Sends `signal` only if this is still the recorded process; false
+    /// otherwise (gone, or its pid now belongs to a stranger).
+    pub fn signal(&self, signal: Signal) -> bool {
+        self.is_alive() && kill(Pid::from_raw(self.pid as i32), signal).is_ok()
+    }
+
+    /// Waits up to `grace` for the process to end.
+    pub fn wait_gone(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        while self.is_alive() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. True when the process is gone.
+    pub fn stop(&self, grace: Duration) -> bool {
+        if !self.signal(Signal::SIGTERM) {
+            return !self.is_alive();
+        }
+        // A stopped (SIGSTOPped) process handles SIGTERM only once continued.
+        self.signal(Signal::SIGCONT);
+        if self.wait_gone(grace) {
+            return true;
+        }
+        self.signal(Signal::SIGKILL);
+        self.wait_gone(Duration::from_secs(5))
+    }
+
     /// Whether this very process (same pid, same start time) is still
     /// running — not a zombie, not a stranger that got its pid.
     pub fn is_alive(&self) -> bool {

@@ -14,10 +14,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::files::{self, ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
-use super::process::{self, ProcessRecord};
 use super::register::new_token;
 use crate::client::Client;
 use crate::node::storage::{Durability, EngineKind};
+use netns::process::Spawned as ProcessRecord;
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
@@ -117,7 +117,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut procs = BTreeMap::new();
     for node in &plan {
         std::fs::create_dir_all(&node.data_dir)?;
-        let record = match process::spawn_detached(&node.argv, &node.log) {
+        let record = match netns::process::spawn_in(None, &node.argv, &node.log, &[]).map_err(anyhow::Error::from) {
             Ok(record) => record,
             Err(e) => {
                 abandon(&procs, &meta, &locked);
@@ -164,7 +164,7 @@ fn abandon(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, locked: &Locked) {
 fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
     let files = files::read_unlocked(cluster_procs)?;
     let Some(meta) = files.meta else { return Ok(()) };
-    let running = files.procs.iter().filter(|(id, e)| record_of(&meta, id, e).is_some_and(|r| r.is_running())).count();
+    let running = files.procs.iter().filter(|(id, e)| record_of(&meta, id, e).is_some_and(|r| r.is_alive())).count();
     if running > 0 {
         bail!(
             "{} describes a cluster with {running} running node(s): stop it with `dynabed cluster down` first",
@@ -248,7 +248,7 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
-            if !record_of(meta, id, &procs[id]).is_some_and(|r| r.is_running()) {
+            if !record_of(meta, id, &procs[id]).is_some_and(|r| r.is_alive()) {
                 let log = meta.nodes.get(id.as_str()).and_then(|n| n.log.clone());
                 bail!("{id} exited during start-up: {}", last_lines(log.as_deref()));
             }

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 
 use super::files::{self, Locked};
 use super::launch::{client_addr, record_of, stop_all};
-use super::process::{self, ProcessRecord};
 use crate::client::Client;
+use netns::process::Spawned as ProcessRecord;
 
 /// Prints one line per node: process, reachability, ring view, hints.
 pub async fn status(cluster_procs: &Path) -> anyhow::Result<()> {
@@ -20,7 +20,7 @@ pub async fn status(cluster_procs: &Path) -> anyhow::Result<()> {
     let mut unhealthy = 0;
     for id in ids {
         let entry = &procs[id];
-        let running = record_of(&meta, id, entry).is_some_and(|r| r.is_running());
+        let running = record_of(&meta, id, entry).is_some_and(|r| r.is_alive());
         let status = Client::new(client_addr(entry)?)
             .with_timeout(Duration::from_secs(2))
             .status()
@@ -82,11 +82,11 @@ pub fn restart(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> 
     let meta = files.meta.as_mut().with_context(|| format!("{} has no meta file", cluster_procs.display()))?;
     let node = meta.nodes.get_mut(id).with_context(|| format!("no node {id:?} in the meta file"))?;
     let entry = files.procs.get_mut(id).with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))?;
-    if (ProcessRecord { pid: entry.pid, start_time: node.start_time }).is_running() {
+    if (ProcessRecord { pid: entry.pid, start_time: node.start_time }).is_alive() {
         bail!("{id} is still running (pid {})", entry.pid);
     }
     let log = node.log.clone().unwrap_or_else(|| entry.data_dir.with_extension("log"));
-    let record = process::spawn_detached(&node.argv, &log)?;
+    let record = netns::process::spawn_in(None, &node.argv, &log, &[])?;
     entry.pid = record.pid;
     node.start_time = record.start_time;
     locked.write(&files)?;

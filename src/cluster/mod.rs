@@ -5,6 +5,5 @@
 pub mod files;
 pub mod launch;
 pub mod manage;
-pub mod process;
 pub mod register;
 pub mod runstate;

@@ -8,8 +8,8 @@ use anyhow::bail;
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::files::{ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
-use super::process::ProcessRecord;
 use crate::node::NodeConfig;
+use netns::process::Spawned as ProcessRecord;
 
 /// Prepares a node to join its cluster and returns the admin token.
 ///

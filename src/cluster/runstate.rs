@@ -61,11 +61,21 @@ impl RunState {
     /// Opens (creating if needed) and locks the run state of `prefix`.
     pub fn open(prefix: &str) -> anyhow::Result<Self> {
         let dir = dir_of(prefix);
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let lock_path = dir.join("lock");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path)
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
             .with_context(|| format!("opening {}", lock_path.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", lock_path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", lock_path.display()))?;
         Ok(RunState { dir, _lock: lock })
     }
 

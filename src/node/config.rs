@@ -96,6 +96,9 @@ pub struct NodeConfig {
     /// Version-vector entries kept per key before the oldest are pruned.
     #[arg(long = "prune_limit", alias = "prune-limit", default_value_t = 10)]
     pub prune_limit: usize,
+    /// Concurrent values (siblings) a write may leave before it is refused.
+    #[arg(long = "max_siblings", alias = "max-siblings", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_siblings: u16,
     /// Worker threads of the node's runtime (1 = a single-threaded runtime,
     /// best when many nodes share few cores).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]

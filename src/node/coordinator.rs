@@ -52,6 +52,7 @@ impl CoordError {
         match self {
             CoordError::BadRequest(_) => 400,
             CoordError::Unavailable { .. } | CoordError::NoReachableReplica => 503,
+            CoordError::Replica(ReplicaError::TooManySiblings { .. }) => 409,
             CoordError::Replica(_) => 500,
             CoordError::Remote { status, .. } => *status,
         }
@@ -158,9 +159,8 @@ impl Node {
             Some(context) => context,
             None => self.replica.local_context(placement.partition, &key)?,
         };
-        let (object, dot) = self.replica.update(placement.partition, &key, &context, value)?;
+        let (object, encoded, dot) = self.replica.update(placement.partition, &key, &context, value)?;
         let object = Arc::new(object);
-        let encoded = Bytes::from(object.encode());
         let fallbacks = Arc::new(Mutex::new(placement.fallbacks.iter().cloned().collect::<VecDeque<_>>()));
         let (acked, mut acks_in) = mpsc::channel(placement.preference.len().max(1));
         for owner in placement.preference.iter().filter(|n| *n != self.id()) {
@@ -279,14 +279,13 @@ impl Node {
             }
         }
         let merged = self.merge_all(&replies);
-        if merged.is_empty() {
+        let stale: Vec<String> =
+            replies.into_iter().filter(|(_, held)| held.as_ref() != Some(&merged)).map(|(owner, _)| owner).collect();
+        if merged.is_empty() || stale.is_empty() {
             return;
         }
         let encoded = Bytes::from(merged.encode());
-        for (owner, held) in replies {
-            if held.as_ref() == Some(&merged) {
-                continue;
-            }
+        for owner in stale {
             Counters::bump(&self.counters.read_repairs);
             if owner == self.id() {
                 if let Err(e) = self.replica.merge(partition, &key, &merged) {

@@ -80,7 +80,7 @@ impl Node {
         let membership =
             Membership::new(me, config.partitions, config.n as usize, Duration::from_millis(config.fail_after_ms))?;
         Ok(Arc::new(Node {
-            replica: Replica::new(storage, actor, config.prune_limit, counters.clone())?,
+            replica: Replica::new(storage, actor, config.prune_limit, config.max_siblings as usize, counters.clone())?,
             membership,
             peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms)),
             counters,
@@ -142,8 +142,8 @@ impl Node {
     fn answer_read(&self, key: Bytes) -> Response {
         Counters::bump(&self.counters.replica_reads);
         let partition = self.membership.ring().partition_of(&key);
-        match self.replica.read(partition, &key) {
-            Ok(object) => Response::Object(object.map(|o| Bytes::from(o.encode()))),
+        match self.replica.read_encoded(partition, &key) {
+            Ok(encoded) => Response::Object(encoded.map(Bytes::from)),
             Err(e) => Response::Error(e.to_string()),
         }
     }

@@ -27,6 +27,8 @@ pub enum ReplicaError {
     Storage(#[from] StorageError),
     #[error("stored object for key {key:?} is corrupt: {source}")]
     Corrupt { key: String, source: VersionError },
+    #[error("key {key:?} has more than {limit} siblings: read it and write back with its context to resolve them")]
+    TooManySiblings { key: String, limit: usize },
 }
 
 /// A hint waiting for its owner, as stored.
@@ -44,6 +46,9 @@ pub struct Replica {
     stripes: Vec<Mutex<()>>,
     actor: String,
     prune_limit: usize,
+    /// Concurrent values a write may leave; beyond it the write is refused
+    /// rather than letting objects grow without bound (Riak's max_siblings).
+    max_siblings: usize,
     counters: std::sync::Arc<Counters>,
 }
 
@@ -53,6 +58,7 @@ impl Replica {
         storage: Storage,
         actor: String,
         prune_limit: usize,
+        max_siblings: usize,
         counters: std::sync::Arc<Counters>,
     ) -> Result<Self, ReplicaError> {
         let mut trees = Trees::default();
@@ -67,6 +73,7 @@ impl Replica {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             actor,
             prune_limit,
+            max_siblings,
             counters,
         })
     }
@@ -83,23 +90,36 @@ impl Replica {
         self.load(&data_key(partition, key), key)
     }
 
+    /// The stored bytes of a key, as a replica read sends them.
+    pub fn read_encoded(&self, partition: u32, key: &[u8]) -> Result<Option<Vec<u8>>, ReplicaError> {
+        Ok(self.storage.data.get(&data_key(partition, key))?)
+    }
+
     /// The coordinator's own write: a new sibling superseding what `context`
-    /// saw. Returns the object as it now stands here, and the write's dot.
+    /// saw. Returns the object as it now stands here, encoded too, and the
+    /// write's dot.
     pub fn update(
         &self,
         partition: u32,
         key: &[u8],
         context: &VersionVector,
         value: Option<Bytes>,
-    ) -> Result<(Object, Dot), ReplicaError> {
+    ) -> Result<(Object, Bytes, Dot), ReplicaError> {
         let storage_key = data_key(partition, key);
         let _guard = self.lock(&storage_key);
         let old = self.storage.data.get(&storage_key)?;
         let mut object = old.as_deref().map(|b| decode(b, key)).transpose()?.unwrap_or_default();
         let (dot, pruned) = object.update(context, &self.actor, value, now_ms(), self.prune_limit);
+        if object.siblings.len() > self.max_siblings {
+            return Err(ReplicaError::TooManySiblings {
+                key: String::from_utf8_lossy(key).into_owned(),
+                limit: self.max_siblings,
+            });
+        }
         Counters::add(&self.counters.prune_events, pruned as u64);
-        self.store(partition, key, &storage_key, old.as_deref(), Some(&object.encode()))?;
-        Ok((object, dot))
+        let encoded = Bytes::from(object.encode());
+        self.store(partition, key, &storage_key, old.as_deref(), Some(&encoded))?;
+        Ok((object, encoded, dot))
     }
 
     /// The coordinator's write when the caller gave no context: supersede

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dynabed::client::{Answer, Client};
-use dynabed::cluster::{files, launch::client_addr, manage, process};
+use dynabed::cluster::{files, launch::client_addr, manage};
 use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
@@ -131,7 +131,7 @@ impl TestCluster {
         argv.extend(args.iter().cloned());
         argv.extend(["--cluster_procs".to_owned(), self.procs.to_string_lossy().into_owned()]);
         let log = self.dir.path().join(format!("{id}.log"));
-        let record = process::spawn_detached(&argv, &log).expect("spawn node");
+        let record = netns::process::spawn_in(None, &argv, &log, &[]).expect("spawn node");
         let locked = files::Locked::acquire(&self.procs).unwrap();
         let mut current = locked.read().unwrap();
         let arg = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone()).unwrap();
