@@ -33,6 +33,24 @@ enum Command {
     Put(kv::PutArgs),
     /// Delete a key.
     Delete(kv::DeleteArgs),
+    /// Run a command (curl, a shell, a benchmark) inside the cluster's client namespace.
+    Exec {
+        #[command(flatten)]
+        file: ClusterFile,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Stop every process and remove every namespace a cluster left behind,
+    /// from the run state's records (after a crash, from any directory).
+    Cleanup {
+        /// The cluster's prefix.
+        #[arg(long, default_value = "dyb", conflicts_with = "all")]
+        prefix: String,
+        /// Every prefix with run state on this machine.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,20 +93,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             let token = cluster::register::join(&mut config)?;
             dynabed::node::run(*config, token)
         }
-        Command::Cluster(ClusterCommand::Up(args)) => block_on(cluster::launch::up(*args)),
-        Command::Cluster(ClusterCommand::Status(f)) => block_on(cluster::manage::status(&f.cluster_procs)),
+        Command::Cluster(ClusterCommand::Up(args)) => cluster::launch::up(*args),
+        Command::Cluster(ClusterCommand::Status(f)) => cluster::manage::status(&f.cluster_procs),
         Command::Cluster(ClusterCommand::Down(f)) => cluster::manage::down(&f.cluster_procs),
         Command::Cluster(ClusterCommand::Restart { node, file }) => {
             let record = cluster::manage::restart(&file.cluster_procs, &node)?;
             println!("restarted {node} as pid {}", record.pid);
             Ok(())
         }
-        Command::Get(args) => block_on(kv::get(args)),
-        Command::Put(args) => block_on(kv::put(args)),
-        Command::Delete(args) => block_on(kv::delete(args)),
+        Command::Get(args) => kv::get(args),
+        Command::Put(args) => kv::put(args),
+        Command::Delete(args) => kv::delete(args),
+        Command::Exec { file, command } => dynabed::cli::exec::exec(&file.cluster_procs, &command),
+        Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
     }
-}
-
-fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future)
 }

@@ -144,6 +144,42 @@ pub fn add_ipv4(namespace: &str, link: &str, address: Ipv4Addr, prefix_len: u8) 
     })
 }
 
+/// Sets the hardware (MAC) address of `link`, which must be down.
+pub fn set_mac(namespace: &str, link: &str, mac: [u8; 6]) -> Result<()> {
+    validate_name(link)?;
+    with_netlink(namespace, |handle| async move {
+        let index = index_of(&handle, namespace, link).await?;
+        let message = LinkUnspec::new_with_index(index).address(mac.to_vec()).build();
+        handle.link().set(message).execute().await.map_err(|e| nl_err(namespace, link, "set MAC address", e))
+    })
+}
+
+/// Adds permanent IPv4 neighbour (ARP) entries on `link`, one per
+/// (address, MAC) pair, over one netlink connection.
+///
+/// Why: the kernel's neighbour table is shared by every namespace, and its
+/// limit (`gc_thresh3`, 1024 by default) counts all of them. A full mesh of
+/// a few dozen namespaces learning each other by ARP overflows it, and new
+/// neighbours then silently never resolve. Permanent entries are exempt from
+/// that limit (Linux ≥ 4.19), so a topology that knows every address and MAC
+/// in advance installs them and never ARPs.
+pub fn add_neighbors(namespace: &str, link: &str, entries: &[(Ipv4Addr, [u8; 6])]) -> Result<()> {
+    validate_name(link)?;
+    with_netlink(namespace, |handle| async move {
+        let index = index_of(&handle, namespace, link).await?;
+        for (address, mac) in entries {
+            handle
+                .neighbours()
+                .add(index, IpAddr::V4(*address))
+                .link_layer_address(mac)
+                .execute()
+                .await
+                .map_err(|e| nl_err(namespace, link, "add a permanent neighbour", e))?;
+        }
+        Ok(())
+    })
+}
+
 /// Deletes `link` from `namespace` (deleting one end of a veth pair deletes
 /// both). Idempotent: a link that is not there is not an error.
 pub fn delete(namespace: &str, link: &str) -> Result<()> {

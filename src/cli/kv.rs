@@ -14,7 +14,7 @@ use clap::Args;
 use hyper::StatusCode;
 
 use crate::client::{Answer, Client};
-use crate::cluster::{files, launch::client_addr};
+use crate::cluster::{files, launch::client_addr, reach::reach};
 
 /// Which node to talk to.
 #[derive(Debug, Clone, Args)]
@@ -65,8 +65,9 @@ pub struct DeleteArgs {
     pub target: Target,
 }
 
-pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let answer = client(&args.target).await?.get(&args.key, args.r).await?;
+pub fn get(args: GetArgs) -> anyhow::Result<()> {
+    let (key, r) = (args.key.clone(), args.r);
+    let answer = on_cluster(&args.target, |mut client| async move { Ok(client.get(&key, r).await?) })?;
     describe(&answer);
     match answer.status {
         StatusCode::OK | StatusCode::MULTIPLE_CHOICES => {
@@ -85,7 +86,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     }
 }
 
-pub async fn put(args: PutArgs) -> anyhow::Result<()> {
+pub fn put(args: PutArgs) -> anyhow::Result<()> {
     let value = if args.value == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).context("reading the value from stdin")?;
@@ -93,12 +94,19 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
     } else {
         Bytes::from(args.value.into_bytes())
     };
-    let answer = client(&args.target).await?.put(&args.key, value, args.context.as_deref(), args.w).await?;
+    let (key, context, w) = (args.key.clone(), args.context.clone(), args.w);
+    let answer =
+        on_cluster(
+            &args.target,
+            |mut client| async move { Ok(client.put(&key, value, context.as_deref(), w).await?) },
+        )?;
     finish_write(&args.key, &answer)
 }
 
-pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let answer = client(&args.target).await?.delete(&args.key, args.context.as_deref(), args.w).await?;
+pub fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let (key, context, w) = (args.key.clone(), args.context.clone(), args.w);
+    let answer =
+        on_cluster(&args.target, |mut client| async move { Ok(client.delete(&key, context.as_deref(), w).await?) })?;
     finish_write(&args.key, &answer)
 }
 
@@ -133,18 +141,33 @@ fn describe(answer: &Answer) {
     }
 }
 
-/// A client to the chosen node, or to the first node of the cluster file
-/// that answers.
-async fn client(target: &Target) -> anyhow::Result<Client> {
-    if let Some(addr) = target.node {
-        return Ok(Client::new(addr));
-    }
-    let (procs, _) = files::read_cluster(&target.cluster_procs)?;
-    for entry in procs.values() {
-        let mut client = Client::new(client_addr(entry)?).with_timeout(std::time::Duration::from_secs(2));
-        if client.status().await.is_ok() {
-            return Ok(client.with_timeout(std::time::Duration::from_secs(10)));
+/// Runs `work` with a client to the chosen node, or to the first node of
+/// the cluster file that answers — from the cluster's client namespace when
+/// it has one.
+fn on_cluster<F, Fut>(target: &Target, work: F) -> anyhow::Result<Answer>
+where
+    F: FnOnce(Client) -> Fut + Send,
+    Fut: std::future::Future<Output = anyhow::Result<Answer>>,
+{
+    let files = files::read_unlocked(&target.cluster_procs)?;
+    let client_netns = files.meta.as_ref().and_then(|m| m.client_netns.clone());
+    let candidates: Vec<SocketAddr> = match target.node {
+        Some(addr) => vec![addr],
+        None if files.procs.is_empty() => {
+            bail!(
+                "no cluster described by {}: pass --node HOST:PORT or --cluster_procs",
+                target.cluster_procs.display()
+            )
         }
-    }
-    bail!("no node of {} answers", target.cluster_procs.display())
+        None => files.procs.values().map(client_addr).collect::<anyhow::Result<_>>()?,
+    };
+    reach(client_netns.as_deref(), || async move {
+        for addr in &candidates {
+            let mut client = Client::new(*addr).with_timeout(std::time::Duration::from_secs(2));
+            if candidates.len() == 1 || client.status().await.is_ok() {
+                return work(client.with_timeout(std::time::Duration::from_secs(10))).await;
+            }
+        }
+        bail!("no node of {} answers", target.cluster_procs.display())
+    })
 }

@@ -1,3 +1,5 @@
 //! Command-line front ends that are not a subsystem of their own.
 
+pub mod cleanup;
+pub mod exec;
 pub mod kv;

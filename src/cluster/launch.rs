@@ -13,8 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
+use super::cleanup;
 use super::files::{self, ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
+use super::reach::reach;
 use super::register::new_token;
+use super::runstate::{Owned, OwnedProcess, RunState};
+use super::topology::Topology;
 use crate::client::Client;
 use crate::node::storage::{Durability, EngineKind};
 use netns::process::Spawned as ProcessRecord;
@@ -79,52 +83,87 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 struct Planned {
     id: String,
     host: IpAddr,
+    namespace: Option<String>,
     data_dir: PathBuf,
     log: PathBuf,
     argv: Vec<String>,
 }
 
-pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    if args.netns {
-        bail!("--netns clusters are not available yet in this build; use --loopback");
-    }
-    if !args.loopback && netns::has_netns_capabilities() {
-        eprintln!("note: namespaced clusters are not available yet in this build; starting a loopback cluster");
-    }
+/// Starts the cluster; on any failure removes whatever it had created.
+pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mode = choose_mode(&args)?;
     let cluster_procs = std::path::absolute(&args.cluster_procs)?;
     refuse_if_running(&cluster_procs)?;
+    let state = RunState::open(&args.prefix)?;
+    if state.owned()? != Owned::default() {
+        bail!(
+            "prefix {:?} already owns a cluster or its remains ({}): `dynabed cluster down` it, or `dynabed cleanup --prefix {}`",
+            args.prefix,
+            state.dir().display(),
+            args.prefix
+        );
+    }
+    let started = start(&args, mode, &cluster_procs, &state);
+    drop(state);
+    if let Err(e) = started {
+        if let Err(undo) = cleanup::cleanup(&args.prefix) {
+            eprintln!("warning: cleaning up after the failed start: {undo:#}");
+        }
+        return Err(e.context("the cluster did not come up; everything it had started was removed"));
+    }
+    Ok(())
+}
+
+fn choose_mode(args: &UpArgs) -> anyhow::Result<Mode> {
+    let capable = netns::has_netns_capabilities();
+    match (args.netns, args.loopback) {
+        (true, _) if !capable => {
+            bail!("--netns needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root, or in a privileged container)")
+        }
+        (true, _) => Ok(Mode::Netns),
+        (_, true) => Ok(Mode::Loopback),
+        _ if capable => Ok(Mode::Netns),
+        _ => {
+            eprintln!("warning: no CAP_NET_ADMIN and CAP_SYS_ADMIN: starting a loopback cluster (only application and process faults are possible)");
+            Ok(Mode::Loopback)
+        }
+    }
+}
+
+fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> anyhow::Result<()> {
     let data_root = match &args.data_root {
         Some(root) => std::path::absolute(root)?,
         None => cluster_procs.parent().unwrap_or(Path::new("/")).join("dynabed-data").join(&args.prefix),
     };
     std::fs::create_dir_all(&data_root).with_context(|| format!("creating {}", data_root.display()))?;
     let partitions = args.partitions.unwrap_or_else(|| (16 * args.nodes as u32).next_power_of_two().max(256));
-    let plan = plan_nodes(&args, &cluster_procs, &data_root, partitions)?;
+    let topology = Topology::new(&args.prefix, args.nodes);
+    let plan = plan_nodes(args, mode, &topology, cluster_procs, &data_root, partitions)?;
+    state.update(|owned| owned.cluster_procs = Some(cluster_procs.to_owned()))?;
 
-    let locked = Locked::acquire(&cluster_procs)?;
+    let locked = Locked::acquire(cluster_procs)?;
     let mut meta = Meta {
         n: args.n,
         partitions,
-        mode: Mode::Loopback,
+        mode,
         prefix: args.prefix.clone(),
-        client_netns: None,
+        client_netns: (mode == Mode::Netns).then(|| topology.client()),
         admin_token: new_token(),
         nodes: BTreeMap::new(),
     };
     // The token must be on disk before the nodes start: they read it there.
     locked.write(&ClusterFiles { procs: BTreeMap::new(), meta: Some(meta.clone()) })?;
-    let started = Instant::now();
+    let began = Instant::now();
+    if mode == Mode::Netns {
+        topology.build(state)?;
+    }
     let mut procs = BTreeMap::new();
     for node in &plan {
         std::fs::create_dir_all(&node.data_dir)?;
-        let record = match netns::process::spawn_in(None, &node.argv, &node.log, &[]).map_err(anyhow::Error::from) {
-            Ok(record) => record,
-            Err(e) => {
-                abandon(&procs, &meta, &locked);
-                return Err(e.context(format!("starting {}", node.id)));
-            }
-        };
-        procs.insert(node.id.clone(), entry(node, &args, record.pid));
+        let record = netns::process::spawn_in(node.namespace.as_deref(), &node.argv, &node.log, &[])
+            .with_context(|| format!("starting {}", node.id))?;
+        state.update(|owned| owned.processes.push(owned_process(&node.id, record)))?;
+        procs.insert(node.id.clone(), entry(node, args, record.pid));
         meta.nodes.insert(
             node.id.clone(),
             NodeMeta { argv: node.argv.clone(), start_time: record.start_time, log: Some(node.log.clone()) },
@@ -134,31 +173,22 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     drop(locked);
 
     let timeout = Duration::from_secs(args.ready_timeout_s);
-    if let Err(e) = wait_for_ring(&procs, &meta, timeout).await {
-        abandon(&procs, &meta, &Locked::acquire(&cluster_procs)?);
-        return Err(e.context(format!(
-            "the cluster did not come up; its nodes were stopped (logs in {})",
-            data_root.display()
-        )));
-    }
-    print_table(&procs, &cluster_procs);
+    reach(meta.client_netns.as_deref(), || wait_for_ring(&procs, &meta, timeout))
+        .with_context(|| format!("node logs are in {}", data_root.display()))?;
+    print_table(&procs, cluster_procs);
     println!(
-        "ring converged in {} ms ({} nodes, N={}, {} partitions)",
-        started.elapsed().as_millis(),
+        "ring converged in {} ms ({} nodes, N={}, {} partitions, {} mode)",
+        began.elapsed().as_millis(),
         plan.len(),
         args.n,
-        partitions
+        partitions,
+        if mode == Mode::Netns { "netns" } else { "loopback" }
     );
     Ok(())
 }
 
-/// Undoes a failed start: stops what was started and empties the cluster
-/// files, which would otherwise describe nodes that are not there.
-fn abandon(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, locked: &Locked) {
-    stop_all(procs, meta);
-    if let Err(e) = locked.remove() {
-        eprintln!("warning: could not clear the cluster files: {e:#}");
-    }
+pub fn owned_process(id: &str, record: ProcessRecord) -> OwnedProcess {
+    OwnedProcess { role: format!("node {id}"), pid: record.pid, start_time: record.start_time }
 }
 
 fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
@@ -174,23 +204,29 @@ fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plan_nodes(args: &UpArgs, cluster_procs: &Path, data_root: &Path, partitions: u32) -> anyhow::Result<Vec<Planned>> {
+fn plan_nodes(
+    args: &UpArgs,
+    mode: Mode,
+    topology: &Topology,
+    cluster_procs: &Path,
+    data_root: &Path,
+    partitions: u32,
+) -> anyhow::Result<Vec<Planned>> {
     let exe = std::env::current_exe().context("locating the dynabed binary")?.to_string_lossy().into_owned();
-    let base = u32::from(args.loopback_base);
-    if (base & 0xff) as u16 + args.nodes > 255 || !args.loopback_base.is_loopback() {
-        bail!("--loopback_base {} leaves no room for {} node addresses in 127.0.0.0/8", args.loopback_base, args.nodes);
-    }
-    let hosts: Vec<IpAddr> = (0..args.nodes as u32).map(|i| IpAddr::V4(Ipv4Addr::from(base + i))).collect();
+    let hosts: Vec<(IpAddr, Option<String>)> = match mode {
+        Mode::Netns => (1..=args.nodes).map(|i| (IpAddr::V4(Topology::node_addr(i)), Some(topology.node(i)))).collect(),
+        Mode::Loopback => loopback_hosts(args)?.into_iter().map(|h| (h, None)).collect(),
+    };
     let peer_port =
         args.base_port.checked_add(1000).context("--base_port must leave room for peer ports (port + 1000)")?;
-    let seeds: Vec<SocketAddr> = hosts.iter().take(3).map(|h| SocketAddr::new(*h, peer_port)).collect();
+    let seeds: Vec<SocketAddr> = hosts.iter().take(3).map(|(h, _)| SocketAddr::new(*h, peer_port)).collect();
     Ok(hosts
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, host)| {
+        .map(|(i, (host, namespace))| {
             let id = format!("node{}", i + 1);
             let data_dir = data_root.join(&id);
-            let own_seeds: Vec<String> = seeds.iter().filter(|s| s.ip() != *host).map(|s| s.to_string()).collect();
+            let own_seeds: Vec<String> = seeds.iter().filter(|s| s.ip() != host).map(|s| s.to_string()).collect();
             let mut argv: Vec<String> = vec![exe.clone(), "node".into()];
             let mut flag = |name: &str, value: String| argv.extend([format!("--{name}"), value]);
             flag("id", id.clone());
@@ -208,13 +244,22 @@ fn plan_nodes(args: &UpArgs, cluster_procs: &Path, data_root: &Path, partitions:
             // register as a hand-started node.
             flag(
                 "seeds",
-                if own_seeds.is_empty() { SocketAddr::new(*host, peer_port).to_string() } else { own_seeds.join(",") },
+                if own_seeds.is_empty() { SocketAddr::new(host, peer_port).to_string() } else { own_seeds.join(",") },
             );
             argv.extend(args.node_args.iter().cloned());
             let log = data_root.join(format!("{id}.log"));
-            Planned { id, host: *host, data_dir, log, argv }
+            Planned { id, host, namespace, data_dir, log, argv }
         })
         .collect())
+}
+
+/// Node i on 127.0.0.(base + i − 1): its own address, the same ports.
+fn loopback_hosts(args: &UpArgs) -> anyhow::Result<Vec<IpAddr>> {
+    let base = u32::from(args.loopback_base);
+    if (base & 0xff) as u16 + args.nodes > 255 || !args.loopback_base.is_loopback() {
+        bail!("--loopback_base {} leaves no room for {} node addresses in 127.0.0.0/8", args.loopback_base, args.nodes);
+    }
+    Ok((0..args.nodes as u32).map(|i| IpAddr::V4(Ipv4Addr::from(base + i))).collect())
 }
 
 fn entry(node: &Planned, args: &UpArgs, pid: u32) -> NodeEntry {
@@ -223,7 +268,7 @@ fn entry(node: &Planned, args: &UpArgs, pid: u32) -> NodeEntry {
         port: args.base_port,
         host: node.host.to_string(),
         peer_port: args.base_port + 1000,
-        netns: None,
+        netns: node.namespace.clone(),
         data_dir: node.data_dir.clone(),
     }
 }
@@ -278,18 +323,6 @@ fn last_lines(log: Option<&Path>) -> String {
     let Some(text) = log.and_then(|l| std::fs::read_to_string(l).ok()) else { return "no log".into() };
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
-}
-
-pub fn stop_all(procs: &BTreeMap<String, NodeEntry>, meta: &Meta) -> Vec<String> {
-    let records: Vec<(String, ProcessRecord)> =
-        procs.iter().filter_map(|(id, e)| record_of(meta, id, e).map(|r| (id.clone(), r))).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = records
-            .iter()
-            .map(|(id, record)| scope.spawn(move || (!record.stop(Duration::from_secs(5))).then(|| id.clone())))
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
-    })
 }
 
 fn print_table(procs: &BTreeMap<String, NodeEntry>, cluster_procs: &Path) {

@@ -1,33 +1,38 @@
-//! `dynabed cluster status` and `dynabed cluster down`.
+//! `dynabed cluster status`, `down` and `restart`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use super::cleanup::{self, stop};
 use super::files::{self, Locked};
-use super::launch::{client_addr, record_of, stop_all};
+use super::launch::{client_addr, owned_process, record_of};
+use super::reach::reach;
+use super::runstate::RunState;
 use crate::client::Client;
 use netns::process::Spawned as ProcessRecord;
 
 /// Prints one line per node: process, reachability, ring view, hints.
-pub async fn status(cluster_procs: &Path) -> anyhow::Result<()> {
+pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
     let (procs, meta) = files::read_cluster(cluster_procs)?;
     let mut ids: Vec<&String> = procs.keys().collect();
     ids.sort_by_key(|id| files::natural_key(id));
+    let views = reach(meta.client_netns.as_deref(), || async {
+        let mut views = Vec::new();
+        for id in &ids {
+            let mut client = Client::new(client_addr(&procs[*id])?).with_timeout(Duration::from_secs(2));
+            views.push(client.status().await.ok().and_then(|a| a.json().ok()));
+        }
+        Ok(views)
+    })?;
     println!("cluster {} ({:?}, N={}, {} partitions)", meta.prefix, meta.mode, meta.n, meta.partitions);
     println!("{:<8} {:>8} {:<8} {:<10} {:>13} {:>6}", "node", "pid", "process", "reachable", "ring (alive)", "hints");
     let mut unhealthy = 0;
-    for id in ids {
-        let entry = &procs[id];
+    for (id, view) in ids.iter().zip(views) {
+        let entry = &procs[*id];
         let running = record_of(&meta, id, entry).is_some_and(|r| r.is_alive());
-        let status = Client::new(client_addr(entry)?)
-            .with_timeout(Duration::from_secs(2))
-            .status()
-            .await
-            .ok()
-            .and_then(|a| a.json().ok());
-        let (reachable, ring, hints) = match &status {
+        let (reachable, ring, hints) = match &view {
             Some(s) => {
                 let members = s["members"].as_array().map(Vec::as_slice).unwrap_or_default();
                 let alive = members.iter().filter(|m| m["alive"] == true).count();
@@ -35,7 +40,7 @@ pub async fn status(cluster_procs: &Path) -> anyhow::Result<()> {
             }
             None => ("no", "-".to_owned(), "-".to_owned()),
         };
-        if !running || status.is_none() {
+        if !running || view.is_none() {
             unhealthy += 1;
         }
         let process = if running { "running" } else { "gone" };
@@ -47,21 +52,20 @@ pub async fn status(cluster_procs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops every recorded node (SIGTERM, then SIGKILL after a grace period,
-/// only to processes whose pid and start time match) and removes the
+/// Stops every node the cluster files record (SIGTERM, then SIGKILL after a
+/// grace period, only to processes whose pid and start time match), removes
+/// everything the run state owns (namespaces, links, rules), and the
 /// cluster files. Node data stays on disk.
 pub fn down(cluster_procs: &Path) -> anyhow::Result<()> {
-    let locked = Locked::acquire(cluster_procs)?;
-    let files = locked.read()?;
-    let Some(meta) = files.meta else {
-        bail!("no cluster described by {}: nothing to stop", cluster_procs.display());
-    };
-    let stuck = stop_all(&files.procs, &meta);
+    let (procs, meta) = files::read_cluster(cluster_procs)?;
+    let records: Vec<ProcessRecord> = procs.iter().filter_map(|(id, e)| record_of(&meta, id, e)).collect();
+    let stuck = stop(&records);
     if !stuck.is_empty() {
-        bail!("these nodes would not stop: {stuck:?}; the cluster files are kept");
+        bail!("these node processes would not stop: {stuck:?}; the cluster files are kept");
     }
-    locked.remove()?;
-    println!("stopped {} node(s) of cluster {}", files.procs.len(), meta.prefix);
+    cleanup::cleanup(&meta.prefix)?;
+    Locked::acquire(cluster_procs)?.remove()?;
+    println!("stopped {} node(s) of cluster {}", procs.len(), meta.prefix);
     Ok(())
 }
 
@@ -74,19 +78,29 @@ pub fn node_record(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessReco
         .with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))
 }
 
-/// Starts a stopped node again with its recorded command line (so with its
-/// data directory and address), and records its new pid and start time.
+/// Starts a stopped node again with its recorded command line, in its
+/// namespace (so with its data directory and address), and records its new
+/// pid and start time in the cluster files and the run state.
 pub fn restart(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
     let locked = Locked::acquire(cluster_procs)?;
     let mut files = locked.read()?;
     let meta = files.meta.as_mut().with_context(|| format!("{} has no meta file", cluster_procs.display()))?;
+    let prefix = meta.prefix.clone();
     let node = meta.nodes.get_mut(id).with_context(|| format!("no node {id:?} in the meta file"))?;
     let entry = files.procs.get_mut(id).with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))?;
-    if (ProcessRecord { pid: entry.pid, start_time: node.start_time }).is_alive() {
+    let old = ProcessRecord { pid: entry.pid, start_time: node.start_time };
+    if old.is_alive() {
         bail!("{id} is still running (pid {})", entry.pid);
     }
     let log = node.log.clone().unwrap_or_else(|| entry.data_dir.with_extension("log"));
-    let record = netns::process::spawn_in(None, &node.argv, &log, &[])?;
+    let state = RunState::existing(&prefix)?;
+    let record = netns::process::spawn_in(entry.netns.as_deref(), &node.argv, &log, &[])?;
+    if let Some(state) = &state {
+        state.update(|owned| {
+            owned.processes.retain(|p| !(p.pid == old.pid && p.start_time == old.start_time));
+            owned.processes.push(owned_process(id, record));
+        })?;
+    }
     entry.pid = record.pid;
     node.start_time = record.start_time;
     locked.write(&files)?;

@@ -2,8 +2,11 @@
 //! records, `cluster up`, `status` and `down`, and the seed's hand-started
 //! flow.
 
+pub mod cleanup;
 pub mod files;
 pub mod launch;
 pub mod manage;
+pub mod reach;
 pub mod register;
 pub mod runstate;
+pub mod topology;

@@ -115,7 +115,12 @@ impl RunState {
 
     /// Removes the folder once everything it recorded is gone.
     pub fn remove(self) -> anyhow::Result<()> {
-        fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", self.dir.display()))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

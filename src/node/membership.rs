@@ -76,12 +76,16 @@ pub struct Membership {
 
 struct Inner {
     members: BTreeMap<String, MemberState>,
-    ring: Arc<Ring>,
+    /// Built on first use after the member set changed: while a big
+    /// cluster starts, members arrive one gossip round at a time, and
+    /// rebuilding the ring (Q × K hashes) for each would cost more than
+    /// everything else the nodes do.
+    ring: Option<Arc<Ring>>,
 }
 
 impl Membership {
     pub fn new(me: MemberRecord, partitions: u32, n: usize, fail_after: Duration) -> anyhow::Result<Self> {
-        let ring = Arc::new(Ring::new([me.id.clone()], partitions)?);
+        let ring = Some(Arc::new(Ring::new([me.id.clone()], partitions)?));
         let id = me.id.clone();
         let mut members = BTreeMap::new();
         members.insert(id.clone(), MemberState { record: me, last_advance: Instant::now(), unreachable_at: None });
@@ -97,7 +101,13 @@ impl Membership {
     }
 
     pub fn ring(&self) -> Arc<Ring> {
-        self.inner.read().expect("membership lock").ring.clone()
+        if let Some(ring) = &self.inner.read().expect("membership lock").ring {
+            return ring.clone();
+        }
+        let mut inner = self.inner.write().expect("membership lock");
+        let ids = inner.members.keys().cloned().collect::<Vec<_>>();
+        let partitions = self.partitions;
+        inner.ring.get_or_insert_with(|| Arc::new(Ring::new(ids, partitions).expect("ring of known members"))).clone()
     }
 
     pub fn record(&self, id: &str) -> Option<MemberRecord> {
@@ -189,8 +199,7 @@ impl Membership {
             }
         }
         if joined {
-            let ids = inner.members.keys().cloned().collect::<Vec<_>>();
-            inner.ring = Arc::new(Ring::new(ids, self.partitions).expect("ring of known members"));
+            inner.ring = None;
         }
         Ok(())
     }

@@ -1,0 +1,250 @@
+//! Namespaced clusters on the real kernel (root only): topology, isolation
+//! from the host, coexisting prefixes, cleanup by ownership, bad input.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::BIN;
+use dynabed::client::Client;
+use dynabed::cluster::{cleanup, files, reach::reach, runstate};
+
+/// True when this process may build namespaces; otherwise says so.
+fn privileged(test: &str) -> bool {
+    let ok = netns::has_netns_capabilities();
+    if !ok {
+        eprintln!("{test}: skipped: needs CAP_NET_ADMIN and CAP_SYS_ADMIN");
+    }
+    ok
+}
+
+/// A namespaced cluster, removed by its prefix's run state when dropped.
+struct NetnsCluster {
+    prefix: String,
+    dir: tempfile::TempDir,
+}
+
+impl NetnsCluster {
+    fn new(prefix: &str) -> Self {
+        NetnsCluster { prefix: prefix.to_owned(), dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.dir.path().join("cluster_procs.json")
+    }
+
+    fn dynabed(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).current_dir(self.dir.path()).output().expect("running dynabed")
+    }
+
+    fn up(&self, nodes: u16) -> Output {
+        self.dynabed(&[
+            "cluster",
+            "up",
+            "--netns",
+            "--nodes",
+            &nodes.to_string(),
+            "--prefix",
+            &self.prefix,
+            "--storage",
+            "memory",
+        ])
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        runstate::RunState::existing(&self.prefix).unwrap().map(|s| s.owned().unwrap().namespaces).unwrap_or_default()
+    }
+}
+
+impl Drop for NetnsCluster {
+    fn drop(&mut self) {
+        if let Err(e) = cleanup::cleanup(&self.prefix) {
+            eprintln!("cleanup of {}: {e:#}", self.prefix);
+        }
+    }
+}
+
+fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Addresses and routes of the host's own namespace, as text lines.
+fn host_network() -> BTreeSet<String> {
+    let mut lines = BTreeSet::new();
+    for args in [["-o", "addr", "show"], ["-o", "route", "show"]] {
+        let out = Command::new("ip").args(args).output().expect("ip is installed");
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+        );
+    }
+    lines
+}
+
+#[test]
+fn five_nodes_in_namespaces_reach_each_other_and_leave_nothing() {
+    if !privileged("five_nodes") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tn1");
+    let before = host_network();
+    ok(&cluster.up(5));
+    let namespaces = cluster.namespaces();
+    assert_eq!(namespaces.len(), 7, "hub, client and five nodes: {namespaces:?}");
+    assert!(namespaces.iter().all(|n| netns::namespace::exists(n)));
+    assert_eq!(host_network(), before, "the host namespace got no new address or route");
+    assert!(!host_network().iter().any(|l| l.contains("198.18.")), "no 198.18.0.0/15 in the host namespace");
+
+    let (procs, meta) = files::read_cluster(&cluster.procs()).unwrap();
+    assert_eq!(meta.client_netns.as_deref(), Some("tn1-client"));
+    for (id, entry) in &procs {
+        let node_ns = entry.netns.as_deref().unwrap();
+        let inside =
+            std::fs::metadata(format!("/proc/{}/ns/net", entry.pid)).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        assert_eq!(inside.ok(), Some(netns::namespace::inode(node_ns).unwrap()), "{id} runs in {node_ns}");
+    }
+    // Every node answers from the client namespace and sees the other four alive.
+    let views = reach(Some("tn1-client"), || async {
+        let mut views = Vec::new();
+        for entry in procs.values() {
+            let addr = dynabed::cluster::launch::client_addr(entry)?;
+            views.push(Client::new(addr).status().await?.json().map_err(anyhow::Error::msg)?);
+        }
+        Ok(views)
+    })
+    .unwrap();
+    for view in views {
+        let members = view["members"].as_array().unwrap();
+        assert_eq!(members.iter().filter(|m| m["alive"] == true).count(), 5, "{view}");
+    }
+    // The people's commands enter the client namespace by themselves.
+    ok(&cluster.dynabed(&["put", "k", "through the client namespace"]));
+    assert_eq!(ok(&cluster.dynabed(&["get", "k"])), "through the client namespace");
+    let curl = ok(&cluster.dynabed(&["exec", "--", "curl", "-s", "http://198.18.0.6:60000/kv/k"]));
+    assert_eq!(curl, "through the client namespace");
+    ok(&cluster.dynabed(&["cluster", "status"]));
+
+    ok(&cluster.dynabed(&["cluster", "down"]));
+    assert!(namespaces.iter().all(|n| !netns::namespace::exists(n)), "namespaces removed");
+    for (id, entry) in &procs {
+        let record = netns::process::Spawned { pid: entry.pid, start_time: meta.nodes[id].start_time };
+        assert!(!record.is_alive(), "{id} stopped");
+    }
+    assert!(runstate::RunState::existing("tn1").unwrap().is_none(), "run state removed");
+    assert!(!cluster.procs().exists(), "cluster files removed");
+    assert_eq!(host_network(), before);
+}
+
+#[test]
+fn two_prefixes_coexist_and_a_prefix_in_use_is_refused() {
+    if !privileged("two_prefixes") {
+        return;
+    }
+    let a = NetnsCluster::new("tn2");
+    let b = NetnsCluster::new("tn3");
+    ok(&a.up(3));
+    ok(&b.up(3));
+    ok(&a.dynabed(&["put", "only-in-a", "x"]));
+    assert_eq!(ok(&a.dynabed(&["get", "only-in-a"])), "x");
+    let in_b = b.dynabed(&["get", "only-in-a"]);
+    assert!(!in_b.status.success(), "same addresses, separate networks");
+    assert!(String::from_utf8_lossy(&in_b.stderr).contains("not found"));
+
+    let again = NetnsCluster { prefix: "tn2".into(), dir: tempfile::tempdir().unwrap() };
+    let refused = again.up(3);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("already owns") && message.lines().count() == 1, "{message}");
+    std::mem::forget(again); // it owns nothing: dropping it would clean up tn2 under `a`
+    assert_eq!(ok(&a.dynabed(&["get", "only-in-a"])), "x", "the refused start touched nothing");
+}
+
+#[test]
+fn cleanup_after_the_launcher_is_killed_mid_way_removes_everything() {
+    if !privileged("cleanup_after_kill") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tn4");
+    let mut launcher = Command::new(BIN)
+        .args(["cluster", "up", "--netns", "--nodes", "60", "--prefix", "tn4", "--storage", "memory"])
+        .current_dir(cluster.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has started building.
+    common_wait(|| cluster.namespaces().len() >= 5);
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    let owned = runstate::RunState::existing("tn4").unwrap().unwrap().owned().unwrap();
+    assert!(!owned.namespaces.is_empty());
+
+    let out = ok(&Command::new(BIN).args(["cleanup", "--prefix", "tn4"]).output().unwrap());
+    assert!(out.contains("removed"), "{out}");
+    assert!(owned.namespaces.iter().all(|n| !netns::namespace::exists(n)), "every recorded namespace removed");
+    for p in &owned.processes {
+        let record = netns::process::Spawned { pid: p.pid, start_time: p.start_time };
+        assert!(!record.is_alive(), "{} stopped", p.role);
+    }
+    assert!(runstate::RunState::existing("tn4").unwrap().is_none());
+}
+
+#[test]
+fn cleanup_never_signals_a_process_whose_start_time_differs() {
+    if !privileged("cleanup_start_time") {
+        return;
+    }
+    let bystander =
+        netns::process::spawn_in(None, &["sleep".into(), "30".into()], Path::new("/dev/null"), &[]).unwrap();
+    let state = runstate::RunState::open("tn5").unwrap();
+    state
+        .update(|o| {
+            o.processes.push(runstate::OwnedProcess {
+                role: "node node1".into(),
+                pid: bystander.pid,
+                start_time: bystander.start_time + 1,
+            })
+        })
+        .unwrap();
+    drop(state);
+    cleanup::cleanup("tn5").unwrap();
+    assert!(bystander.is_alive(), "a pid with another start time is not ours");
+    assert!(bystander.stop(Duration::from_secs(2)));
+}
+
+#[test]
+fn bad_input_is_one_line_and_leaves_nothing() {
+    if !privileged("bad_input") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tn6");
+    for (args, expect) in [
+        (vec!["--nodes", "300", "--prefix", "tn6"], "300"),
+        (vec!["--nodes", "3", "--prefix", "toolongprefix"], "prefix"),
+        (
+            vec!["--nodes", "3", "--prefix", "tn6", "--cluster_procs", "/proc/no/such/cluster_procs.json"],
+            "/proc/no/such",
+        ),
+    ] {
+        let mut full = vec!["cluster", "up", "--netns"];
+        full.extend(args);
+        let out = cluster.dynabed(&full);
+        assert!(!out.status.success(), "{full:?} should fail");
+        let message = String::from_utf8_lossy(&out.stderr);
+        let first = message.lines().next().unwrap_or("");
+        assert!(first.contains("error") && message.contains(expect), "{full:?}: {message}");
+        assert!(runstate::RunState::existing("tn6").unwrap().is_none(), "nothing recorded after {full:?}");
+        assert!(!netns::namespace::exists("tn6-hub"));
+    }
+}
+
+fn common_wait(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
