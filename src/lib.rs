@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod doctor;
 pub mod node;

@@ -41,6 +41,12 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// Which fault mechanisms this kernel and container support, and why not.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop every process and remove every namespace a cluster left behind,
     /// from the run state's records (after a crash, from any directory).
     Cleanup {
@@ -106,5 +112,14 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Delete(args) => kv::delete(args),
         Command::Exec { file, command } => dynabed::cli::exec::exec(&file.cluster_procs, &command),
         Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
+        Command::Doctor { json } => {
+            let findings = dynabed::doctor::probe_all();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else {
+                print!("{}", dynabed::doctor::render(&findings));
+            }
+            Ok(())
+        }
     }
 }
