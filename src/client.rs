@@ -159,7 +159,25 @@ impl Client {
         let request = request
             .body(Full::new(body))
             .map_err(|e| ClientError::Protocol { addr: self.addr, message: e.to_string() })?;
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let retry = same_request(&request);
+        let mut outcome = self.exchange_until(deadline, request).await;
+        // A kept-alive connection the server had just closed (after a 413,
+        // say) fails the next request before any of it was sent: hyper says
+        // "canceled". That request never reached the node, so sending it
+        // again on a fresh connection cannot apply it twice.
+        if matches!(&outcome, Err(ClientError::Http { source, .. }) if source.is_canceled()) {
+            outcome = self.exchange_until(deadline, retry).await;
+        }
+        outcome
+    }
+
+    async fn exchange_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Answer, ClientError> {
+        match tokio::time::timeout_at(deadline, self.exchange(request)).await {
             Ok(result) => {
                 if result.is_err() {
                     self.sender = None;
@@ -212,6 +230,14 @@ impl Client {
         sender.ready().await.map_err(|source| ClientError::Http { addr: self.addr, source })?;
         Ok(sender)
     }
+}
+
+fn same_request(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 fn kv_path(key: &str, quorum_name: &str, quorum: Option<usize>) -> String {

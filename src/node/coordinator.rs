@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::metrics::Counters;
-use super::peer::Traffic;
+use super::peer::{PeerError, Traffic};
 use super::protocol::{ClientOp, OpKind, Outcome, RemoteError, Request, Response};
 use super::replica::{self, ReplicaError};
 use super::version::{Dot, Object, VersionVector};
@@ -311,12 +311,38 @@ impl Node {
         timeout: std::time::Duration,
     ) -> Option<(Response, Traffic)> {
         let addr = self.membership.peer_addr(peer)?;
-        match self.peers.call_counted(addr, request, timeout).await {
-            Ok(answer) => Some(answer),
+        self.send(addr, Some(peer), request, timeout).await
+    }
+
+    /// Every peer request goes through here, so that application-level
+    /// faults apply to all of them: a cut message is never sent and its
+    /// caller waits out its timeout, as across a real partition; a reply is
+    /// held like any received message. `peer` is `None` for a seed not yet
+    /// known by name. A failure marks a known peer down.
+    pub(super) async fn send(
+        &self,
+        addr: std::net::SocketAddr,
+        peer: Option<&str>,
+        request: &Request,
+        timeout: std::time::Duration,
+    ) -> Option<(Response, Traffic)> {
+        let outcome = if self.faults.cuts(peer) {
+            tokio::time::sleep(timeout).await;
+            Err(PeerError::Timeout(addr))
+        } else {
+            self.peers.call_counted(addr, request, timeout).await
+        };
+        match outcome {
+            Ok(answer) => {
+                self.faults.hold().await;
+                (!self.faults.cuts(peer)).then_some(answer)
+            }
             Err(e) => {
                 Counters::bump(&self.counters.peer_errors);
-                tracing::debug!(peer, "peer request failed: {e}");
-                self.membership.mark_unreachable(peer);
+                tracing::debug!(%addr, "peer request failed: {e}");
+                if let Some(peer) = peer {
+                    self.membership.mark_unreachable(peer);
+                }
                 None
             }
         }

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::coordinator::{CoordError, Coordinated};
+use super::faults::FaultState;
 use super::protocol::{self, ClientOp, OpKind};
 use super::sync::Fanout;
 use super::version::{decode_context, encode_context, Object};
@@ -61,6 +62,9 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
 
 async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
     let path = request.uri().path().to_owned();
+    if !path.starts_with("/admin/") {
+        node.faults.hold().await;
+    }
     let result = if let Some(key) = path.strip_prefix("/kv/") {
         key_request(node, key, request).await
     } else if let Some(rest) = path.strip_prefix("/admin/") {
@@ -77,7 +81,13 @@ async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
         if e.status.is_client_error() {
             super::metrics::Counters::bump(&node.counters.bad_requests);
         }
-        text(e.status, format!("error: {}\n", e.message))
+        let mut reply = text(e.status, format!("error: {}\n", e.message));
+        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot carry
+            // another request, and the client should know before it tries.
+            reply.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        reply
     })
 }
 
@@ -303,7 +313,23 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
             Ok(json_reply(&json!({ "merged": merged })))
         }
         (&Method::GET, "merkle") => Ok(json_reply(&merkle_roots(node))),
-        (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle") => Err(HttpError::method()),
+        (&Method::POST, "fault") => {
+            let body = read_body(node, request).await?;
+            let state: FaultState =
+                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad fault JSON: {e}")))?;
+            tracing::warn!(?state, "application-level fault applied");
+            node.faults.set(state);
+            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
+        }
+        (&Method::DELETE, "fault") => {
+            node.faults.heal();
+            tracing::warn!("application-level faults healed");
+            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
+        }
+        (&Method::GET, "fault") => {
+            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
+        }
+        (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle" | "fault") => Err(HttpError::method()),
         _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such admin path: /admin/{route}"))),
     }
 }

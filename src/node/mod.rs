@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod coordinator;
+pub mod faults;
 pub mod frame;
 pub mod handoff;
 pub mod http;
@@ -53,6 +54,8 @@ pub struct Node {
     pub switches: Switches,
     /// `None` disables the admin API (no token was configured).
     pub admin_token: Option<String>,
+    /// Application-level faults in force.
+    pub faults: faults::AppFaults,
     /// Objects learnt in a staged repair round, merged when it is committed.
     staged: std::sync::Mutex<Vec<(u32, Bytes, version::Object)>>,
 }
@@ -82,7 +85,7 @@ impl Node {
         Ok(Arc::new(Node {
             replica: Replica::new(storage, actor, config.prune_limit, config.max_siblings as usize, counters.clone())?,
             membership,
-            peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms)),
+            peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host)),
             counters,
             switches: Switches {
                 hint_delivery: AtomicBool::new(true),
@@ -90,6 +93,7 @@ impl Node {
             },
             admin_token,
             staged: Default::default(),
+            faults: Default::default(),
             config,
         }))
     }
@@ -103,9 +107,9 @@ impl Node {
         tracing::info!(id = self.id(), actor = self.replica.actor(), %client_addr, %peer_addr, "node serving");
         let handler: peer::Handler = {
             let node = self.clone();
-            Arc::new(move |request| {
+            Arc::new(move |request, from| {
                 let node = node.clone();
-                Box::pin(async move { node.answer_peer(request).await })
+                Box::pin(async move { node.receive_from_peer(request, from).await })
             })
         };
         let tasks = [
@@ -121,6 +125,17 @@ impl Node {
             task.abort();
         }
         Ok(())
+    }
+
+    /// A peer's request, through the application-level faults: dropped
+    /// (never answered) from a cut peer, held first when slow.
+    async fn receive_from_peer(self: Arc<Self>, request: Request, from: SocketAddr) -> Option<Response> {
+        let sender = self.membership.id_at(from.ip());
+        if self.faults.cuts(sender.as_deref()) {
+            return None;
+        }
+        self.faults.hold().await;
+        Some(self.answer_peer(request).await)
     }
 
     async fn answer_peer(self: Arc<Self>, request: Request) -> Response {
@@ -195,20 +210,15 @@ impl Node {
     }
 
     async fn gossip_with(&self, id: Option<String>, addr: SocketAddr, digest: Request) {
-        match self.peers.call(addr, &digest, self.config.replica_timeout()).await {
-            Ok(Response::Gossip(theirs)) => {
+        match self.send(addr, id.as_deref(), &digest, self.config.replica_timeout()).await.map(|(r, _)| r) {
+            Some(Response::Gossip(theirs)) => {
                 if let Err(e) = self.membership.merge(&theirs) {
                     tracing::error!(%addr, "{e}");
                 }
             }
-            Ok(Response::Error(e)) => tracing::error!(%addr, "peer refused our gossip: {e}"),
-            Ok(other) => tracing::warn!(%addr, "unexpected reply to gossip: {other:?}"),
-            Err(e) => {
-                tracing::debug!(%addr, "gossip failed: {e}");
-                if let Some(id) = id {
-                    self.membership.mark_unreachable(&id);
-                }
-            }
+            Some(Response::Error(e)) => tracing::error!(%addr, "peer refused our gossip: {e}"),
+            Some(other) => tracing::warn!(%addr, "unexpected reply to gossip: {other:?}"),
+            None => {}
         }
     }
 

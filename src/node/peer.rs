@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 
@@ -54,9 +54,10 @@ pub enum PeerError {
     Frame { addr: SocketAddr, source: FrameError },
 }
 
-pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
-/// What the server calls for each request it receives.
-pub type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
+pub type BoxFuture = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
+/// What the server calls for each request it receives, with the sender's
+/// address; `None` sends no response at all (a dropped message).
+pub type Handler = Arc<dyn Fn(Request, SocketAddr) -> BoxFuture + Send + Sync>;
 
 /// Bytes one exchange put on the wire, frame headers included.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,6 +71,9 @@ pub struct PeerPool {
     slots: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
     next_id: AtomicU64,
     connect_timeout: Duration,
+    /// The address outgoing connections come from: this node's own, so
+    /// that peers (and firewall rules) can tell who is talking.
+    local: Option<std::net::IpAddr>,
 }
 
 #[derive(Default)]
@@ -90,8 +94,8 @@ struct Connection {
 }
 
 impl PeerPool {
-    pub fn new(connect_timeout: Duration) -> Self {
-        PeerPool { slots: Mutex::default(), next_id: AtomicU64::new(1), connect_timeout }
+    pub fn new(connect_timeout: Duration, local: Option<std::net::IpAddr>) -> Self {
+        PeerPool { slots: Mutex::default(), next_id: AtomicU64::new(1), connect_timeout, local }
     }
 
     /// Sends one request and waits up to `timeout` for its response.
@@ -162,7 +166,7 @@ impl PeerPool {
     }
 
     async fn dial(&self, addr: SocketAddr) -> Result<Arc<Connection>, PeerError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(self.connect_timeout, self.connect(addr))
             .await
             .map_err(|_| PeerError::ConnectTimeout(addr))?
             .map_err(|source| PeerError::Connect { addr, source })?;
@@ -182,6 +186,16 @@ impl PeerPool {
         let reader = tokio::spawn(read_responses(read_half, connection.clone()));
         connection.tasks.lock().expect("tasks lock").extend([writer.abort_handle(), reader.abort_handle()]);
         Ok(connection)
+    }
+}
+
+impl PeerPool {
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        if let Some(ip) = self.local.filter(|ip| !ip.is_unspecified()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        socket.connect(addr).await
     }
 }
 
@@ -319,12 +333,13 @@ async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Handler)
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let (handler, outbox) = (handler.clone(), outbox.clone());
         tokio::spawn(async move {
-            let response = handler(request).await;
-            match frame::encode(f.id, Direction::Response, &response) {
-                Ok(bytes) => {
-                    let _ = outbox.send(bytes).await;
+            if let Some(response) = handler(request, from).await {
+                match frame::encode(f.id, Direction::Response, &response) {
+                    Ok(bytes) => {
+                        let _ = outbox.send(bytes).await;
+                    }
+                    Err(e) => tracing::error!(%from, "cannot encode a response: {e}"),
                 }
-                Err(e) => tracing::error!(%from, "cannot encode a response: {e}"),
             }
             drop(permit);
         });
@@ -340,9 +355,9 @@ mod tests {
     use super::*;
 
     fn echo_handler() -> Handler {
-        Arc::new(|request| {
+        Arc::new(|request, _from| {
             Box::pin(async move {
-                match request {
+                Some(match request {
                     Request::Ping => Response::Pong,
                     Request::Read { key } if key.as_ref() == b"slow" => {
                         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -350,7 +365,7 @@ mod tests {
                     }
                     Request::Read { key } => Response::Object(Some(key)),
                     _ => Response::Error("unexpected".into()),
-                }
+                })
             })
         })
     }
@@ -365,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn many_requests_share_one_connection() {
         let addr = server().await;
-        let pool = Arc::new(PeerPool::new(Duration::from_secs(1)));
+        let pool = Arc::new(PeerPool::new(Duration::from_secs(1), None));
         let calls = (0..200).map(|i| {
             let pool = pool.clone();
             tokio::spawn(async move {
@@ -383,7 +398,7 @@ mod tests {
     #[tokio::test]
     async fn timeout_with_silent_peer_redials() {
         let addr = server().await;
-        let pool = PeerPool::new(Duration::from_secs(1));
+        let pool = PeerPool::new(Duration::from_secs(1), None);
         let slow = Request::Read { key: Bytes::from_static(b"slow") };
         assert!(matches!(pool.call(addr, &slow, Duration::from_millis(50)).await, Err(PeerError::Timeout(_))));
         // The stalled connection was dropped; the next call works on a fresh one.
@@ -402,7 +417,7 @@ mod tests {
         let mut buf = [0u8; 16];
         let n = tokio::io::AsyncReadExt::read(&mut raw, &mut buf).await.unwrap();
         assert_eq!(n, 0, "server closes a connection that sent an undecodable frame");
-        let pool = PeerPool::new(Duration::from_secs(1));
+        let pool = PeerPool::new(Duration::from_secs(1), None);
         assert!(matches!(pool.call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
     }
 
@@ -411,7 +426,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let pool = PeerPool::new(Duration::from_secs(1));
+        let pool = PeerPool::new(Duration::from_secs(1), None);
         let first = pool.call(addr, &Request::Ping, Duration::from_secs(1)).await;
         assert!(matches!(first, Err(PeerError::Connect { .. })));
         // The peer starts listening (as a node does right after its peers

@@ -1,0 +1,103 @@
+//! Application-level fault hooks: the comparison layer for kernel faults.
+//!
+//! `slow`: every message this node receives — a client request, a peer's
+//! request, a peer's reply, gossip — is held on its own timer for `slow_ms`
+//! before it is handled, so a request coordinated here pays about twice
+//! `slow_ms` (the client's round trip and the quorum's), while a quorum
+//! that can do without this node pays nothing. Nothing blocks a connection:
+//! each message waits in its own task.
+//!
+//! `partition`: this node drops every peer message it would send to, or
+//! receive from, the chosen peers (or all of them), as a network partition
+//! would; its clients still reach it. The admin API is never slowed or
+//! dropped, so an experiment can always heal.
+
+use std::collections::BTreeSet;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The faults in force, as `POST /admin/fault` sets them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultState {
+    /// Delay for every received message, in milliseconds (0 = none).
+    #[serde(default)]
+    pub slow_ms: u64,
+    #[serde(default)]
+    pub partition: Partition,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partition {
+    #[default]
+    None,
+    /// From every peer.
+    All,
+    /// From these peers only.
+    Peers(BTreeSet<String>),
+}
+
+#[derive(Default)]
+pub struct AppFaults {
+    state: RwLock<FaultState>,
+}
+
+impl AppFaults {
+    pub fn set(&self, state: FaultState) {
+        *self.state.write().expect("faults lock") = state;
+    }
+
+    pub fn heal(&self) {
+        self.set(FaultState::default());
+    }
+
+    pub fn current(&self) -> FaultState {
+        self.state.read().expect("faults lock").clone()
+    }
+
+    /// How long a received message waits before it is handled.
+    pub fn delay(&self) -> Option<Duration> {
+        let ms = self.state.read().expect("faults lock").slow_ms;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    /// Holds a received message for the slow fault's delay, if any.
+    pub async fn hold(&self) {
+        if let Some(delay) = self.delay() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Whether messages to or from `peer` are dropped; `None` is a peer not
+    /// known by name, cut only by a partition from all.
+    pub fn cuts(&self, peer: Option<&str>) -> bool {
+        match &self.state.read().expect("faults lock").partition {
+            Partition::None => false,
+            Partition::All => true,
+            Partition::Peers(peers) => peer.is_some_and(|p| peers.contains(p)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_admin_forms() {
+        let slow: FaultState = serde_json::from_str(r#"{"slow_ms": 200}"#).unwrap();
+        assert_eq!(slow.slow_ms, 200);
+        let all: FaultState = serde_json::from_str(r#"{"partition": "all"}"#).unwrap();
+        assert_eq!(all.partition, Partition::All);
+        let some: FaultState = serde_json::from_str(r#"{"partition": {"peers": ["node2"]}}"#).unwrap();
+        let faults = AppFaults::default();
+        faults.set(some);
+        assert!(faults.cuts(Some("node2")) && !faults.cuts(Some("node3")) && !faults.cuts(None));
+        faults.heal();
+        assert!(!faults.cuts(Some("node2")) && faults.delay().is_none());
+        assert!(serde_json::from_str::<FaultState>(r#"{"slow": 1}"#).is_err(), "unknown fields are refused");
+    }
+}
