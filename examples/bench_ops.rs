@@ -50,6 +50,11 @@ enum Cmd {
     /// Resident memory of the node processes: prints
     /// "nodes mean_kb max_kb total_kb max_node nodes_at_or_over_20MB".
     Rss,
+    /// CPU the node processes burn over a window: prints "cpu_ms_per_s" (sum over nodes).
+    Cpu {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// The anti-entropy cost experiment; prints a table.
     Repair {
         /// The dynabed binary (for `cluster restart`).
@@ -247,6 +252,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let over = rss.iter().filter(|r| r.0 >= 20 * 1024).count();
             println!("{} {} {max} {total} {max_id} {over}", rss.len(), total / rss.len().max(1) as u64);
         }
+        Cmd::Cpu { seconds } => {
+            let cluster = Cluster::read(&args.cluster_procs)?;
+            let before = nodes_cpu_s(&cluster)?;
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+            let used = nodes_cpu_s(&cluster)? - before;
+            println!("{:.1}", used * 1000.0 / started.elapsed().as_secs_f64());
+        }
         Cmd::Config { hint_delivery, anti_entropy } => {
             let cluster = Cluster::read(&args.cluster_procs)?.reachable()?;
             let mut change = serde_json::Map::new();
@@ -277,6 +290,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// CPU seconds (user + system) of every node process.
+fn nodes_cpu_s(cluster: &Cluster) -> anyhow::Result<f64> {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0.0;
+    for node in &cluster.nodes {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.pid))
+            .with_context(|| format!("{}: pid {} gone?", node.id, node.pid))?;
+        let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11).context("bad stat")?.parse()?;
+        let stime: f64 = fields.get(12).context("bad stat")?.parse()?;
+        total += (utime + stime) / ticks;
+    }
+    Ok(total)
 }
 
 fn vm_rss_kb(pid: u32) -> anyhow::Result<u64> {

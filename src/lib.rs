@@ -5,4 +5,5 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod doctor;
+pub mod faults;
 pub mod node;

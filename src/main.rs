@@ -41,6 +41,9 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// Apply, list and heal faults by hand.
+    #[command(subcommand)]
+    Fault(dynabed::cli::fault::FaultCommand),
     /// Which fault mechanisms this kernel and container support, and why not.
     Doctor {
         /// Print JSON instead of a table.
@@ -112,6 +115,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Delete(args) => kv::delete(args),
         Command::Exec { file, command } => dynabed::cli::exec::exec(&file.cluster_procs, &command),
         Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
+        Command::Fault(command) => dynabed::cli::fault::run(command),
         Command::Doctor { json } => {
             let findings = dynabed::doctor::probe_all();
             if json {

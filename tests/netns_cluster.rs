@@ -4,73 +4,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use common::BIN;
+use common::{ok_output as ok, privileged, NetnsCluster, BIN};
 use dynabed::client::Client;
 use dynabed::cluster::{cleanup, files, reach::reach, runstate};
-
-/// True when this process may build namespaces; otherwise says so.
-fn privileged(test: &str) -> bool {
-    let ok = netns::has_netns_capabilities();
-    if !ok {
-        eprintln!("{test}: skipped: needs CAP_NET_ADMIN and CAP_SYS_ADMIN");
-    }
-    ok
-}
-
-/// A namespaced cluster, removed by its prefix's run state when dropped.
-struct NetnsCluster {
-    prefix: String,
-    dir: tempfile::TempDir,
-}
-
-impl NetnsCluster {
-    fn new(prefix: &str) -> Self {
-        NetnsCluster { prefix: prefix.to_owned(), dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn procs(&self) -> PathBuf {
-        self.dir.path().join("cluster_procs.json")
-    }
-
-    fn dynabed(&self, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).current_dir(self.dir.path()).output().expect("running dynabed")
-    }
-
-    fn up(&self, nodes: u16) -> Output {
-        self.dynabed(&[
-            "cluster",
-            "up",
-            "--netns",
-            "--nodes",
-            &nodes.to_string(),
-            "--prefix",
-            &self.prefix,
-            "--storage",
-            "memory",
-        ])
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        runstate::RunState::existing(&self.prefix).unwrap().map(|s| s.owned().unwrap().namespaces).unwrap_or_default()
-    }
-}
-
-impl Drop for NetnsCluster {
-    fn drop(&mut self) {
-        if let Err(e) = cleanup::cleanup(&self.prefix) {
-            eprintln!("cleanup of {}: {e:#}", self.prefix);
-        }
-    }
-}
-
-fn ok(output: &Output) -> String {
-    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Addresses and routes of the host's own namespace, as text lines.
 fn host_network() -> BTreeSet<String> {

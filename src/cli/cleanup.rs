@@ -8,7 +8,8 @@ pub fn run(prefix: &str, all: bool) -> anyhow::Result<()> {
     for prefix in prefixes {
         let removed = cleanup::cleanup(&prefix)?;
         println!(
-            "{prefix}: stopped {} process(es), removed {} namespace(s){}",
+            "{prefix}: healed {} fault(s), stopped {} process(es), removed {} namespace(s){}",
+            removed.faults,
             removed.processes,
             removed.namespaces,
             if removed.cluster_files { " and the cluster files" } else { "" }

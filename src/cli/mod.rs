@@ -2,4 +2,5 @@
 
 pub mod cleanup;
 pub mod exec;
+pub mod fault;
 pub mod kv;

@@ -1,4 +1,5 @@
-//! Removing what a cluster owns, by the run state's records: processes
+//! Removing what a cluster owns, by the run state's records: faults
+//! (healed from the journal), processes
 //! (only those whose pid *and* start time match), then namespaces (which
 //! takes their links, addresses and qdiscs with them), then the cluster
 //! files and the run-state folder. Used by `cluster down` and by
@@ -15,6 +16,7 @@ use super::runstate::RunState;
 /// What a cleanup removed.
 #[derive(Debug, Default)]
 pub struct Removed {
+    pub faults: usize,
     pub processes: usize,
     pub namespaces: usize,
     pub cluster_files: bool,
@@ -22,8 +24,8 @@ pub struct Removed {
 
 pub fn cleanup(prefix: &str) -> anyhow::Result<Removed> {
     let Some(state) = RunState::existing(prefix)? else { return Ok(Removed::default()) };
+    let mut removed = Removed { faults: crate::faults::heal(&state, None, true)?.len(), ..Removed::default() };
     let owned = state.owned()?;
-    let mut removed = Removed::default();
 
     let records: Vec<Spawned> =
         owned.processes.iter().map(|p| Spawned { pid: p.pid, start_time: p.start_time }).collect();

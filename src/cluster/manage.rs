@@ -82,10 +82,16 @@ pub fn node_record(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessReco
 /// namespace (so with its data directory and address), and records its new
 /// pid and start time in the cluster files and the run state.
 pub fn restart(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
+    let prefix = files::read_cluster(cluster_procs)?.1.prefix;
+    let state = RunState::existing(&prefix)?;
+    restart_recorded(cluster_procs, id, state.as_ref())
+}
+
+/// [`restart`] for a caller that already holds the run state's lock.
+pub fn restart_recorded(cluster_procs: &Path, id: &str, state: Option<&RunState>) -> anyhow::Result<ProcessRecord> {
     let locked = Locked::acquire(cluster_procs)?;
     let mut files = locked.read()?;
     let meta = files.meta.as_mut().with_context(|| format!("{} has no meta file", cluster_procs.display()))?;
-    let prefix = meta.prefix.clone();
     let node = meta.nodes.get_mut(id).with_context(|| format!("no node {id:?} in the meta file"))?;
     let entry = files.procs.get_mut(id).with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))?;
     let old = ProcessRecord { pid: entry.pid, start_time: node.start_time };
@@ -93,9 +99,8 @@ pub fn restart(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> 
         bail!("{id} is still running (pid {})", entry.pid);
     }
     let log = node.log.clone().unwrap_or_else(|| entry.data_dir.with_extension("log"));
-    let state = RunState::existing(&prefix)?;
     let record = netns::process::spawn_in(entry.netns.as_deref(), &node.argv, &log, &[])?;
-    if let Some(state) = &state {
+    if let Some(state) = state {
         state.update(|owned| {
             owned.processes.retain(|p| !(p.pid == old.pid && p.start_time == old.start_time));
             owned.processes.push(owned_process(id, record));

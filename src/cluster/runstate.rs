@@ -34,6 +34,9 @@ pub struct Owned {
     pub namespaces: Vec<String>,
     /// cgroup directories.
     pub cgroups: Vec<PathBuf>,
+    /// Faults in force: the heal journal.
+    #[serde(default)]
+    pub faults: Vec<crate::faults::FaultRecord>,
 }
 
 /// The run-state folder of one prefix, locked while open.

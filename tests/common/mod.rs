@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use dynabed::client::{Answer, Client};
-use dynabed::cluster::{files, launch::client_addr, manage};
+use dynabed::cluster::{cleanup, files, launch::client_addr, manage, runstate};
 use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
@@ -229,4 +229,64 @@ where
 pub fn ok(answer: &Answer) -> &Answer {
     assert!(answer.status.is_success(), "{} {}", answer.status, answer.reason());
     answer
+}
+
+/// True when this process may build namespaces; otherwise says so.
+pub fn privileged(test: &str) -> bool {
+    let ok = netns::has_netns_capabilities();
+    if !ok {
+        eprintln!("{test}: skipped: needs CAP_NET_ADMIN and CAP_SYS_ADMIN");
+    }
+    ok
+}
+
+/// A namespaced cluster, removed by its prefix's run state when dropped.
+pub struct NetnsCluster {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl NetnsCluster {
+    pub fn new(prefix: &str) -> Self {
+        NetnsCluster { prefix: prefix.to_owned(), dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn procs(&self) -> PathBuf {
+        self.dir.path().join("cluster_procs.json")
+    }
+
+    pub fn dynabed(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).current_dir(self.dir.path()).output().expect("running dynabed")
+    }
+
+    pub fn up(&self, nodes: u16) -> Output {
+        self.dynabed(&[
+            "cluster",
+            "up",
+            "--netns",
+            "--nodes",
+            &nodes.to_string(),
+            "--prefix",
+            &self.prefix,
+            "--storage",
+            "memory",
+        ])
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        runstate::RunState::existing(&self.prefix).unwrap().map(|s| s.owned().unwrap().namespaces).unwrap_or_default()
+    }
+}
+
+impl Drop for NetnsCluster {
+    fn drop(&mut self) {
+        if let Err(e) = cleanup::cleanup(&self.prefix) {
+            eprintln!("cleanup of {}: {e:#}", self.prefix);
+        }
+    }
+}
+
+pub fn ok_output(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -1,0 +1,170 @@
+//! `dynabed fault KIND ...`, `fault list`, `fault heal`: faults by hand.
+//!
+//! Without `--duration` a fault is applied, journaled and left in force
+//! until `fault heal` (or `cleanup`). With `--duration` the command holds
+//! it, counts down, and heals — also on Ctrl-C or SIGTERM.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+
+use crate::cluster::files;
+use crate::cluster::runstate::RunState;
+use crate::faults::apply::{apply, FaultRequest};
+use crate::faults::{self, FaultRecord, Kind, Layer};
+
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// SIGKILL a node; healing restarts it with its data and command line.
+    Crash(FaultArgs),
+    /// Delay every message to and from a node by --slow_ms per round trip.
+    Slow(FaultArgs),
+    /// Cut a node off from the other nodes (clients still reach it).
+    Partition(FaultArgs),
+    /// SIGSTOP a node; healing sends SIGCONT.
+    Pause(FaultArgs),
+    /// The faults in force.
+    List(ClusterArg),
+    /// Heal every fault in force, or one.
+    Heal {
+        /// Only this fault (see `fault list`).
+        #[arg(long)]
+        id: Option<u32>,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArg {
+    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    pub cluster_procs: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// The node to break, e.g. node3.
+    #[arg(long)]
+    pub node: String,
+    /// Where the fault is made: in the kernel, or by the node's own hooks.
+    #[arg(long = "fault_layer", alias = "fault-layer", default_value = "kernel")]
+    pub layer: Layer,
+    /// Added round-trip delay for `slow`.
+    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = 200)]
+    pub slow_ms: u64,
+    /// `isolate` cuts the node from clients too.
+    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep", value_parser = ["keep", "isolate"])]
+    pub partition_clients: String,
+    /// Leave a crashed node down when healing.
+    #[arg(long = "no_restart", alias = "no-restart")]
+    pub no_restart: bool,
+    /// Hold the fault this many seconds, then heal.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub cluster: ClusterArg,
+}
+
+pub fn run(command: FaultCommand) -> anyhow::Result<()> {
+    match command {
+        FaultCommand::Crash(args) => inject(Kind::Crash, args),
+        FaultCommand::Slow(args) => inject(Kind::Slow, args),
+        FaultCommand::Partition(args) => inject(Kind::Partition, args),
+        FaultCommand::Pause(args) => inject(Kind::Pause, args),
+        FaultCommand::List(cluster) => list(&cluster.cluster_procs),
+        FaultCommand::Heal { id, cluster } => heal(&cluster.cluster_procs, id),
+    }
+}
+
+fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
+    let request = FaultRequest {
+        kind,
+        node: args.node.clone(),
+        layer: args.layer,
+        slow_ms: args.slow_ms,
+        isolate_clients: args.partition_clients == "isolate",
+        restart: !args.no_restart,
+    };
+    let record = apply(&args.cluster.cluster_procs, &request)?;
+    println!("{}", describe(&record));
+    let Some(seconds) = args.duration else {
+        println!("in force until `dynabed fault heal --id {}`", record.id);
+        return Ok(());
+    };
+    hold(Duration::from_secs_f64(seconds))?;
+    heal(&args.cluster.cluster_procs, Some(record.id))
+}
+
+/// Waits, showing a countdown on a terminal; Ctrl-C or SIGTERM end it early.
+fn hold(duration: Duration) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let end = Instant::now() + duration;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if std::io::stderr().is_terminal() {
+                eprint!("\rhealing in {:>4} s ", left.as_secs_f64().ceil() as u64);
+                let _ = std::io::stderr().flush();
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tokio::time::sleep(left) => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+        }
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn list(cluster_procs: &Path) -> anyhow::Result<()> {
+    let (_, meta) = files::read_cluster(cluster_procs)?;
+    let faults =
+        RunState::existing(&meta.prefix)?.map(|s| s.owned()).transpose()?.map(|o| o.faults).unwrap_or_default();
+    if faults.is_empty() {
+        println!("no faults in force on {}", meta.prefix);
+    }
+    for record in &faults {
+        println!("{}", describe(record));
+    }
+    Ok(())
+}
+
+fn heal(cluster_procs: &Path, id: Option<u32>) -> anyhow::Result<()> {
+    let (_, meta) = files::read_cluster(cluster_procs)?;
+    let Some(state) = RunState::existing(&meta.prefix)? else {
+        println!("no faults in force on {}", meta.prefix);
+        return Ok(());
+    };
+    let healed = faults::heal(&state, id, false)?;
+    if let Some(id) = id.filter(|_| healed.is_empty()) {
+        anyhow::bail!("no fault {id} in force (see `dynabed fault list`)");
+    }
+    for record in healed {
+        println!("healed fault {}: {:?} on {}", record.id, record.kind, record.targets.join(","));
+    }
+    Ok(())
+}
+
+fn describe(record: &FaultRecord) -> String {
+    format!(
+        "fault {}: {:?} on {} ({:?} layer, {}){}",
+        record.id,
+        record.kind,
+        record.targets.join(","),
+        record.layer,
+        record.backend,
+        record.verified.as_ref().map(|v| format!("; verified: {v}")).unwrap_or_default()
+    )
+}

@@ -1,0 +1,238 @@
+//! Applying one fault: the journal first, then the change, then a probe
+//! that checks the change took effect.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use netns::firewall::{Family, Rule, Table};
+use netns::process::{Signal, Spawned};
+
+use super::{admin, FaultRecord, Kind, Layer, Undo};
+use crate::cluster::files::{self, Meta, Mode, NodeEntry};
+use crate::cluster::launch::record_of;
+use crate::cluster::runstate::RunState;
+use crate::cluster::topology::Topology;
+use crate::node::replica::now_ms;
+
+/// What to break, as `dynabed fault` (and later the driver) asks for it.
+#[derive(Debug, Clone)]
+pub struct FaultRequest {
+    pub kind: Kind,
+    pub node: String,
+    pub layer: Layer,
+    pub slow_ms: u64,
+    /// Partitions: cut the node from clients too.
+    pub isolate_clients: bool,
+    /// Crashes: restart the node when healed.
+    pub restart: bool,
+}
+
+/// Applies `request` to the cluster of `cluster_procs` and returns its record.
+pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<FaultRecord> {
+    let (procs, meta) = files::read_cluster(cluster_procs)?;
+    let entry = procs.get(&request.node).with_context(|| {
+        format!(
+            "no node {:?} in {} (nodes: {:?})",
+            request.node,
+            cluster_procs.display(),
+            procs.keys().collect::<Vec<_>>()
+        )
+    })?;
+    let process = record_of(&meta, &request.node, entry).filter(|r| r.is_alive());
+    let state = RunState::open(&meta.prefix)?;
+    let id = state.owned()?.faults.iter().map(|f| f.id).max().unwrap_or(0) + 1;
+    let (backend, undo) = plan(request, id, &meta, process)?;
+    let mut record = FaultRecord {
+        id,
+        kind: request.kind,
+        targets: vec![request.node.clone()],
+        layer: request.layer,
+        backend: backend.to_owned(),
+        applied_at_ms: now_ms(),
+        commands: Vec::new(),
+        verified: None,
+        undo,
+    };
+    // The journal first: a heal must be possible whatever happens next.
+    state.update(|owned| owned.faults.push(record.clone()))?;
+    let target = Target { request, entry, meta: &meta, procs: &procs, process };
+    let outcome = target.change(id).and_then(|commands| {
+        record.commands = commands;
+        target.verify()
+    });
+    match outcome {
+        Ok(verified) => {
+            record.verified = Some(verified);
+            state.update(|owned| {
+                if let Some(journaled) = owned.faults.iter_mut().find(|f| f.id == id) {
+                    *journaled = record.clone();
+                }
+            })?;
+            Ok(record)
+        }
+        Err(e) => {
+            // Undo what may have been done before reporting the failure.
+            if let Err(heal) = super::heal(&state, Some(id), false) {
+                eprintln!("warning: could not heal the failed fault {id}: {heal:#}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The backend a request runs on and the steps that will heal it.
+fn plan(
+    request: &FaultRequest,
+    id: u32,
+    meta: &Meta,
+    process: Option<Spawned>,
+) -> anyhow::Result<(&'static str, Vec<Undo>)> {
+    let node = request.node.clone();
+    let running = || process.with_context(|| format!("{node} is not running"));
+    Ok(match (request.kind, request.layer) {
+        (Kind::Crash, _) => {
+            ("signal", if request.restart { vec![Undo::Restart { node: node.clone() }] } else { vec![] })
+        }
+        (Kind::Pause, _) => {
+            let p = running()?;
+            ("signal", vec![Undo::Continue { pid: p.pid, start_time: p.start_time }])
+        }
+        (Kind::Partition, Layer::Kernel) => {
+            if meta.mode != Mode::Netns {
+                bail!("kernel faults need a namespaced cluster; this one runs on loopback: use --fault_layer app");
+            }
+            let hub = Topology::new(&meta.prefix, 0).hub();
+            ("nft-bridge", vec![Undo::DeleteBridgeTable { namespace: hub, name: table_name(id) }])
+        }
+        (Kind::Slow, Layer::Kernel) => {
+            bail!("kernel-level slow needs the NFQUEUE delay line, which this build does not have yet: use --fault_layer app")
+        }
+        (Kind::Partition | Kind::Slow, Layer::App) => {
+            running()?;
+            ("admin-api", vec![Undo::HealApp { node }])
+        }
+    })
+}
+
+fn table_name(id: u32) -> String {
+    format!("dynabed_fault{id}")
+}
+
+struct Target<'a> {
+    request: &'a FaultRequest,
+    entry: &'a NodeEntry,
+    meta: &'a Meta,
+    procs: &'a std::collections::BTreeMap<String, NodeEntry>,
+    process: Option<Spawned>,
+}
+
+impl Target<'_> {
+    /// Makes the change; returns the commands run.
+    fn change(&self, id: u32) -> anyhow::Result<Vec<Vec<String>>> {
+        let node = &self.request.node;
+        match (self.request.kind, self.request.layer) {
+            (Kind::Crash, _) => Ok(vec![self.signal(Signal::SIGKILL)?]),
+            (Kind::Pause, _) => Ok(vec![self.signal(Signal::SIGSTOP)?]),
+            (Kind::Partition, Layer::Kernel) => self.cut_in_hub(id),
+            (Kind::Partition, Layer::App) => self.app(serde_json::json!({ "partition": "all" })),
+            (Kind::Slow, Layer::App) => self.app(serde_json::json!({ "slow_ms": self.request.slow_ms })),
+            (Kind::Slow, Layer::Kernel) => bail!("kernel-level slow on {node} is not available in this build"),
+        }
+    }
+
+    fn signal(&self, signal: Signal) -> anyhow::Result<Vec<String>> {
+        let process = self.process.with_context(|| format!("{} is not running", self.request.node))?;
+        if !process.signal(signal) {
+            bail!("{} (pid {}) is gone", self.request.node, process.pid);
+        }
+        if signal == Signal::SIGKILL && !process.wait_gone(Duration::from_secs(5)) {
+            bail!("{} survived SIGKILL", self.request.node);
+        }
+        Ok(vec!["kill".into(), format!("-{}", signal.as_str().trim_start_matches("SIG")), process.pid.to_string()])
+    }
+
+    /// Drops, in the hub's bridge, every packet between the node and each
+    /// other node (and the clients, when asked).
+    fn cut_in_hub(&self, id: u32) -> anyhow::Result<Vec<Vec<String>>> {
+        let hub = Topology::new(&self.meta.prefix, 0).hub();
+        let table = Table::new(&hub, Family::Bridge, &table_name(id));
+        let mut applied = table.create()?;
+        let target: IpAddr = self.entry.host.parse()?;
+        let mut others: Vec<IpAddr> = self
+            .procs
+            .values()
+            .filter(|e| e.host != self.entry.host)
+            .map(|e| e.host.parse())
+            .collect::<Result<_, _>>()?;
+        if self.request.isolate_clients {
+            others.push(IpAddr::V4(Topology::client_addr()));
+        }
+        for other in others {
+            applied.extend(table.add_rule(&Rule::DropBetween { a: target, b: other })?);
+        }
+        Ok(applied.commands)
+    }
+
+    fn app(&self, body: serde_json::Value) -> anyhow::Result<Vec<Vec<String>>> {
+        admin(self.meta, self.entry, hyper::Method::POST, "fault", Some(body.clone()))?;
+        Ok(vec![vec![
+            "POST".into(),
+            format!("http://{}:{}/admin/fault", self.entry.host, self.entry.port),
+            body.to_string(),
+        ]])
+    }
+
+    /// A probe that the fault took effect, as text for the record.
+    fn verify(&self) -> anyhow::Result<String> {
+        let node = &self.request.node;
+        match (self.request.kind, self.request.layer) {
+            (Kind::Crash, _) => Ok(format!("{node} is gone")),
+            (Kind::Pause, _) => {
+                let pid = self.process.map(|p| p.pid).unwrap_or_default();
+                // A signal is delivered asynchronously: give it a moment.
+                let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                let mut state = process_state(pid);
+                while state != Some('T') && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                    state = process_state(pid);
+                }
+                anyhow::ensure!(state == Some('T'), "{node} (pid {pid}) is in state {state:?}, not stopped");
+                Ok(format!("{node} (pid {pid}) is stopped (state T)"))
+            }
+            (Kind::Partition, Layer::Kernel) => self.verify_cut(),
+            _ => {
+                let now = admin(self.meta, self.entry, hyper::Method::GET, "fault", None)?;
+                Ok(format!("{node} reports faults {now}"))
+            }
+        }
+    }
+
+    /// From another node's namespace the target's peer port no longer
+    /// answers; from the client namespace its client port still does
+    /// (unless clients are cut too).
+    fn verify_cut(&self) -> anyhow::Result<String> {
+        let peer = SocketAddr::new(self.entry.host.parse()?, self.entry.peer_port);
+        let client = SocketAddr::new(self.entry.host.parse()?, self.entry.port);
+        let Some(other) = self.procs.values().find(|e| e.host != self.entry.host) else {
+            return Ok("no other node to probe from".into());
+        };
+        let other_ns = other.netns.clone().context("a namespaced node without a namespace")?;
+        let probe = |addr: SocketAddr| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok();
+        let from_peer = netns::namespace::run_in(&other_ns, || probe(peer))?;
+        anyhow::ensure!(!from_peer, "{other_ns} still connects to {peer}");
+        let client_ns = self.meta.client_netns.clone().context("no client namespace")?;
+        let from_client = netns::namespace::run_in(&client_ns, || probe(client))?;
+        anyhow::ensure!(from_client != self.request.isolate_clients, "clients reach {client}: {from_client}");
+        Ok(format!(
+            "{other_ns} cannot connect to {peer}; clients {} {client}",
+            if from_client { "reach" } else { "cannot reach" }
+        ))
+    }
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+}

@@ -1,0 +1,143 @@
+//! Faults as data, with a heal that always happens.
+//!
+//! Applying a fault first writes its record — what it is, and the list of
+//! undo steps that heal it — to the cluster's run state, then changes the
+//! kernel or the processes, then records the exact commands and the result
+//! of a verification probe. Healing runs the undo steps. Because the record
+//! precedes the change, `dynabed cleanup` can heal from the journal even
+//! after the applying process was SIGKILLed halfway (each undo step is
+//! harmless when its change never happened).
+
+pub mod apply;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::cluster::files::{self, Meta, NodeEntry};
+use crate::cluster::launch::client_addr;
+use crate::cluster::manage;
+use crate::cluster::reach::reach;
+use crate::cluster::runstate::RunState;
+
+/// One applied fault, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub id: u32,
+    pub kind: Kind,
+    pub targets: Vec<String>,
+    pub layer: Layer,
+    /// Which mechanism ran: `nft-bridge`, `signal`, `admin-api`, ...
+    pub backend: String,
+    pub applied_at_ms: u64,
+    /// Exactly what was run, as argument vectors.
+    pub commands: Vec<Vec<String>>,
+    /// What the probe after applying saw.
+    pub verified: Option<String>,
+    /// Steps that heal it, in order.
+    pub undo: Vec<Undo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Crash,
+    Slow,
+    Partition,
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    Kernel,
+    App,
+}
+
+/// One step that heals (part of) a fault; each is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Undo {
+    /// Delete an nftables table in a namespace (the bridge family: rules in the hub).
+    DeleteBridgeTable { namespace: String, name: String },
+    /// SIGCONT a paused node, if it is still that process.
+    Continue { pid: u32, start_time: u64 },
+    /// Restart a crashed node from its recorded command line.
+    Restart { node: String },
+    /// `DELETE /admin/fault` on a node.
+    HealApp { node: String },
+}
+
+/// Heals every fault in the journal (or only `only`), removing each healed
+/// record. `for_cleanup` skips steps pointless for a cluster about to be
+/// removed (restarting or un-faulting nodes that will be stopped).
+pub fn heal(state: &RunState, only: Option<u32>, for_cleanup: bool) -> anyhow::Result<Vec<FaultRecord>> {
+    let owned = state.owned()?;
+    let cluster = owned.cluster_procs.as_deref().and_then(|p| files::read_cluster(p).ok());
+    let mut healed = Vec::new();
+    for record in owned.faults.iter().filter(|r| only.is_none_or(|id| r.id == id)) {
+        for step in &record.undo {
+            run_undo(step, state, cluster.as_ref(), owned.cluster_procs.as_deref(), for_cleanup)
+                .with_context(|| format!("healing fault {} ({:?} on {:?})", record.id, record.kind, record.targets))?;
+        }
+        state.update(|o| o.faults.retain(|r| r.id != record.id))?;
+        healed.push(record.clone());
+    }
+    Ok(healed)
+}
+
+type Cluster = (std::collections::BTreeMap<String, NodeEntry>, Meta);
+
+fn run_undo(
+    step: &Undo,
+    state: &RunState,
+    cluster: Option<&Cluster>,
+    cluster_procs: Option<&std::path::Path>,
+    for_cleanup: bool,
+) -> anyhow::Result<()> {
+    match step {
+        Undo::DeleteBridgeTable { namespace, name } => {
+            if netns::namespace::exists(namespace) {
+                netns::firewall::Table::new(namespace, netns::firewall::Family::Bridge, name).delete()?;
+            }
+        }
+        Undo::Continue { pid, start_time } => {
+            netns::process::Spawned { pid: *pid, start_time: *start_time }.signal(netns::process::Signal::SIGCONT);
+        }
+        Undo::Restart { node } if !for_cleanup => {
+            let path = cluster_procs.context("the journal does not say which cluster file to restart from")?;
+            if !manage::node_record(path, node)?.is_alive() {
+                manage::restart_recorded(path, node, Some(state))?;
+            }
+        }
+        Undo::HealApp { node } if !for_cleanup => {
+            let (procs, meta) = cluster.context("the cluster files are gone")?;
+            let entry = procs.get(node).with_context(|| format!("no node {node}"))?;
+            admin(meta, entry, hyper::Method::DELETE, "fault", None)?;
+        }
+        Undo::Restart { .. } | Undo::HealApp { .. } => {}
+    }
+    Ok(())
+}
+
+/// An admin request to one node, from where the cluster is reachable.
+fn admin(
+    meta: &Meta,
+    entry: &NodeEntry,
+    method: hyper::Method,
+    route: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let addr = client_addr(entry)?;
+    let token = meta.admin_token.clone();
+    let path = format!("/admin/{route}");
+    reach(meta.client_netns.as_deref(), || async move {
+        let mut client = Client::new(addr).with_token(Some(token)).with_timeout(Duration::from_secs(5));
+        let body = body.map(|b| bytes::Bytes::from(b.to_string())).unwrap_or_default();
+        let answer = client.send(method, &path, None, body).await?;
+        anyhow::ensure!(answer.status.is_success(), "{path} on {addr}: {} {}", answer.status, answer.reason());
+        answer.json().map_err(anyhow::Error::msg)
+    })
+}

@@ -1,0 +1,148 @@
+//! Kernel and process faults on namespaced clusters (root only), measured
+//! from the cluster's own namespaces with fresh connections.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ok_output as ok, privileged, NetnsCluster, BIN};
+use dynabed::client::Client;
+use dynabed::cluster::{files, reach::reach, runstate::RunState};
+
+fn connects_from(namespace: &str, addr: SocketAddr) -> bool {
+    netns::namespace::run_in(namespace, || TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
+        .unwrap()
+}
+
+fn node_addr(cluster: &NetnsCluster, id: &str, peer: bool) -> SocketAddr {
+    let (procs, _) = files::read_cluster(&cluster.procs()).unwrap();
+    let e = &procs[id];
+    SocketAddr::new(e.host.parse().unwrap(), if peer { e.peer_port } else { e.port })
+}
+
+fn faults_in_force(prefix: &str) -> usize {
+    RunState::existing(prefix).unwrap().map(|s| s.owned().unwrap().faults.len()).unwrap_or(0)
+}
+
+#[test]
+fn a_kernel_partition_cuts_peers_keeps_clients_and_heals_at_once() {
+    if !privileged("kernel_partition") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf1");
+    ok(&cluster.up(3));
+    let peer3 = node_addr(&cluster, "node3", true);
+    let client3 = node_addr(&cluster, "node3", false);
+    assert!(connects_from("tf1-n1", peer3));
+
+    let out = ok(&cluster.dynabed(&["fault", "partition", "--node", "node3"]));
+    assert!(out.contains("nft-bridge") && out.contains("cannot connect"), "{out}");
+    assert!(!connects_from("tf1-n1", peer3), "node1 no longer reaches node3");
+    assert!(!connects_from("tf1-n2", peer3), "node2 no longer reaches node3");
+    assert!(connects_from("tf1-client", client3), "clients still reach node3");
+    // The cluster goes on without node3: W=2 through node1.
+    ok(&cluster.dynabed(&["put", "--node", "198.18.0.2:60000", "--W", "2", "cut", "while cut"]));
+
+    let healed_at = Instant::now();
+    ok(&cluster.dynabed(&["fault", "heal"]));
+    assert!(connects_from("tf1-n1", peer3), "a fresh connection passes right after the heal");
+    assert!(healed_at.elapsed() < Duration::from_secs(1));
+    assert_eq!(faults_in_force("tf1"), 0);
+    let hub_tables = Command::new("ip").args(["netns", "exec", "tf1-hub", "nft", "list", "tables"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&hub_tables.stdout).trim().is_empty(), "no rule left in the hub");
+}
+
+#[test]
+fn a_fault_survives_its_killed_applier_in_the_journal_and_heals_from_it() {
+    if !privileged("journal") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf2");
+    ok(&cluster.up(3));
+    let peer2 = node_addr(&cluster, "node2", true);
+    let mut applier = Command::new(BIN)
+        .args(["fault", "partition", "--node", "node2", "--duration", "60"])
+        .current_dir(cluster.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connects_from("tf2-n1", peer2) {
+        assert!(Instant::now() < deadline, "the partition never took effect");
+    }
+    applier.kill().unwrap(); // SIGKILL: it cannot heal
+    applier.wait().unwrap();
+    assert_eq!(faults_in_force("tf2"), 1, "the journal still holds the fault");
+    assert!(!connects_from("tf2-n1", peer2), "and the fault is still in force");
+
+    let out = ok(&Command::new(BIN).args(["cleanup", "--prefix", "tf2"]).output().unwrap());
+    assert!(out.contains("healed 1 fault"), "{out}");
+    assert!(RunState::existing("tf2").unwrap().is_none());
+}
+
+#[test]
+fn pause_completes_handshakes_but_answers_nothing_until_continued() {
+    if !privileged("pause") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf3");
+    ok(&cluster.up(3));
+    let client2 = node_addr(&cluster, "node2", false);
+    let out = ok(&cluster.dynabed(&["fault", "pause", "--node", "node2"]));
+    assert!(out.contains("state T"), "{out}");
+    let answered = reach(Some("tf3-client"), || async {
+        let connected = tokio::net::TcpStream::connect(client2).await.is_ok();
+        let status = Client::new(client2).with_timeout(Duration::from_millis(800)).status().await;
+        Ok((connected, status.is_ok()))
+    })
+    .unwrap();
+    assert_eq!(answered, (true, false), "the kernel completes the handshake; the stopped node never answers");
+    ok(&cluster.dynabed(&["fault", "heal"]));
+    let after = reach(Some("tf3-client"), || async { Ok(Client::new(client2).status().await.is_ok()) }).unwrap();
+    assert!(after, "answers again after SIGCONT");
+}
+
+#[test]
+fn a_crashed_node_restarts_with_a_new_pid_and_its_acknowledged_writes() {
+    if !privileged("crash") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf4");
+    let out = cluster.dynabed(&["cluster", "up", "--netns", "--nodes", "3", "--prefix", "tf4", "--storage", "fjall"]);
+    ok(&out);
+    for i in 0..20 {
+        ok(&cluster.dynabed(&["put", "--W", "3", &format!("k{i}"), &format!("v{i}")]));
+    }
+    let before = files::read_cluster(&cluster.procs()).unwrap().0["node1"].pid;
+    ok(&cluster.dynabed(&["fault", "crash", "--node", "node1"]));
+    ok(&cluster.dynabed(&["fault", "heal"]));
+    let (procs, meta) = files::read_cluster(&cluster.procs()).unwrap();
+    let after = procs["node1"].pid;
+    assert_ne!(before, after, "a new process");
+    let record = netns::process::Spawned { pid: after, start_time: meta.nodes["node1"].start_time };
+    assert!(record.is_alive(), "the cluster files name the new process");
+    let owned = RunState::existing("tf4").unwrap().unwrap().owned().unwrap();
+    assert!(owned.processes.iter().any(|p| p.pid == after), "the run state owns it, for cleanup");
+    let addr = node_addr(&cluster, "node1", false);
+    let token = meta.admin_token.clone();
+    let held = reach(Some("tf4-client"), || async {
+        let mut client = Client::new(addr).with_token(Some(token));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.status().await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "the restarted node never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut values = Vec::new();
+        for i in 0..20 {
+            let answer = client.replicas(&format!("k{i}")).await?.json().map_err(anyhow::Error::msg)?;
+            let node1 = answer["replicas"].as_array().unwrap().iter().find(|r| r["node"] == "node1").cloned().unwrap();
+            values.push(node1["versions"].as_array().map(|v| v.len()).unwrap_or(0));
+        }
+        Ok(values)
+    })
+    .unwrap();
+    assert!(held.iter().all(|&n| n == 1), "every acknowledged write is on the restarted node: {held:?}");
+}
