@@ -146,3 +146,66 @@ fn a_crashed_node_restarts_with_a_new_pid_and_its_acknowledged_writes() {
     .unwrap();
     assert!(held.iter().all(|&n| n == 1), "every acknowledged write is on the restarted node: {held:?}");
 }
+
+#[test]
+fn loss_drops_about_the_asked_share_one_way_and_heals() {
+    if !privileged("loss") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf5");
+    ok(&cluster.up(3));
+    ok(&cluster.dynabed(&["fault", "loss", "--node", "node2", "--loss_pct", "20"]));
+    let lost = udp_loss("tf5-client", "tf5-n2", "198.18.0.3:40000".parse().unwrap(), 2000);
+    println!("loss 20 %: measured {:.1} % over 2000 datagrams", lost * 100.0);
+    assert!((0.17..=0.23).contains(&lost), "measured {lost}");
+    ok(&cluster.dynabed(&["fault", "heal"]));
+    assert_eq!(udp_loss("tf5-client", "tf5-n2", "198.18.0.3:40001".parse().unwrap(), 500), 0.0);
+}
+
+#[test]
+fn bandwidth_and_cpu_faults_are_applied_where_asked_and_removed() {
+    if !privileged("bandwidth_cpu") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf6");
+    ok(&cluster.up(3));
+    let out = ok(&cluster.dynabed(&["fault", "bandwidth", "--node", "node3", "--rate_kbit", "800"]));
+    assert!(out.contains("tf6-hub/tf6-n3: tbf 100000 B/s") && out.contains("tf6-n3/eth0: tbf 100000 B/s"), "{out}");
+    let out = ok(&cluster.dynabed(&["fault", "cpu", "--node", "node1", "--cpu_pct", "10"]));
+    assert!(out.contains("limited to 10%"), "{out}");
+    ok(&cluster.dynabed(&["fault", "heal"]));
+    for (ns, dev) in [("tf6-hub", "tf6-n3"), ("tf6-n3", "eth0")] {
+        assert_ne!(
+            netns::qdisc::root(ns, dev).unwrap().map(|q| q.kind),
+            Some("tbf".to_owned()),
+            "{dev} shaped no more"
+        );
+    }
+    let group = netns::cgroup::CpuGroup::open("dynabed-tf6-fault2").unwrap();
+    assert!(!group.path.exists(), "the cgroup is gone");
+}
+
+/// Sends `count` datagrams from one namespace to a receiver in another,
+/// paced, and returns the share that never arrived.
+fn udp_loss(from: &str, to: &str, target: SocketAddr, count: usize) -> f64 {
+    let receiver = netns::namespace::run_in(to, || std::net::UdpSocket::bind(target)).unwrap().unwrap();
+    receiver.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    // Read while sending: a socket buffer holds only a few hundred datagrams.
+    let counter = std::thread::spawn(move || {
+        let mut received = 0;
+        let mut buf = [0u8; 16];
+        while receiver.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        received
+    });
+    let sender = netns::namespace::run_in(from, || std::net::UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    for i in 0..count {
+        sender.send_to(&(i as u32).to_be_bytes(), target).unwrap();
+        if i % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let received = counter.join().unwrap();
+    1.0 - received as f64 / count as f64
+}

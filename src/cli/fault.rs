@@ -25,6 +25,12 @@ pub enum FaultCommand {
     Partition(FaultArgs),
     /// SIGSTOP a node; healing sends SIGCONT.
     Pause(FaultArgs),
+    /// Drop --loss_pct % of the packets from and to a node (each direction).
+    Loss(FaultArgs),
+    /// Limit a node's link to --rate_kbit each way (tbf).
+    Bandwidth(FaultArgs),
+    /// Limit a node to --cpu_pct % of one core (cgroup CPU quota).
+    Cpu(FaultArgs),
     /// The faults in force.
     List(ClusterArg),
     /// Heal every fault in force, or one.
@@ -57,6 +63,15 @@ pub struct FaultArgs {
     /// `isolate` cuts the node from clients too.
     #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep", value_parser = ["keep", "isolate"])]
     pub partition_clients: String,
+    /// Chance of dropping each packet, per direction, for `loss`.
+    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub loss_pct: u8,
+    /// Link rate for `bandwidth`.
+    #[arg(long = "rate_kbit", alias = "rate-kbit", default_value_t = 1000)]
+    pub rate_kbit: u64,
+    /// CPU share for `cpu`, in % of one core.
+    #[arg(long = "cpu_pct", alias = "cpu-pct", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=400))]
+    pub cpu_pct: u32,
     /// Leave a crashed node down when healing.
     #[arg(long = "no_restart", alias = "no-restart")]
     pub no_restart: bool,
@@ -73,6 +88,9 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
         FaultCommand::Slow(args) => inject(Kind::Slow, args),
         FaultCommand::Partition(args) => inject(Kind::Partition, args),
         FaultCommand::Pause(args) => inject(Kind::Pause, args),
+        FaultCommand::Loss(args) => inject(Kind::Loss, args),
+        FaultCommand::Bandwidth(args) => inject(Kind::Bandwidth, args),
+        FaultCommand::Cpu(args) => inject(Kind::Cpu, args),
         FaultCommand::List(cluster) => list(&cluster.cluster_procs),
         FaultCommand::Heal { id, cluster } => heal(&cluster.cluster_procs, id),
     }
@@ -86,6 +104,9 @@ fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
         slow_ms: args.slow_ms,
         isolate_clients: args.partition_clients == "isolate",
         restart: !args.no_restart,
+        loss_pct: args.loss_pct,
+        rate_kbit: args.rate_kbit,
+        cpu_pct: args.cpu_pct,
     };
     let record = apply(&args.cluster.cluster_procs, &request)?;
     println!("{}", describe(&record));

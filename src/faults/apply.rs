@@ -6,8 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use netns::firewall::{Family, Rule, Table};
+use netns::cgroup::CpuGroup;
+use netns::firewall::{Direction, Family, Rule, Table};
 use netns::process::{Signal, Spawned};
+use netns::qdisc::{self, Tbf};
 
 use super::{admin, FaultRecord, Kind, Layer, Undo};
 use crate::cluster::files::{self, Meta, Mode, NodeEntry};
@@ -27,6 +29,12 @@ pub struct FaultRequest {
     pub isolate_clients: bool,
     /// Crashes: restart the node when healed.
     pub restart: bool,
+    /// Loss: the chance of dropping each packet, per direction.
+    pub loss_pct: u8,
+    /// Bandwidth: the rate of the node's link, each direction.
+    pub rate_kbit: u64,
+    /// Cpu: the share of one core the node may use.
+    pub cpu_pct: u32,
 }
 
 /// Applies `request` to the cluster of `cluster_procs` and returns its record.
@@ -57,7 +65,7 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
     };
     // The journal first: a heal must be possible whatever happens next.
     state.update(|owned| owned.faults.push(record.clone()))?;
-    let target = Target { request, entry, meta: &meta, procs: &procs, process };
+    let target = Target { fault_id: id, request, entry, meta: &meta, procs: &procs, process };
     let outcome = target.change(id).and_then(|commands| {
         record.commands = commands;
         target.verify()
@@ -99,12 +107,22 @@ fn plan(
             let p = running()?;
             ("signal", vec![Undo::Continue { pid: p.pid, start_time: p.start_time }])
         }
-        (Kind::Partition, Layer::Kernel) => {
-            if meta.mode != Mode::Netns {
-                bail!("kernel faults need a namespaced cluster; this one runs on loopback: use --fault_layer app");
-            }
+        (Kind::Partition | Kind::Loss, Layer::Kernel) => {
+            namespaced(meta)?;
             let hub = Topology::new(&meta.prefix, 0).hub();
             ("nft-bridge", vec![Undo::DeleteBridgeTable { namespace: hub, name: table_name(id) }])
+        }
+        (Kind::Bandwidth, Layer::Kernel) => {
+            namespaced(meta)?;
+            let links = node_links(meta, &node)?;
+            ("tbf", links.into_iter().map(|(namespace, device)| Undo::ClearQdisc { namespace, device }).collect())
+        }
+        (Kind::Cpu, _) => {
+            running()?;
+            ("cgroup-cpu", vec![Undo::RemoveCgroup { name: cgroup_name(meta, id) }])
+        }
+        (Kind::Loss | Kind::Bandwidth, Layer::App) => {
+            bail!("{:?} has no application-level form: use --fault_layer kernel", request.kind)
         }
         (Kind::Slow, Layer::Kernel) => {
             bail!("kernel-level slow needs the NFQUEUE delay line, which this build does not have yet: use --fault_layer app")
@@ -120,7 +138,29 @@ fn table_name(id: u32) -> String {
     format!("dynabed_fault{id}")
 }
 
+fn cgroup_name(meta: &Meta, id: u32) -> String {
+    format!("dynabed-{}-fault{id}", meta.prefix)
+}
+
+fn namespaced(meta: &Meta) -> anyhow::Result<()> {
+    if meta.mode != Mode::Netns {
+        bail!("kernel faults need a namespaced cluster; this one runs on loopback: use --fault_layer app");
+    }
+    Ok(())
+}
+
+/// Both ends of a node's link: (namespace, device), shaped each its way.
+fn node_links(meta: &Meta, node: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let index: u16 = node
+        .strip_prefix("node")
+        .and_then(|i| i.parse().ok())
+        .with_context(|| format!("{node} is not a launched node"))?;
+    let topology = Topology::new(&meta.prefix, 0);
+    Ok(vec![(topology.hub(), topology.hub_link(index)), (topology.node(index), "eth0".to_owned())])
+}
+
 struct Target<'a> {
+    fault_id: u32,
     request: &'a FaultRequest,
     entry: &'a NodeEntry,
     meta: &'a Meta,
@@ -139,7 +179,44 @@ impl Target<'_> {
             (Kind::Partition, Layer::App) => self.app(serde_json::json!({ "partition": "all" })),
             (Kind::Slow, Layer::App) => self.app(serde_json::json!({ "slow_ms": self.request.slow_ms })),
             (Kind::Slow, Layer::Kernel) => bail!("kernel-level slow on {node} is not available in this build"),
+            (Kind::Loss, _) => self.lose_in_hub(id),
+            (Kind::Bandwidth, _) => self.shape(),
+            (Kind::Cpu, _) => self.throttle(id),
         }
+    }
+
+    /// Drops each packet from and to the node with the asked chance.
+    fn lose_in_hub(&self, id: u32) -> anyhow::Result<Vec<Vec<String>>> {
+        let hub = Topology::new(&self.meta.prefix, 0).hub();
+        let table = Table::new(&hub, Family::Bridge, &table_name(id));
+        let mut applied = table.create()?;
+        let addr: IpAddr = self.entry.host.parse()?;
+        let percent = self.request.loss_pct;
+        for direction in [Direction::From, Direction::To] {
+            applied.extend(table.add_rule(&Rule::RandomLoss { addr, direction, percent })?);
+        }
+        Ok(applied.commands)
+    }
+
+    /// A token bucket at the asked rate on both ends of the node's link.
+    fn shape(&self) -> anyhow::Result<Vec<Vec<String>>> {
+        let rate_kbit = self.request.rate_kbit;
+        // A bucket of 10 ms at the rate (at least a few full frames).
+        let burst_bytes = (rate_kbit * 1000 / 8 / 100).max(4 * 1514) as u32;
+        let tbf = Tbf { rate_kbit, burst_bytes, latency_ms: 50 };
+        let mut commands = Vec::new();
+        for (namespace, device) in node_links(self.meta, &self.request.node)? {
+            commands.extend(qdisc::tbf(&namespace, &device, tbf)?.commands);
+        }
+        Ok(commands)
+    }
+
+    /// Moves the node's process into a cgroup with the asked CPU quota.
+    fn throttle(&self, id: u32) -> anyhow::Result<Vec<Vec<String>>> {
+        let process = self.process.with_context(|| format!("{} is not running", self.request.node))?;
+        let (group, mut applied) = CpuGroup::create(&cgroup_name(self.meta, id), self.request.cpu_pct)?;
+        applied.extend(group.add(process.pid)?);
+        Ok(applied.commands)
     }
 
     fn signal(&self, signal: Signal) -> anyhow::Result<Vec<String>> {
@@ -202,6 +279,28 @@ impl Target<'_> {
                 Ok(format!("{node} (pid {pid}) is stopped (state T)"))
             }
             (Kind::Partition, Layer::Kernel) => self.verify_cut(),
+            (Kind::Loss, _) => {
+                Ok(format!("{}% of packets from and to {node} dropped in the hub", self.request.loss_pct))
+            }
+            (Kind::Bandwidth, _) => {
+                let mut seen = Vec::new();
+                for (namespace, device) in node_links(self.meta, node)? {
+                    let root = qdisc::root(&namespace, &device)?.with_context(|| format!("no qdisc on {device}"))?;
+                    anyhow::ensure!(root.kind == "tbf", "{device} in {namespace} has {} instead of tbf", root.kind);
+                    seen.push(format!("{namespace}/{device}: tbf {} B/s", root.rate_bytes_per_s.unwrap_or(0)));
+                }
+                Ok(seen.join(", "))
+            }
+            (Kind::Cpu, _) => {
+                let pid = self.process.map(|p| p.pid).unwrap_or_default();
+                let group = CpuGroup::open(&cgroup_name(self.meta, self.fault_id))?;
+                anyhow::ensure!(group.pids()?.contains(&pid), "{node} (pid {pid}) is not in {}", group.path.display());
+                Ok(format!(
+                    "{node} (pid {pid}) limited to {}% of a core in {}",
+                    self.request.cpu_pct,
+                    group.path.display()
+                ))
+            }
             _ => {
                 let now = admin(self.meta, self.entry, hyper::Method::GET, "fault", None)?;
                 Ok(format!("{node} reports faults {now}"))

@@ -47,6 +47,9 @@ pub enum Kind {
     Slow,
     Partition,
     Pause,
+    Loss,
+    Bandwidth,
+    Cpu,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -68,6 +71,10 @@ pub enum Undo {
     Restart { node: String },
     /// `DELETE /admin/fault` on a node.
     HealApp { node: String },
+    /// Remove the root qdisc of a link.
+    ClearQdisc { namespace: String, device: String },
+    /// Move a cgroup's processes back to its parent and remove it.
+    RemoveCgroup { name: String },
 }
 
 /// Heals every fault in the journal (or only `only`), removing each healed
@@ -102,6 +109,14 @@ fn run_undo(
             if netns::namespace::exists(namespace) {
                 netns::firewall::Table::new(namespace, netns::firewall::Family::Bridge, name).delete()?;
             }
+        }
+        Undo::ClearQdisc { namespace, device } => {
+            if netns::namespace::exists(namespace) {
+                netns::qdisc::clear(namespace, device)?;
+            }
+        }
+        Undo::RemoveCgroup { name } => {
+            netns::cgroup::CpuGroup::open(name)?.remove()?;
         }
         Undo::Continue { pid, start_time } => {
             netns::process::Spawned { pid: *pid, start_time: *start_time }.signal(netns::process::Signal::SIGCONT);
