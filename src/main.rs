@@ -44,6 +44,12 @@ enum Command {
     /// Apply, list and heal faults by hand.
     #[command(subcommand)]
     Fault(dynabed::cli::fault::FaultCommand),
+    /// The NFQUEUE delay-line daemon (started by the fault layer in a hub namespace).
+    #[command(hide = true)]
+    DelayLine {
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Which fault mechanisms this kernel and container support, and why not.
     Doctor {
         /// Print JSON instead of a table.
@@ -116,6 +122,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Exec { file, command } => dynabed::cli::exec::exec(&file.cluster_procs, &command),
         Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
         Command::Fault(command) => dynabed::cli::fault::run(command),
+        Command::DelayLine { socket } => dynabed::faults::delay_line::serve(&socket),
         Command::Doctor { json } => {
             let findings = dynabed::doctor::probe_all();
             if json {

@@ -209,3 +209,51 @@ fn udp_loss(from: &str, to: &str, target: SocketAddr, count: usize) -> f64 {
     let received = counter.join().unwrap();
     1.0 - received as f64 / count as f64
 }
+
+/// Median time of `count` requests to `/status` on one kept-alive
+/// connection from the client namespace: one round trip each.
+fn median_rtt(client_ns: &str, addr: SocketAddr, count: usize) -> Duration {
+    reach(Some(client_ns), || async {
+        let mut client = Client::new(addr);
+        client.status().await?;
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = Instant::now();
+            client.status().await?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        Ok(times[count / 2])
+    })
+    .unwrap()
+}
+
+#[test]
+fn slow_adds_its_delay_to_each_round_trip_on_both_layers() {
+    if !privileged("slow") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf7");
+    ok(&cluster.up(3));
+    let (slow, other) = (node_addr(&cluster, "node3", false), node_addr(&cluster, "node2", false));
+    for layer in ["kernel", "app"] {
+        let (base_slow, base_other) = (median_rtt("tf7-client", slow, 15), median_rtt("tf7-client", other, 15));
+        let out =
+            ok(&cluster.dynabed(&["fault", "slow", "--node", "node3", "--slow_ms", "200", "--fault_layer", layer]));
+        let (during_slow, during_other) = (median_rtt("tf7-client", slow, 15), median_rtt("tf7-client", other, 15));
+        let added = during_slow.saturating_sub(base_slow);
+        println!("{layer}: {out}\n  round trip to node3 +{added:?} (asked 200 ms); to node2 {base_other:?} -> {during_other:?}");
+        assert!((Duration::from_millis(180)..=Duration::from_millis(220)).contains(&added), "{layer}: +{added:?}");
+        let other_change = during_other.abs_diff(base_other);
+        assert!(other_change < Duration::from_millis(1), "{layer}: node2 changed by {other_change:?}");
+        ok(&cluster.dynabed(&["fault", "heal"]));
+        let healed = Instant::now();
+        let after = median_rtt("tf7-client", slow, 15);
+        assert!(after < base_slow + Duration::from_millis(1), "{layer}: {after:?} after heal, baseline {base_slow:?}");
+        assert!(healed.elapsed() < Duration::from_secs(1));
+    }
+    assert!(
+        RunState::existing("tf7").unwrap().unwrap().owned().unwrap().processes.iter().all(|p| p.role != "delay-line"),
+        "the delay line stops once it delays nothing"
+    );
+}

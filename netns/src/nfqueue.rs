@@ -17,6 +17,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -109,6 +110,8 @@ pub struct Packet {
     pub len: u32,
     /// When this reader received it.
     pub arrived: Instant,
+    /// IPv4 source and destination, when the copied bytes hold an IPv4 header.
+    pub addresses: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 /// The verdict for a queued packet.
@@ -309,7 +312,7 @@ impl NfQueue {
     }
 
     fn on_packet(&mut self, body: std::ops::Range<usize>, now: Instant) {
-        let (mut id, mut payload_len, mut cap_len) = (None, 0u32, None);
+        let (mut id, mut payload_len, mut cap_len, mut addresses) = (None, 0u32, None, None);
         let mut off = body.start + 4; // skip struct nfgenmsg
         while off + 4 <= body.end {
             let alen = read_u16_ne(&self.buf, off) as usize;
@@ -320,7 +323,10 @@ impl NfQueue {
             let data = off + 4;
             match atype {
                 NFQA_PACKET_HDR if alen >= 8 => id = Some(read_u32_be(&self.buf, data)),
-                NFQA_PAYLOAD => payload_len = (alen - 4) as u32,
+                NFQA_PAYLOAD => {
+                    payload_len = (alen - 4) as u32;
+                    addresses = ipv4_addresses(&self.buf[data..off + alen]);
+                }
                 NFQA_CAP_LEN if alen >= 8 => cap_len = Some(read_u32_be(&self.buf, data)),
                 _ => {}
             }
@@ -328,7 +334,7 @@ impl NfQueue {
         }
         if let Some(id) = id {
             self.held.insert(id);
-            self.pending.push_back(Packet { id, len: cap_len.unwrap_or(payload_len), arrived: now });
+            self.pending.push_back(Packet { id, len: cap_len.unwrap_or(payload_len), arrived: now, addresses });
         }
     }
 
@@ -481,7 +487,7 @@ fn read_u32_be(b: &[u8], at: usize) -> u32 {
 // The delay line
 
 /// Delay-line settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DelayConfig {
     pub queue_num: u16,
     /// How long each packet is held.
@@ -494,12 +500,27 @@ pub struct DelayConfig {
     pub queue_max_len: u32,
     /// Seed of the jitter generator.
     pub seed: u64,
+    /// Extra delay by address: a packet also waits the entries of its
+    /// source and of its destination (a packet between two listed hosts
+    /// waits both). Shared, so the owner can change it while the line runs.
+    pub per_address: Option<PerAddress>,
 }
+
+/// Extra delays by IPv4 address, changeable while a [`DelayLine`] runs.
+pub type PerAddress = Arc<std::sync::RwLock<std::collections::HashMap<Ipv4Addr, Duration>>>;
 
 impl DelayConfig {
     /// `delay` without jitter, up to 4096 packets held.
     pub fn new(queue_num: u16, delay: Duration) -> Self {
-        Self { queue_num, delay, jitter: Duration::ZERO, max_held: 4096, queue_max_len: 4096, seed: 1 }
+        Self {
+            queue_num,
+            delay,
+            jitter: Duration::ZERO,
+            max_held: 4096,
+            queue_max_len: 4096,
+            seed: 1,
+            per_address: None,
+        }
     }
 
     fn queue(&self) -> QueueConfig {
@@ -598,6 +619,21 @@ impl Drop for DelayLine {
 }
 
 /// The delay line's loop: receive, schedule by due time, accept what is due; on stop, release.
+fn extra_delay(cfg: &DelayConfig, packet: &Packet) -> Duration {
+    let (Some(table), Some((source, dest))) = (&cfg.per_address, packet.addresses) else { return Duration::ZERO };
+    let table = table.read().unwrap_or_else(|e| e.into_inner());
+    table.get(&source).copied().unwrap_or_default() + table.get(&dest).copied().unwrap_or_default()
+}
+
+/// Source and destination of an IPv4 header at the start of `bytes`.
+fn ipv4_addresses(bytes: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    if bytes.len() < 20 || bytes[0] >> 4 != 4 {
+        return None;
+    }
+    let at = |i: usize| Ipv4Addr::new(bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]);
+    Some((at(12), at(16)))
+}
+
 fn run_line(mut queue: NfQueue, cfg: DelayConfig, stop: &AtomicBool) -> Result<DelayStats, NfqError> {
     let mut stats = DelayStats::default();
     let mut due: BinaryHeap<Reverse<(Instant, u64, u32)>> = BinaryHeap::new();
@@ -621,7 +657,7 @@ fn run_line(mut queue: NfQueue, cfg: DelayConfig, stop: &AtomicBool) -> Result<D
                 continue;
             }
             order += 1;
-            due.push(Reverse((jitter.due(p.arrived, cfg.delay), order, p.id)));
+            due.push(Reverse((jitter.due(p.arrived, cfg.delay + extra_delay(&cfg, &p)), order, p.id)));
         }
     }
     stats.verdict_errors = queue.verdict_errors;

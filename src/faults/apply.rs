@@ -1,20 +1,20 @@
 //! Applying one fault: the journal first, then the change, then a probe
 //! that checks the change took effect.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use netns::cgroup::CpuGroup;
-use netns::firewall::{Direction, Family, Rule, Table};
+use netns::firewall::{self, Chain, Direction, Family, NfqueueRule, QueueMatch, Rule, Table};
 use netns::process::{Signal, Spawned};
-use netns::qdisc::{self, Tbf};
+use netns::qdisc::{self, Netem, Tbf};
 
-use super::{admin, FaultRecord, Kind, Layer, Undo};
+use super::{admin, delay_line, FaultRecord, Kind, Layer, Undo, DELAY_LINE_ROLE};
 use crate::cluster::files::{self, Meta, Mode, NodeEntry};
 use crate::cluster::launch::record_of;
-use crate::cluster::runstate::RunState;
+use crate::cluster::runstate::{OwnedProcess, RunState};
 use crate::cluster::topology::Topology;
 use crate::node::replica::now_ms;
 
@@ -51,7 +51,7 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
     let process = record_of(&meta, &request.node, entry).filter(|r| r.is_alive());
     let state = RunState::open(&meta.prefix)?;
     let id = state.owned()?.faults.iter().map(|f| f.id).max().unwrap_or(0) + 1;
-    let (backend, undo) = plan(request, id, &meta, process)?;
+    let (backend, undo) = plan(request, id, &meta, entry, process)?;
     let mut record = FaultRecord {
         id,
         kind: request.kind,
@@ -65,7 +65,7 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
     };
     // The journal first: a heal must be possible whatever happens next.
     state.update(|owned| owned.faults.push(record.clone()))?;
-    let target = Target { fault_id: id, request, entry, meta: &meta, procs: &procs, process };
+    let target = Target { fault_id: id, backend, state: &state, request, entry, meta: &meta, procs: &procs, process };
     let outcome = target.change(id).and_then(|commands| {
         record.commands = commands;
         target.verify()
@@ -95,6 +95,7 @@ fn plan(
     request: &FaultRequest,
     id: u32,
     meta: &Meta,
+    entry: &NodeEntry,
     process: Option<Spawned>,
 ) -> anyhow::Result<(&'static str, Vec<Undo>)> {
     let node = request.node.clone();
@@ -125,7 +126,16 @@ fn plan(
             bail!("{:?} has no application-level form: use --fault_layer kernel", request.kind)
         }
         (Kind::Slow, Layer::Kernel) => {
-            bail!("kernel-level slow needs the NFQUEUE delay line, which this build does not have yet: use --fault_layer app")
+            namespaced(meta)?;
+            if qdisc::probe_netem().is_supported() {
+                let links = node_links(meta, &node)?;
+                ("netem", links.into_iter().map(|(namespace, device)| Undo::ClearQdisc { namespace, device }).collect())
+            } else {
+                let hub = Topology::new(&meta.prefix, 0).hub();
+                let addr = entry.host.parse().context("a namespaced node has an IPv4 address")?;
+                let chain = Undo::RemoveForwardChain { namespace: hub, name: chain_name(id) };
+                ("nfqueue-delay-line", vec![chain, Undo::DelayClear { addr }, Undo::StopIdleDelayLine])
+            }
         }
         (Kind::Partition | Kind::Slow, Layer::App) => {
             running()?;
@@ -136,6 +146,10 @@ fn plan(
 
 fn table_name(id: u32) -> String {
     format!("dynabed_fault{id}")
+}
+
+fn chain_name(id: u32) -> String {
+    format!("DYNABED_SLOW{id}")
 }
 
 fn cgroup_name(meta: &Meta, id: u32) -> String {
@@ -161,6 +175,8 @@ fn node_links(meta: &Meta, node: &str) -> anyhow::Result<Vec<(String, String)>> 
 
 struct Target<'a> {
     fault_id: u32,
+    backend: &'static str,
+    state: &'a RunState,
     request: &'a FaultRequest,
     entry: &'a NodeEntry,
     meta: &'a Meta,
@@ -171,18 +187,69 @@ struct Target<'a> {
 impl Target<'_> {
     /// Makes the change; returns the commands run.
     fn change(&self, id: u32) -> anyhow::Result<Vec<Vec<String>>> {
-        let node = &self.request.node;
         match (self.request.kind, self.request.layer) {
             (Kind::Crash, _) => Ok(vec![self.signal(Signal::SIGKILL)?]),
             (Kind::Pause, _) => Ok(vec![self.signal(Signal::SIGSTOP)?]),
             (Kind::Partition, Layer::Kernel) => self.cut_in_hub(id),
             (Kind::Partition, Layer::App) => self.app(serde_json::json!({ "partition": "all" })),
             (Kind::Slow, Layer::App) => self.app(serde_json::json!({ "slow_ms": self.request.slow_ms })),
-            (Kind::Slow, Layer::Kernel) => bail!("kernel-level slow on {node} is not available in this build"),
+            (Kind::Slow, Layer::Kernel) if self.backend == "netem" => self.netem(),
+            (Kind::Slow, Layer::Kernel) => self.delay_in_hub(id),
             (Kind::Loss, _) => self.lose_in_hub(id),
             (Kind::Bandwidth, _) => self.shape(),
             (Kind::Cpu, _) => self.throttle(id),
         }
+    }
+
+    /// netem on both ends of the node's link, half the delay each way.
+    fn netem(&self) -> anyhow::Result<Vec<Vec<String>>> {
+        let delay_ms = (self.request.slow_ms / 2) as u32;
+        let mut commands = Vec::new();
+        for (namespace, device) in node_links(self.meta, &self.request.node)? {
+            commands
+                .extend(qdisc::netem(&namespace, &device, Netem { delay_ms, jitter_ms: 0, loss_pct: 0.0 })?.commands);
+        }
+        Ok(commands)
+    }
+
+    /// Queues every packet from and to the node, in the hub's FORWARD path,
+    /// to the cluster's delay line, which holds it half the delay per end.
+    fn delay_in_hub(&self, id: u32) -> anyhow::Result<Vec<Vec<String>>> {
+        let hub = Topology::new(&self.meta.prefix, 0).hub();
+        let socket = self.ensure_delay_line(&hub)?;
+        let mut commands = firewall::set_bridge_nf_call_iptables(&hub, true)?.commands;
+        let chain = Chain::forward(&hub, &chain_name(id))?;
+        commands.extend(chain.create()?.commands);
+        let addr: Ipv4Addr = self.entry.host.parse()?;
+        for matcher in [QueueMatch::Source(addr), QueueMatch::Dest(addr)] {
+            let rule = NfqueueRule { matcher, queue_num: delay_line::QUEUE, bypass: true };
+            commands.extend(chain.add_nfqueue(&rule)?.commands);
+        }
+        let half = self.request.slow_ms / 2;
+        delay_line::set(&socket, addr, half)?;
+        commands.push(vec!["delay-line".into(), "set".into(), addr.to_string(), format!("{half}ms")]);
+        Ok(commands)
+    }
+
+    /// The cluster's delay-line daemon, started in the hub if not running.
+    fn ensure_delay_line(&self, hub: &str) -> anyhow::Result<PathBuf> {
+        let socket = delay_line::socket_path(self.state.dir());
+        if delay_line::status(&socket).is_ok() {
+            return Ok(socket);
+        }
+        let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+        let argv = vec![exe, "delay-line".into(), "--socket".into(), socket.to_string_lossy().into_owned()];
+        let log = self.state.dir().join("delay-line.log");
+        let daemon = netns::process::spawn_in(Some(hub), &argv, &log, &[])?;
+        self.state.update(|owned| {
+            owned.processes.push(OwnedProcess {
+                role: DELAY_LINE_ROLE.into(),
+                pid: daemon.pid,
+                start_time: daemon.start_time,
+            })
+        })?;
+        delay_line::wait_ready(&socket, Duration::from_secs(5))?;
+        Ok(socket)
     }
 
     /// Drops each packet from and to the node with the asked chance.
@@ -279,6 +346,15 @@ impl Target<'_> {
                 Ok(format!("{node} (pid {pid}) is stopped (state T)"))
             }
             (Kind::Partition, Layer::Kernel) => self.verify_cut(),
+            (Kind::Slow, Layer::Kernel) => {
+                let rtt = self.connect_rtt()?;
+                let asked = Duration::from_millis(self.request.slow_ms);
+                anyhow::ensure!(rtt >= asked * 8 / 10, "a round trip to {node} takes {rtt:?}, not the {asked:?} asked");
+                Ok(format!(
+                    "a TCP handshake with {node} from the client namespace takes {:.1} ms",
+                    rtt.as_secs_f64() * 1e3
+                ))
+            }
             (Kind::Loss, _) => {
                 Ok(format!("{}% of packets from and to {node} dropped in the hub", self.request.loss_pct))
             }
@@ -306,6 +382,23 @@ impl Target<'_> {
                 Ok(format!("{node} reports faults {now}"))
             }
         }
+    }
+
+    /// The median time of five TCP handshakes with the node from the
+    /// client namespace: one round trip each.
+    fn connect_rtt(&self) -> anyhow::Result<Duration> {
+        let addr = SocketAddr::new(self.entry.host.parse()?, self.entry.port);
+        let client_ns = self.meta.client_netns.clone().context("no client namespace")?;
+        let mut times = netns::namespace::run_in(&client_ns, || {
+            (0..5)
+                .map(|_| {
+                    let started = std::time::Instant::now();
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map(|_| started.elapsed())
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })??;
+        times.sort();
+        Ok(times[2])
     }
 
     /// From another node's namespace the target's peer port no longer

@@ -9,6 +9,7 @@
 //! harmless when its change never happened).
 
 pub mod apply;
+pub mod delay_line;
 
 use std::time::Duration;
 
@@ -75,6 +76,12 @@ pub enum Undo {
     ClearQdisc { namespace: String, device: String },
     /// Move a cgroup's processes back to its parent and remove it.
     RemoveCgroup { name: String },
+    /// Remove an iptables chain (and its jump from FORWARD) in a namespace.
+    RemoveForwardChain { namespace: String, name: String },
+    /// Stop delaying an address on the delay line.
+    DelayClear { addr: std::net::Ipv4Addr },
+    /// Stop the delay line once it delays nothing (it releases held packets first).
+    StopIdleDelayLine,
 }
 
 /// Heals every fault in the journal (or only `only`), removing each healed
@@ -94,6 +101,23 @@ pub fn heal(state: &RunState, only: Option<u32>, for_cleanup: bool) -> anyhow::R
     }
     Ok(healed)
 }
+
+/// Stops the delay-line daemon if it delays nothing any more.
+fn stop_idle_delay_line(state: &RunState) -> anyhow::Result<()> {
+    let socket = delay_line::socket_path(state.dir());
+    if socket.exists() && !delay_line::status(&socket).map(|r| r.delayed.is_empty()).unwrap_or(true) {
+        return Ok(());
+    }
+    let owned = state.owned()?;
+    for daemon in owned.processes.iter().filter(|p| p.role == DELAY_LINE_ROLE) {
+        let record = netns::process::Spawned { pid: daemon.pid, start_time: daemon.start_time };
+        anyhow::ensure!(record.stop(Duration::from_secs(5)), "the delay line (pid {}) would not stop", daemon.pid);
+    }
+    state.update(|o| o.processes.retain(|p| p.role != DELAY_LINE_ROLE))
+}
+
+/// The run state's name for the delay-line daemon.
+pub const DELAY_LINE_ROLE: &str = "delay-line";
 
 type Cluster = (std::collections::BTreeMap<String, NodeEntry>, Meta);
 
@@ -115,6 +139,18 @@ fn run_undo(
                 netns::qdisc::clear(namespace, device)?;
             }
         }
+        Undo::RemoveForwardChain { namespace, name } => {
+            if netns::namespace::exists(namespace) {
+                netns::firewall::Chain::forward(namespace, name)?.remove()?;
+            }
+        }
+        Undo::DelayClear { addr } => {
+            let socket = delay_line::socket_path(state.dir());
+            if socket.exists() {
+                delay_line::clear(&socket, *addr)?;
+            }
+        }
+        Undo::StopIdleDelayLine => stop_idle_delay_line(state)?,
         Undo::RemoveCgroup { name } => {
             netns::cgroup::CpuGroup::open(name)?.remove()?;
         }

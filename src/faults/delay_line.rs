@@ -1,0 +1,175 @@
+//! The NFQUEUE delay line: the kernel-level `slow` fault where the kernel
+//! has no sch_netem.
+//!
+//! One daemon per cluster — `dynabed delay-line`, detached, in the hub
+//! namespace, owned through the run state by pid and start time — reads the
+//! hub's queue, where iptables rules in the hub's FORWARD path send every
+//! packet from or to a slowed node (holding packets on the sender's output
+//! hook would collapse TCP; see KERNEL-FACTS.md). Each packet waits the
+//! half-delays of its source and of its destination, so a round trip
+//! through a node slowed by `slow_ms` takes `slow_ms` longer, and a packet
+//! between two slowed nodes gets both delays. The rules use queue-bypass: a
+//! dead daemon lets traffic through undelayed rather than cutting a node
+//! off. The daemon never fails open while it runs: beyond its queue length
+//! packets are dropped. On SIGTERM it releases every held packet before it
+//! closes the queue (the kernel would drop them).
+//!
+//! It is controlled over a Unix socket in the run-state folder, one JSON
+//! command per line: `{"set": "198.18.0.4", "half_delay_ms": 100}`,
+//! `{"clear": "198.18.0.4"}`, `{"status": true}`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use netns::nfqueue::{DelayConfig, DelayLine, PerAddress};
+use serde::{Deserialize, Serialize};
+
+/// The queue number in the hub (queues are per network namespace).
+pub const QUEUE: u16 = 0;
+/// Packets held at once: 10 ms at ~400k packets/s, or 1 s at 4k/s.
+pub const QUEUE_LEN: u32 = 4096;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Command {
+    Set { set: Ipv4Addr, half_delay_ms: u64 },
+    Clear { clear: Ipv4Addr },
+    Status { status: bool },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    /// Addresses still delayed, with their half-delays in ms.
+    pub delayed: HashMap<Ipv4Addr, u64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("delay-line.sock")
+}
+
+/// The daemon: serves commands until SIGTERM, then releases every held
+/// packet and exits. Runs in the namespace it was started in (the hub).
+pub fn serve(socket: &Path) -> anyhow::Result<()> {
+    // Block the stop signals before any thread starts, so that only the
+    // waiting thread ever sees them.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook_stop(&stop)?;
+    let delays: PerAddress = Arc::new(RwLock::new(HashMap::new()));
+    let mut config = DelayConfig::new(QUEUE, Duration::ZERO);
+    config.per_address = Some(delays.clone());
+    config.queue_max_len = QUEUE_LEN;
+    config.max_held = QUEUE_LEN as usize;
+    let line = DelayLine::start(config).context("binding the hub's NFQUEUE")?;
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).with_context(|| format!("listening on {}", socket.display()))?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(socket = %socket.display(), "delay line serving");
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(e) = answer(stream, &delays) {
+                    tracing::warn!("delay-line control connection: {e:#}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e).context("accepting a control connection"),
+        }
+    }
+    let stats = line.stop().context("stopping the delay line")?;
+    let _ = std::fs::remove_file(socket);
+    tracing::info!(?stats, "delay line stopped; every held packet released");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT set `stop` (the accept loop polls it).
+fn signal_hook_stop(stop: &Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()?;
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        if set.wait().is_ok() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    Ok(())
+}
+
+fn answer(stream: UnixStream, delays: &PerAddress) -> anyhow::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut writer = stream.try_clone()?;
+    let mut line = String::new();
+    BufReader::new(stream).take(4096).read_line(&mut line)?;
+    let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(command) => {
+            let mut table = delays.write().unwrap_or_else(|e| e.into_inner());
+            match command {
+                Command::Set { set, half_delay_ms } => {
+                    table.insert(set, Duration::from_millis(half_delay_ms));
+                }
+                Command::Clear { clear } => {
+                    table.remove(&clear);
+                }
+                Command::Status { .. } => {}
+            }
+            Reply { ok: true, delayed: snapshot(&table), error: None }
+        }
+        Err(e) => Reply { ok: false, delayed: HashMap::new(), error: Some(format!("bad command: {e}")) },
+    };
+    writeln!(writer, "{}", serde_json::to_string(&reply)?)?;
+    Ok(())
+}
+
+fn snapshot(table: &HashMap<Ipv4Addr, Duration>) -> HashMap<Ipv4Addr, u64> {
+    table.iter().map(|(a, d)| (*a, d.as_millis() as u64)).collect()
+}
+
+/// Sends one command to a running daemon.
+fn request(socket: &Path, command: &Command) -> anyhow::Result<Reply> {
+    let mut stream = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    writeln!(stream, "{}", serde_json::to_string(command)?)?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    let reply: Reply = serde_json::from_str(&line).with_context(|| format!("bad reply {line:?}"))?;
+    if !reply.ok {
+        bail!("delay line refused: {}", reply.error.unwrap_or_default());
+    }
+    Ok(reply)
+}
+
+pub fn set(socket: &Path, addr: Ipv4Addr, half_delay_ms: u64) -> anyhow::Result<Reply> {
+    request(socket, &Command::Set { set: addr, half_delay_ms })
+}
+
+pub fn clear(socket: &Path, addr: Ipv4Addr) -> anyhow::Result<Reply> {
+    request(socket, &Command::Clear { clear: addr })
+}
+
+pub fn status(socket: &Path) -> anyhow::Result<Reply> {
+    request(socket, &Command::Status { status: true })
+}
+
+/// Waits until a freshly started daemon answers.
+pub fn wait_ready(socket: &Path, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match status(socket) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e.context("the delay line did not start")),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
