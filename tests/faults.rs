@@ -77,9 +77,16 @@ fn a_fault_survives_its_killed_applier_in_the_journal_and_heals_from_it() {
     applier.wait().unwrap();
     assert_eq!(faults_in_force("tf2"), 1, "the journal still holds the fault");
     assert!(!connects_from("tf2-n1", peer2), "and the fault is still in force");
+    // A delay too, with its daemon, left in force by an applier that exits.
+    ok(&cluster.dynabed(&["fault", "slow", "--node", "node3", "--slow_ms", "100"]));
+    let owned = RunState::existing("tf2").unwrap().unwrap().owned().unwrap();
+    let daemon = owned.processes.iter().find(|p| p.role == "delay-line").expect("a delay line runs");
+    let daemon = netns::process::Spawned { pid: daemon.pid, start_time: daemon.start_time };
+    assert!(daemon.is_alive());
 
     let out = ok(&Command::new(BIN).args(["cleanup", "--prefix", "tf2"]).output().unwrap());
-    assert!(out.contains("healed 1 fault"), "{out}");
+    assert!(out.contains("healed 2 fault"), "{out}");
+    assert!(!daemon.is_alive(), "no delay line left running");
     assert!(RunState::existing("tf2").unwrap().is_none());
 }
 
