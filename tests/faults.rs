@@ -264,3 +264,30 @@ fn slow_adds_its_delay_to_each_round_trip_on_both_layers() {
         "the delay line stops once it delays nothing"
     );
 }
+
+#[test]
+fn a_plan_applies_and_heals_each_event_on_time() {
+    if !privileged("plan") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf8");
+    ok(&cluster.up(3));
+    let plan = cluster.dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"[{"at_s": 0.2, "duration_s": 0.6, "kind": "partition", "targets": ["node2"]},
+            {"at_s": 0.4, "duration_s": 0.3, "kind": "pause", "targets": ["node3"]}]"#,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = ok(&cluster.dynabed(&["fault", "run", "--plan", plan.to_str().unwrap()]));
+    let took = started.elapsed();
+    let times: Vec<f64> = out.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
+    assert_eq!(times.len(), 2, "{out}");
+    // Each apply includes its verification probe, so a step may start a
+    // little after its time, never before.
+    assert!((0.2..0.35).contains(&times[0]) && (0.4..0.65).contains(&times[1]), "applied on time: {out}");
+    assert!(took >= Duration::from_millis(800), "held until the last heal: {took:?}");
+    assert_eq!(faults_in_force("tf8"), 0);
+    assert!(connects_from("tf8-n1", node_addr(&cluster, "node2", true)), "the partition is healed");
+}

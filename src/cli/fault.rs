@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
 use crate::faults::apply::{apply, FaultRequest};
+use crate::faults::plan::{self, Step};
 use crate::faults::{self, FaultRecord, Kind, Layer};
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +32,14 @@ pub enum FaultCommand {
     Bandwidth(FaultArgs),
     /// Limit a node to --cpu_pct % of one core (cgroup CPU quota).
     Cpu(FaultArgs),
+    /// Run a fault plan: a JSON timeline of events, applied and healed on time.
+    Run {
+        /// `[{"at_s": 10, "duration_s": 20, "kind": "slow", "targets": ["node3"], "layer": "kernel", "params": {"slow_ms": 200}}, ...]`
+        #[arg(long)]
+        plan: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
     /// The faults in force.
     List(ClusterArg),
     /// Heal every fault in force, or one.
@@ -91,6 +100,7 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
         FaultCommand::Loss(args) => inject(Kind::Loss, args),
         FaultCommand::Bandwidth(args) => inject(Kind::Bandwidth, args),
         FaultCommand::Cpu(args) => inject(Kind::Cpu, args),
+        FaultCommand::Run { plan, cluster } => run_plan(&plan, &cluster.cluster_procs),
         FaultCommand::List(cluster) => list(&cluster.cluster_procs),
         FaultCommand::Heal { id, cluster } => heal(&cluster.cluster_procs, id),
     }
@@ -114,38 +124,79 @@ fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
         println!("in force until `dynabed fault heal --id {}`", record.id);
         return Ok(());
     };
-    hold(Duration::from_secs_f64(seconds))?;
+    hold(Duration::from_secs_f64(seconds), "healing")?;
     heal(&args.cluster.cluster_procs, Some(record.id))
 }
 
-/// Waits, showing a countdown on a terminal; Ctrl-C or SIGTERM end it early.
-fn hold(duration: Duration) -> anyhow::Result<()> {
+/// Applies and heals each event of a plan on time; Ctrl-C, SIGTERM or a
+/// failure heal everything the plan applied.
+fn run_plan(plan: &Path, cluster_procs: &Path) -> anyhow::Result<()> {
+    let events = plan::load(plan)?;
+    let started = Instant::now();
+    let mut applied: Vec<Vec<u32>> = vec![Vec::new(); events.len()];
+    let outcome = (|| {
+        for step in plan::timeline(&events) {
+            let due = started + Duration::from_secs_f64(step.at_s());
+            if !hold(due.saturating_duration_since(Instant::now()), "next step")? {
+                anyhow::bail!("interrupted");
+            }
+            let at = started.elapsed().as_secs_f64();
+            match step {
+                Step::Apply { event, .. } => {
+                    for request in events[event].requests() {
+                        let record = apply(cluster_procs, &request)?;
+                        println!("{at:8.3} s  {}", describe(&record));
+                        applied[event].push(record.id);
+                    }
+                }
+                Step::Heal { event, .. } => {
+                    for id in applied[event].drain(..) {
+                        heal(cluster_procs, Some(id))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    if outcome.is_err() {
+        for id in applied.into_iter().flatten() {
+            if let Err(e) = heal(cluster_procs, Some(id)) {
+                eprintln!("warning: healing fault {id}: {e:#}");
+            }
+        }
+    }
+    outcome
+}
+
+/// Waits, showing a countdown on a terminal; false when Ctrl-C or SIGTERM
+/// ended it early.
+fn hold(duration: Duration, what: &str) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let end = Instant::now() + duration;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
+        let finished: anyhow::Result<bool> = loop {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break;
+                break Ok(true);
             }
             if std::io::stderr().is_terminal() {
-                eprint!("\rhealing in {:>4} s ", left.as_secs_f64().ceil() as u64);
+                eprint!("\r{what} in {:>4} s ", left.as_secs_f64().ceil() as u64);
                 let _ = std::io::stderr().flush();
             }
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = tokio::time::sleep(left) => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+                _ = tokio::time::sleep(left) => break Ok(true),
+                _ = tokio::signal::ctrl_c() => break Ok(false),
+                _ = term.recv() => break Ok(false),
             }
-        }
+        };
         if std::io::stderr().is_terminal() {
             eprintln!();
         }
-        anyhow::Ok(())
+        finished
     })
 }
 

@@ -411,7 +411,9 @@ impl Target<'_> {
             return Ok("no other node to probe from".into());
         };
         let other_ns = other.netns.clone().context("a namespaced node without a namespace")?;
-        let probe = |addr: SocketAddr| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok();
+        // On a local bridge a handshake takes microseconds; a dropped SYN
+        // never answers, so a short timeout tells them apart.
+        let probe = |addr: SocketAddr| TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok();
         let from_peer = netns::namespace::run_in(&other_ns, || probe(peer))?;
         anyhow::ensure!(!from_peer, "{other_ns} still connects to {peer}");
         let client_ns = self.meta.client_netns.clone().context("no client namespace")?;

@@ -1,0 +1,163 @@
+//! Fault plans: faults as data, a timeline of events
+//! `{at_s, duration_s, kind, targets, layer, params}` in JSON, as Jepsen's
+//! nemesis schedules are. `at_s` counts from the start of the plan (the
+//! measured workload, when the driver runs it).
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use super::apply::FaultRequest;
+use super::{Kind, Layer};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultEvent {
+    pub at_s: f64,
+    pub duration_s: f64,
+    pub kind: Kind,
+    pub targets: Vec<String>,
+    #[serde(default = "kernel")]
+    pub layer: Layer,
+    #[serde(default)]
+    pub params: Params,
+}
+
+fn kernel() -> Layer {
+    Layer::Kernel
+}
+
+/// Per-kind settings; each has the same default as `dynabed fault`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub slow_ms: Option<u64>,
+    pub loss_pct: Option<u8>,
+    pub rate_kbit: Option<u64>,
+    pub cpu_pct: Option<u32>,
+    /// `keep` (default) or `isolate`.
+    pub partition_clients: Option<String>,
+    pub no_restart: Option<bool>,
+}
+
+impl FaultEvent {
+    /// One request per target.
+    pub fn requests(&self) -> Vec<FaultRequest> {
+        let p = &self.params;
+        self.targets
+            .iter()
+            .map(|node| FaultRequest {
+                kind: self.kind,
+                node: node.clone(),
+                layer: self.layer,
+                slow_ms: p.slow_ms.unwrap_or(200),
+                isolate_clients: p.partition_clients.as_deref() == Some("isolate"),
+                restart: !p.no_restart.unwrap_or(false),
+                loss_pct: p.loss_pct.unwrap_or(20),
+                rate_kbit: p.rate_kbit.unwrap_or(1000),
+                cpu_pct: p.cpu_pct.unwrap_or(10),
+            })
+            .collect()
+    }
+
+    fn check(&self, index: usize) -> anyhow::Result<()> {
+        let what = format!("event {index} ({:?} at {} s)", self.kind, self.at_s);
+        if !(self.at_s.is_finite() && self.at_s >= 0.0) {
+            bail!("{what}: at_s must be a number ≥ 0");
+        }
+        if !(self.duration_s.is_finite() && self.duration_s > 0.0) {
+            bail!("{what}: duration_s must be a number > 0");
+        }
+        if self.targets.is_empty() {
+            bail!("{what}: targets must name at least one node");
+        }
+        if let Some(style) = self.params.partition_clients.as_deref().filter(|s| !["keep", "isolate"].contains(s)) {
+            bail!("{what}: partition_clients is keep or isolate, not {style:?}");
+        }
+        if self.params.loss_pct.is_some_and(|p| p == 0 || p > 100) {
+            bail!("{what}: loss_pct must be 1-100");
+        }
+        Ok(())
+    }
+}
+
+/// Parses and checks a plan: a JSON list of events.
+pub fn parse(text: &str) -> anyhow::Result<Vec<FaultEvent>> {
+    let events: Vec<FaultEvent> = serde_json::from_str(text).context("a plan is a JSON list of fault events")?;
+    for (i, event) in events.iter().enumerate() {
+        event.check(i)?;
+    }
+    Ok(events)
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Vec<FaultEvent>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the plan {}", path.display()))?;
+    parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// A plan's actions in time order: apply at `at_s`, heal at `at_s + duration_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    Apply { event: usize, at_s: f64 },
+    Heal { event: usize, at_s: f64 },
+}
+
+impl Step {
+    pub fn at_s(&self) -> f64 {
+        match self {
+            Step::Apply { at_s, .. } | Step::Heal { at_s, .. } => *at_s,
+        }
+    }
+}
+
+/// The timeline of a plan; at equal times heals come before applies, so a
+/// fault that ends when another starts never overlaps it.
+pub fn timeline(events: &[FaultEvent]) -> Vec<Step> {
+    let mut steps: Vec<Step> = events
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            [Step::Apply { event: i, at_s: e.at_s }, Step::Heal { event: i, at_s: e.at_s + e.duration_s }]
+        })
+        .collect();
+    steps.sort_by(|a, b| {
+        a.at_s().total_cmp(&b.at_s()).then(matches!(a, Step::Apply { .. }).cmp(&matches!(b, Step::Apply { .. })))
+    });
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_timeline_with_defaults() {
+        let events = parse(
+            r#"[{"at_s": 10, "duration_s": 20, "kind": "slow", "targets": ["node3"], "params": {"slow_ms": 500}},
+                {"at_s": 30, "duration_s": 5, "kind": "partition", "targets": ["node1", "node2"], "layer": "app"}]"#,
+        )
+        .unwrap();
+        assert_eq!(events[0].layer, Layer::Kernel);
+        assert_eq!(events[0].requests()[0].slow_ms, 500);
+        assert_eq!(events[1].requests().len(), 2);
+        let steps = timeline(&events);
+        assert_eq!(steps[0], Step::Apply { event: 0, at_s: 10.0 });
+        assert_eq!(steps[1], Step::Heal { event: 0, at_s: 30.0 }, "a heal precedes an apply at the same time");
+        assert_eq!(steps[2], Step::Apply { event: 1, at_s: 30.0 });
+    }
+
+    #[test]
+    fn rejects_bad_plans_with_a_reason() {
+        for (plan, reason) in [
+            (r#"[{"at_s": -1, "duration_s": 1, "kind": "pause", "targets": ["n"]}]"#, "at_s"),
+            (r#"[{"at_s": 0, "duration_s": 0, "kind": "pause", "targets": ["n"]}]"#, "duration_s"),
+            (r#"[{"at_s": 0, "duration_s": 1, "kind": "pause", "targets": []}]"#, "targets"),
+            (r#"[{"at_s": 0, "duration_s": 1, "kind": "melt", "targets": ["n"]}]"#, "JSON list"),
+            (r#"[{"at_s": 0, "duration_s": 1, "kind": "pause", "targets": ["n"], "colour": 1}]"#, "JSON list"),
+        ] {
+            let err = format!("{:#}", parse(plan).unwrap_err());
+            assert!(err.contains(reason), "{plan}: {err}");
+        }
+    }
+}
