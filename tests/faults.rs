@@ -291,3 +291,24 @@ fn a_plan_applies_and_heals_each_event_on_time() {
     assert_eq!(faults_in_force("tf8"), 0);
     assert!(connects_from("tf8-n1", node_addr(&cluster, "node2", true)), "the partition is healed");
 }
+
+#[test]
+fn splits_can_group_nodes_and_cut_one_way() {
+    if !privileged("split") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tf9");
+    ok(&cluster.up(3));
+    let peer = |id| node_addr(&cluster, id, true);
+    ok(&cluster.dynabed(&["fault", "partition", "--node", "node1", "--with", "node2"]));
+    assert!(connects_from("tf9-n1", peer("node2")), "one side stays whole");
+    assert!(!connects_from("tf9-n1", peer("node3")) && !connects_from("tf9-n2", peer("node3")), "the sides are cut");
+    ok(&cluster.dynabed(&["fault", "heal"]));
+
+    ok(&cluster.dynabed(&["fault", "partition", "--node", "node2", "--direction", "in"]));
+    let into = udp_loss("tf9-n1", "tf9-n2", "198.18.0.3:41000".parse().unwrap(), 200);
+    let out_of = udp_loss("tf9-n2", "tf9-n1", "198.18.0.2:41000".parse().unwrap(), 200);
+    assert_eq!((into, out_of), (1.0, 0.0), "only what goes into node2 is dropped");
+    ok(&cluster.dynabed(&["fault", "heal"]));
+    assert_eq!(udp_loss("tf9-n1", "tf9-n2", "198.18.0.3:41001".parse().unwrap(), 200), 0.0);
+}

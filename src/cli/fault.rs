@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
-use crate::faults::apply::{apply, FaultRequest};
+use crate::faults::apply::{apply, CutDirection, FaultRequest};
 use crate::faults::plan::{self, Step};
 use crate::faults::{self, FaultRecord, Kind, Layer};
 
@@ -81,6 +81,12 @@ pub struct FaultArgs {
     /// CPU share for `cpu`, in % of one core.
     #[arg(long = "cpu_pct", alias = "cpu-pct", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=400))]
     pub cpu_pct: u32,
+    /// Partitions: more nodes on the target's side of the split.
+    #[arg(long, value_delimiter = ',')]
+    pub with: Vec<String>,
+    /// Partitions: drop both ways, or only into (`in`) or out of (`out`) the target's side.
+    #[arg(long, default_value = "both")]
+    pub direction: CutDirection,
     /// Leave a crashed node down when healing.
     #[arg(long = "no_restart", alias = "no-restart")]
     pub no_restart: bool,
@@ -117,6 +123,8 @@ fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
         loss_pct: args.loss_pct,
         rate_kbit: args.rate_kbit,
         cpu_pct: args.cpu_pct,
+        with: args.with.clone(),
+        direction: args.direction,
     };
     let record = apply(&args.cluster.cluster_procs, &request)?;
     println!("{}", describe(&record));

@@ -35,6 +35,23 @@ pub struct FaultRequest {
     pub rate_kbit: u64,
     /// Cpu: the share of one core the node may use.
     pub cpu_pct: u32,
+    /// Partitions: more nodes on the target's side of the split (the rest
+    /// of the cluster is the other side).
+    pub with: Vec<String>,
+    /// Partitions: which way packets are dropped, seen from the target's side.
+    pub direction: CutDirection,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CutDirection {
+    /// Nothing crosses the split.
+    #[default]
+    Both,
+    /// The target's side receives nothing from the other side.
+    In,
+    /// The target's side sends nothing to the other side.
+    Out,
 }
 
 /// Applies `request` to the cluster of `cluster_procs` and returns its record.
@@ -48,6 +65,15 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
             procs.keys().collect::<Vec<_>>()
         )
     })?;
+    for node in &request.with {
+        anyhow::ensure!(procs.contains_key(node), "no node {node:?} in {}", cluster_procs.display());
+    }
+    if !request.with.is_empty() && request.kind != Kind::Partition {
+        bail!("--with groups nodes for partitions only");
+    }
+    if request.direction != CutDirection::Both && (request.kind != Kind::Partition || request.layer != Layer::Kernel) {
+        bail!("one-way cuts are kernel-level partitions only");
+    }
     let process = record_of(&meta, &request.node, entry).filter(|r| r.is_alive());
     let state = RunState::open(&meta.prefix)?;
     let id = state.owned()?.faults.iter().map(|f| f.id).max().unwrap_or(0) + 1;
@@ -55,7 +81,7 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
     let mut record = FaultRecord {
         id,
         kind: request.kind,
-        targets: vec![request.node.clone()],
+        targets: std::iter::once(&request.node).chain(&request.with).cloned().collect(),
         layer: request.layer,
         backend: backend.to_owned(),
         applied_at_ms: now_ms(),
@@ -137,9 +163,14 @@ fn plan(
                 ("nfqueue-delay-line", vec![chain, Undo::DelayClear { addr }, Undo::StopIdleDelayLine])
             }
         }
-        (Kind::Partition | Kind::Slow, Layer::App) => {
+        (Kind::Slow, Layer::App) => {
             running()?;
             ("admin-api", vec![Undo::HealApp { node }])
+        }
+        (Kind::Partition, Layer::App) => {
+            running()?;
+            let side = std::iter::once(node).chain(request.with.iter().cloned());
+            ("admin-api", side.map(|node| Undo::HealApp { node }).collect())
         }
     })
 }
@@ -191,7 +222,7 @@ impl Target<'_> {
             (Kind::Crash, _) => Ok(vec![self.signal(Signal::SIGKILL)?]),
             (Kind::Pause, _) => Ok(vec![self.signal(Signal::SIGSTOP)?]),
             (Kind::Partition, Layer::Kernel) => self.cut_in_hub(id),
-            (Kind::Partition, Layer::App) => self.app(serde_json::json!({ "partition": "all" })),
+            (Kind::Partition, Layer::App) => self.cut_in_nodes(),
             (Kind::Slow, Layer::App) => self.app(serde_json::json!({ "slow_ms": self.request.slow_ms })),
             (Kind::Slow, Layer::Kernel) if self.backend == "netem" => self.netem(),
             (Kind::Slow, Layer::Kernel) => self.delay_in_hub(id),
@@ -303,20 +334,52 @@ impl Target<'_> {
         let hub = Topology::new(&self.meta.prefix, 0).hub();
         let table = Table::new(&hub, Family::Bridge, &table_name(id));
         let mut applied = table.create()?;
-        let target: IpAddr = self.entry.host.parse()?;
-        let mut others: Vec<IpAddr> = self
-            .procs
-            .values()
-            .filter(|e| e.host != self.entry.host)
-            .map(|e| e.host.parse())
-            .collect::<Result<_, _>>()?;
+        let address = |e: &NodeEntry| e.host.parse::<IpAddr>().context("a node address");
+        let side: Vec<IpAddr> = self.side().map(|(_, e)| address(e)).collect::<anyhow::Result<_>>()?;
+        let mut others: Vec<IpAddr> = self.other_side().map(|(_, e)| address(e)).collect::<anyhow::Result<_>>()?;
         if self.request.isolate_clients {
             others.push(IpAddr::V4(Topology::client_addr()));
         }
-        for other in others {
-            applied.extend(table.add_rule(&Rule::DropBetween { a: target, b: other })?);
+        for (&ours, &theirs) in side.iter().flat_map(|s| others.iter().map(move |o| (s, o))) {
+            let rule = match self.request.direction {
+                CutDirection::Both => Rule::DropBetween { a: ours, b: theirs },
+                CutDirection::In => Rule::DropOneWay { from: theirs, to: ours },
+                CutDirection::Out => Rule::DropOneWay { from: ours, to: theirs },
+            };
+            applied.extend(table.add_rule(&rule)?);
         }
         Ok(applied.commands)
+    }
+
+    /// The application-level split: each node of the target's side drops
+    /// every message to and from the other side (or from all peers, when
+    /// the split is one node against the rest).
+    fn cut_in_nodes(&self) -> anyhow::Result<Vec<Vec<String>>> {
+        let body = if self.request.with.is_empty() {
+            serde_json::json!({ "partition": "all" })
+        } else {
+            let others: Vec<&String> = self.other_side().map(|(id, _)| id).collect();
+            serde_json::json!({ "partition": { "peers": others } })
+        };
+        let mut commands = Vec::new();
+        for (_, entry) in self.side() {
+            admin(self.meta, entry, hyper::Method::POST, "fault", Some(body.clone()))?;
+            commands.push(vec![
+                "POST".into(),
+                format!("http://{}:{}/admin/fault", entry.host, entry.port),
+                body.to_string(),
+            ]);
+        }
+        Ok(commands)
+    }
+
+    /// The target and the nodes grouped with it.
+    fn side(&self) -> impl Iterator<Item = (&String, &NodeEntry)> {
+        self.procs.iter().filter(|(id, _)| **id == self.request.node || self.request.with.contains(id))
+    }
+
+    fn other_side(&self) -> impl Iterator<Item = (&String, &NodeEntry)> {
+        self.procs.iter().filter(|(id, _)| **id != self.request.node && !self.request.with.contains(id))
     }
 
     fn app(&self, body: serde_json::Value) -> anyhow::Result<Vec<Vec<String>>> {
@@ -407,7 +470,7 @@ impl Target<'_> {
     fn verify_cut(&self) -> anyhow::Result<String> {
         let peer = SocketAddr::new(self.entry.host.parse()?, self.entry.peer_port);
         let client = SocketAddr::new(self.entry.host.parse()?, self.entry.port);
-        let Some(other) = self.procs.values().find(|e| e.host != self.entry.host) else {
+        let Some((_, other)) = self.other_side().next() else {
             return Ok("no other node to probe from".into());
         };
         let other_ns = other.netns.clone().context("a namespaced node without a namespace")?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::apply::FaultRequest;
+use super::apply::{CutDirection, FaultRequest};
 use super::{Kind, Layer};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,13 +39,18 @@ pub struct Params {
     /// `keep` (default) or `isolate`.
     pub partition_clients: Option<String>,
     pub no_restart: Option<bool>,
+    /// Partitions: all targets form one side of the split; `in`, `out` or `both`.
+    pub direction: Option<CutDirection>,
 }
 
 impl FaultEvent {
-    /// One request per target.
+    /// One request per target; a partition's targets form one side of a
+    /// single split.
     pub fn requests(&self) -> Vec<FaultRequest> {
         let p = &self.params;
-        self.targets
+        let split = self.kind == Kind::Partition;
+        let targets = if split { &self.targets[..1] } else { &self.targets[..] };
+        targets
             .iter()
             .map(|node| FaultRequest {
                 kind: self.kind,
@@ -57,6 +62,8 @@ impl FaultEvent {
                 loss_pct: p.loss_pct.unwrap_or(20),
                 rate_kbit: p.rate_kbit.unwrap_or(1000),
                 cpu_pct: p.cpu_pct.unwrap_or(10),
+                with: if split { self.targets[1..].to_vec() } else { Vec::new() },
+                direction: p.direction.unwrap_or_default(),
             })
             .collect()
     }
@@ -140,7 +147,9 @@ mod tests {
         .unwrap();
         assert_eq!(events[0].layer, Layer::Kernel);
         assert_eq!(events[0].requests()[0].slow_ms, 500);
-        assert_eq!(events[1].requests().len(), 2);
+        let split = events[1].requests();
+        assert_eq!(split.len(), 1, "one split with both targets on one side");
+        assert_eq!((split[0].node.as_str(), split[0].with.as_slice()), ("node1", ["node2".to_owned()].as_slice()));
         let steps = timeline(&events);
         assert_eq!(steps[0], Step::Apply { event: 0, at_s: 10.0 });
         assert_eq!(steps[1], Step::Heal { event: 0, at_s: 30.0 }, "a heal precedes an apply at the same time");
