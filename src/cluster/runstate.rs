@@ -1,11 +1,11 @@
 //! Run state: what one cluster (one prefix) owns, under
 //! `/run/dynabed/<prefix>/`.
 //!
-//! Everything the test bed creates — processes, namespaces, firewall
-//! tables, qdiscs, cgroups — is written here *before* it is created, under
-//! a lock, so that `dynabed cleanup --prefix P` can remove exactly that,
-//! from any directory and after any crash. Cleanup is by ownership: nothing
-//! is ever found by matching names.
+//! Everything the test bed creates — processes, namespaces, and faults
+//! with their firewall tables, qdiscs and cgroups — is written here
+//! *before* it is created, under a lock, so that `dynabed cleanup --prefix
+//! P` can remove exactly that, from any directory and after any crash.
+//! Cleanup is by ownership: nothing is ever found by matching names.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -32,8 +32,6 @@ pub struct Owned {
     pub processes: Vec<OwnedProcess>,
     /// Network namespaces, in creation order (removed in reverse).
     pub namespaces: Vec<String>,
-    /// cgroup directories.
-    pub cgroups: Vec<PathBuf>,
     /// Faults in force: the heal journal.
     #[serde(default)]
     pub faults: Vec<crate::faults::FaultRecord>,
