@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     if args.rate_slow_ms > 0 {
         println!();
         println!(
-            "{:<22} {:>5} | {:>9} {:>8} {:>8} | {:>8} {:>10} {:>7} | {:>6}",
+            "{:<24} {:>5} | {:>9} {:>8} {:>8} | {:>8} {:>10} {:>7} | {:>6}",
             "delay line rate", "conc", "req/s", "p50 ms", "p99 ms", "errors", "queued pkt", "pkt/s", "pkt/req"
         );
         for &conc in &args.rate_concurrency {
@@ -305,10 +305,9 @@ async fn closed_loop(addr: SocketAddr, conc: usize, seconds: f64) -> (u64, u64, 
         .collect();
     let (mut times, mut errors) = (Vec::new(), 0);
     for task in futures::future::join_all(tasks).await {
-        if let Ok((t, e)) = task {
-            times.extend(t);
-            errors += e;
-        }
+        let (t, e) = task.expect("a load client panicked");
+        times.extend(t);
+        errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
     (times.len() as u64, errors, sorted(times), elapsed)
@@ -323,7 +322,7 @@ fn rate(args: &Args, target: &Target, conc: usize) -> anyhow::Result<Vec<String>
         let mut rows = Vec::new();
         let (n, errors, times, secs) = closed_loop(addr, conc, args.rate_seconds).await;
         rows.push(format!(
-            "{:<22} {:>5} | {:>9.0} {:>8.3} {:>8.3} | {:>8} {:>10} {:>7} | {:>6}",
+            "{:<24} {:>5} | {:>9.0} {:>8.3} {:>8.3} | {:>8} {:>10} {:>7} | {:>6}",
             "no fault",
             conc,
             n as f64 / secs,
@@ -354,7 +353,7 @@ fn rate(args: &Args, target: &Target, conc: usize) -> anyhow::Result<Vec<String>
             None => ("n/a".into(), "n/a".into(), "n/a".into()),
         };
         rows.push(format!(
-            "{:<22} {:>5} | {:>9.0} {:>8.3} {:>8.3} | {:>8} {:>10} {:>7} | {:>6}",
+            "{:<24} {:>5} | {:>9.0} {:>8.3} {:>8.3} | {:>8} {:>10} {:>7} | {:>6}",
             format!("{backend} {}ms", args.rate_slow_ms),
             conc,
             n as f64 / secs,
