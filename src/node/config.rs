@@ -68,9 +68,13 @@ pub struct NodeConfig {
     /// Interval between gossip exchanges.
     #[arg(long = "gossip_ms", alias = "gossip-ms", default_value_t = 200)]
     pub gossip_ms: u64,
-    /// A member whose heartbeat has not advanced for this long is down.
-    #[arg(long = "fail_after_ms", alias = "fail-after-ms", default_value_t = 2000)]
+    /// A member whose heartbeat has not advanced for this long is down,
+    /// whatever φ says; φ decides from a quarter of it on.
+    #[arg(long = "fail_after_ms", alias = "fail-after-ms", default_value_t = 4000)]
     pub fail_after_ms: u64,
+    /// Phi-accrual suspicion at which a silent member is believed down.
+    #[arg(long = "phi_threshold", alias = "phi-threshold", default_value_t = 8.0)]
+    pub phi_threshold: f64,
     /// Interval between hinted-handoff delivery attempts.
     #[arg(long = "handoff_ms", alias = "handoff-ms", default_value_t = 500)]
     pub handoff_ms: u64,

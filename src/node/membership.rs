@@ -1,9 +1,13 @@
 //! Who is in the cluster and who is alive.
 //!
 //! Membership spreads by gossip: each node periodically swaps its view with
-//! one peer, and every view carries each member's heartbeat. A member whose
-//! heartbeat has not advanced for `fail_after`, or that a request could not
-//! reach, is believed down until its heartbeat advances again. Being down
+//! one peer, and every view carries each member's heartbeat. Failure
+//! detection is phi accrual (Hayashibara et al., as in Cassandra): from the
+//! intervals at which a member's heartbeat has been seen to advance, the
+//! silence so far gives a suspicion φ; past a threshold the member is
+//! believed down — sooner on a steady network, later on a jittery one, and
+//! never later than `fail_after`. A member a request could not reach is
+//! believed down at once. Either way it is back when its heartbeat advances. Being down
 //! never removes a node from the ring: only the member set shapes the ring,
 //! so a failure moves no data, and sloppy quorum covers for the absent node.
 
@@ -59,11 +63,43 @@ pub enum MembershipError {
     Incompatible { theirs: u32, their_n: usize, ours: u32, our_n: usize },
 }
 
+/// Heartbeat intervals remembered per member.
+const WINDOW: usize = 64;
+/// Intervals needed before φ is trusted over the plain timeout.
+const MIN_SAMPLES: usize = 5;
+
 struct MemberState {
     record: MemberRecord,
     last_advance: Instant,
+    /// Recent intervals between heartbeat advances, in seconds.
+    intervals: std::collections::VecDeque<f64>,
     /// Set when a request failed: down until the heartbeat passes this version.
     unreachable_at: Option<(u64, u64)>,
+}
+
+impl MemberState {
+    fn new(record: MemberRecord) -> Self {
+        MemberState { record, last_advance: Instant::now(), intervals: Default::default(), unreachable_at: None }
+    }
+
+    fn advanced(&mut self) {
+        if self.intervals.len() == WINDOW {
+            self.intervals.pop_front();
+        }
+        self.intervals.push_back(self.last_advance.elapsed().as_secs_f64());
+        self.last_advance = Instant::now();
+    }
+
+    /// φ = −log10 P(a silence this long), heartbeats taken as a Poisson
+    /// process with the observed mean interval; `None` until enough
+    /// intervals were seen.
+    fn phi(&self, silence: Duration) -> Option<f64> {
+        if self.intervals.len() < MIN_SAMPLES {
+            return None;
+        }
+        let mean = self.intervals.iter().sum::<f64>() / self.intervals.len() as f64;
+        Some(silence.as_secs_f64() / mean.max(1e-3) * std::f64::consts::LOG10_E)
+    }
 }
 
 pub struct Membership {
@@ -71,6 +107,7 @@ pub struct Membership {
     partitions: u32,
     n: usize,
     fail_after: Duration,
+    phi_threshold: f64,
     inner: RwLock<Inner>,
 }
 
@@ -84,12 +121,18 @@ struct Inner {
 }
 
 impl Membership {
-    pub fn new(me: MemberRecord, partitions: u32, n: usize, fail_after: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        me: MemberRecord,
+        partitions: u32,
+        n: usize,
+        fail_after: Duration,
+        phi_threshold: f64,
+    ) -> anyhow::Result<Self> {
         let ring = Some(Arc::new(Ring::new([me.id.clone()], partitions)?));
         let id = me.id.clone();
         let mut members = BTreeMap::new();
-        members.insert(id.clone(), MemberState { record: me, last_advance: Instant::now(), unreachable_at: None });
-        Ok(Membership { me: id, partitions, n, fail_after, inner: RwLock::new(Inner { members, ring }) })
+        members.insert(id.clone(), MemberState::new(me));
+        Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner: RwLock::new(Inner { members, ring }) })
     }
 
     pub fn me(&self) -> &str {
@@ -131,7 +174,14 @@ impl Membership {
     }
 
     fn alive(&self, m: &MemberState) -> bool {
-        m.record.id == self.me || (m.unreachable_at.is_none() && m.last_advance.elapsed() < self.fail_after)
+        if m.record.id == self.me {
+            return true;
+        }
+        let silence = m.last_advance.elapsed();
+        m.unreachable_at.is_none()
+            && silence < self.fail_after
+            // φ decides between a quarter of fail_after and fail_after.
+            && (silence < self.fail_after / 4 || m.phi(silence).is_none_or(|phi| phi < self.phi_threshold))
     }
 
     /// A request to `id` failed: believe it down until it shows a newer heartbeat.
@@ -192,15 +242,12 @@ impl Membership {
                         m.unreachable_at = None;
                     }
                     m.record = record.clone();
-                    m.last_advance = Instant::now();
+                    m.advanced();
                 }
                 Some(_) => {}
                 None => {
                     tracing::info!(node = %record.id, addr = %record.peer_addr(), "new member");
-                    inner.members.insert(
-                        record.id.clone(),
-                        MemberState { record: record.clone(), last_advance: Instant::now(), unreachable_at: None },
-                    );
+                    inner.members.insert(record.id.clone(), MemberState::new(record.clone()));
                     joined = true;
                 }
             }
@@ -255,7 +302,7 @@ mod tests {
 
     #[test]
     fn learns_members_and_rebuilds_the_ring() {
-        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5)).unwrap();
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
         m.merge(&digest(vec![record("b", 1, 1), record("c", 1, 1)])).unwrap();
         assert_eq!(m.ring().members(), ["a", "b", "c"]);
         assert!(m.is_alive("b"));
@@ -263,7 +310,7 @@ mod tests {
 
     #[test]
     fn unreachable_until_heartbeat_advances() {
-        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5)).unwrap();
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
         m.merge(&digest(vec![record("b", 1, 5)])).unwrap();
         m.mark_unreachable("b");
         assert!(!m.is_alive("b"));
@@ -276,7 +323,7 @@ mod tests {
 
     #[test]
     fn silent_member_times_out() {
-        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_millis(30)).unwrap();
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_millis(30), 8.0).unwrap();
         m.merge(&digest(vec![record("b", 1, 1)])).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert!(!m.is_alive("b"));
@@ -284,8 +331,24 @@ mod tests {
     }
 
     #[test]
+    fn phi_suspects_a_silence_long_for_this_members_rhythm() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(10), 8.0).unwrap();
+        for beat in 1..=10 {
+            m.merge(&digest(vec![record("b", 1, beat)])).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(m.is_alive("b"));
+        // Heartbeats came every ~20 ms: φ passes 8 after ~0.4 s of silence,
+        // long before the 10 s ceiling, but not before 2.5 s (a quarter of it).
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(m.is_alive("b"), "never before a quarter of fail_after");
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!m.is_alive("b"), "φ is far past the threshold");
+    }
+
+    #[test]
     fn refuses_an_incompatible_ring() {
-        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5)).unwrap();
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
         let err = m.merge(&Digest { partitions: 128, n: 3, members: vec![record("b", 1, 1)] }).unwrap_err();
         assert!(err.to_string().contains("cannot form one cluster"));
         assert_eq!(m.member_count(), 1);

@@ -80,8 +80,8 @@ impl Node {
             generation: replica::now_ms(),
             heartbeat: 0,
         };
-        let membership =
-            Membership::new(me, config.partitions, config.n as usize, Duration::from_millis(config.fail_after_ms))?;
+        let fail_after = Duration::from_millis(config.fail_after_ms);
+        let membership = Membership::new(me, config.partitions, config.n as usize, fail_after, config.phi_threshold)?;
         Ok(Arc::new(Node {
             replica: Replica::new(storage, actor, config.prune_limit, config.max_siblings as usize, counters.clone())?,
             membership,
