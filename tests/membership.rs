@@ -108,3 +108,28 @@ async fn a_joining_node_takes_its_share_of_partitions_and_data() {
     }
     assert!(on_node4 > keys.len() / 2, "node4 received its share: {on_node4} of {}", keys.len());
 }
+
+#[tokio::test]
+async fn a_node_leaves_gracefully_and_hands_its_data_over() {
+    let cluster = TestCluster::up(34, 4, "memory", &["--node_arg=--anti_entropy=off"]);
+    let keys: Vec<String> = (0..200).map(|i| format!("user{i}")).collect();
+    for key in &keys {
+        common::ok(&cluster.client("node1").put(key, bytes::Bytes::from(key.clone()), None, Some(3)).await.unwrap());
+    }
+    let leaving = dynabed::cluster::manage::node_record(&cluster.procs, "node4").unwrap();
+    let stats = cluster.admin("node4", "leave", serde_json::json!({})).await;
+    println!("node4 left: {stats}");
+    assert!(stats["keys"].as_u64().unwrap() > 100 && stats["failed_writes"] == 0, "{stats}");
+    assert!(leaving.wait_gone(Duration::from_secs(5)), "node4 stops after leaving");
+    for id in ["node1", "node2", "node3"] {
+        let status = cluster.status(id).await;
+        assert_eq!(status["ring"]["members"].as_array().unwrap().len(), 3, "{id}: {status}");
+    }
+    for key in &keys {
+        let held = cluster.replicas("node1", key).await;
+        assert_eq!(held.len(), 3);
+        assert!(held.values().all(|v| v == &vec![Some(key.clone().into_bytes())]), "{key}: {held:?}");
+    }
+    let read = cluster.client("node2").get("user7", Some(3)).await.unwrap();
+    assert_eq!(read.body, "user7", "R=3 on the three that remain");
+}

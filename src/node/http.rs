@@ -313,6 +313,18 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
             Ok(json_reply(&json!({ "merged": merged })))
         }
         (&Method::GET, "merkle") => Ok(json_reply(&merkle_roots(node))),
+        (&Method::POST, "leave") => {
+            let stats =
+                node.leave().await.map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            tracing::info!(?stats, "left the cluster; stopping");
+            // Stop once this answer is out.
+            let node = node.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                node.stop.notify_one();
+            });
+            Ok(json_reply(&serde_json::to_value(stats).expect("stats serialise")))
+        }
         (&Method::POST, "fault") => {
             let body = read_body(node, request).await?;
             let state: FaultState =
@@ -329,7 +341,9 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
         (&Method::GET, "fault") => {
             Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
         }
-        (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle" | "fault") => Err(HttpError::method()),
+        (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle" | "fault" | "leave") => {
+            Err(HttpError::method())
+        }
         _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such admin path: /admin/{route}"))),
     }
 }

@@ -33,6 +33,8 @@ pub struct MemberRecord {
     /// heartbeat starts again from zero, and its generation tells it apart.
     pub generation: u64,
     pub heartbeat: u64,
+    /// Left the cluster for good: no longer in the ring.
+    pub left: bool,
 }
 
 impl MemberRecord {
@@ -55,6 +57,7 @@ pub struct MemberView {
     pub id: String,
     pub addr: String,
     pub alive: bool,
+    pub left: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +151,7 @@ impl Membership {
             return ring.clone();
         }
         let mut inner = self.inner.write().expect("membership lock");
-        let ids = inner.members.keys().cloned().collect::<Vec<_>>();
+        let ids = inner.members.values().filter(|m| !m.record.left).map(|m| m.record.id.clone()).collect::<Vec<_>>();
         let partitions = self.partitions;
         inner.ring.get_or_insert_with(|| Arc::new(Ring::new(ids, partitions).expect("ring of known members"))).clone()
     }
@@ -230,7 +233,7 @@ impl Membership {
             });
         }
         let mut inner = self.inner.write().expect("membership lock");
-        let mut joined = false;
+        let mut changed = false;
         for record in &digest.members {
             if record.id == self.me {
                 continue;
@@ -241,6 +244,10 @@ impl Membership {
                         tracing::info!(node = %record.id, "node is reachable again");
                         m.unreachable_at = None;
                     }
+                    if record.left && !m.record.left {
+                        tracing::info!(node = %record.id, "member left the cluster");
+                        changed = true;
+                    }
                     m.record = record.clone();
                     m.advanced();
                 }
@@ -248,11 +255,11 @@ impl Membership {
                 None => {
                     tracing::info!(node = %record.id, addr = %record.peer_addr(), "new member");
                     inner.members.insert(record.id.clone(), MemberState::new(record.clone()));
-                    joined = true;
+                    changed = true;
                 }
             }
         }
-        if joined {
+        if changed {
             inner.ring = None;
         }
         Ok(())
@@ -265,9 +272,25 @@ impl Membership {
         inner
             .members
             .values()
-            .filter(|m| m.record.id != self.me)
+            .filter(|m| m.record.id != self.me && !m.record.left)
             .choose(&mut rand::rng())
             .map(|m| (m.record.id.clone(), m.record.peer_addr()))
+    }
+
+    /// Leaves the ring for good: the next gossip tells everyone, and every
+    /// node's ring (this one's too) is rebuilt without this node.
+    pub fn leave(&self) {
+        let mut inner = self.inner.write().expect("membership lock");
+        if let Some(me) = inner.members.get_mut(&self.me) {
+            me.record.left = true;
+            me.record.heartbeat += 1;
+        }
+        inner.ring = None;
+    }
+
+    /// How many other current members have heard that `id` left.
+    pub fn has_left(&self, id: &str) -> bool {
+        self.record(id).is_some_and(|r| r.left)
     }
 
     pub fn member_count(&self) -> usize {
@@ -283,6 +306,7 @@ impl Membership {
                 id: m.record.id.clone(),
                 addr: m.record.client_addr().to_string(),
                 alive: self.alive(m),
+                left: m.record.left,
             })
             .collect()
     }
@@ -293,7 +317,15 @@ mod tests {
     use super::*;
 
     fn record(id: &str, generation: u64, heartbeat: u64) -> MemberRecord {
-        MemberRecord { id: id.into(), host: "127.0.0.1".parse().unwrap(), port: 1, peer_port: 2, generation, heartbeat }
+        MemberRecord {
+            id: id.into(),
+            host: "127.0.0.1".parse().unwrap(),
+            port: 1,
+            peer_port: 2,
+            generation,
+            heartbeat,
+            left: false,
+        }
     }
 
     fn digest(members: Vec<MemberRecord>) -> Digest {

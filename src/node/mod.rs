@@ -10,6 +10,7 @@ pub mod faults;
 pub mod frame;
 pub mod handoff;
 pub mod http;
+pub mod leave;
 pub mod membership;
 pub mod merkle;
 pub mod metrics;
@@ -56,6 +57,8 @@ pub struct Node {
     pub admin_token: Option<String>,
     /// Application-level faults in force.
     pub faults: faults::AppFaults,
+    /// Notified when the node should stop serving (after a leave).
+    pub stop: tokio::sync::Notify,
     /// Objects learnt in a staged repair round, merged when it is committed.
     staged: std::sync::Mutex<Vec<(u32, Bytes, version::Object)>>,
 }
@@ -79,6 +82,7 @@ impl Node {
             peer_port: config.peer_port(),
             generation: replica::now_ms(),
             heartbeat: 0,
+            left: false,
         };
         let fail_after = Duration::from_millis(config.fail_after_ms);
         let membership = Membership::new(me, config.partitions, config.n as usize, fail_after, config.phi_threshold)?;
@@ -94,6 +98,7 @@ impl Node {
             admin_token,
             staged: Default::default(),
             faults: Default::default(),
+            stop: Default::default(),
             config,
         }))
     }
@@ -119,7 +124,10 @@ impl Node {
             tokio::spawn(self.clone().deliver_hints_forever()),
             tokio::spawn(self.clone().anti_entropy_forever()),
         ];
-        wait_for_stop_signal().await?;
+        tokio::select! {
+            stopped = wait_for_stop_signal() => stopped?,
+            _ = self.stop.notified() => {}
+        }
         tracing::info!(id = self.id(), "stopping");
         for task in tasks {
             task.abort();
