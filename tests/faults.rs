@@ -312,3 +312,47 @@ fn splits_can_group_nodes_and_cut_one_way() {
     ok(&cluster.dynabed(&["fault", "heal"]));
     assert_eq!(udp_loss("tf9-n1", "tf9-n2", "198.18.0.3:41001".parse().unwrap(), 200), 0.0);
 }
+
+#[test]
+fn the_seed_flags_run_as_a_one_event_plan_including_the_huge_delay_partition() {
+    if !privileged("seed_flags") {
+        return;
+    }
+    let cluster = NetnsCluster::new("tfa");
+    ok(&cluster.up(3));
+    let args = [
+        "fault",
+        "run",
+        "--failure_mode",
+        "partition",
+        "--partition_style",
+        "delay",
+        "--partition_ms",
+        "30000",
+        "--warmup",
+        "0.1",
+        "--failure_duration",
+        "1",
+        "--target",
+        "node2",
+    ];
+    let out = ok(&cluster.dynabed(&args));
+    assert!(out.contains("Slow on node2") && out.contains("nfqueue-delay-line"), "{out}");
+    assert!(out.contains("no handshake with node2 completes within 1 s"), "{out}");
+    assert!(connects_from("tfa-client", node_addr(&cluster, "node2", false)), "healed at the end of the plan");
+
+    let out = ok(&cluster.dynabed(&[
+        "fault",
+        "run",
+        "--failure_mode",
+        "crash",
+        "--warmup",
+        "0",
+        "--failure_duration",
+        "0.5",
+        "--seed",
+        "7",
+    ]));
+    assert!(out.contains("drawn from seed 7") && out.contains("Crash on node"), "{out}");
+    assert_eq!(faults_in_force("tfa"), 0);
+}

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
 use crate::faults::apply::{apply, CutDirection, FaultRequest};
-use crate::faults::plan::{self, Step};
+use crate::faults::plan::{self, FaultEvent, SeedFlags, Step};
 use crate::faults::{self, FaultRecord, Kind, Layer};
 
 #[derive(Debug, Subcommand)]
@@ -32,11 +32,14 @@ pub enum FaultCommand {
     Bandwidth(FaultArgs),
     /// Limit a node to --cpu_pct % of one core (cgroup CPU quota).
     Cpu(FaultArgs),
-    /// Run a fault plan: a JSON timeline of events, applied and healed on time.
+    /// Run a fault plan — a JSON timeline, or the seed's failure flags as a
+    /// one-event plan — applying and healing each fault on time.
     Run {
         /// `[{"at_s": 10, "duration_s": 20, "kind": "slow", "targets": ["node3"], "layer": "kernel", "params": {"slow_ms": 200}}, ...]`
-        #[arg(long)]
-        plan: PathBuf,
+        #[arg(long, conflicts_with = "failure_mode")]
+        plan: Option<PathBuf>,
+        #[command(flatten)]
+        seed_flags: SeedFlags,
         #[command(flatten)]
         cluster: ClusterArg,
     },
@@ -106,7 +109,20 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
         FaultCommand::Loss(args) => inject(Kind::Loss, args),
         FaultCommand::Bandwidth(args) => inject(Kind::Bandwidth, args),
         FaultCommand::Cpu(args) => inject(Kind::Cpu, args),
-        FaultCommand::Run { plan, cluster } => run_plan(&plan, &cluster.cluster_procs),
+        FaultCommand::Run { plan, seed_flags, cluster } => {
+            let events = match plan {
+                Some(path) => plan::load(&path)?,
+                None => {
+                    let (procs, _) = files::read_cluster(&cluster.cluster_procs)?;
+                    let mut nodes: Vec<String> = procs.into_keys().collect();
+                    nodes.sort_by_key(|id| files::natural_key(id));
+                    let (events, notes) = seed_flags.plan(&nodes)?;
+                    notes.iter().for_each(|note| println!("note: {note}"));
+                    events
+                }
+            };
+            run_plan(&events, &cluster.cluster_procs)
+        }
         FaultCommand::List(cluster) => list(&cluster.cluster_procs),
         FaultCommand::Heal { id, cluster } => heal(&cluster.cluster_procs, id),
     }
@@ -138,12 +154,11 @@ fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
 
 /// Applies and heals each event of a plan on time; Ctrl-C, SIGTERM or a
 /// failure heal everything the plan applied.
-fn run_plan(plan: &Path, cluster_procs: &Path) -> anyhow::Result<()> {
-    let events = plan::load(plan)?;
+fn run_plan(events: &[FaultEvent], cluster_procs: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut applied: Vec<Vec<u32>> = vec![Vec::new(); events.len()];
     let outcome = (|| {
-        for step in plan::timeline(&events) {
+        for step in plan::timeline(events) {
             let due = started + Duration::from_secs_f64(step.at_s());
             if !hold(due.saturating_duration_since(Instant::now()), "next step")? {
                 anyhow::bail!("interrupted");

@@ -409,6 +409,17 @@ impl Target<'_> {
                 Ok(format!("{node} (pid {pid}) is stopped (state T)"))
             }
             (Kind::Partition, Layer::Kernel) => self.verify_cut(),
+            (Kind::Slow, Layer::Kernel) if self.request.slow_ms >= 2000 => {
+                // The seed's huge-delay partition: waiting out a round trip
+                // is pointless; a handshake must not complete in a second.
+                let addr = SocketAddr::new(self.entry.host.parse()?, self.entry.port);
+                let client_ns = self.meta.client_netns.clone().context("no client namespace")?;
+                let answered = netns::namespace::run_in(&client_ns, || {
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+                })?;
+                anyhow::ensure!(!answered, "{node} still completes a handshake within 1 s");
+                Ok(format!("no handshake with {node} completes within 1 s"))
+            }
             (Kind::Slow, Layer::Kernel) => {
                 let rtt = self.connect_rtt()?;
                 let asked = Duration::from_millis(self.request.slow_ms);

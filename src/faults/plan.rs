@@ -89,6 +89,84 @@ impl FaultEvent {
     }
 }
 
+/// The seed's failure flags, which build a one-event plan.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedFlags {
+    /// none, crash, slow, single_partition or partition.
+    #[arg(long = "failure_mode", alias = "failure-mode", default_value = "none", value_parser = ["none", "crash", "slow", "single_partition", "partition"])]
+    pub failure_mode: String,
+    /// Seconds before the failure starts.
+    #[arg(long, default_value_t = 10.0)]
+    pub warmup: f64,
+    /// Seconds the failure lasts.
+    #[arg(long = "failure_duration", alias = "failure-duration", default_value_t = 20.0)]
+    pub failure_duration: f64,
+    /// Added round-trip delay of a slow node.
+    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = 200)]
+    pub slow_ms: u64,
+    /// Delay of the seed's huge-delay partition (with --partition_style delay) [default: 60000].
+    #[arg(long = "partition_ms", alias = "partition-ms")]
+    pub partition_ms: Option<u64>,
+    /// `drop` cuts the node off; `delay` is the seed's huge-delay variant.
+    #[arg(long = "partition_style", alias = "partition-style", default_value = "drop", value_parser = ["drop", "delay"])]
+    pub partition_style: String,
+    /// kernel or app.
+    #[arg(long = "fault_layer", alias = "fault-layer", default_value = "kernel")]
+    pub fault_layer: Layer,
+    /// The node to break [default: drawn from --seed].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Seed of every random choice (here: the target).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Leave a crashed node down.
+    #[arg(long = "no_restart", alias = "no-restart")]
+    pub no_restart: bool,
+}
+
+impl SeedFlags {
+    /// The plan, with notes for the record (the target drawn, flags unused).
+    pub fn plan(&self, nodes: &[String]) -> anyhow::Result<(Vec<FaultEvent>, Vec<String>)> {
+        let mut notes = Vec::new();
+        let drop_style = self.partition_style == "drop";
+        let partition = matches!(self.failure_mode.as_str(), "partition" | "single_partition");
+        if self.partition_ms.is_some() && (drop_style || !partition) {
+            notes.push("--partition_ms is unused: it only sets the delay of --partition_style delay partitions".into());
+        }
+        if self.failure_mode == "none" {
+            return Ok((Vec::new(), notes));
+        }
+        let target = match &self.target {
+            Some(node) if nodes.contains(node) => node.clone(),
+            Some(node) => bail!("--target {node} is not a node of this cluster (nodes: {})", nodes.join(", ")),
+            None => {
+                use rand::{Rng, SeedableRng};
+                let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+                let node =
+                    nodes.get(rng.random_range(0..nodes.len().max(1))).context("the cluster has no nodes")?.clone();
+                notes.push(format!("target {node} drawn from seed {}", self.seed));
+                node
+            }
+        };
+        let (kind, slow_ms) = match self.failure_mode.as_str() {
+            "crash" => (Kind::Crash, None),
+            "slow" => (Kind::Slow, Some(self.slow_ms)),
+            _ if drop_style => (Kind::Partition, None),
+            _ => (Kind::Slow, Some(self.partition_ms.unwrap_or(60_000))),
+        };
+        let event = FaultEvent {
+            at_s: self.warmup,
+            duration_s: self.failure_duration,
+            kind,
+            targets: vec![target],
+            layer: self.fault_layer,
+            params: Params { slow_ms, no_restart: Some(self.no_restart), ..Params::default() },
+        };
+        event.check(0)?;
+        Ok((vec![event], notes))
+    }
+}
+
 /// Parses and checks a plan: a JSON list of events.
 pub fn parse(text: &str) -> anyhow::Result<Vec<FaultEvent>> {
     let events: Vec<FaultEvent> = serde_json::from_str(text).context("a plan is a JSON list of fault events")?;
@@ -154,6 +232,43 @@ mod tests {
         assert_eq!(steps[0], Step::Apply { event: 0, at_s: 10.0 });
         assert_eq!(steps[1], Step::Heal { event: 0, at_s: 30.0 }, "a heal precedes an apply at the same time");
         assert_eq!(steps[2], Step::Apply { event: 1, at_s: 30.0 });
+    }
+
+    fn seed_flags(args: &[&str]) -> SeedFlags {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: SeedFlags,
+        }
+        Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).flags
+    }
+
+    #[test]
+    fn the_seed_flags_make_a_one_event_plan() {
+        let nodes: Vec<String> = (1..=5).map(|i| format!("node{i}")).collect();
+        let flags = seed_flags(&["--failure_mode", "slow", "--slow_ms", "500", "--failure_duration", "15"]);
+        let (plan, notes) = flags.plan(&nodes).unwrap();
+        assert_eq!((plan[0].kind, plan[0].at_s, plan[0].duration_s), (Kind::Slow, 10.0, 15.0));
+        assert_eq!(plan[0].params.slow_ms, Some(500));
+        assert!(notes[0].contains("drawn from seed 1"));
+        assert_eq!(flags.plan(&nodes).unwrap().0, plan, "the same seed draws the same target");
+
+        let huge = seed_flags(&["--failure_mode", "partition", "--partition_style", "delay", "--target", "node2"]);
+        let (plan, _) = huge.plan(&nodes).unwrap();
+        assert_eq!(
+            (plan[0].kind, plan[0].params.slow_ms, plan[0].targets[0].as_str()),
+            (Kind::Slow, Some(60_000), "node2")
+        );
+
+        let (plan, notes) =
+            seed_flags(&["--failure_mode", "partition", "--partition_ms", "60000"]).plan(&nodes).unwrap();
+        assert_eq!(plan[0].kind, Kind::Partition);
+        assert!(notes[0].contains("--partition_ms is unused"), "{notes:?}");
+
+        assert!(seed_flags(&[]).plan(&nodes).unwrap().0.is_empty(), "none: a control run");
+        let wrong = seed_flags(&["--failure_mode", "crash", "--target", "node9"]).plan(&nodes).unwrap_err();
+        assert!(wrong.to_string().contains("node9"));
     }
 
     #[test]

@@ -272,7 +272,9 @@ async fn read_responses(read_half: OwnedReadHalf, connection: Arc<Connection>) {
 
 /// Writes queued frames, coalescing whatever is already queued into one flush.
 async fn write_frames(write_half: OwnedWriteHalf, mut queued: mpsc::Receiver<Bytes>) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+    // Enough to batch dozens of frames per write; a seed node holds one such
+    // buffer per member connected to it, so it is most of its idle memory.
+    let mut writer = BufWriter::with_capacity(16 * 1024, write_half);
     while let Some(first) = queued.recv().await {
         let mut next = Some(first);
         while let Some(bytes) = next {
