@@ -176,7 +176,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         let message = String::from_utf8_lossy(&out.stderr);
         let first = message.lines().next().unwrap_or("");
         assert!(first.contains("error") && message.contains(expect), "{full:?}: {message}");
-        assert!(runstate::RunState::existing("tn6").unwrap().is_none(), "nothing recorded after {full:?}");
+        assert!(!runstate::dir_of("tn6").exists(), "no run state left after {full:?}");
         assert!(!netns::namespace::exists("tn6-hub"));
     }
 }

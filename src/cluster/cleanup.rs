@@ -23,7 +23,10 @@ pub struct Removed {
 }
 
 pub fn cleanup(prefix: &str) -> anyhow::Result<Removed> {
-    let Some(state) = RunState::existing(prefix)? else { return Ok(Removed::default()) };
+    let Some(state) = RunState::existing(prefix)? else {
+        remove_unused_folder(prefix);
+        return Ok(Removed::default());
+    };
     let mut removed = Removed { faults: crate::faults::heal(&state, None, true)?.len(), ..Removed::default() };
     let owned = state.owned()?;
 
@@ -49,6 +52,18 @@ pub fn cleanup(prefix: &str) -> anyhow::Result<Removed> {
     }
     state.remove()?;
     Ok(removed)
+}
+
+/// A run-state folder that never recorded anything holds only its lock
+/// file (a start that failed before creating anything): remove it too.
+fn remove_unused_folder(prefix: &str) {
+    let dir = super::runstate::dir_of(prefix);
+    let only_lock = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(Result::ok).all(|e| e.file_name() == "lock"))
+        .unwrap_or(false);
+    if only_lock {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// Stops every record in parallel; returns the pids that survived.
