@@ -20,6 +20,9 @@ pub enum QdiscError {
     Parse { namespace: String, device: String, reason: String },
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// The scratch namespace of a probe could not be made.
+    #[error(transparent)]
+    Scratch(#[from] crate::Error),
 }
 
 /// netem parameters: a fixed delay, uniform jitter around it, and random loss.

@@ -1,11 +1,15 @@
 //! Throwaway network namespaces for capability probes and tests.
 //!
-//! A [`Throwaway`] creates namespaces with `ip netns add` under fresh, unique names and, when
-//! dropped (also on panic), deletes exactly the names it created — never by pattern — so a
-//! probe or a failing test leaves nothing behind and parallel users never collide.
+//! A [`Throwaway`] creates namespaces (with [`crate::namespace`]) under
+//! fresh, unique names and, when dropped (also on panic), deletes exactly
+//! the names it created — never by pattern — so a probe or a failing test
+//! leaves nothing behind and parallel users never collide.
 
-use crate::command::{argv, run, Applied, CommandError};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::Result;
+use crate::{link, namespace};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -34,37 +38,29 @@ impl Throwaway {
     }
 
     /// Creates a namespace with a unique name (`tw<pid>-<n>-<tag>`), loopback up.
-    pub fn namespace(&mut self, tag: &str) -> Result<String, CommandError> {
+    pub fn namespace(&mut self, tag: &str) -> Result<String> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("tw{}-{n}-{tag}", std::process::id());
-        run(&argv(&["ip", "netns", "add", &name]))?;
+        namespace::create(&name)?;
         self.names.push(name.clone());
-        run(&argv(&["ip", "-n", &name, "link", "set", "lo", "up"]))?;
+        link::set_up(&name, "lo")?;
         Ok(name)
     }
 
     /// Creates a veth pair `dev_a` (in `ns_a`) — `dev_b` (in `ns_b`), both up.
-    pub fn veth(&self, ns_a: &str, dev_a: &str, ns_b: &str, dev_b: &str) -> Result<Applied, CommandError> {
-        let cmds = vec![
-            argv(&["ip", "-n", ns_a, "link", "add", dev_a, "type", "veth", "peer", "name", dev_b, "netns", ns_b]),
-            argv(&["ip", "-n", ns_a, "link", "set", dev_a, "up"]),
-            argv(&["ip", "-n", ns_b, "link", "set", dev_b, "up"]),
-        ];
-        run_all(cmds)
-    }
-
-    /// Adds `cidr` to `dev` in `ns`.
-    pub fn address(&self, ns: &str, dev: &str, cidr: &str) -> Result<Applied, CommandError> {
-        run_all(vec![argv(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev])])
+    pub fn veth(&self, ns_a: &str, dev_a: &str, ns_b: &str, dev_b: &str) -> Result<()> {
+        link::create_veth(ns_a, dev_a, ns_b, dev_b)?;
+        link::set_up(ns_a, dev_a)?;
+        link::set_up(ns_b, dev_b)
     }
 
     /// Two namespaces joined by a veth pair with addresses (see [`Pair`]).
-    pub fn pair(&mut self, tag: &str) -> Result<Pair, CommandError> {
+    pub fn pair(&mut self, tag: &str) -> Result<Pair> {
         let a = self.namespace(&format!("{tag}a"))?;
         let b = self.namespace(&format!("{tag}b"))?;
         self.veth(&a, "twa", &b, "twb")?;
-        self.address(&a, "twa", &format!("{ADDR_A}/24"))?;
-        self.address(&b, "twb", &format!("{ADDR_B}/24"))?;
+        link::add_ipv4(&a, "twa", ADDR_A.parse::<Ipv4Addr>().expect("constant"), 24)?;
+        link::add_ipv4(&b, "twb", ADDR_B.parse::<Ipv4Addr>().expect("constant"), 24)?;
         Ok(Pair { a, b })
     }
 
@@ -77,20 +73,11 @@ impl Throwaway {
 impl Drop for Throwaway {
     fn drop(&mut self) {
         for name in self.names.iter().rev() {
-            if let Err(e) = run(&argv(&["ip", "netns", "del", name])) {
+            if let Err(e) = namespace::delete(name) {
                 eprintln!("throwaway: could not delete namespace {name}: {e}");
             }
         }
     }
-}
-
-fn run_all(cmds: Vec<Vec<String>>) -> Result<Applied, CommandError> {
-    let mut applied = Applied::none();
-    for cmd in cmds {
-        run(&cmd)?;
-        applied.commands.push(cmd);
-    }
-    Ok(applied)
 }
 
 /// True when running as root (tests that touch the kernel skip otherwise).

@@ -163,6 +163,13 @@ impl Node {
     }
 
     fn answer_read(&self, key: Bytes) -> Response {
+        if key.len() > self.config.max_key_bytes {
+            return Response::Error(format!(
+                "key of {} bytes exceeds the limit of {}",
+                key.len(),
+                self.config.max_key_bytes
+            ));
+        }
         Counters::bump(&self.counters.replica_reads);
         let partition = self.membership.ring().partition_of(&key);
         match self.replica.read_encoded(partition, &key) {
