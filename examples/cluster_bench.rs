@@ -23,6 +23,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use dynabed::client::Client;
+use dynabed::workload::keys::{KeyChooser, KeyDistribution};
 use hdrhistogram::Histogram;
 use hyper::StatusCode;
 use rand::rngs::SmallRng;
@@ -48,6 +49,9 @@ struct Args {
     warmup_s: f64,
     #[arg(long, default_value_t = 1000)]
     keys: usize,
+    /// Key distribution: uniform, zipf (YCSB's scrambled zipfian) or zipf-exact.
+    #[arg(long, default_value = "uniform")]
+    dist: KeyDistribution,
     #[arg(long = "value_size", default_value_t = 100)]
     value_size: usize,
     /// Fraction of operations that are reads.
@@ -260,6 +264,7 @@ async fn worker_loop(
     // This worker's last read context of each key.
     let mut contexts: HashMap<usize, String> = HashMap::new();
     let keys: Vec<String> = (0..args.keys).map(|i| format!("user{i}")).collect();
+    let chooser = KeyChooser::new(args.dist, args.keys as u64);
     let mut result = WorkerResult {
         get: histogram(),
         put: histogram(),
@@ -273,7 +278,7 @@ async fn worker_loop(
         if began >= measure_until {
             break;
         }
-        let key = rng.random_range(0..args.keys);
+        let key = chooser.next(&mut rng) as usize;
         let node = rng.random_range(0..clients.len());
         let is_read = rng.random_bool(args.read_fraction);
         let (mut sibling, mut body_bytes) = (false, 0);

@@ -7,3 +7,4 @@ pub mod cluster;
 pub mod doctor;
 pub mod faults;
 pub mod node;
+pub mod workload;

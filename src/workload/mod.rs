@@ -1,0 +1,3 @@
+//! Workload generation for the benchmark and the experiment driver.
+
+pub mod keys;
