@@ -50,6 +50,23 @@ fn a_kernel_partition_cuts_peers_keeps_clients_and_heals_at_once() {
     assert!(connects_from("tf1-n1", peer3), "a fresh connection passes right after the heal");
     assert!(healed_at.elapsed() < Duration::from_secs(1));
     assert_eq!(faults_in_force("tf1"), 0);
+    // Peer traffic resumes within the peer timeout (1 s) plus 1 s: node1
+    // hears node3's heartbeat again.
+    let client1 = node_addr(&cluster, "node1", false);
+    let resumed = reach(Some("tf1-client"), || async {
+        let mut client = Client::new(client1);
+        loop {
+            let status = client.status().await?.json().map_err(anyhow::Error::msg)?;
+            let members = status["members"].as_array().cloned().unwrap_or_default();
+            if members.iter().any(|m| m["id"] == "node3" && m["alive"] == true) {
+                return Ok(healed_at.elapsed());
+            }
+            anyhow::ensure!(healed_at.elapsed() < Duration::from_secs(10), "node1 never saw node3 again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .unwrap();
+    assert!(resumed < Duration::from_secs(2), "peer traffic resumed after {resumed:?}");
     let hub_tables = Command::new("ip").args(["netns", "exec", "tf1-hub", "nft", "list", "tables"]).output().unwrap();
     assert!(String::from_utf8_lossy(&hub_tables.stdout).trim().is_empty(), "no rule left in the hub");
 }
