@@ -190,15 +190,35 @@ struct WorkerResult {
     first_error: Option<String>,
 }
 
+impl WorkerResult {
+    fn new() -> Self {
+        WorkerResult {
+            get: histogram(),
+            put: histogram(),
+            errors: 0,
+            siblings: 0,
+            get_body_bytes: 0,
+            first_error: None,
+        }
+    }
+
+    fn absorb(&mut self, other: WorkerResult) -> anyhow::Result<()> {
+        self.get.add(&other.get)?;
+        self.put.add(&other.put)?;
+        self.errors += other.errors;
+        self.siblings += other.siblings;
+        self.get_body_bytes += other.get_body_bytes;
+        self.first_error = self.first_error.take().or(other.first_error);
+        Ok(())
+    }
+}
+
+/// One concurrency point: every worker's results together, and the CPU
+/// the measured window cost.
 struct Point {
     concurrency: usize,
     seconds: f64,
-    get: Histogram<u64>,
-    put: Histogram<u64>,
-    errors: u64,
-    siblings: u64,
-    get_body_bytes: u64,
-    first_error: Option<String>,
+    totals: WorkerResult,
     node_cpu_s: Option<f64>,
     own_cpu_s: f64,
 }
@@ -228,25 +248,14 @@ async fn run_point(
     let mut point = Point {
         concurrency,
         seconds: args.duration_s,
-        get: histogram(),
-        put: histogram(),
-        errors: 0,
-        siblings: 0,
-        get_body_bytes: 0,
-        first_error: None,
+        totals: WorkerResult::new(),
         node_cpu_s: nodes_before.zip(nodes_after).map(|(b, a)| a - b),
         own_cpu_s: own_after - own_before,
     };
     for task in tasks {
-        let result = task.await?;
-        point.get.add(&result.get)?;
-        point.put.add(&result.put)?;
-        point.errors += result.errors;
-        point.siblings += result.siblings;
-        point.get_body_bytes += result.get_body_bytes;
-        point.first_error = point.first_error.or(result.first_error);
+        point.totals.absorb(task.await?)?;
     }
-    if let Some(e) = &point.first_error {
+    if let Some(e) = &point.totals.first_error {
         eprintln!("c={concurrency}: first error: {e}");
     }
     Ok(point)
@@ -265,14 +274,7 @@ async fn worker_loop(
     let mut contexts: HashMap<usize, String> = HashMap::new();
     let keys: Vec<String> = (0..args.keys).map(|i| format!("user{i}")).collect();
     let chooser = KeyChooser::new(args.dist, args.keys as u64);
-    let mut result = WorkerResult {
-        get: histogram(),
-        put: histogram(),
-        errors: 0,
-        siblings: 0,
-        get_body_bytes: 0,
-        first_error: None,
-    };
+    let mut result = WorkerResult::new();
     loop {
         let began = Instant::now();
         if began >= measure_until {
@@ -387,7 +389,8 @@ fn print_header() {
 
 impl Point {
     fn print(&self, storage: &str, runtime: &str) {
-        let ops = self.get.len() + self.put.len();
+        let t = &self.totals;
+        let ops = t.get.len() + t.put.len();
         let rate = ops as f64 / self.seconds;
         let ms = |h: &Histogram<u64>, q: f64| {
             if h.is_empty() {
@@ -402,15 +405,15 @@ impl Point {
             storage,
             self.concurrency,
             rate,
-            ms(&self.get, 0.5),
-            ms(&self.get, 0.99),
-            ms(&self.get, 0.999),
-            ms(&self.put, 0.5),
-            ms(&self.put, 0.99),
-            ms(&self.put, 0.999),
-            self.errors,
-            100.0 * self.siblings as f64 / self.get.len().max(1) as f64,
-            self.get_body_bytes as f64 / self.get.len().max(1) as f64,
+            ms(&t.get, 0.5),
+            ms(&t.get, 0.99),
+            ms(&t.get, 0.999),
+            ms(&t.put, 0.5),
+            ms(&t.put, 0.99),
+            ms(&t.put, 0.999),
+            t.errors,
+            100.0 * t.siblings as f64 / t.get.len().max(1) as f64,
+            t.get_body_bytes as f64 / t.get.len().max(1) as f64,
             self.node_cpu_s.map(per_op).unwrap_or_else(|| "-".to_owned()),
             per_op(self.own_cpu_s),
             runtime,

@@ -11,13 +11,16 @@ const CAP_NET_ADMIN: u32 = 12;
 /// not as uid 0, so that unprivileged containers running as root are told
 /// the truth.
 pub fn has_netns_capabilities() -> bool {
-    effective_capabilities()
-        .map(|caps| caps & (1 << CAP_SYS_ADMIN) != 0 && caps & (1 << CAP_NET_ADMIN) != 0)
-        .unwrap_or(false)
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| both_in(&status))
 }
 
-fn effective_capabilities() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
+/// Whether a `/proc/PID/status` text grants both capabilities.
+fn both_in(status: &str) -> bool {
+    effective_capabilities(status)
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0 && caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+fn effective_capabilities(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }
@@ -26,25 +29,24 @@ fn effective_capabilities() -> Option<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_effective_capabilities_of_this_process() {
-        let caps = effective_capabilities().expect("/proc/self/status has CapEff");
-        let root = unsafe_geteuid() == 0;
-        // Root in a normal (privileged) environment has both; a non-root user has neither.
-        if !root {
-            assert!(!has_netns_capabilities(), "non-root with CapEff {caps:x}");
-        }
+    fn status(cap_eff: &str) -> String {
+        format!("Name:\tx\nUid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\nCapEff:\t{cap_eff}\n")
     }
 
-    fn unsafe_geteuid() -> u32 {
-        fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-            })
-            .and_then(|u| u.parse().ok())
-            .unwrap_or(u32::MAX)
+    #[test]
+    fn needs_both_capabilities_in_the_effective_set() {
+        assert!(both_in(&status("000001ffffffffff")), "full root set");
+        assert!(both_in(&status(&format!("{:016x}", (1u64 << 21) | (1 << 12)))), "exactly the two");
+        assert!(!both_in(&status(&format!("{:016x}", 1u64 << 12))), "CAP_NET_ADMIN alone");
+        assert!(!both_in(&status(&format!("{:016x}", 1u64 << 21))), "CAP_SYS_ADMIN alone");
+        assert!(!both_in(&status("0000000000000000")), "an unprivileged process");
+        assert!(!both_in("Name:\tx\n"), "no CapEff line");
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let own = fs::read_to_string("/proc/self/status").unwrap();
+        assert!(effective_capabilities(&own).is_some(), "/proc/self/status has CapEff");
+        assert_eq!(has_netns_capabilities(), both_in(&own));
     }
 }

@@ -130,6 +130,12 @@ pub fn start_time(pid: u32) -> Option<u64> {
     parse_stat(&stat).map(|(_, start)| start)
 }
 
+/// The scheduler state of process `pid` (`R`, `S`, `T` for stopped, ...).
+pub fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(state, _)| state)
+}
+
 /// State (field 3) and start time (field 22) from a `/proc/PID/stat` line.
 /// Fields are counted after the LAST `)`: the command name (field 2) is in
 /// parentheses and may itself contain spaces and `)`.

@@ -73,9 +73,11 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
         StatusCode::OK | StatusCode::MULTIPLE_CHOICES => {
             let values = answer.values().map_err(anyhow::Error::msg)?;
             let mut out = std::io::stdout().lock();
+            // Siblings are printed one per line so they can be told apart.
+            let siblings = answer.status == StatusCode::MULTIPLE_CHOICES;
             for value in values {
                 out.write_all(&value)?;
-                if values_need_separator(&answer) {
+                if siblings {
                     out.write_all(b"\n")?;
                 }
             }
@@ -117,11 +119,6 @@ fn finish_write(key: &str, answer: &Answer) -> anyhow::Result<()> {
     } else {
         bail!("{key}: {} {}", answer.status, answer.reason())
     }
-}
-
-/// Siblings are printed one per line so they can be told apart.
-fn values_need_separator(answer: &Answer) -> bool {
-    answer.status == StatusCode::MULTIPLE_CHOICES
 }
 
 fn describe(answer: &Answer) {

@@ -400,10 +400,10 @@ impl Target<'_> {
                 let pid = self.process.map(|p| p.pid).unwrap_or_default();
                 // A signal is delivered asynchronously: give it a moment.
                 let deadline = std::time::Instant::now() + Duration::from_secs(1);
-                let mut state = process_state(pid);
+                let mut state = netns::process::state(pid);
                 while state != Some('T') && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
-                    state = process_state(pid);
+                    state = netns::process::state(pid);
                 }
                 anyhow::ensure!(state == Some('T'), "{node} (pid {pid}) is in state {state:?}, not stopped");
                 Ok(format!("{node} (pid {pid}) is stopped (state T)"))
@@ -498,9 +498,4 @@ impl Target<'_> {
             if from_client { "reach" } else { "cannot reach" }
         ))
     }
-}
-
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
 }

@@ -74,22 +74,32 @@ const MIN_SAMPLES: usize = 5;
 struct MemberState {
     record: MemberRecord,
     last_advance: Instant,
-    /// Recent intervals between heartbeat advances, in seconds.
+    /// Recent intervals between heartbeat advances, in seconds, and their
+    /// sum (liveness is asked on every request: keep the mean O(1)).
     intervals: std::collections::VecDeque<f64>,
+    interval_sum: f64,
     /// Set when a request failed: down until the heartbeat passes this version.
     unreachable_at: Option<(u64, u64)>,
 }
 
 impl MemberState {
     fn new(record: MemberRecord) -> Self {
-        MemberState { record, last_advance: Instant::now(), intervals: Default::default(), unreachable_at: None }
+        MemberState {
+            record,
+            last_advance: Instant::now(),
+            intervals: Default::default(),
+            interval_sum: 0.0,
+            unreachable_at: None,
+        }
     }
 
     fn advanced(&mut self) {
         if self.intervals.len() == WINDOW {
-            self.intervals.pop_front();
+            self.interval_sum -= self.intervals.pop_front().unwrap_or(0.0);
         }
-        self.intervals.push_back(self.last_advance.elapsed().as_secs_f64());
+        let interval = self.last_advance.elapsed().as_secs_f64();
+        self.intervals.push_back(interval);
+        self.interval_sum += interval;
         self.last_advance = Instant::now();
     }
 
@@ -100,7 +110,7 @@ impl MemberState {
         if self.intervals.len() < MIN_SAMPLES {
             return None;
         }
-        let mean = self.intervals.iter().sum::<f64>() / self.intervals.len() as f64;
+        let mean = self.interval_sum / self.intervals.len() as f64;
         Some(silence.as_secs_f64() / mean.max(1e-3) * std::f64::consts::LOG10_E)
     }
 }
