@@ -5,6 +5,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod doctor;
+pub mod experiment;
 pub mod faults;
 pub mod node;
 pub mod workload;

@@ -41,6 +41,9 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// Run a workload while injecting a failure; record every request
+    /// (the seed's experiment_driver.py).
+    Experiment(Box<dynabed::experiment::args::ExperimentArgs>),
     /// Apply, list and heal faults by hand.
     #[command(subcommand)]
     Fault(dynabed::cli::fault::FaultCommand),
@@ -122,6 +125,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Exec { file, command } => dynabed::cli::exec::exec(&file.cluster_procs, &command),
         Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
         Command::Fault(command) => dynabed::cli::fault::run(command),
+        Command::Experiment(args) => dynabed::experiment::run(*args),
         Command::DelayLine { socket } => dynabed::faults::delay_line::serve(&socket),
         Command::Doctor { json } => {
             let findings = dynabed::doctor::probe_all();

@@ -67,10 +67,7 @@ impl Spawned {
     /// Whether this very process (same pid, same start time) is still
     /// running — not a zombie, not a stranger that got its pid.
     pub fn is_alive(&self) -> bool {
-        fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .ok()
-            .and_then(|stat| parse_stat(&stat))
-            .is_some_and(|(state, start)| start == self.start_time && state != 'Z' && state != 'X')
+        stat(self.pid).is_some_and(|s| s.start_time == self.start_time && s.state != 'Z' && s.state != 'X')
     }
 }
 
@@ -126,26 +123,47 @@ pub fn spawn_in(namespace: Option<&str>, argv: &[String], log: &Path, env: &[(St
 /// Start time of process `pid` (field 22 of `/proc/PID/stat`, in clock
 /// ticks since boot), or `None` if there is no such process.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).map(|(_, start)| start)
+    stat(pid).map(|s| s.start_time)
 }
 
 /// The scheduler state of process `pid` (`R`, `S`, `T` for stopped, ...).
 pub fn state(pid: u32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).map(|(state, _)| state)
+    stat(pid).map(|s| s.state)
 }
 
-/// State (field 3) and start time (field 22) from a `/proc/PID/stat` line.
-/// Fields are counted after the LAST `)`: the command name (field 2) is in
-/// parentheses and may itself contain spaces and `)`.
-fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_comm.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // Field 3 was just taken; field 22 is 18 further on.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
+/// What `/proc/PID/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub state: char,
+    /// User plus system CPU time, in clock ticks (see `ticks_per_second`).
+    pub cpu_ticks: u64,
+    /// Clock ticks after boot.
+    pub start_time: u64,
+}
+
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The unit of `Stat`'s tick counts.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
+}
+
+/// Fields 3, 14 + 15 and 22 of a `/proc/PID/stat` line. Fields are counted
+/// after the LAST `)`: the command name (field 2) is in parentheses and may
+/// itself contain spaces and `)`.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // fields[0] is field 3.
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat { state: fields.first()?.chars().next()?, cpu_ticks: field(14)? + field(15)?, start_time: field(22)? })
 }
 
 fn describe(namespace: Option<&str>) -> String {
@@ -160,11 +178,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_time_is_field_22_counted_after_the_last_parenthesis() {
+    fn fields_are_counted_after_the_last_parenthesis() {
         // A command name with spaces and a `)` must not shift the fields.
         let stat = "4242 (evil) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
                     1 2 0 0 20 0 1 0 987654 1234567 89 18446744073709551615";
-        assert_eq!(parse_stat(stat), Some(('S', 987654)));
+        assert_eq!(parse_stat(stat), Some(Stat { state: 'S', cpu_ticks: 1 + 2, start_time: 987654 }));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod delay_line;
+pub mod leftovers;
 pub mod plan;
 
 use std::time::Duration;

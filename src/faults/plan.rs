@@ -92,8 +92,9 @@ impl FaultEvent {
 /// The seed's failure flags, which build a one-event plan.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedFlags {
-    /// none, crash, slow, single_partition or partition.
-    #[arg(long = "failure_mode", alias = "failure-mode", default_value = "none", value_parser = ["none", "crash", "slow", "single_partition", "partition"])]
+    /// The seed's none, crash, slow, single_partition or partition; or
+    /// pause (SIGSTOP) or loss (--loss_pct).
+    #[arg(long = "failure_mode", alias = "failure-mode", default_value = "none", value_parser = ["none", "crash", "slow", "single_partition", "partition", "pause", "loss"])]
     pub failure_mode: String,
     /// Seconds before the failure starts.
     #[arg(long, default_value_t = 10.0)]
@@ -122,6 +123,12 @@ pub struct SeedFlags {
     /// Leave a crashed node down.
     #[arg(long = "no_restart", alias = "no-restart")]
     pub no_restart: bool,
+    /// Partitions: `isolate` cuts the node from clients too.
+    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep", value_parser = ["keep", "isolate"])]
+    pub partition_clients: String,
+    /// Chance of dropping each packet, per direction, for `loss`.
+    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub loss_pct: u8,
 }
 
 impl SeedFlags {
@@ -151,6 +158,8 @@ impl SeedFlags {
         let (kind, slow_ms) = match self.failure_mode.as_str() {
             "crash" => (Kind::Crash, None),
             "slow" => (Kind::Slow, Some(self.slow_ms)),
+            "pause" => (Kind::Pause, None),
+            "loss" => (Kind::Loss, None),
             _ if drop_style => (Kind::Partition, None),
             _ => (Kind::Slow, Some(self.partition_ms.unwrap_or(60_000))),
         };
@@ -160,7 +169,13 @@ impl SeedFlags {
             kind,
             targets: vec![target],
             layer: self.fault_layer,
-            params: Params { slow_ms, no_restart: Some(self.no_restart), ..Params::default() },
+            params: Params {
+                slow_ms,
+                no_restart: Some(self.no_restart),
+                partition_clients: (kind == Kind::Partition).then(|| self.partition_clients.clone()),
+                loss_pct: (kind == Kind::Loss).then_some(self.loss_pct),
+                ..Params::default()
+            },
         };
         event.check(0)?;
         Ok((vec![event], notes))

@@ -1,0 +1,124 @@
+//! The driver's view of a running cluster: its nodes, how to reach them,
+//! and the admin calls it makes on all of them at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::cluster::files::{self, Meta, NodeEntry};
+use crate::cluster::launch::client_addr;
+use crate::node::ring::Ring;
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ClusterView {
+    pub procs_path: PathBuf,
+    /// Node ids in natural order (node2 before node10); indices everywhere
+    /// else refer to this order.
+    pub ids: Vec<String>,
+    pub addrs: Vec<SocketAddr>,
+    pub meta: Meta,
+}
+
+impl ClusterView {
+    /// Reads the cluster files and checks that `n` is the cluster's N.
+    pub fn open(procs_path: &Path, n: usize) -> anyhow::Result<ClusterView> {
+        let (procs, meta) = files::read_cluster(procs_path)?;
+        if meta.n as usize != n {
+            bail!(
+                "--N {n} does not match the cluster's N = {} (set by `cluster up --N`): pass --N {} or start a cluster with --N {n}",
+                meta.n,
+                meta.n
+            );
+        }
+        let mut ids: Vec<String> = procs.keys().cloned().collect();
+        ids.sort_by_key(|id| files::natural_key(id));
+        let addrs = ids.iter().map(|id| client_addr(&procs[id])).collect::<anyhow::Result<_>>()?;
+        Ok(ClusterView { procs_path: procs_path.to_owned(), ids, addrs, meta })
+    }
+
+    /// The current node entries (pids change when a crashed node restarts).
+    pub fn entries(&self) -> anyhow::Result<Vec<(String, NodeEntry)>> {
+        let (mut procs, _) = files::read_cluster(&self.procs_path)?;
+        Ok(self.ids.iter().filter_map(|id| procs.remove(id).map(|e| (id.clone(), e))).collect())
+    }
+
+    pub fn client_netns(&self) -> Option<&str> {
+        self.meta.client_netns.as_deref()
+    }
+
+    /// Runs client code where the nodes can be reached.
+    pub fn reach<T: Send, F>(&self, make: impl FnOnce() -> F + Send) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        crate::cluster::reach::reach(self.client_netns(), make)
+    }
+
+    pub fn admin(&self, index: usize) -> Client {
+        Client::new(self.addrs[index]).with_token(Some(self.meta.admin_token.clone())).with_timeout(ADMIN_TIMEOUT)
+    }
+
+    /// `GET /status` of every node, in order.
+    pub async fn statuses(&self) -> Vec<anyhow::Result<Value>> {
+        let calls = (0..self.ids.len()).map(|i| async move {
+            let mut client = self.admin(i).with_timeout(Duration::from_secs(3));
+            let answer = client.status().await.with_context(|| format!("{} does not answer", self.ids[i]))?;
+            answer.json().map_err(|e| anyhow::anyhow!("{}: bad /status: {e}", self.ids[i]))
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Every node's status; an error naming the nodes that do not answer.
+    pub async fn all_answer(&self) -> anyhow::Result<Vec<Value>> {
+        let mut answered = Vec::new();
+        let mut silent = Vec::new();
+        for (id, status) in self.ids.iter().zip(self.statuses().await) {
+            match status {
+                Ok(status) => answered.push(status),
+                Err(_) => silent.push(id.as_str()),
+            }
+        }
+        if !silent.is_empty() {
+            bail!(
+                "{} of {} nodes do not answer ({}): see `dynabed cluster status --cluster_procs {}`; restart a node with `dynabed cluster restart NODE`",
+                silent.len(),
+                self.ids.len(),
+                silent.join(", "),
+                self.procs_path.display()
+            );
+        }
+        Ok(answered)
+    }
+
+    /// `POST /admin/<route>` on the nodes `on`, in parallel.
+    pub async fn admin_on(&self, on: &[usize], route: &str, body: &Value) -> Vec<anyhow::Result<Value>> {
+        let calls = on.iter().map(|&i| async move {
+            let answer = self.admin(i).admin(route, body).await.with_context(|| format!("{}: {route}", self.ids[i]))?;
+            if !answer.status.is_success() {
+                bail!("{}: /admin/{route} answered {}: {}", self.ids[i], answer.status, answer.reason());
+            }
+            answer.json().map_err(|e| anyhow::anyhow!("{}: {e}", self.ids[i]))
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Sets hint delivery and background anti-entropy on the nodes `on`.
+    pub async fn switch(&self, on: &[usize], hint_delivery: bool, anti_entropy: bool) -> anyhow::Result<()> {
+        let body = json!({ "hint_delivery": hint_delivery, "anti_entropy": anti_entropy });
+        self.admin_on(on, "config", &body).await.into_iter().collect::<anyhow::Result<Vec<_>>>().map(drop)
+    }
+
+    /// The ring the nodes agree on, from one node's status.
+    pub fn ring(status: &Value) -> anyhow::Result<Ring> {
+        let ring = &status["ring"];
+        let members: Vec<String> =
+            serde_json::from_value(ring["members"].clone()).context("status without ring members")?;
+        let partitions = ring["partitions"].as_u64().context("status without ring partitions")? as u32;
+        Ok(Ring::new(members, partitions)?)
+    }
+}

@@ -1,0 +1,130 @@
+//! What the live replicas of each key hold, read directly through
+//! `GET /admin/replicas/{key}` (no read repair): the ground truth for
+//! convergence and for the lost-write checker.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::cluster::ClusterView;
+use crate::node::version::Dot;
+use crate::workload::ops::key_name;
+use crate::workload::staleness::Clock;
+
+/// Replica reads in flight at once.
+const READERS: usize = 16;
+
+/// One replica's copy of a key.
+#[derive(Debug)]
+pub struct Copy {
+    /// Each sibling as `dot` (with `~` for a tombstone), sorted.
+    pub versions: BTreeSet<String>,
+    pub clock: String,
+}
+
+impl Copy {
+    /// Whether this copy holds `dot` or a version that causally follows it.
+    pub fn covers(&self, dot: &Dot) -> bool {
+        let text = dot.to_string();
+        self.versions.iter().any(|v| v.trim_end_matches('~') == text)
+            || Clock::parse(&self.clock).is_ok_and(|c| c.covers(dot))
+    }
+}
+
+/// A key on its live replicas.
+#[derive(Debug)]
+pub struct Holding {
+    pub copies: Vec<Copy>,
+    /// Live replicas that did not answer.
+    pub unreadable: Vec<String>,
+}
+
+impl Holding {
+    /// All live replicas answered and hold the same versions.
+    pub fn converged(&self) -> bool {
+        self.unreadable.is_empty()
+            && self.copies.windows(2).all(|w| w[0].versions == w[1].versions && w[0].clock == w[1].clock)
+    }
+}
+
+/// Reads `keys` on their replicas; `live` are the nodes expected to answer
+/// (a replica on any other node is skipped).
+pub async fn read(cluster: &ClusterView, live: &[usize], keys: &[u32]) -> anyhow::Result<HashMap<u32, Holding>> {
+    anyhow::ensure!(!live.is_empty(), "no live node to read replicas through");
+    let live_ids: Vec<&str> = live.iter().map(|&i| cluster.ids[i].as_str()).collect();
+    let readers = (0..READERS.min(keys.len())).map(|reader| {
+        let live_ids = &live_ids;
+        async move {
+            let mut client = cluster.admin(live[reader % live.len()]);
+            let mut held = Vec::new();
+            for &key in keys.iter().skip(reader).step_by(READERS) {
+                let answer =
+                    client.replicas(&key_name(key)).await.with_context(|| format!("reading {}", key_name(key)))?;
+                anyhow::ensure!(answer.status.is_success(), "replicas of {}: {}", key_name(key), answer.reason());
+                let body = answer.json().map_err(anyhow::Error::msg)?;
+                held.push((key, parse(&body, live_ids)));
+            }
+            anyhow::Ok(held)
+        }
+    });
+    let mut holdings = HashMap::new();
+    for part in futures::future::try_join_all(readers).await? {
+        holdings.extend(part);
+    }
+    Ok(holdings)
+}
+
+fn parse(body: &Value, live: &[&str]) -> Holding {
+    let mut holding = Holding { copies: Vec::new(), unreadable: Vec::new() };
+    for replica in body["replicas"].as_array().into_iter().flatten() {
+        let node = replica["node"].as_str().unwrap_or("?").to_owned();
+        if !live.contains(&node.as_str()) {
+            continue;
+        }
+        let Some(versions) = replica["versions"].as_array().filter(|_| replica.get("error").is_none()) else {
+            holding.unreadable.push(node);
+            continue;
+        };
+        let clock = versions.first().and_then(|v| v["clock"].as_str()).unwrap_or("").to_owned();
+        let versions = versions
+            .iter()
+            .map(|v| {
+                let dot = v["dot"].as_str().unwrap_or("?");
+                if v["tombstone"] == true {
+                    format!("{dot}~")
+                } else {
+                    dot.to_owned()
+                }
+            })
+            .collect();
+        holding.copies.push(Copy { versions, clock });
+    }
+    holding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn copies_are_compared_by_versions_and_clock_and_dead_nodes_are_skipped() {
+        let body = json!({"replicas": [
+            {"node": "node1", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
+            {"node": "node2", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
+            {"node": "node3", "error": "unreachable"},
+        ]});
+        let held = parse(&body, &["node1", "node2"]);
+        assert!(held.converged(), "node3 is not live: skipped");
+        assert!(held.copies[0].covers(&"node1.a:1".parse().unwrap()), "superseded by the clock");
+        assert!(!held.copies[0].covers(&"node2.b:1".parse().unwrap()));
+        let held = parse(&body, &["node1", "node2", "node3"]);
+        assert!(!held.converged(), "a live replica that does not answer is not converged");
+        let behind = json!({"replicas": [
+            {"node": "node1", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
+            {"node": "node2", "versions": [{"dot": "node1.a:1", "clock": "node1.a:1", "tombstone": false}]},
+        ]});
+        assert!(!parse(&behind, &["node1", "node2"]).converged());
+    }
+}

@@ -1,0 +1,27 @@
+//! Ctrl-C and SIGTERM during a run: noted, not obeyed at once, so that the
+//! driver stops its clients, heals every fault and writes what it recorded
+//! before it exits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note(_: libc::c_int) {
+    REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// From now on SIGINT and SIGTERM only set the flag.
+pub fn install() -> anyhow::Result<()> {
+    let action = SigAction::new(SigHandler::Handler(note), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }?;
+    }
+    Ok(())
+}
+
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}

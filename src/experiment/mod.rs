@@ -1,0 +1,367 @@
+//! The experiment driver (`dynabed experiment`, the seed's
+//! `experiment_driver.py`): checks the cluster, preloads the keys, runs the
+//! workload while the failure timeline breaks and heals the cluster, then
+//! counts repair rounds, checks that no acknowledged write was lost and
+//! that nothing was left behind, and writes the run's files.
+
+pub mod args;
+mod checker;
+mod cluster;
+mod cpu;
+mod holdings;
+mod interrupt;
+mod outputs;
+mod progress;
+mod repair;
+mod summary;
+mod timeline;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use self::args::{ExperimentArgs, Resolved};
+use self::cluster::ClusterView;
+use self::cpu::{CpuMeter, Role};
+use self::outputs::{write_json, Outputs};
+use self::timeline::Timeline;
+use crate::cluster::runstate::RunState;
+use crate::faults::plan::{self, FaultEvent};
+use crate::faults::{Kind, DELAY_LINE_ROLE};
+use crate::workload::ops::Routing;
+use crate::workload::recorder::Recorder;
+use crate::workload::runner::{self, Shared, Spec, Targets};
+
+/// Runs one experiment; an error when a write was lost, something was left
+/// behind, or the run was interrupted (after writing what it recorded).
+pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
+    let settings = args.resolve()?;
+    let cluster = ClusterView::open(&args.cluster_procs, settings.n)?;
+    let (plan, notes) = fault_plan(&args, &cluster)?;
+    let statuses = cluster.reach(|| cluster.all_answer())?;
+    let ring = ClusterView::ring(&statuses[0])?;
+    let outputs = Outputs::new(&args.out)?;
+    notes.iter().for_each(|note| eprintln!("note: {note}"));
+    let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
+    let nodes_dir = outputs.nodes_dir()?;
+    write_json(&nodes_dir.join("before.json"), &by_node(&cluster, statuses.iter().cloned().map(Ok).collect()))?;
+    cluster.reach(|| cluster.switch(&everyone, true, settings.anti_entropy))?;
+    interrupt::install()?;
+
+    let origin = Instant::now();
+    let t0_wall = SystemTime::now();
+    let recorder = Recorder::start(&outputs.file("workload", "csv"), cluster.ids.clone(), origin)?;
+    let shared = Shared::new();
+    let spec = Arc::new(spec_of(&settings));
+    let coordinator_ring = (settings.routing == Routing::Coordinator).then_some((&ring, settings.n));
+    let targets =
+        Arc::new(Targets::new(cluster.ids.clone(), cluster.addrs.clone(), coordinator_ring, settings.keyspace));
+    let clients = {
+        let (shared, sender, netns) = (shared.clone(), recorder.sender(), cluster.client_netns().map(str::to_owned));
+        std::thread::spawn(move || runner::run(spec, targets, netns, origin, shared, sender))
+    };
+    let progress = progress::Progress::start(shared.clone(), Duration::from_secs_f64(settings.duration_s));
+
+    let mut timeline = None;
+    let mut cpu = None;
+    let mut failure = None;
+    if let Some(t0) = wait_for_start(&shared, &clients) {
+        let processes = || measured_processes(&cluster).unwrap_or_default();
+        let meter = cpu.insert(CpuMeter::start(&processes()));
+        let run =
+            timeline.insert(Timeline::new(plan.clone(), cluster.procs_path.clone(), cluster.meta.prefix.clone(), t0));
+        let nominal = nominal_window(&settings);
+        failure = run.run(&shared, nominal, || meter.sample(&processes(), false)).err();
+        if failure.is_some() {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+        if let Err(e) = run.heal_all() {
+            failure.get_or_insert(e);
+        }
+    }
+    while !clients.is_finished() {
+        if interrupt::requested() {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    progress.finish();
+    let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let recorded = recorder.finish()?;
+    let requests_sent = sent?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let cpu = cpu.context("the run never started")?.finish(&measured_processes(&cluster)?);
+    let timeline = timeline.context("the run never started")?;
+
+    let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
+    let live: Vec<usize> = everyone.iter().copied().filter(|&i| after[i].is_ok()).collect();
+    let keys: Vec<u32> = {
+        let mut keys: Vec<u32> = recorded.acked.dots().map(|(key, _)| key).collect();
+        keys.sort_unstable();
+        keys
+    };
+    let repair = cluster.reach(|| repair::run(&cluster, &live, &keys, settings.max_repair_rounds, settings.seed))?;
+    if settings.post_repair {
+        let results: BTreeMap<String, Option<u32>> =
+            repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
+        write_json(&outputs.repair_results(), &results)?;
+    }
+    let verdict = cluster.reach(|| checker::check(&cluster, &live, &recorded.acked))?;
+    restore_switches(&cluster, &statuses, &live)?;
+
+    let mut leftovers = leftovers(&cluster, &timeline, &settings, &after)?;
+    let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
+    write_json(&nodes_dir.join("after.json"), &by_node(&cluster, after))?;
+    if let Err(e) = copy_logs(&cluster, &nodes_dir) {
+        leftovers.push(format!("could not copy node logs: {e:#}"));
+    }
+
+    write_json(
+        &outputs.file("faults", "json"),
+        &json!({ "t0_us_note": "times are µs since t0", "events": timeline.log() }),
+    )?;
+    let files = json!({
+        "workload": outputs.file("workload", "csv"),
+        "faults": outputs.file("faults", "json"),
+        "manifest": outputs.file("manifest", "json"),
+        "summary": outputs.file("summary", "json"),
+        "nodes": nodes_dir,
+        "repair_results": settings.post_repair.then(|| outputs.repair_results()),
+    });
+    let manifest = manifest(&settings, &cluster, &statuses, &plan, &notes, &timeline, t0_wall, &outputs.stamp, &files);
+    write_json(&outputs.file("manifest", "json"), &manifest)?;
+    let summary = summary::json(&summary::Inputs {
+        stats: &recorded.stats,
+        duration_s: settings.duration_s,
+        requests_sent,
+        rows_written: recorded.rows,
+        cpu: &cpu,
+        repair: Some(&repair),
+        post_repair: settings.post_repair,
+        verdict: &verdict,
+        leftovers: &leftovers,
+        files: files.clone(),
+    });
+    write_json(&outputs.file("summary", "json"), &summary)?;
+    print!("{}", summary::text(&summary));
+    println!("files: {}", outputs.file("*", "*").display());
+
+    if interrupt::requested() {
+        bail!("interrupted: the files above hold what was recorded until then");
+    }
+    if verdict.lost > 0 {
+        bail!(
+            "{} of {} acknowledged writes were lost (e.g. {})",
+            verdict.lost,
+            verdict.acknowledged,
+            verdict.examples.join(", ")
+        );
+    }
+    if !leftovers.is_empty() {
+        bail!("the run left things behind: {}", leftovers.join("; "));
+    }
+    Ok(())
+}
+
+/// The plan from `--plan` or the failure flags; events must fit in the run.
+fn fault_plan(args: &ExperimentArgs, cluster: &ClusterView) -> anyhow::Result<(Vec<FaultEvent>, Vec<String>)> {
+    let (events, notes) = match &args.plan {
+        Some(path) => (plan::load(path)?, Vec::new()),
+        None => args.failure.plan(&cluster.ids)?,
+    };
+    for (i, event) in events.iter().enumerate() {
+        if let Some(stranger) = event.targets.iter().find(|t| !cluster.ids.contains(t)) {
+            bail!(
+                "plan event {i} targets {stranger}, which is not a node of this cluster ({})",
+                cluster.ids.join(", ")
+            );
+        }
+        if event.at_s + event.duration_s > args.duration {
+            bail!(
+                "plan event {i} ends at {} s, after the workload's --duration {} s",
+                event.at_s + event.duration_s,
+                args.duration
+            );
+        }
+    }
+    Ok((events, notes))
+}
+
+fn spec_of(s: &Resolved) -> Spec {
+    Spec {
+        workload: s.workload,
+        distribution: s.dist,
+        keyspace: s.keyspace,
+        concurrency: s.concurrency,
+        duration: Duration::from_secs_f64(s.duration_s),
+        value_size: s.value_size as usize,
+        r: Some(s.r),
+        w: Some(s.w),
+        update_mode: s.update_mode,
+        routing: s.routing,
+        target_rate: s.target_rate,
+        op_timeout: Duration::from_millis(s.op_timeout_ms),
+        backoff: Duration::from_millis(s.backoff_ms),
+        seed: s.seed,
+    }
+}
+
+/// The failure phase of a run without faults: the flags' window, inside the run.
+fn nominal_window(s: &Resolved) -> (f64, f64) {
+    let start = s.warmup_s.min(s.duration_s);
+    (start, s.failure_duration_s.min(s.duration_s - start))
+}
+
+/// Waits for the preload to finish; `None` when the clients stopped first
+/// (their error is then returned by the thread).
+fn wait_for_start(shared: &Shared, clients: &std::thread::JoinHandle<anyhow::Result<u64>>) -> Option<Instant> {
+    loop {
+        if let Some(t0) = shared.t0() {
+            return Some(t0);
+        }
+        if clients.is_finished() {
+            return None;
+        }
+        if interrupt::requested() {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The nodes and the delay line, whose CPU the run reports.
+fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>> {
+    let mut processes: Vec<(Role, u32)> = cluster.entries()?.into_iter().map(|(_, e)| (Role::Node, e.pid)).collect();
+    if let Some(state) = RunState::existing(&cluster.meta.prefix)? {
+        let owned = state.owned()?;
+        processes
+            .extend(owned.processes.iter().filter(|p| p.role == DELAY_LINE_ROLE).map(|p| (Role::DelayLine, p.pid)));
+    }
+    Ok(processes)
+}
+
+fn by_node(cluster: &ClusterView, statuses: Vec<anyhow::Result<Value>>) -> Value {
+    let entries = cluster
+        .ids
+        .iter()
+        .zip(statuses)
+        .map(|(id, status)| (id.clone(), status.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))));
+    Value::Object(entries.collect())
+}
+
+/// Puts hint delivery and anti-entropy back as each node had them.
+fn restore_switches(cluster: &ClusterView, before: &[Value], live: &[usize]) -> anyhow::Result<()> {
+    cluster.reach(|| async {
+        for &i in live {
+            let switches = &before[i]["switches"];
+            let on = |name: &str| switches[name].as_bool().unwrap_or(true);
+            cluster.switch(&[i], on("hint_delivery"), on("anti_entropy")).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Faults, rules, processes or dead nodes the run left behind.
+fn leftovers(
+    cluster: &ClusterView,
+    timeline: &Timeline,
+    settings: &Resolved,
+    after: &[anyhow::Result<Value>],
+) -> anyhow::Result<Vec<String>> {
+    let records: Vec<_> = timeline.log().iter().flat_map(|e| e.faults.iter().cloned()).collect();
+    let mut found = match RunState::existing(&cluster.meta.prefix)? {
+        Some(state) => crate::faults::leftovers::leftovers(&state, &records)?,
+        None => Vec::new(),
+    };
+    let meant_down: Vec<&str> = timeline
+        .log()
+        .iter()
+        .filter(|e| e.kind == Kind::Crash && settings.no_restart)
+        .flat_map(|e| e.targets.iter().map(String::as_str))
+        .collect();
+    for (id, status) in cluster.ids.iter().zip(after) {
+        if status.is_err() && !meant_down.contains(&id.as_str()) {
+            found.push(format!("{id} does not answer after the run"));
+        }
+    }
+    Ok(found)
+}
+
+fn copy_logs(cluster: &ClusterView, dir: &Path) -> anyhow::Result<()> {
+    for (id, node) in &cluster.meta.nodes {
+        if let Some(log) = &node.log {
+            std::fs::copy(log, dir.join(format!("{id}.log"))).with_context(|| format!("copying {}", log.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn manifest(
+    settings: &Resolved,
+    cluster: &ClusterView,
+    statuses: &[Value],
+    plan: &[FaultEvent],
+    notes: &[String],
+    timeline: &Timeline,
+    t0_wall: SystemTime,
+    stamp: &str,
+    files: &Value,
+) -> Value {
+    let backends: Vec<&str> = timeline.log().iter().flat_map(|e| e.faults.iter().map(|f| f.backend.as_str())).collect();
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let memory_kib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    json!({
+        "tool": "dynabed experiment",
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_revision": env!("DYNABED_GIT_REVISION"),
+        "command_line": std::env::args().collect::<Vec<_>>(),
+        "stamp": stamp,
+        "t0_wall": humantime::format_rfc3339_micros(t0_wall).to_string(),
+        "clock": "every time in the run's files is µs since t0, the start of warmup; the preload runs before it",
+        "settings": settings,
+        "seeds": {
+            "seed": settings.seed,
+            "target": "drawn from seed when --target is not given",
+            "clients": "client i draws from SmallRng(seed × 0x9E3779B97F4A7C15 XOR i)",
+            "repair_round": "seed × 1000 + round",
+        },
+        "key_chooser": match settings.dist {
+            crate::workload::keys::KeyDistribution::Uniform => "uniform",
+            crate::workload::keys::KeyDistribution::Zipf => "YCSB scrambled zipfian, θ = 0.99, FNV-1a 64 over 10^10 items",
+            crate::workload::keys::KeyDistribution::ZipfExact => "rand_distr Zipf, s = 0.99",
+        },
+        "plan": plan,
+        "plan_notes": notes,
+        "failure_phase": if plan.is_empty() { "nominal: no fault is applied; the failure phase is the flags' window" } else { "from the first fault's apply until no fault is in force" },
+        "backends": backends,
+        "timeouts": { "op_timeout_ms": settings.op_timeout_ms, "backoff_ms": settings.backoff_ms },
+        "quorum": { "n": settings.n, "r": settings.r, "w": settings.w },
+        "anti_entropy_during_run": settings.anti_entropy,
+        "cluster": {
+            "mode": cluster.meta.mode,
+            "prefix": cluster.meta.prefix,
+            "partitions": cluster.meta.partitions,
+            "nodes": cluster.ids,
+            "client_netns": cluster.meta.client_netns,
+            "storage": statuses.first().map(|s| s["storage"].clone()),
+            "node_command_lines": cluster.meta.nodes.iter().map(|(id, n)| (id.clone(), n.argv.clone())).collect::<BTreeMap<_, _>>(),
+        },
+        "machine": {
+            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "memory_kib": memory_kib,
+            "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        },
+        "files": files,
+    })
+}

@@ -1,0 +1,137 @@
+//! Post-repair: after the failure is healed and the workload has stopped,
+//! count the repair rounds each key needs until its live replicas agree.
+//!
+//! Hints are handed off first (that is the store's normal recovery, not
+//! anti-entropy's work); then background anti-entropy and hint delivery are
+//! switched off, so that only the counted rounds repair. Rounds are staged
+//! (`{"staged": true}`, then `repair/commit` on every node): each exchange
+//! of a round sees the state from before the round, so the number of rounds
+//! depends on the seed alone, not on the order the nodes ran in.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::cluster::ClusterView;
+use super::holdings;
+
+/// The longest wait for pending hints to reach their owners.
+const HINT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize)]
+pub struct RoundLog {
+    pub round: u32,
+    pub duration_ms: u64,
+    /// Keys converged after this round (cumulative).
+    pub converged: usize,
+    /// The nodes' statistics, summed (partitions, exchanges, keys, bytes, …).
+    pub totals: BTreeMap<String, u64>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Repair {
+    pub hint_drain_ms: u64,
+    pub hints_left: u64,
+    pub rounds: Vec<RoundLog>,
+    /// Key → rounds until its live replicas agreed; `None` if not within the limit.
+    #[serde(skip)]
+    pub keys: BTreeMap<u32, Option<u32>>,
+}
+
+impl Repair {
+    /// How many keys needed each number of rounds (`null`: never).
+    pub fn distribution(&self) -> BTreeMap<Option<u32>, usize> {
+        let mut counts = BTreeMap::new();
+        for rounds in self.keys.values() {
+            *counts.entry(*rounds).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// Drains hints, switches background repair off, and runs up to
+/// `max_rounds` rounds over `live` nodes, checking `keys` after each.
+pub async fn run(
+    cluster: &ClusterView,
+    live: &[usize],
+    keys: &[u32],
+    max_rounds: u32,
+    seed: u64,
+) -> anyhow::Result<Repair> {
+    let (hint_drain_ms, hints_left) = drain_hints(cluster, live).await;
+    cluster.switch(live, false, false).await?;
+    let mut outcome = Repair { hint_drain_ms, hints_left, rounds: Vec::new(), keys: BTreeMap::new() };
+    let mut pending: Vec<u32> = keys.to_vec();
+    settle(cluster, live, &mut pending, &mut outcome, 0).await?;
+    for round in 1..=max_rounds {
+        if pending.is_empty() {
+            break;
+        }
+        let started = Instant::now();
+        let body = json!({ "seed": seed.wrapping_mul(1000).wrapping_add(round as u64), "staged": true });
+        let mut results = cluster.admin_on(live, "repair/round", &body).await;
+        results.extend(cluster.admin_on(live, "repair/commit", &json!({})).await);
+        let mut totals = BTreeMap::new();
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(stats) => add_numbers(&mut totals, &stats),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        settle(cluster, live, &mut pending, &mut outcome, round).await?;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        outcome.rounds.push(RoundLog { round, duration_ms, converged: outcome.keys.len(), totals, errors });
+    }
+    outcome.keys.extend(pending.into_iter().map(|k| (k, None)));
+    Ok(outcome)
+}
+
+/// Moves the keys of `pending` whose replicas agree into the outcome, at `round`.
+async fn settle(
+    cluster: &ClusterView,
+    live: &[usize],
+    pending: &mut Vec<u32>,
+    outcome: &mut Repair,
+    round: u32,
+) -> anyhow::Result<()> {
+    let held = holdings::read(cluster, live, pending).await?;
+    pending.retain(|key| {
+        let converged = held.get(key).is_some_and(|h| h.converged());
+        if converged {
+            outcome.keys.insert(*key, Some(round));
+        }
+        !converged
+    });
+    Ok(())
+}
+
+/// Waits until no live node holds a hint, nudging delivery; returns the
+/// time waited and the hints still pending at the limit.
+async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> (u64, u64) {
+    let started = Instant::now();
+    loop {
+        let statuses = cluster.statuses().await;
+        let pending: u64 = live
+            .iter()
+            .filter_map(|&i| statuses[i].as_ref().ok())
+            .map(|s| s["hints_pending"].as_u64().unwrap_or(0))
+            .sum();
+        if pending == 0 || started.elapsed() > HINT_DRAIN_LIMIT {
+            return (started.elapsed().as_millis() as u64, pending);
+        }
+        let _ = cluster.admin_on(live, "handoff", &json!({})).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn add_numbers(totals: &mut BTreeMap<String, u64>, stats: &Value) {
+    for (name, value) in stats.as_object().into_iter().flatten() {
+        if let Some(n) = value.as_u64() {
+            *totals.entry(name.clone()).or_default() += n;
+        }
+    }
+}

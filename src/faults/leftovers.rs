@@ -1,0 +1,63 @@
+//! What a healed fault may have left behind: each undo step of its record,
+//! checked against the kernel, the processes and the nodes. The driver runs
+//! this after every run, so a heal that silently failed is a reported error
+//! rather than a surprise in the next experiment.
+
+use super::{admin, Undo, DELAY_LINE_ROLE};
+use crate::cluster::files;
+use crate::cluster::runstate::RunState;
+use crate::node::faults::FaultState;
+
+/// Everything still in place that `records` (all healed) created; empty
+/// when the heals were complete. (Whether a crashed node came back is the
+/// driver's own check: with `--no_restart` it is meant to stay down.)
+pub fn leftovers(state: &RunState, records: &[super::FaultRecord]) -> anyhow::Result<Vec<String>> {
+    let owned = state.owned()?;
+    let mut found: Vec<String> =
+        owned.faults.iter().map(|r| format!("fault {} ({:?}) is still in the journal", r.id, r.kind)).collect();
+    if owned.processes.iter().any(|p| p.role == DELAY_LINE_ROLE) {
+        found.push("the delay-line daemon is still running".into());
+    }
+    let cluster = owned.cluster_procs.as_deref().map(files::read_cluster).transpose()?;
+    for record in records {
+        for step in &record.undo {
+            if let Some(left) = still_there(step, cluster.as_ref())? {
+                found.push(format!("fault {} ({:?}): {left}", record.id, record.kind));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn still_there(step: &Undo, cluster: Option<&super::Cluster>) -> anyhow::Result<Option<String>> {
+    use netns::firewall::{Chain, Family, Table};
+    let in_namespace = |namespace: &str| netns::namespace::exists(namespace);
+    Ok(match step {
+        Undo::DeleteBridgeTable { namespace, name } => (in_namespace(namespace)
+            && Table::new(namespace, Family::Bridge, name).exists()?)
+        .then(|| format!("nft table {name} is still in {namespace}")),
+        Undo::ClearQdisc { namespace, device } => {
+            let kind =
+                if in_namespace(namespace) { netns::qdisc::root(namespace, device)?.map(|q| q.kind) } else { None };
+            kind.filter(|k| k == "netem" || k == "tbf")
+                .map(|k| format!("{k} qdisc is still on {device} in {namespace}"))
+        }
+        Undo::RemoveForwardChain { namespace, name } => (in_namespace(namespace)
+            && Chain::forward(namespace, name)?.list().is_ok())
+        .then(|| format!("iptables chain {name} is still in {namespace}")),
+        Undo::RemoveCgroup { name } => {
+            netns::cgroup::CpuGroup::open(name)?.path.is_dir().then(|| format!("cgroup {name} still exists"))
+        }
+        Undo::Continue { pid, start_time } => {
+            let same = netns::process::start_time(*pid) == Some(*start_time);
+            (same && netns::process::state(*pid) == Some('T')).then(|| format!("pid {pid} is still stopped"))
+        }
+        Undo::HealApp { node } => {
+            let Some((procs, meta)) = cluster else { return Ok(None) };
+            let Some(entry) = procs.get(node) else { return Ok(None) };
+            let current: FaultState = serde_json::from_value(admin(meta, entry, hyper::Method::GET, "fault", None)?)?;
+            (current != FaultState::default()).then(|| format!("{node} still applies {current:?}"))
+        }
+        Undo::Restart { .. } | Undo::DelayClear { .. } | Undo::StopIdleDelayLine => None,
+    })
+}

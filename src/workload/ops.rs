@@ -1,0 +1,91 @@
+//! What a workload request is: YCSB's operation mixes, how updates carry
+//! causal context, which node a request enters at, and the values written.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// YCSB's core workloads with read and update operations only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum Workload {
+    /// 50 % reads, 50 % updates (YCSB "update heavy").
+    A,
+    /// 95 % reads, 5 % updates (YCSB "read mostly").
+    B,
+}
+
+impl Workload {
+    pub fn read_fraction(self) -> f64 {
+        match self {
+            Workload::A => 0.5,
+            Workload::B => 0.95,
+        }
+    }
+}
+
+/// The causal context an update sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateMode {
+    /// The context of this client's last answer for the key (read or write);
+    /// none before the first.
+    Context,
+    /// No context: every update is concurrent with what the store holds.
+    Blind,
+    /// Read the key first (a recorded read), then write with that context.
+    Rmw,
+}
+
+/// Which node a request enters at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// A node drawn per request from the client's seeded generator.
+    Random,
+    /// Client i always enters at node i mod K.
+    Fixed,
+    /// The key's first preference-list node (client-driven coordination).
+    Coordinator,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Read,
+    Update,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Update => "update",
+        }
+    }
+}
+
+pub fn key_name(index: u32) -> String {
+    format!("user{index}")
+}
+
+/// A value of `size` bytes (at least the id's length) that starts with the
+/// write's unique id, so any value found on a replica names its write.
+pub fn value(write_id: &str, size: usize) -> Bytes {
+    let mut bytes = Vec::with_capacity(size.max(write_id.len() + 1));
+    bytes.extend_from_slice(write_id.as_bytes());
+    bytes.push(b' ');
+    bytes.resize(size.max(bytes.len()), b'.');
+    Bytes::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_have_the_asked_size_and_start_with_their_id() {
+        let v = value("c3-17", 100);
+        assert_eq!(v.len(), 100);
+        assert!(v.starts_with(b"c3-17 "));
+        assert_eq!(value("c12345-678", 4).len(), 11, "never shorter than the id");
+    }
+}
