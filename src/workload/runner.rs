@@ -238,9 +238,9 @@ impl Worker {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let read = self.request(Op::Read, key, Instant::now(), None).await;
+                let read = self.request(Op::Read, key, None, None).await;
                 let context = read.ok().and_then(|a| a.context);
-                let write = self.request(Op::Update, key, Instant::now(), context).await;
+                let write = self.request(Op::Update, key, None, context).await;
                 match write {
                     Ok(answer) if answer.status.is_success() => break,
                     outcome if attempt >= LOAD_ATTEMPTS => {
@@ -263,22 +263,24 @@ impl Worker {
         let t0 = self.shared.t0().expect("measuring starts after t0");
         while !self.shared.stop.load(Ordering::Relaxed) {
             let intended = match self.spec.target_rate {
-                None => Instant::now(),
+                None => None,
                 Some(rate) => {
                     let slot = schedule.fetch_add(1, Ordering::Relaxed);
                     let at = t0 + Duration::from_secs_f64(slot as f64 / rate);
                     tokio::time::sleep_until(at.into()).await;
-                    at
+                    Some(at)
                 }
             };
-            if intended >= end {
+            if intended.unwrap_or_else(Instant::now) >= end {
                 break;
             }
             self.operation(intended).await;
         }
     }
 
-    async fn operation(&mut self, intended: Instant) {
+    /// One operation; `intended` is its open-loop slot (a closed loop
+    /// measures from the send).
+    async fn operation(&mut self, intended: Option<Instant>) {
         let key = self.chooser.next(&mut self.rng) as u32;
         if self.rng.random_bool(self.spec.workload.read_fraction()) {
             let _ = self.request(Op::Read, key, intended, None).await;
@@ -297,7 +299,7 @@ impl Worker {
         &mut self,
         op: Op,
         key: u32,
-        intended: Instant,
+        intended: Option<Instant>,
         context: Option<String>,
     ) -> Result<Answer, ClientError> {
         let entry = self.entry(key).await;
@@ -325,7 +327,7 @@ impl Worker {
             }
         }
         let sample = Sample {
-            intended_us: micros_since(self.origin, intended),
+            intended_us: micros_since(self.origin, intended.unwrap_or(sent)),
             sent_us: micros_since(self.origin, sent),
             end_us: micros_since(self.origin, end),
             client: self.id,

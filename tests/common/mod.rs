@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod experiment;
+
 use dynabed::client::{Answer, Client};
 use dynabed::cluster::{cleanup, files, launch::client_addr, manage, runstate};
 use nix::sys::signal::Signal;

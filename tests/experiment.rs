@@ -1,0 +1,165 @@
+//! The experiment driver on loopback clusters (no privileges needed): key
+//! distributions, staleness, the lost-write checker and bad input.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::experiment::{drive, Row};
+use common::TestCluster;
+
+fn measured(rows: &[Row]) -> impl Iterator<Item = &Row> {
+    rows.iter().filter(|r| r.phase != "load")
+}
+
+#[test]
+fn zipf_sends_the_hottest_key_about_four_percent_uniform_a_tenth_of_one_and_an_open_loop_keeps_time() {
+    let cluster = TestCluster::up(60, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let share = |dist: &str| {
+        let run = drive(&cluster.procs, out.path(), &["--dist", dist, "--duration", "5", "--concurrency", "8"]);
+        run.assert_clean();
+        assert_eq!(run.manifest["settings"]["dist"], dist);
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for row in measured(&run.rows) {
+            *counts.entry(row.key.as_str()).or_default() += 1;
+        }
+        let total: u64 = counts.values().sum();
+        assert!(total > 5_000, "enough requests for statistics: {total}");
+        let expected = total as f64 / 1000.0;
+        // Pearson's χ² against uniform over the 1000 keys (999 degrees of freedom).
+        let chi2: f64 = (0..1000)
+            .map(|i| counts.get(format!("user{i}").as_str()).copied().unwrap_or(0) as f64)
+            .map(|observed| (observed - expected).powi(2) / expected)
+            .sum();
+        let hottest = *counts.values().max().unwrap() as f64 / total as f64;
+        (hottest, chi2, total)
+    };
+    let (hottest, chi2, total) = share("uniform");
+    // Mean 999, standard deviation √1998 ≈ 45: six deviations is no accident.
+    assert!(chi2 < 999.0 + 6.0 * 45.0, "uniform: χ² = {chi2:.0} over {total} requests");
+    assert!(hottest < 0.003, "uniform: the hottest key gets about 0.1 %, not {:.3} %", hottest * 100.0);
+    let (hottest, chi2, _) = share("zipf");
+    assert!((0.03..0.046).contains(&hottest), "zipf: the hottest key gets 3-4 %: {:.2} %", hottest * 100.0);
+    assert!(chi2 > 10_000.0, "zipf is far from uniform: χ² = {chi2:.0}");
+
+    // An open loop: requests start on a 5 ms grid, however long each takes.
+    let run = drive(&cluster.procs, out.path(), &["--target_rate", "200", "--duration", "3", "--concurrency", "4"]);
+    run.assert_clean();
+    let mut starts: Vec<i64> = measured(&run.rows).map(|r| r.t_start_us).collect();
+    starts.sort_unstable();
+    assert!((590..=600).contains(&starts.len()), "3 s at 200/s: {} requests", starts.len());
+    for (i, start) in starts.iter().enumerate() {
+        assert!((start - i as i64 * 5000).abs() <= 1, "request {i} was meant to start at {} µs, not {start}", i * 5000);
+    }
+}
+
+#[test]
+fn a_replica_held_back_serves_reads_that_miss_exactly_the_writes_made_elsewhere() {
+    let cluster = TestCluster::up(61, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let plan = out.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"[{"at_s": 2, "duration_s": 6, "kind": "partition", "targets": ["node3"], "layer": "app"}]"#,
+    )
+    .unwrap();
+    let plan = plan.to_string_lossy().into_owned();
+    // Client i enters at node i+1; every node replicates every key (N = 3 of
+    // 3); R = W = 1, so node3 answers from its own replica while the others
+    // cannot reach it. Three clients over 1000 keys keep writes per key
+    // sparse, so that for most keys no write is in flight when the
+    // partition starts.
+    let run = drive(
+        &cluster.procs,
+        out.path(),
+        &["--plan", &plan, "--duration", "10", "--R", "1", "--W", "1", "--routing", "fixed", "--concurrency", "3"],
+    );
+    run.assert_clean();
+    let event = &run.faults["events"][0];
+    let (apply_started, applied, heal_started) = (
+        event["apply_started_us"].as_i64().unwrap(),
+        event["applied_us"].as_i64().unwrap(),
+        event["heal_started_us"].as_i64().unwrap(),
+    );
+    let margin = 200_000;
+    let elsewhere: Vec<&Row> = measured(&run.rows).filter(|r| r.op == "update" && r.ok && r.node != "node3").collect();
+    let mut checked = 0;
+    for read in measured(&run.rows).filter(|r| {
+        r.op == "read" && r.ok && r.node == "node3" && r.t_start_us > applied + margin && r.t_start_us < heal_started
+    }) {
+        let writes: Vec<&&Row> = elsewhere.iter().filter(|w| w.key == read.key).collect();
+        if writes.iter().any(|w| (apply_started - margin..applied + margin).contains(&w.t_end_us)) {
+            continue; // a write in flight as the partition began: either outcome is right
+        }
+        let missed: Vec<&&&Row> =
+            writes.iter().filter(|w| w.t_end_us > applied && w.t_end_us < read.t_start_us).collect();
+        assert_eq!(read.stale, Some(!missed.is_empty()), "{read:?}");
+        assert_eq!(read.stale_versions, Some(missed.len() as u32), "{read:?} missed {missed:?}");
+        if let Some(oldest) = missed.iter().map(|w| w.t_end_us).min() {
+            let expected_ms = (read.t_start_us - oldest) as f64 / 1000.0;
+            assert!((read.stale_ms.unwrap() - expected_ms).abs() < 0.002, "{read:?}: expected {expected_ms} ms");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} stale reads to check");
+    assert!(run.summary["staleness"]["stale_reads"].as_u64().unwrap() >= checked);
+}
+
+#[test]
+fn the_checker_reports_acknowledged_writes_wiped_from_every_replica() {
+    // Memory storage: a crash wipes a node's data. Crashing all three
+    // replicas at once loses every write acknowledged before.
+    let cluster = TestCluster::up(62, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let plan = out.path().join("plan.json");
+    std::fs::write(&plan, r#"[{"at_s": 2, "duration_s": 1, "kind": "crash", "targets": ["node1", "node2", "node3"]}]"#)
+        .unwrap();
+    let run = drive(
+        &cluster.procs,
+        out.path(),
+        &["--plan", &plan.to_string_lossy(), "--duration", "5", "--update_mode", "blind", "--concurrency", "4"],
+    );
+    assert!(!run.output.status.success(), "a lost write fails the run");
+    let lost = run.summary["lost_writes"]["lost"].as_u64().unwrap();
+    assert!(lost >= 1000, "at least the preload's 1000 writes are gone: {lost}");
+    assert!(run.stderr().contains("acknowledged writes were lost"), "{}", run.stderr());
+    assert!(run.stdout().contains(&format!("[CHECKER], LostWrites, {lost}")), "{}", run.stdout());
+}
+
+#[test]
+fn bad_input_is_one_line_before_anything_starts() {
+    let cluster = TestCluster::up(63, 3, "memory", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let malformed = dir.path().join("bad.json");
+    std::fs::write(&malformed, "{not json").unwrap();
+    let procs = cluster.procs.to_string_lossy().into_owned();
+    for (args, reason) in [
+        (vec!["--cluster_procs", "/nonexistent/cluster_procs.json"], "no cluster described by"),
+        (vec!["--cluster_procs", &malformed.to_string_lossy()], "is not a cluster file"),
+        (vec!["--cluster_procs", &procs, "--failure_mode", "explode"], "invalid value 'explode' for '--failure_mode"),
+        (vec!["--cluster_procs", &procs, "--N", "5"], "does not match the cluster's N = 3"),
+        (
+            vec!["--cluster_procs", &procs, "--failure_mode", "crash", "--duration", "15"],
+            "is longer than --duration 15 s",
+        ),
+        (vec!["--cluster_procs", &procs, "--R", "4"], "--R 4 must be between 1 and --N 3"),
+    ] {
+        let out = dir.path().join("out");
+        let output = std::process::Command::new(common::BIN)
+            .arg("experiment")
+            .args(&args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} must fail");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: ") && first.contains(reason), "{args:?}: {stderr}");
+        if !reason.starts_with("invalid value") {
+            assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        }
+        assert!(!out.exists(), "{args:?}: nothing written before the checks");
+    }
+}
