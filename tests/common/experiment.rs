@@ -95,18 +95,17 @@ impl Run {
     }
 }
 
-/// Runs `scripts/experiment_driver`'s binary with `args` plus `--cluster_procs`
-/// and `--out`; reads the files when the run wrote them.
+/// Runs `dynabed experiment` with `args` plus `--cluster_procs` and
+/// `--out`; reads the files when the run wrote them.
 pub fn drive(procs: &Path, out: &Path, args: &[&str]) -> Run {
-    let output = Command::new(BIN)
-        .arg("experiment")
-        .arg("--cluster_procs")
-        .arg(procs)
-        .arg("--out")
-        .arg(out)
-        .args(args)
-        .output()
-        .expect("running dynabed experiment");
+    let mut command = Command::new(BIN);
+    command.arg("experiment").arg("--cluster_procs").arg(procs);
+    drive_with(command, out, args)
+}
+
+/// Runs `command` (the driver, however invoked) with `args` and `--out`.
+pub fn drive_with(mut command: Command, out: &Path, args: &[&str]) -> Run {
+    let output = command.args(args).arg("--out").arg(out).output().expect("running the experiment driver");
     let find = |kind: &str| -> Option<PathBuf> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(out)
             .ok()?

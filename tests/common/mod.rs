@@ -262,6 +262,10 @@ impl NetnsCluster {
     }
 
     pub fn up(&self, nodes: u16) -> Output {
+        self.up_with(nodes, "memory")
+    }
+
+    pub fn up_with(&self, nodes: u16, storage: &str) -> Output {
         self.dynabed(&[
             "cluster",
             "up",
@@ -271,7 +275,7 @@ impl NetnsCluster {
             "--prefix",
             &self.prefix,
             "--storage",
-            "memory",
+            storage,
         ])
     }
 
