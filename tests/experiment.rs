@@ -163,3 +163,83 @@ fn bad_input_is_one_line_before_anything_starts() {
         assert!(!out.exists(), "{args:?}: nothing written before the checks");
     }
 }
+
+#[test]
+fn coordinator_routing_enters_at_the_coordinator_and_rmw_reads_before_each_update() {
+    let cluster = TestCluster::up(65, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let run = drive(&cluster.procs, out.path(), &["--routing", "coordinator", "--duration", "3", "--N", "3"]);
+    run.assert_clean();
+    let served: Vec<&Row> = measured(&run.rows).filter(|r| r.ok).collect();
+    assert!(served.iter().all(|r| r.node == r.entry), "the entry node coordinates every request itself");
+
+    let run = drive(&cluster.procs, out.path(), &["--update_mode", "rmw", "--duration", "3", "--concurrency", "4"]);
+    run.assert_clean();
+    let mut by_client: HashMap<u32, Vec<&Row>> = HashMap::new();
+    for row in measured(&run.rows) {
+        by_client.entry(row.client).or_default().push(row);
+    }
+    let mut updates = 0;
+    for rows in by_client.values_mut() {
+        rows.sort_by_key(|r| r.t_start_us);
+        for pair in rows.windows(2).filter(|p| p[1].op == "update") {
+            assert_eq!((pair[0].op.as_str(), &pair[0].key), ("read", &pair[1].key), "an update follows its read");
+            updates += 1;
+        }
+    }
+    assert!(updates > 100, "{updates} updates");
+}
+
+#[test]
+fn ctrl_c_heals_the_fault_and_keeps_what_was_recorded() {
+    let cluster = TestCluster::up(64, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let driver = std::process::Command::new(common::BIN)
+        .args(["experiment", "--cluster_procs"])
+        .arg(&cluster.procs)
+        .args(["--failure_mode", "slow", "--fault_layer", "app", "--warmup", "1", "--failure_duration", "20"])
+        .args(["--duration", "30", "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let slowed = |cluster: &TestCluster| {
+        runtime.block_on(async {
+            let mut slowed = Vec::new();
+            for id in cluster.ids() {
+                let mut client = cluster.client(&id);
+                let answer = client.send(hyper::Method::GET, "/admin/fault", None, Default::default()).await;
+                if answer.unwrap().json().unwrap()["slow_ms"] != 0 {
+                    slowed.push(id);
+                }
+            }
+            slowed
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while slowed(&cluster).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the fault was never applied");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(driver.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let started = std::time::Instant::now();
+    let output = driver.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "the driver stops soon after Ctrl-C");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("interrupted"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(slowed(&cluster).is_empty(), "the fault is healed");
+    let journal = dynabed::cluster::runstate::RunState::existing("t64").unwrap().map(|s| s.owned().unwrap().faults);
+    assert!(journal.unwrap_or_default().is_empty(), "nothing left in the heal journal");
+    let run = drive(&cluster.procs, out.path(), &["--duration", "1"]);
+    run.assert_clean();
+    let csvs = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("workload_"));
+    assert_eq!(csvs.count(), 2, "the interrupted run's CSV is kept beside the next run's");
+}

@@ -94,11 +94,13 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
     let recorded = recorder.finish()?;
     let requests_sent = sent?;
+    let timeline = timeline.context("the run never started")?;
+    let faults_file = outputs.file("faults", "json");
+    write_json(&faults_file, &json!({ "clock": "µs since t0, the start of warmup", "events": timeline.log() }))?;
     if let Some(e) = failure {
         return Err(e);
     }
     let cpu = cpu.context("the run never started")?.finish(&measured_processes(&cluster)?);
-    let timeline = timeline.context("the run never started")?;
 
     let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
     let live: Vec<usize> = everyone.iter().copied().filter(|&i| after[i].is_ok()).collect();

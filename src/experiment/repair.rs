@@ -19,6 +19,8 @@ use super::holdings;
 
 /// The longest wait for pending hints to reach their owners.
 const HINT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long the pending count may stay put before the wait ends.
+const HINT_STALL: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Serialize)]
 pub struct RoundLog {
@@ -109,10 +111,12 @@ async fn settle(
     Ok(())
 }
 
-/// Waits until no live node holds a hint, nudging delivery; returns the
-/// time waited and the hints still pending at the limit.
+/// Waits until no live node holds a hint, nudging delivery; gives up when
+/// the count stops falling (hints for a node left down never drain) or at
+/// the limit. Returns the time waited and the hints still pending.
 async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> (u64, u64) {
     let started = Instant::now();
+    let mut last_progress = (u64::MAX, Instant::now());
     loop {
         let statuses = cluster.statuses().await;
         let pending: u64 = live
@@ -120,7 +124,10 @@ async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> (u64, u64) {
             .filter_map(|&i| statuses[i].as_ref().ok())
             .map(|s| s["hints_pending"].as_u64().unwrap_or(0))
             .sum();
-        if pending == 0 || started.elapsed() > HINT_DRAIN_LIMIT {
+        if pending < last_progress.0 {
+            last_progress = (pending, Instant::now());
+        }
+        if pending == 0 || last_progress.1.elapsed() > HINT_STALL || started.elapsed() > HINT_DRAIN_LIMIT {
             return (started.elapsed().as_millis() as u64, pending);
         }
         let _ = cluster.admin_on(live, "handoff", &json!({})).await;

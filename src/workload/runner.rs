@@ -174,7 +174,9 @@ fn drive(
     }
     barrier.wait();
     loaded?;
-    let Some(t0) = shared.t0() else { bail!("the preload failed on another client thread") };
+    let Some(t0) = shared.t0() else {
+        bail!("stopped before the measured run (interrupted, or the preload failed on another client thread)")
+    };
     let end = t0 + spec.duration;
     runtime.block_on(async {
         let runs = clients.iter_mut().map(|c| c.measure(end, schedule.clone()));
