@@ -7,5 +7,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod experiment;
 pub mod faults;
+pub mod matrix;
 pub mod node;
+pub mod report;
 pub mod workload;

@@ -44,6 +44,17 @@ enum Command {
     /// Run a workload while injecting a failure; record every request
     /// (the seed's experiment_driver.py).
     Experiment(Box<dynabed::experiment::args::ExperimentArgs>),
+    /// Run the evaluation matrix (the seed's, or --matrix FILE) and write its report.
+    Matrix(Box<dynabed::matrix::MatrixArgs>),
+    /// Write report.html, report.md and the plots for existing run folders.
+    Report {
+        /// Folders holding experiment files (the newest run in each is shown).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the report goes [default: the folder, when one is given; else ./report].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Apply, list and heal faults by hand.
     #[command(subcommand)]
     Fault(dynabed::cli::fault::FaultCommand),
@@ -126,6 +137,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
         Command::Fault(command) => dynabed::cli::fault::run(command),
         Command::Experiment(args) => dynabed::experiment::run(*args),
+        Command::Matrix(args) => dynabed::matrix::run(*args),
+        Command::Report { dirs, out } => {
+            let out = out.unwrap_or_else(|| if dirs.len() == 1 { dirs[0].clone() } else { PathBuf::from("report") });
+            let report = dynabed::report::runs(&dirs, &out)?;
+            println!("report: {}", report.display());
+            Ok(())
+        }
         Command::DelayLine { socket } => dynabed::faults::delay_line::serve(&socket),
         Command::Doctor { json } => {
             let findings = dynabed::doctor::probe_all();

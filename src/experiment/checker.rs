@@ -22,6 +22,8 @@ pub struct Verdict {
     pub missing_somewhere: u64,
     /// The first few lost writes, as `key dot`.
     pub examples: Vec<String>,
+    /// Hints not delivered when the check ran (for a node left down).
+    pub hints_left: u64,
 }
 
 pub async fn check(cluster: &ClusterView, live: &[usize], acked: &AckedWrites) -> anyhow::Result<Verdict> {

@@ -14,7 +14,9 @@ mod outputs;
 mod progress;
 mod repair;
 mod summary;
+mod tcp;
 mod timeline;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,12 +30,15 @@ use serde_json::{json, Value};
 use self::args::{ExperimentArgs, Resolved};
 use self::cluster::ClusterView;
 use self::cpu::{CpuMeter, Role};
-use self::outputs::{write_json, Outputs};
+use self::outputs::Outputs;
 use self::timeline::Timeline;
 use crate::cluster::runstate::RunState;
 use crate::faults::plan::{self, FaultEvent};
 use crate::faults::{Kind, DELAY_LINE_ROLE};
 use crate::workload::ops::Routing;
+
+pub use self::interrupt::{install as install_interrupt, requested as interrupted};
+pub use self::outputs::write_json;
 use crate::workload::recorder::Recorder;
 use crate::workload::runner::{self, Shared, Spec, Targets};
 
@@ -41,7 +46,7 @@ use crate::workload::runner::{self, Shared, Spec, Targets};
 /// behind, or the run was interrupted (after writing what it recorded).
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     let settings = args.resolve()?;
-    let cluster = ClusterView::open(&args.cluster_procs, settings.n)?;
+    let cluster = Arc::new(ClusterView::open(&args.cluster_procs, settings.n)?);
     let (plan, notes) = fault_plan(&args, &cluster)?;
     let statuses = cluster.reach(|| cluster.all_answer())?;
     let ring = ClusterView::ring(&statuses[0])?;
@@ -52,6 +57,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     write_json(&nodes_dir.join("before.json"), &by_node(&cluster, statuses.iter().cloned().map(Ok).collect()))?;
     cluster.reach(|| cluster.switch(&everyone, true, settings.anti_entropy))?;
     interrupt::install()?;
+    let tcp_before = tcp::snapshot(&cluster.entries()?);
 
     let origin = Instant::now();
     let t0_wall = SystemTime::now();
@@ -70,7 +76,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     let mut timeline = None;
     let mut cpu = None;
     let mut failure = None;
+    let mut watch = None;
     if let Some(t0) = wait_for_start(&shared, &clients) {
+        watch = Some(watch::Watch::start(cluster.clone(), t0));
         let processes = || measured_processes(&cluster).unwrap_or_default();
         let meter = cpu.insert(CpuMeter::start(&processes()));
         let run =
@@ -91,6 +99,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     progress.finish();
+    let sightings = watch.map(watch::Watch::finish).unwrap_or_default();
     let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
     let recorded = recorder.finish()?;
     let requests_sent = sent?;
@@ -101,6 +110,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         return Err(e);
     }
     let cpu = cpu.context("the run never started")?.finish(&measured_processes(&cluster)?);
+    let tcp = tcp::delta(&tcp_before, &tcp::snapshot(&cluster.entries()?));
+    let detections = watch::detections(timeline.log(), &sightings);
+    watch::write_csv(&outputs.file("membership", "csv"), &sightings)?;
 
     let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
     let live: Vec<usize> = everyone.iter().copied().filter(|&i| after[i].is_ok()).collect();
@@ -115,7 +127,12 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
         write_json(&outputs.repair_results(), &results)?;
     }
-    let verdict = cluster.reach(|| checker::check(&cluster, &live, &recorded.acked))?;
+    let verdict = cluster.reach(|| async {
+        let hints_left = repair::drain_hints(&cluster, &live).await?;
+        let mut verdict = checker::check(&cluster, &live, &recorded.acked).await?;
+        verdict.hints_left = hints_left;
+        Ok(verdict)
+    })?;
     restore_switches(&cluster, &statuses, &live)?;
 
     let mut leftovers = leftovers(&cluster, &timeline, &settings, &after)?;
@@ -135,6 +152,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         "manifest": outputs.file("manifest", "json"),
         "summary": outputs.file("summary", "json"),
         "nodes": nodes_dir,
+        "membership": outputs.file("membership", "csv"),
         "repair_results": settings.post_repair.then(|| outputs.repair_results()),
     });
     let manifest = manifest(&settings, &cluster, &statuses, &plan, &notes, &timeline, t0_wall, &outputs.stamp, &files);
@@ -149,6 +167,8 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         post_repair: settings.post_repair,
         verdict: &verdict,
         leftovers: &leftovers,
+        detections: &detections,
+        tcp: &tcp,
         files: files.clone(),
     });
     write_json(&outputs.file("summary", "json"), &summary)?;

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-const KINDS: [(&str, &str); 4] = [("workload", "csv"), ("faults", "json"), ("manifest", "json"), ("summary", "json")];
+const KINDS: [(&str, &str); 5] =
+    [("workload", "csv"), ("faults", "json"), ("manifest", "json"), ("summary", "json"), ("membership", "csv")];
 
 pub struct Outputs {
     dir: PathBuf,

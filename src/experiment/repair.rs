@@ -1,9 +1,10 @@
 //! Post-repair: after the failure is healed and the workload has stopped,
 //! count the repair rounds each key needs until its live replicas agree.
 //!
-//! Hints are handed off first (that is the store's normal recovery, not
-//! anti-entropy's work); then background anti-entropy and hint delivery are
-//! switched off, so that only the counted rounds repair. Rounds are staged
+//! Background anti-entropy and hint delivery are switched off first, so
+//! that only the counted rounds repair (the hints still pending then are
+//! reported; they are handed off after the rounds, before the lost-write
+//! checker looks, since an acknowledged write may live in a hint). Rounds are staged
 //! (`{"staged": true}`, then `repair/commit` on every node): each exchange
 //! of a round sees the state from before the round, so the number of rounds
 //! depends on the seed alone, not on the order the nodes ran in.
@@ -35,8 +36,8 @@ pub struct RoundLog {
 
 #[derive(Debug, Serialize)]
 pub struct Repair {
-    pub hint_drain_ms: u64,
-    pub hints_left: u64,
+    /// Hints the nodes held when the rounds began.
+    pub hints_pending: u64,
     pub rounds: Vec<RoundLog>,
     /// Key → rounds until its live replicas agreed; `None` if not within the limit.
     #[serde(skip)]
@@ -63,9 +64,9 @@ pub async fn run(
     max_rounds: u32,
     seed: u64,
 ) -> anyhow::Result<Repair> {
-    let (hint_drain_ms, hints_left) = drain_hints(cluster, live).await;
     cluster.switch(live, false, false).await?;
-    let mut outcome = Repair { hint_drain_ms, hints_left, rounds: Vec::new(), keys: BTreeMap::new() };
+    let hints_pending = hints_pending(cluster, live).await;
+    let mut outcome = Repair { hints_pending, rounds: Vec::new(), keys: BTreeMap::new() };
     let mut pending: Vec<u32> = keys.to_vec();
     settle(cluster, live, &mut pending, &mut outcome, 0).await?;
     for round in 1..=max_rounds {
@@ -111,24 +112,25 @@ async fn settle(
     Ok(())
 }
 
-/// Waits until no live node holds a hint, nudging delivery; gives up when
-/// the count stops falling (hints for a node left down never drain) or at
-/// the limit. Returns the time waited and the hints still pending.
-async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> (u64, u64) {
+async fn hints_pending(cluster: &ClusterView, live: &[usize]) -> u64 {
+    let statuses = cluster.statuses().await;
+    live.iter().filter_map(|&i| statuses[i].as_ref().ok()).map(|s| s["hints_pending"].as_u64().unwrap_or(0)).sum()
+}
+
+/// Switches hint delivery on and waits until no live node holds a hint,
+/// nudging delivery; gives up when the count stops falling (hints for a
+/// node left down never drain) or at the limit. Returns the hints left.
+pub async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> anyhow::Result<u64> {
+    cluster.switch(live, true, false).await?;
     let started = Instant::now();
     let mut last_progress = (u64::MAX, Instant::now());
     loop {
-        let statuses = cluster.statuses().await;
-        let pending: u64 = live
-            .iter()
-            .filter_map(|&i| statuses[i].as_ref().ok())
-            .map(|s| s["hints_pending"].as_u64().unwrap_or(0))
-            .sum();
+        let pending = hints_pending(cluster, live).await;
         if pending < last_progress.0 {
             last_progress = (pending, Instant::now());
         }
         if pending == 0 || last_progress.1.elapsed() > HINT_STALL || started.elapsed() > HINT_DRAIN_LIMIT {
-            return (started.elapsed().as_millis() as u64, pending);
+            return Ok(pending);
         }
         let _ = cluster.admin_on(live, "handoff", &json!({})).await;
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -2,6 +2,7 @@
 //! stdout in YCSB's `[SECTION], Metric, value` style so they read like the
 //! numbers people already know.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
@@ -10,6 +11,8 @@ use serde_json::{json, Value};
 use super::checker::Verdict;
 use super::cpu::CpuReport;
 use super::repair::Repair;
+use super::tcp::TcpCounters;
+use super::watch::Detection;
 use crate::workload::sample::Phase;
 use crate::workload::stats::{OpStats, Stats};
 
@@ -23,6 +26,8 @@ pub struct Inputs<'a> {
     pub post_repair: bool,
     pub verdict: &'a Verdict,
     pub leftovers: &'a [String],
+    pub detections: &'a [Detection],
+    pub tcp: &'a BTreeMap<String, TcpCounters>,
     pub files: Value,
 }
 
@@ -67,13 +72,18 @@ pub fn json(inputs: &Inputs) -> Value {
         "cpu": inputs.cpu,
         "repair": inputs.repair.map(|r| json!({
             "reported": inputs.post_repair,
-            "hint_drain_ms": r.hint_drain_ms,
-            "hints_left": r.hints_left,
+            "hints_pending": r.hints_pending,
             "keys_by_rounds": r.distribution().into_iter()
                 .map(|(rounds, keys)| (rounds.map_or("never".to_owned(), |n| n.to_string()), keys))
                 .collect::<std::collections::BTreeMap<_, _>>(),
             "rounds": r.rounds,
         })),
+        "failure_detection": inputs.detections,
+        "tcp": {
+            "nodes": inputs.tcp,
+            "active_opens": inputs.tcp.values().map(|t| t.active_opens).sum::<u64>(),
+            "retransmitted_segments": inputs.tcp.values().map(|t| t.retransmitted_segments).sum::<u64>(),
+        },
         "lost_writes": inputs.verdict,
         "leftovers": inputs.leftovers,
         "files": inputs.files,
@@ -147,9 +157,19 @@ pub fn text(summary: &Value) -> String {
     line("CPU", "DelayLine(s)", &cpu["delay_line_s"]);
     line("CPU", "MachineBusy", &cpu["machine_busy"]);
     if let Some(repair) = summary["repair"].as_object().filter(|r| r["reported"] == true) {
+        line("REPAIR", "HintsPendingAtStart", &repair["hints_pending"]);
         for (rounds, keys) in repair["keys_by_rounds"].as_object().into_iter().flatten() {
             line("REPAIR", &format!("KeysConvergedInRounds={rounds}"), keys);
         }
+    }
+    for detection in summary["failure_detection"].as_array().into_iter().flatten() {
+        let target = detection["target"].as_str().unwrap_or("?");
+        line("DETECTOR", &format!("AllNoticed({target})(ms)"), &detection["all_noticed_ms"]);
+        line("DETECTOR", &format!("AllAliveAfterHeal({target})(ms)"), &detection["all_alive_after_heal_ms"]);
+    }
+    if summary["tcp"]["nodes"].as_object().is_some_and(|n| !n.is_empty()) {
+        line("TCP", "ConnectionsOpened", &summary["tcp"]["active_opens"]);
+        line("TCP", "RetransmittedSegments", &summary["tcp"]["retransmitted_segments"]);
     }
     let lost = &summary["lost_writes"];
     line("CHECKER", "AcknowledgedWrites", &lost["acknowledged"]);

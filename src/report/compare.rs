@@ -1,0 +1,114 @@
+//! Kernel-level against application-level faults: the same cell run on
+//! both layers, side by side — what the clients saw, what the cluster did —
+//! so a reader sees where application-level injection agrees with the
+//! kernel and where it misleads.
+
+use super::figures::quantile;
+use super::run::RunData;
+use super::Entry;
+
+/// One measure of a run, with how to read it.
+pub struct Measure {
+    pub name: &'static str,
+    pub side: &'static str,
+    pub value: fn(&RunData) -> Option<f64>,
+}
+
+/// Read latency quantile `q` over requests that started inside a fault window.
+fn failure_latency(run: &RunData, q: f64) -> Option<f64> {
+    let windows = run.windows();
+    let mut latencies: Vec<f64> = run
+        .requests
+        .iter()
+        .filter(|r| r.ok && windows.iter().any(|w| (w.start_s..w.end_s).contains(&r.t_s)))
+        .map(|r| r.latency_ms)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    (!latencies.is_empty()).then(|| quantile(&latencies, q))
+}
+
+fn failed_in_failure(run: &RunData) -> Option<f64> {
+    let windows = run.windows();
+    let failed = run.requests.iter().filter(|r| !r.ok && windows.iter().any(|w| (w.start_s..w.end_s).contains(&r.t_s)));
+    Some(failed.count() as f64)
+}
+
+fn keys_repaired(run: &RunData) -> Option<f64> {
+    let by_rounds = run.summary["repair"]["keys_by_rounds"].as_object()?;
+    Some(by_rounds.iter().filter(|(rounds, _)| rounds.as_str() != "0").filter_map(|(_, n)| n.as_f64()).sum())
+}
+
+fn most_rounds(run: &RunData) -> Option<f64> {
+    let by_rounds = run.summary["repair"]["keys_by_rounds"].as_object()?;
+    by_rounds.keys().filter_map(|r| r.parse::<f64>().ok()).fold(None, |m, r| Some(m.map_or(r, |m: f64| m.max(r))))
+}
+
+pub const MEASURES: &[Measure] = &[
+    Measure { name: "throughput (ops/s)", side: "client", value: |r| r.summary["throughput_ops_s"].as_f64() },
+    Measure { name: "p50 during failure (ms)", side: "client", value: |r| failure_latency(r, 0.5) },
+    Measure { name: "p99 during failure (ms)", side: "client", value: |r| failure_latency(r, 0.99) },
+    Measure { name: "failed requests during failure", side: "client", value: failed_in_failure },
+    Measure {
+        name: "availability during failure (%)",
+        side: "client",
+        value: |r| r.summary["availability"]["failure"].as_f64().map(|a| a * 100.0),
+    },
+    Measure {
+        name: "all nodes noticed the fault (ms)",
+        side: "cluster",
+        value: |r| r.summary["failure_detection"][0]["all_noticed_ms"].as_f64(),
+    },
+    Measure {
+        name: "all saw the node alive after heal (ms)",
+        side: "cluster",
+        value: |r| r.summary["failure_detection"][0]["all_alive_after_heal_ms"].as_f64(),
+    },
+    Measure { name: "hints stored", side: "cluster", value: |r| Some(r.counter("hints_stored") as f64) },
+    Measure { name: "hints delivered", side: "cluster", value: |r| Some(r.counter("hints_delivered") as f64) },
+    Measure { name: "read repairs", side: "cluster", value: |r| Some(r.counter("read_repairs") as f64) },
+    Measure { name: "requests forwarded", side: "cluster", value: |r| Some(r.counter("forwarded") as f64) },
+    Measure { name: "quorum failures (503)", side: "cluster", value: |r| Some(r.counter("quorum_failures") as f64) },
+    Measure { name: "failed peer requests", side: "cluster", value: |r| Some(r.counter("peer_errors") as f64) },
+    Measure { name: "keys that needed repair", side: "cluster", value: keys_repaired },
+    Measure { name: "most repair rounds", side: "cluster", value: most_rounds },
+    Measure {
+        name: "TCP connections opened",
+        side: "kernel",
+        value: |r| {
+            r.summary["tcp"]["nodes"]
+                .as_object()
+                .filter(|n| !n.is_empty())
+                .and(r.summary["tcp"]["active_opens"].as_f64())
+        },
+    },
+    Measure {
+        name: "TCP segments retransmitted",
+        side: "kernel",
+        value: |r| {
+            r.summary["tcp"]["nodes"]
+                .as_object()
+                .filter(|n| !n.is_empty())
+                .and(r.summary["tcp"]["retransmitted_segments"].as_f64())
+        },
+    },
+];
+
+/// A cell run on both layers.
+pub struct Pair<'a> {
+    pub cell: String,
+    pub kernel: &'a RunData,
+    pub app: &'a RunData,
+}
+
+/// Every cell that ran on both layers, by the name it has without its layer.
+pub fn pairs(entries: &[Entry]) -> Vec<Pair<'_>> {
+    let on = |layer: &'static str| {
+        entries.iter().filter(move |e| e.layer_label() == layer).filter_map(|e| Some((e.base_name(), e.run.as_ref()?)))
+    };
+    on("kernel")
+        .filter_map(|(cell, kernel)| {
+            let app = on("app").find(|(other, _)| *other == cell)?.1;
+            Some(Pair { cell, kernel, app })
+        })
+        .collect()
+}

@@ -1,0 +1,146 @@
+//! One experiment's files, read back for the report: the summary, the
+//! fault record, the manifest, the per-request CSV (the measured phases, in
+//! compact form) and the nodes' counters before and after.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+/// One measured request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub t_s: f64,
+    pub latency_ms: f64,
+    pub read: bool,
+    pub ok: bool,
+}
+
+pub struct RunData {
+    pub dir: PathBuf,
+    pub stamp: String,
+    pub summary: Value,
+    pub faults: Value,
+    pub manifest: Value,
+    pub repair_results: Option<Value>,
+    pub requests: Vec<Request>,
+    /// Node counters summed over nodes: after − before (a restarted node counts from zero).
+    pub counters: Vec<(String, u64)>,
+}
+
+/// A fault's interval on the run's clock, and what it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub label: String,
+}
+
+impl RunData {
+    /// Reads the newest run in `dir` (the one whose summary sorts last).
+    pub fn load(dir: &Path) -> anyhow::Result<RunData> {
+        let stamp = newest_stamp(dir)?;
+        let json = |kind: &str| -> anyhow::Result<Value> {
+            let path = dir.join(format!("{kind}_{stamp}.json"));
+            serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+                .with_context(|| format!("{} is not JSON", path.display()))
+        };
+        let nodes = |which: &str| -> Value {
+            std::fs::read(dir.join(format!("nodes_{stamp}")).join(which))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null)
+        };
+        let repair_results =
+            std::fs::read(dir.join("repair_results.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        Ok(RunData {
+            dir: dir.to_owned(),
+            requests: requests(&dir.join(format!("workload_{stamp}.csv")))?,
+            counters: counter_deltas(&nodes("before.json"), &nodes("after.json")),
+            summary: json("summary")?,
+            faults: json("faults")?,
+            manifest: json("manifest")?,
+            repair_results,
+            stamp,
+        })
+    }
+
+    /// Each fault event from the start of its apply (it may bite before
+    /// the probe verifies it) to the end of its heal (the run's end when it
+    /// was never healed).
+    pub fn windows(&self) -> Vec<Window> {
+        let end_s = self.summary["duration_s"].as_f64().unwrap_or(0.0);
+        let seconds = |v: &Value| v.as_i64().map(|us| us as f64 / 1e6);
+        self.faults["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let start_s = seconds(&e["apply_started_us"])?;
+                let targets: Vec<&str> = e["targets"].as_array()?.iter().filter_map(Value::as_str).collect();
+                Some(Window {
+                    start_s,
+                    end_s: seconds(&e["healed_us"]).unwrap_or(end_s),
+                    label: format!("{} {} ({})", e["kind"].as_str()?, targets.join(","), e["layer"].as_str()?),
+                })
+            })
+            .collect()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
+    }
+}
+
+fn newest_stamp(dir: &Path) -> anyhow::Result<String> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut stamps: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some(name.strip_prefix("summary_")?.strip_suffix(".json")?.to_owned())
+        })
+        .collect();
+    stamps.sort();
+    match stamps.pop() {
+        Some(stamp) => Ok(stamp),
+        None => bail!("{} holds no experiment (no summary_<stamp>.json)", dir.display()),
+    }
+}
+
+fn requests(csv_path: &Path) -> anyhow::Result<Vec<Request>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        t_start_us: i64,
+        latency_us: i64,
+        op: String,
+        ok: bool,
+        phase: String,
+    }
+    let mut reader = csv::Reader::from_path(csv_path).with_context(|| format!("reading {}", csv_path.display()))?;
+    let mut requests = Vec::new();
+    for row in reader.deserialize::<Row>() {
+        let row = row.with_context(|| format!("in {}", csv_path.display()))?;
+        if row.phase != "load" {
+            requests.push(Request {
+                t_s: row.t_start_us as f64 / 1e6,
+                latency_ms: row.latency_us as f64 / 1e3,
+                read: row.op == "read",
+                ok: row.ok,
+            });
+        }
+    }
+    Ok(requests)
+}
+
+fn counter_deltas(before: &Value, after: &Value) -> Vec<(String, u64)> {
+    let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+    for (node, status) in after.as_object().into_iter().flatten() {
+        for (name, value) in status["counters"].as_object().into_iter().flatten() {
+            let now = value.as_u64().unwrap_or(0);
+            let then = before[node]["counters"][name].as_u64().unwrap_or(0);
+            *totals.entry(name.clone()).or_default() += if now >= then { now - then } else { now };
+        }
+    }
+    totals.into_iter().collect()
+}
