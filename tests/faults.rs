@@ -268,12 +268,14 @@ fn slow_adds_its_delay_to_each_round_trip_on_both_layers() {
         let added = during_slow.saturating_sub(base_slow);
         println!("{layer}: {out}\n  round trip to node3 +{added:?} (asked 200 ms); to node2 {base_other:?} -> {during_other:?}");
         assert!((Duration::from_millis(180)..=Duration::from_millis(220)).contains(&added), "{layer}: +{added:?}");
+        // Unslowed means far from the 200 ms asked; the bound leaves room for
+        // a busy machine (other tests run beside this one).
         let other_change = during_other.abs_diff(base_other);
-        assert!(other_change < Duration::from_millis(1), "{layer}: node2 changed by {other_change:?}");
+        assert!(other_change < Duration::from_millis(20), "{layer}: node2 changed by {other_change:?}");
         ok(&cluster.dynabed(&["fault", "heal"]));
         let healed = Instant::now();
         let after = median_rtt("tf7-client", slow, 15);
-        assert!(after < base_slow + Duration::from_millis(1), "{layer}: {after:?} after heal, baseline {base_slow:?}");
+        assert!(after < base_slow + Duration::from_millis(20), "{layer}: {after:?} after heal, baseline {base_slow:?}");
         assert!(healed.elapsed() < Duration::from_secs(1));
     }
     assert!(

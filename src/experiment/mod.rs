@@ -19,7 +19,7 @@ mod timeline;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use self::args::{ExperimentArgs, Resolved};
 use self::cluster::ClusterView;
-use self::cpu::{CpuMeter, Role};
+use self::cpu::{CpuMeter, CpuReport, Role};
 use self::outputs::Outputs;
 use self::timeline::Timeline;
 use crate::cluster::runstate::RunState;
@@ -39,142 +39,199 @@ use crate::workload::ops::Routing;
 
 pub use self::interrupt::{install as install_interrupt, requested as interrupted};
 pub use self::outputs::write_json;
-use crate::workload::recorder::Recorder;
+use crate::workload::recorder::{Recorded, Recorder};
 use crate::workload::runner::{self, Shared, Spec, Targets};
 
 /// Runs one experiment; an error when a write was lost, something was left
 /// behind, or the run was interrupted (after writing what it recorded).
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
-    let settings = args.resolve()?;
-    let cluster = Arc::new(ClusterView::open(&args.cluster_procs, settings.n)?);
-    let (plan, notes) = fault_plan(&args, &cluster)?;
-    let statuses = cluster.reach(|| cluster.all_answer())?;
-    let ring = ClusterView::ring(&statuses[0])?;
-    let outputs = Outputs::new(&args.out)?;
-    notes.iter().for_each(|note| eprintln!("note: {note}"));
-    let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
-    let nodes_dir = outputs.nodes_dir()?;
-    write_json(&nodes_dir.join("before.json"), &by_node(&cluster, statuses.iter().cloned().map(Ok).collect()))?;
-    cluster.reach(|| cluster.switch(&everyone, true, settings.anti_entropy))?;
-    interrupt::install()?;
-    let tcp_before = tcp::snapshot(&cluster.entries()?);
+    let setup = Setup::prepare(&args)?;
+    let run = setup.drive()?;
+    setup.conclude(run)
+}
 
-    let origin = Instant::now();
-    let t0_wall = SystemTime::now();
-    let recorder = Recorder::start(&outputs.file("workload", "csv"), cluster.ids.clone(), origin)?;
-    let shared = Shared::new();
-    let spec = Arc::new(spec_of(&settings));
-    let coordinator_ring = (settings.routing == Routing::Coordinator).then_some((&ring, settings.n));
-    let targets =
-        Arc::new(Targets::new(cluster.ids.clone(), cluster.addrs.clone(), coordinator_ring, settings.keyspace));
-    let clients = {
+/// Everything checked and recorded before the first request.
+struct Setup {
+    settings: Resolved,
+    cluster: Arc<ClusterView>,
+    plan: Vec<FaultEvent>,
+    notes: Vec<String>,
+    /// Every node's `/status` before the run.
+    statuses: Vec<Value>,
+    outputs: Outputs,
+    nodes_dir: PathBuf,
+}
+
+/// What the workload and the failure timeline left.
+struct Driven {
+    recorded: Recorded,
+    requests_sent: u64,
+    timeline: Timeline,
+    cpu: CpuReport,
+    tcp: BTreeMap<String, tcp::TcpCounters>,
+    sightings: Vec<watch::Sighting>,
+    t0_wall: SystemTime,
+}
+
+impl Setup {
+    /// Checks the flags and the cluster, picks the output names, records the
+    /// nodes' state and sets background anti-entropy as asked.
+    fn prepare(args: &ExperimentArgs) -> anyhow::Result<Setup> {
+        let settings = args.resolve()?;
+        let cluster = Arc::new(ClusterView::open(&args.cluster_procs, settings.n)?);
+        let (plan, notes) = fault_plan(args, &cluster)?;
+        let statuses = cluster.reach(|| cluster.all_answer())?;
+        let outputs = Outputs::new(&args.out)?;
+        notes.iter().for_each(|note| eprintln!("note: {note}"));
+        let nodes_dir = outputs.nodes_dir()?;
+        write_json(&nodes_dir.join("before.json"), &by_node(&cluster, statuses.iter().cloned().map(Ok).collect()))?;
+        let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
+        cluster.reach(|| cluster.switch(&everyone, true, settings.anti_entropy))?;
+        interrupt::install()?;
+        Ok(Setup { settings, cluster, plan, notes, statuses, outputs, nodes_dir })
+    }
+
+    /// Preloads, then runs the workload while the timeline applies and heals
+    /// the faults; every fault is healed whatever happens.
+    fn drive(&self) -> anyhow::Result<Driven> {
+        let (settings, cluster) = (&self.settings, &self.cluster);
+        let tcp_before = tcp::snapshot(&cluster.entries()?);
+        let origin = Instant::now();
+        let t0_wall = SystemTime::now();
+        let recorder = Recorder::start(&self.outputs.file("workload", "csv"), cluster.ids.clone(), origin)?;
+        let shared = Shared::new();
+        let clients = self.start_clients(&shared, &recorder, origin)?;
+        let progress = progress::Progress::start(shared.clone(), Duration::from_secs_f64(settings.duration_s));
+        let measured = wait_for_start(&shared, &clients).map(|t0| self.measure(&shared, t0));
+        while !clients.is_finished() {
+            if interrupt::requested() {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        progress.finish();
+        let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let recorded = recorder.finish()?;
+        let requests_sent = sent?;
+        let (timeline, mut cpu, watch, failure) = measured.context("the run never started")?;
+        let sightings = watch.finish();
+        write_json(
+            &self.outputs.file("faults", "json"),
+            &json!({ "clock": "µs since t0, the start of warmup", "events": timeline.log() }),
+        )?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(Driven {
+            recorded,
+            requests_sent,
+            cpu: cpu.finish(&measured_processes(cluster)?),
+            tcp: tcp::delta(&tcp_before, &tcp::snapshot(&cluster.entries()?)),
+            timeline,
+            sightings,
+            t0_wall,
+        })
+    }
+
+    fn start_clients(
+        &self,
+        shared: &Arc<Shared>,
+        recorder: &Recorder,
+        origin: Instant,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<u64>>> {
+        let (settings, cluster) = (&self.settings, &self.cluster);
+        let ring = ClusterView::ring(&self.statuses[0])?;
+        let coordinator_ring = (settings.routing == Routing::Coordinator).then_some((&ring, settings.n));
+        let targets =
+            Arc::new(Targets::new(cluster.ids.clone(), cluster.addrs.clone(), coordinator_ring, settings.keyspace));
+        let spec = Arc::new(spec_of(settings));
         let (shared, sender, netns) = (shared.clone(), recorder.sender(), cluster.client_netns().map(str::to_owned));
-        std::thread::spawn(move || runner::run(spec, targets, netns, origin, shared, sender))
-    };
-    let progress = progress::Progress::start(shared.clone(), Duration::from_secs_f64(settings.duration_s));
+        Ok(std::thread::spawn(move || runner::run(spec, targets, netns, origin, shared, sender)))
+    }
 
-    let mut timeline = None;
-    let mut cpu = None;
-    let mut failure = None;
-    let mut watch = None;
-    if let Some(t0) = wait_for_start(&shared, &clients) {
-        watch = Some(watch::Watch::start(cluster.clone(), t0));
-        let processes = || measured_processes(&cluster).unwrap_or_default();
-        let meter = cpu.insert(CpuMeter::start(&processes()));
-        let run =
-            timeline.insert(Timeline::new(plan.clone(), cluster.procs_path.clone(), cluster.meta.prefix.clone(), t0));
-        let nominal = nominal_window(&settings);
-        failure = run.run(&shared, nominal, || meter.sample(&processes(), false)).err();
+    /// From t0 on: the failure timeline, the CPU meter and the detector
+    /// watch; returns them with the timeline's error, if any (its faults
+    /// are healed by then).
+    fn measure(&self, shared: &Shared, t0: Instant) -> (Timeline, CpuMeter, watch::Watch, Option<anyhow::Error>) {
+        let cluster = &self.cluster;
+        let watch = watch::Watch::start(cluster.clone(), t0);
+        let processes = || measured_processes(cluster).unwrap_or_default();
+        let mut cpu = CpuMeter::start(&processes());
+        let mut timeline =
+            Timeline::new(self.plan.clone(), cluster.procs_path.clone(), cluster.meta.prefix.clone(), t0);
+        let mut failure =
+            timeline.run(shared, nominal_window(&self.settings), || cpu.sample(&processes(), false)).err();
         if failure.is_some() {
             shared.stop.store(true, Ordering::Relaxed);
         }
-        if let Err(e) = run.heal_all() {
+        if let Err(e) = timeline.heal_all() {
             failure.get_or_insert(e);
         }
+        (timeline, cpu, watch, failure)
     }
-    while !clients.is_finished() {
-        if interrupt::requested() {
-            shared.stop.store(true, Ordering::Relaxed);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    progress.finish();
-    let sightings = watch.map(watch::Watch::finish).unwrap_or_default();
-    let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-    let recorded = recorder.finish()?;
-    let requests_sent = sent?;
-    let timeline = timeline.context("the run never started")?;
-    let faults_file = outputs.file("faults", "json");
-    write_json(&faults_file, &json!({ "clock": "µs since t0, the start of warmup", "events": timeline.log() }))?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let cpu = cpu.context("the run never started")?.finish(&measured_processes(&cluster)?);
-    let tcp = tcp::delta(&tcp_before, &tcp::snapshot(&cluster.entries()?));
-    let detections = watch::detections(timeline.log(), &sightings);
-    watch::write_csv(&outputs.file("membership", "csv"), &sightings)?;
 
-    let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
-    let live: Vec<usize> = everyone.iter().copied().filter(|&i| after[i].is_ok()).collect();
-    let keys: Vec<u32> = {
-        let mut keys: Vec<u32> = recorded.acked.dots().map(|(key, _)| key).collect();
+    /// Repair rounds, the lost-write checker, the leftovers check, and the
+    /// run's files; then the verdict.
+    fn conclude(&self, run: Driven) -> anyhow::Result<()> {
+        let (settings, cluster, outputs) = (&self.settings, &self.cluster, &self.outputs);
+        let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
+        let live: Vec<usize> = (0..cluster.ids.len()).filter(|&i| after[i].is_ok()).collect();
+        let mut keys: Vec<u32> = run.recorded.acked.dots().map(|(key, _)| key).collect();
         keys.sort_unstable();
-        keys
-    };
-    let repair = cluster.reach(|| repair::run(&cluster, &live, &keys, settings.max_repair_rounds, settings.seed))?;
-    if settings.post_repair {
-        let results: BTreeMap<String, Option<u32>> =
-            repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
-        write_json(&outputs.repair_results(), &results)?;
+        let repair = cluster.reach(|| repair::run(cluster, &live, &keys, settings.max_repair_rounds, settings.seed))?;
+        if settings.post_repair {
+            let results: BTreeMap<String, Option<u32>> =
+                repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
+            write_json(&outputs.repair_results(), &results)?;
+        }
+        let verdict = cluster.reach(|| async {
+            let hints_left = repair::drain_hints(cluster, &live).await?;
+            let mut verdict = checker::check(cluster, &live, &run.recorded.acked).await?;
+            verdict.hints_left = hints_left;
+            Ok(verdict)
+        })?;
+        restore_switches(cluster, &self.statuses, &live)?;
+
+        let mut leftovers = leftovers(cluster, &run.timeline, settings, &after)?;
+        let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
+        write_json(&self.nodes_dir.join("after.json"), &by_node(cluster, after))?;
+        if let Err(e) = copy_logs(cluster, &self.nodes_dir) {
+            leftovers.push(format!("could not copy node logs: {e:#}"));
+        }
+        watch::write_csv(&outputs.file("membership", "csv"), &run.sightings)?;
+        let files = json!({
+            "workload": outputs.file("workload", "csv"),
+            "faults": outputs.file("faults", "json"),
+            "manifest": outputs.file("manifest", "json"),
+            "summary": outputs.file("summary", "json"),
+            "nodes": self.nodes_dir,
+            "membership": outputs.file("membership", "csv"),
+            "repair_results": settings.post_repair.then(|| outputs.repair_results()),
+        });
+        write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, &files))?;
+        let summary = summary::json(&summary::Inputs {
+            stats: &run.recorded.stats,
+            duration_s: settings.duration_s,
+            requests_sent: run.requests_sent,
+            rows_written: run.recorded.rows,
+            cpu: &run.cpu,
+            repair: &repair,
+            post_repair: settings.post_repair,
+            verdict: &verdict,
+            leftovers: &leftovers,
+            detections: &watch::detections(run.timeline.log(), &run.sightings),
+            tcp: &run.tcp,
+            files,
+        });
+        write_json(&outputs.file("summary", "json"), &summary)?;
+        print!("{}", summary::text(&summary));
+        println!("files: {}", outputs.file("*", "*").display());
+        verdict_of(&verdict, &leftovers)
     }
-    let verdict = cluster.reach(|| async {
-        let hints_left = repair::drain_hints(&cluster, &live).await?;
-        let mut verdict = checker::check(&cluster, &live, &recorded.acked).await?;
-        verdict.hints_left = hints_left;
-        Ok(verdict)
-    })?;
-    restore_switches(&cluster, &statuses, &live)?;
+}
 
-    let mut leftovers = leftovers(&cluster, &timeline, &settings, &after)?;
-    let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
-    write_json(&nodes_dir.join("after.json"), &by_node(&cluster, after))?;
-    if let Err(e) = copy_logs(&cluster, &nodes_dir) {
-        leftovers.push(format!("could not copy node logs: {e:#}"));
-    }
-
-    write_json(
-        &outputs.file("faults", "json"),
-        &json!({ "t0_us_note": "times are µs since t0", "events": timeline.log() }),
-    )?;
-    let files = json!({
-        "workload": outputs.file("workload", "csv"),
-        "faults": outputs.file("faults", "json"),
-        "manifest": outputs.file("manifest", "json"),
-        "summary": outputs.file("summary", "json"),
-        "nodes": nodes_dir,
-        "membership": outputs.file("membership", "csv"),
-        "repair_results": settings.post_repair.then(|| outputs.repair_results()),
-    });
-    let manifest = manifest(&settings, &cluster, &statuses, &plan, &notes, &timeline, t0_wall, &outputs.stamp, &files);
-    write_json(&outputs.file("manifest", "json"), &manifest)?;
-    let summary = summary::json(&summary::Inputs {
-        stats: &recorded.stats,
-        duration_s: settings.duration_s,
-        requests_sent,
-        rows_written: recorded.rows,
-        cpu: &cpu,
-        repair: Some(&repair),
-        post_repair: settings.post_repair,
-        verdict: &verdict,
-        leftovers: &leftovers,
-        detections: &detections,
-        tcp: &tcp,
-        files: files.clone(),
-    });
-    write_json(&outputs.file("summary", "json"), &summary)?;
-    print!("{}", summary::text(&summary));
-    println!("files: {}", outputs.file("*", "*").display());
-
+/// The run's outcome: interrupted, lost writes, leftovers, or fine.
+fn verdict_of(verdict: &checker::Verdict, leftovers: &[String]) -> anyhow::Result<()> {
     if interrupt::requested() {
         bail!("interrupted: the files above hold what was recorded until then");
     }
@@ -325,65 +382,61 @@ fn copy_logs(cluster: &ClusterView, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn manifest(
-    settings: &Resolved,
-    cluster: &ClusterView,
-    statuses: &[Value],
-    plan: &[FaultEvent],
-    notes: &[String],
-    timeline: &Timeline,
-    t0_wall: SystemTime,
-    stamp: &str,
-    files: &Value,
-) -> Value {
-    let backends: Vec<&str> = timeline.log().iter().flat_map(|e| e.faults.iter().map(|f| f.backend.as_str())).collect();
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let memory_kib = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-    json!({
-        "tool": "dynabed experiment",
-        "version": env!("CARGO_PKG_VERSION"),
-        "git_revision": env!("DYNABED_GIT_REVISION"),
-        "command_line": std::env::args().collect::<Vec<_>>(),
-        "stamp": stamp,
-        "t0_wall": humantime::format_rfc3339_micros(t0_wall).to_string(),
-        "clock": "every time in the run's files is µs since t0, the start of warmup; the preload runs before it",
-        "settings": settings,
-        "seeds": {
-            "seed": settings.seed,
-            "target": "drawn from seed when --target is not given",
-            "clients": "client i draws from SmallRng(seed × 0x9E3779B97F4A7C15 XOR i)",
-            "repair_round": "seed × 1000 + round",
-        },
-        "key_chooser": match settings.dist {
-            crate::workload::keys::KeyDistribution::Uniform => "uniform",
-            crate::workload::keys::KeyDistribution::Zipf => "YCSB scrambled zipfian, θ = 0.99, FNV-1a 64 over 10^10 items",
-            crate::workload::keys::KeyDistribution::ZipfExact => "rand_distr Zipf, s = 0.99",
-        },
-        "plan": plan,
-        "plan_notes": notes,
-        "failure_phase": if plan.is_empty() { "nominal: no fault is applied; the failure phase is the flags' window" } else { "from the first fault's apply until no fault is in force" },
-        "backends": backends,
-        "timeouts": { "op_timeout_ms": settings.op_timeout_ms, "backoff_ms": settings.backoff_ms },
-        "quorum": { "n": settings.n, "r": settings.r, "w": settings.w },
-        "anti_entropy_during_run": settings.anti_entropy,
-        "cluster": {
-            "mode": cluster.meta.mode,
-            "prefix": cluster.meta.prefix,
-            "partitions": cluster.meta.partitions,
-            "nodes": cluster.ids,
-            "client_netns": cluster.meta.client_netns,
-            "storage": statuses.first().map(|s| s["storage"].clone()),
-            "node_command_lines": cluster.meta.nodes.iter().map(|(id, n)| (id.clone(), n.argv.clone())).collect::<BTreeMap<_, _>>(),
-        },
-        "machine": {
-            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-            "memory_kib": memory_kib,
-            "kernel": read("/proc/sys/kernel/osrelease").trim(),
-        },
-        "files": files,
-    })
+impl Setup {
+    /// `manifest_<stamp>.json`: what ran, with what, where.
+    fn manifest(&self, timeline: &Timeline, t0_wall: SystemTime, files: &Value) -> Value {
+        let (settings, cluster, plan, notes, statuses) =
+            (&self.settings, &self.cluster, &self.plan, &self.notes, &self.statuses);
+        let stamp = &self.outputs.stamp;
+        let backends: Vec<&str> =
+            timeline.log().iter().flat_map(|e| e.faults.iter().map(|f| f.backend.as_str())).collect();
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let memory_kib = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        json!({
+            "tool": "dynabed experiment",
+            "version": env!("CARGO_PKG_VERSION"),
+            "git_revision": env!("DYNABED_GIT_REVISION"),
+            "command_line": std::env::args().collect::<Vec<_>>(),
+            "stamp": stamp,
+            "t0_wall": humantime::format_rfc3339_micros(t0_wall).to_string(),
+            "clock": "every time in the run's files is µs since t0, the start of warmup; the preload runs before it",
+            "settings": settings,
+            "seeds": {
+                "seed": settings.seed,
+                "target": "drawn from seed when --target is not given",
+                "clients": "client i draws from SmallRng(seed × 0x9E3779B97F4A7C15 XOR i)",
+                "repair_round": "seed × 1000 + round",
+            },
+            "key_chooser": match settings.dist {
+                crate::workload::keys::KeyDistribution::Uniform => "uniform",
+                crate::workload::keys::KeyDistribution::Zipf => "YCSB scrambled zipfian, θ = 0.99, FNV-1a 64 over 10^10 items",
+                crate::workload::keys::KeyDistribution::ZipfExact => "rand_distr Zipf, s = 0.99",
+            },
+            "plan": plan,
+            "plan_notes": notes,
+            "failure_phase": if plan.is_empty() { "nominal: no fault is applied; the failure phase is the flags' window" } else { "from the first fault's apply until no fault is in force" },
+            "backends": backends,
+            "timeouts": { "op_timeout_ms": settings.op_timeout_ms, "backoff_ms": settings.backoff_ms },
+            "quorum": { "n": settings.n, "r": settings.r, "w": settings.w },
+            "anti_entropy_during_run": settings.anti_entropy,
+            "cluster": {
+                "mode": cluster.meta.mode,
+                "prefix": cluster.meta.prefix,
+                "partitions": cluster.meta.partitions,
+                "nodes": cluster.ids,
+                "client_netns": cluster.meta.client_netns,
+                "storage": statuses.first().map(|s| s["storage"].clone()),
+                "node_command_lines": cluster.meta.nodes.iter().map(|(id, n)| (id.clone(), n.argv.clone())).collect::<BTreeMap<_, _>>(),
+            },
+            "machine": {
+                "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "memory_kib": memory_kib,
+                "kernel": read("/proc/sys/kernel/osrelease").trim(),
+            },
+            "files": files,
+        })
+    }
 }

@@ -22,7 +22,7 @@ pub struct Inputs<'a> {
     pub requests_sent: u64,
     pub rows_written: u64,
     pub cpu: &'a CpuReport,
-    pub repair: Option<&'a Repair>,
+    pub repair: &'a Repair,
     pub post_repair: bool,
     pub verdict: &'a Verdict,
     pub leftovers: &'a [String],
@@ -70,14 +70,14 @@ pub fn json(inputs: &Inputs) -> Value {
             "max": s.vclock_entries.max(),
         },
         "cpu": inputs.cpu,
-        "repair": inputs.repair.map(|r| json!({
+        "repair": {
             "reported": inputs.post_repair,
-            "hints_pending": r.hints_pending,
-            "keys_by_rounds": r.distribution().into_iter()
+            "hints_pending": inputs.repair.hints_pending,
+            "keys_by_rounds": inputs.repair.distribution().into_iter()
                 .map(|(rounds, keys)| (rounds.map_or("never".to_owned(), |n| n.to_string()), keys))
                 .collect::<std::collections::BTreeMap<_, _>>(),
-            "rounds": r.rounds,
-        })),
+            "rounds": inputs.repair.rounds,
+        },
         "failure_detection": inputs.detections,
         "tcp": {
             "nodes": inputs.tcp,

@@ -93,22 +93,28 @@ pub const MEASURES: &[Measure] = &[
     },
 ];
 
-/// A cell run on both layers.
+/// A cell run on both layers (both runs read).
 pub struct Pair<'a> {
     pub cell: String,
-    pub kernel: &'a RunData,
-    pub app: &'a RunData,
+    pub kernel: &'a Entry,
+    pub app: &'a Entry,
+}
+
+impl Pair<'_> {
+    /// A measure on both layers, as text.
+    pub fn values(&self, measure: &Measure) -> [String; 2] {
+        [self.kernel, self.app]
+            .map(|e| e.run.as_ref().and_then(measure.value).map_or("-".into(), |v: f64| format!("{v:.2}")))
+    }
 }
 
 /// Every cell that ran on both layers, by the name it has without its layer.
 pub fn pairs(entries: &[Entry]) -> Vec<Pair<'_>> {
-    let on = |layer: &'static str| {
-        entries.iter().filter(move |e| e.layer_label() == layer).filter_map(|e| Some((e.base_name(), e.run.as_ref()?)))
-    };
+    let on = |layer: &'static str| entries.iter().filter(move |e| e.layer_label() == layer && e.run.is_some());
     on("kernel")
-        .filter_map(|(cell, kernel)| {
-            let app = on("app").find(|(other, _)| *other == cell)?.1;
-            Some(Pair { cell, kernel, app })
+        .filter_map(|kernel| {
+            let app = on("app").find(|app| app.base_name() == kernel.base_name())?;
+            Some(Pair { cell: kernel.base_name(), kernel, app })
         })
         .collect()
 }

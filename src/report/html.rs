@@ -91,35 +91,18 @@ fn comparison(page: &mut String, report: &Report) -> anyhow::Result<()> {
             escape(&pair.cell)
         );
         for m in MEASURES {
-            let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-            let _ = write!(
-                page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                m.name,
-                m.side,
-                show((m.value)(pair.kernel)),
-                show((m.value)(pair.app))
-            );
+            let [kernel, app] = pair.values(m);
+            let _ = write!(page, "<tr><td>{}</td><td>{}</td><td>{kernel}</td><td>{app}</td></tr>", m.name, m.side);
         }
         page.push_str("</table><div class=\"pair\">");
-        for (layer, run) in [("kernel", pair.kernel), ("app", pair.app)] {
+        for (layer, entry) in [("kernel", pair.kernel), ("app", pair.app)] {
             let _ = write!(page, "<div><p>{layer}</p>");
-            images(page, &[run_plot(report, run, "latency.png")])?;
+            images(page, &entry.plots.iter().filter(|p| p.ends_with("latency.png")).collect::<Vec<_>>())?;
             page.push_str("</div>");
         }
         page.push_str("</div>\n");
     }
     Ok(())
-}
-
-/// The plot of a run by file name.
-fn run_plot(report: &Report, run: &super::run::RunData, file: &str) -> std::path::PathBuf {
-    report
-        .entries
-        .iter()
-        .find(|e| e.run.as_ref().is_some_and(|r| std::ptr::eq(r, run)))
-        .and_then(|e| e.plots.iter().find(|p| p.ends_with(file)).cloned())
-        .unwrap_or_default()
 }
 
 fn images(page: &mut String, pngs: &[impl AsRef<Path>]) -> anyhow::Result<()> {

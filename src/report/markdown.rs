@@ -23,15 +23,8 @@ pub fn render(report: &Report, out: &Path) -> String {
         let _ = writeln!(text, "\n### {}\n", pair.cell);
         table_header(&mut text, &["measure", "seen by", "kernel", "app"]);
         for m in MEASURES {
-            let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-            let _ = writeln!(
-                text,
-                "| {} | {} | {} | {} |",
-                m.name,
-                m.side,
-                show((m.value)(pair.kernel)),
-                show((m.value)(pair.app))
-            );
+            let [kernel, app] = pair.values(m);
+            let _ = writeln!(text, "| {} | {} | {kernel} | {app} |", m.name, m.side);
         }
     }
     text.push_str("\n## Plots\n\n");
