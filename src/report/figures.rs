@@ -183,19 +183,21 @@ pub fn row_figures(row: usize, entries: &[&Entry], dir: &Path) -> anyhow::Result
     Ok(pngs)
 }
 
-/// Per cell: stale-read rate, p99 staleness, sibling rate, mean clock size.
+/// Per cell: stale-read rate, how stale (p50, p99), sibling rate, clock size.
 pub fn consistency_figures(entries: &[Entry], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     type Metric = fn(&serde_json::Value) -> Option<f64>;
-    let metrics: [(&str, &str, Metric); 4] = [
+    let metrics: [(&str, &str, Metric); 6] = [
         ("stale_rate", "stale reads (%)", |s| s["staleness"]["stale_rate"].as_f64().map(|r| r * 100.0)),
-        ("stale_ms_p99", "staleness p99 (ms)", |s| s["staleness"]["stale_ms"]["p99"].as_f64()),
+        ("stale_ms_p50", "staleness of stale reads, p50 (ms)", |s| s["staleness"]["stale_ms"]["p50"].as_f64()),
+        ("stale_ms_p99", "staleness of stale reads, p99 (ms)", |s| s["staleness"]["stale_ms"]["p99"].as_f64()),
         ("sibling_rate", "reads with siblings (%)", |s| s["siblings"]["rate"].as_f64().map(|r| r * 100.0)),
         ("vclock_mean", "mean clock entries", |s| s["vclock_entries"]["mean"].as_f64()),
+        ("vclock_max", "most clock entries", |s| s["vclock_entries"]["max"].as_f64()),
     ];
     let runs: Vec<(&str, &RunData)> = entries.iter().filter_map(|e| Some((e.name.as_str(), e.run.as_ref()?))).collect();
     write_csv(
         &dir.join("consistency.csv"),
-        &["cell", "stale_rate_pct", "stale_ms_p99", "sibling_rate_pct", "vclock_mean"],
+        &["cell", "stale_rate_pct", "stale_ms_p50", "stale_ms_p99", "sibling_rate_pct", "vclock_mean", "vclock_max"],
         runs.iter().map(|(name, run)| {
             std::iter::once(name.to_string())
                 .chain(metrics.iter().map(|(_, _, m)| m(&run.summary).map_or(String::new(), fmt)))
