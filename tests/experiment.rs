@@ -243,3 +243,27 @@ fn ctrl_c_heals_the_fault_and_keeps_what_was_recorded() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("workload_"));
     assert_eq!(csvs.count(), 2, "the interrupted run's CSV is kept beside the next run's");
 }
+
+#[test]
+fn without_hints_or_a_recovery_phase_repair_rounds_heal_what_the_partition_left() {
+    // The partition lasts to the end of the run and hints are held back, so
+    // only the counted repair rounds can bring node3's replicas up to date.
+    let cluster = TestCluster::up(67, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let plan = out.path().join("plan.json");
+    std::fs::write(&plan, r#"[{"at_s": 1, "duration_s": 4, "kind": "partition", "targets": ["node3"], "layer": "app"}]"#)
+        .unwrap();
+    let run = drive(
+        &cluster.procs,
+        out.path(),
+        &["--plan", &plan.to_string_lossy(), "--duration", "5", "--hint_delivery", "off", "--post_repair"],
+    );
+    run.assert_clean();
+    assert!(run.summary["repair"]["hints_pending"].as_u64().unwrap() > 0, "hints were held back");
+    let rounds = run.repair_results.as_ref().unwrap().as_object().unwrap();
+    assert_eq!(rounds.len(), 1000);
+    assert!(rounds.values().all(|r| r.is_u64()), "every key converges within 10 rounds");
+    let repaired = rounds.values().filter(|r| r.as_u64() > Some(0)).count();
+    assert!(repaired > 100, "the partition left keys for the rounds to repair: {repaired}");
+    assert!(run.stdout().contains("[REPAIR], KeysConvergedInRounds=1"), "{}", run.stdout());
+}

@@ -74,6 +74,9 @@ pub struct ExperimentArgs {
     /// Background anti-entropy during the run (off: repair rounds measure what the failure left).
     #[arg(long = "anti_entropy", alias = "anti-entropy", default_value = "off", value_parser = ["on", "off"])]
     pub anti_entropy: String,
+    /// Hinted handoff during the run (off: hints wait, and repair rounds alone must heal the divergence).
+    #[arg(long = "hint_delivery", alias = "hint-delivery", default_value = "on", value_parser = ["on", "off"])]
+    pub hint_delivery: String,
 }
 
 /// The resolved settings, as the manifest records them.
@@ -110,6 +113,7 @@ pub struct Resolved {
     pub op_timeout_ms: u64,
     pub backoff_ms: u64,
     pub anti_entropy: bool,
+    pub hint_delivery: bool,
     pub seed: u64,
 }
 
@@ -178,6 +182,7 @@ impl ExperimentArgs {
             op_timeout_ms: self.op_timeout_ms,
             backoff_ms: self.backoff_ms,
             anti_entropy: self.anti_entropy == "on",
+            hint_delivery: self.hint_delivery == "on",
             seed: f.seed,
         })
     }

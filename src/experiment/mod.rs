@@ -85,10 +85,17 @@ impl Setup {
         notes.iter().for_each(|note| eprintln!("note: {note}"));
         let nodes_dir = outputs.nodes_dir()?;
         write_json(&nodes_dir.join("before.json"), &by_node(&cluster, statuses.iter().cloned().map(Ok).collect()))?;
-        let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
-        cluster.reach(|| cluster.switch(&everyone, true, settings.anti_entropy))?;
         interrupt::install()?;
-        Ok(Setup { settings, cluster, plan, notes, statuses, outputs, nodes_dir })
+        let setup = Setup { settings, cluster, plan, notes, statuses, outputs, nodes_dir };
+        setup.apply_switches()?;
+        Ok(setup)
+    }
+
+    /// Hint delivery and background anti-entropy as the run asks, on every node.
+    fn apply_switches(&self) -> anyhow::Result<()> {
+        let (cluster, settings) = (&self.cluster, &self.settings);
+        let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
+        cluster.reach(|| cluster.switch(&everyone, settings.hint_delivery, settings.anti_entropy))
     }
 
     /// Preloads, then runs the workload while the timeline applies and heals
@@ -159,8 +166,19 @@ impl Setup {
         let mut cpu = CpuMeter::start(&processes());
         let mut timeline =
             Timeline::new(self.plan.clone(), cluster.procs_path.clone(), cluster.meta.prefix.clone(), t0);
-        let mut failure =
-            timeline.run(shared, nominal_window(&self.settings), || cpu.sample(&processes(), false)).err();
+        let mut failure = timeline
+            .run(
+                shared,
+                nominal_window(&self.settings),
+                || cpu.sample(&processes(), false),
+                || {
+                    // A node left down (--no_restart) cannot take them; say so and go on.
+                    if let Err(e) = self.apply_switches() {
+                        eprintln!("warning: after a heal: {e:#}");
+                    }
+                },
+            )
+            .err();
         if failure.is_some() {
             shared.stop.store(true, Ordering::Relaxed);
         }
@@ -422,6 +440,7 @@ impl Setup {
             "timeouts": { "op_timeout_ms": settings.op_timeout_ms, "backoff_ms": settings.backoff_ms },
             "quorum": { "n": settings.n, "r": settings.r, "w": settings.w },
             "anti_entropy_during_run": settings.anti_entropy,
+            "hint_delivery_during_run": settings.hint_delivery,
             "cluster": {
                 "mode": cluster.meta.mode,
                 "prefix": cluster.meta.prefix,

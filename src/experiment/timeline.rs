@@ -84,9 +84,16 @@ impl Timeline {
     /// the `nominal` window (at_s, duration_s) as its failure phase, so a
     /// control run compares with a failure run phase by phase.
     /// `before_step` runs before each step (the CPU meter samples there,
-    /// before a process it measures may go away). Stops early when the run
-    /// is interrupted or the clients stopped; the caller heals.
-    pub fn run(&mut self, shared: &Shared, nominal: (f64, f64), mut before_step: impl FnMut()) -> anyhow::Result<()> {
+    /// before a process it measures may go away), `after_heal` after each
+    /// heal (a restarted node starts with its default switches). Stops early
+    /// when the run is interrupted or the clients stopped; the caller heals.
+    pub fn run(
+        &mut self,
+        shared: &Shared,
+        nominal: (f64, f64),
+        mut before_step: impl FnMut(),
+        mut after_heal: impl FnMut(),
+    ) -> anyhow::Result<()> {
         let steps: Vec<(f64, Action)> = if self.plan.is_empty() {
             vec![(nominal.0, Action::Enter), (nominal.0 + nominal.1, Action::Leave)]
         } else {
@@ -116,6 +123,7 @@ impl Timeline {
                 }
                 Action::Heal(event) => {
                     self.heal(event)?;
+                    after_heal();
                     if self.in_force.iter().all(Vec::is_empty) {
                         shared.phase.set(Phase::Recovery);
                     }

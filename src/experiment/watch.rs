@@ -69,7 +69,8 @@ async fn poll(cluster: Arc<ClusterView>, t0: Instant, stop: Arc<AtomicBool>) -> 
 }
 
 /// For one fault event: when the other nodes noticed its target down, and
-/// when they all saw it alive again after the heal (ms after apply / heal).
+/// when they all saw it alive again after the heal (ms after apply / heal;
+/// the latter only when someone had noticed).
 #[derive(Debug, Clone, Serialize)]
 pub struct Detection {
     pub event: usize,
@@ -99,8 +100,11 @@ pub fn detections(events: &[EventLog], sightings: &[Sighting]) -> Vec<Detection>
                     .map(|s| (s.t_us - from) as f64 / 1000.0)
             };
             let noticed: Vec<Option<f64>> = observers.iter().map(|o| first_time(o, applied, true)).collect();
-            let alive_again: Option<Vec<f64>> =
-                event.healed_us.and_then(|healed| observers.iter().map(|o| first_time(o, healed, false)).collect());
+            let noticed_by_any = noticed.iter().any(Option::is_some);
+            let alive_again: Option<Vec<f64>> = event
+                .healed_us
+                .filter(|_| noticed_by_any)
+                .and_then(|healed| observers.iter().map(|o| first_time(o, healed, false)).collect());
             Some(Detection {
                 event: event.event,
                 first_noticed_ms: noticed.iter().flatten().copied().reduce(f64::min),

@@ -35,6 +35,8 @@ counters! {
     ae_keys_sent: "keys sent by background anti-entropy",
     ae_keys_received: "keys received by background anti-entropy",
     peer_errors: "peer requests that failed or timed out",
+    gossip_answered: "gossip swaps this node started that were answered",
+    gossip_unanswered: "gossip swaps this node started that got no answer",
 }
 
 impl Counters {

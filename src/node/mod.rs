@@ -225,7 +225,13 @@ impl Node {
     }
 
     async fn gossip_with(&self, id: Option<String>, addr: SocketAddr, digest: Request) {
-        match self.send(addr, id.as_deref(), &digest, self.config.replica_timeout()).await.map(|(r, _)| r) {
+        let answer = self.send(addr, id.as_deref(), &digest, self.config.replica_timeout()).await.map(|(r, _)| r);
+        Counters::bump(if answer.is_some() {
+            &self.counters.gossip_answered
+        } else {
+            &self.counters.gossip_unanswered
+        });
+        match answer {
             Some(Response::Gossip(theirs)) => {
                 if let Err(e) = self.membership.merge(&theirs) {
                     tracing::error!(%addr, "{e}");

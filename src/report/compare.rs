@@ -35,7 +35,14 @@ fn failed_in_failure(run: &RunData) -> Option<f64> {
 
 fn keys_repaired(run: &RunData) -> Option<f64> {
     let by_rounds = run.summary["repair"]["keys_by_rounds"].as_object()?;
-    Some(by_rounds.iter().filter(|(rounds, _)| rounds.as_str() != "0").filter_map(|(_, n)| n.as_f64()).sum())
+    // A fold from +0.0: an empty f64 sum is -0.0.
+    Some(
+        by_rounds
+            .iter()
+            .filter(|(rounds, _)| rounds.as_str() != "0")
+            .filter_map(|(_, n)| n.as_f64())
+            .fold(0.0, |a, n| a + n),
+    )
 }
 
 fn most_rounds(run: &RunData) -> Option<f64> {
@@ -69,6 +76,11 @@ pub const MEASURES: &[Measure] = &[
     Measure { name: "requests forwarded", side: "cluster", value: |r| Some(r.counter("forwarded") as f64) },
     Measure { name: "quorum failures (503)", side: "cluster", value: |r| Some(r.counter("quorum_failures") as f64) },
     Measure { name: "failed peer requests", side: "cluster", value: |r| Some(r.counter("peer_errors") as f64) },
+    Measure {
+        name: "gossip swaps unanswered",
+        side: "cluster",
+        value: |r| Some(r.counter("gossip_unanswered") as f64),
+    },
     Measure { name: "keys that needed repair", side: "cluster", value: keys_repaired },
     Measure { name: "most repair rounds", side: "cluster", value: most_rounds },
     Measure {
