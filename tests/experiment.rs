@@ -251,8 +251,11 @@ fn without_hints_or_a_recovery_phase_repair_rounds_heal_what_the_partition_left(
     let cluster = TestCluster::up(67, 3, "memory", &[]);
     let out = tempfile::tempdir().unwrap();
     let plan = out.path().join("plan.json");
-    std::fs::write(&plan, r#"[{"at_s": 1, "duration_s": 4, "kind": "partition", "targets": ["node3"], "layer": "app"}]"#)
-        .unwrap();
+    std::fs::write(
+        &plan,
+        r#"[{"at_s": 1, "duration_s": 4, "kind": "partition", "targets": ["node3"], "layer": "app"}]"#,
+    )
+    .unwrap();
     let run = drive(
         &cluster.procs,
         out.path(),
