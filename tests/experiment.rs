@@ -236,6 +236,14 @@ fn ctrl_c_heals_the_fault_and_keeps_what_was_recorded() {
     assert!(slowed(&cluster).is_empty(), "the fault is healed");
     let journal = dynabed::cluster::runstate::RunState::existing("t64").unwrap().map(|s| s.owned().unwrap().faults);
     assert!(journal.unwrap_or_default().is_empty(), "nothing left in the heal journal");
+    let summaries: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("summary_"))
+        .collect();
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summaries[0]).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true, "the summary says the run was cut short");
+    assert!(summary["duration_s"].as_f64().unwrap() < 30.0, "and covers only what ran: {}", summary["duration_s"]);
     let run = drive(&cluster.procs, out.path(), &["--duration", "1"]);
     run.assert_clean();
     let csvs = std::fs::read_dir(out.path())
@@ -269,4 +277,33 @@ fn without_hints_or_a_recovery_phase_repair_rounds_heal_what_the_partition_left(
     let repaired = rounds.values().filter(|r| r.as_u64() > Some(0)).count();
     assert!(repaired > 100, "the partition left keys for the rounds to repair: {repaired}");
     assert!(run.stdout().contains("[REPAIR], KeysConvergedInRounds=1"), "{}", run.stdout());
+}
+
+#[test]
+fn a_node_a_plan_leaves_down_is_not_a_leftover_and_an_open_loop_that_falls_behind_stops_on_time() {
+    let cluster = TestCluster::up(68, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let plan = out.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"[{"at_s": 1, "duration_s": 1, "kind": "crash", "targets": ["node3"], "params": {"no_restart": true}}]"#,
+    )
+    .unwrap();
+    let run = drive(&cluster.procs, out.path(), &["--plan", &plan.to_string_lossy(), "--duration", "3"]);
+    run.assert_clean();
+    manage_restart(&cluster, "node3");
+
+    // Far more than two clients can send: the loop ends at --duration anyway,
+    // and the throughput it reports is what was sent, not the target.
+    let started = std::time::Instant::now();
+    let run = drive(&cluster.procs, out.path(), &["--target_rate", "1000000", "--duration", "2", "--concurrency", "2"]);
+    run.assert_clean();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the run stopped on time");
+    let throughput = run.summary["throughput_ops_s"].as_f64().unwrap();
+    assert!(throughput < 100_000.0, "throughput is what was sent: {throughput}");
+    assert_eq!(throughput, run.summary["requests"].as_f64().unwrap() / 2.0);
+}
+
+fn manage_restart(cluster: &TestCluster, id: &str) {
+    dynabed::cluster::manage::restart(&cluster.procs, id).expect("restart");
 }

@@ -17,6 +17,9 @@ pub struct Verdict {
     pub acknowledged: u64,
     /// Writes that no live replica holds or supersedes.
     pub lost: u64,
+    /// Writes no answering replica holds while some replica could not be
+    /// read: neither confirmed nor lost.
+    pub unverified: u64,
     /// Writes present on some live replicas but missing from others (the
     /// replicas have not converged: not a loss, but not a clean end).
     pub missing_somewhere: u64,
@@ -34,9 +37,12 @@ pub async fn check(cluster: &ClusterView, live: &[usize], acked: &AckedWrites) -
     let mut verdict = Verdict { acknowledged: acked.len(), ..Verdict::default() };
     for (key, dots) in &by_key {
         let copies = held.get(key).map(|h| h.copies.as_slice()).unwrap_or_default();
+        let unreadable = held.get(key).is_none_or(|h| !h.unreadable.is_empty());
         for dot in dots {
             let holders = copies.iter().filter(|c| c.covers(dot)).count();
-            if holders == 0 {
+            if holders == 0 && unreadable {
+                verdict.unverified += 1;
+            } else if holders == 0 {
                 verdict.lost += 1;
                 if verdict.examples.len() < LISTED {
                     verdict.examples.push(format!("{} {dot}", key_name(*key)));

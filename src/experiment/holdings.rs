@@ -36,7 +36,7 @@ impl Copy {
 #[derive(Debug)]
 pub struct Holding {
     pub copies: Vec<Copy>,
-    /// Live replicas that did not answer.
+    /// Live replicas (or the whole key) that could not be read, and why.
     pub unreadable: Vec<String>,
 }
 
@@ -59,20 +59,24 @@ pub async fn read(cluster: &ClusterView, live: &[usize], keys: &[u32]) -> anyhow
             let mut client = cluster.admin(live[reader % live.len()]);
             let mut held = Vec::new();
             for &key in keys.iter().skip(reader).step_by(READERS) {
-                let answer =
-                    client.replicas(&key_name(key)).await.with_context(|| format!("reading {}", key_name(key)))?;
-                anyhow::ensure!(answer.status.is_success(), "replicas of {}: {}", key_name(key), answer.reason());
-                let body = answer.json().map_err(anyhow::Error::msg)?;
-                held.push((key, parse(&body, live_ids)));
+                // A key that cannot be read is reported as such, not fatal:
+                // the run's other keys and its files still count.
+                let holding = match read_one(&mut client, key).await {
+                    Ok(body) => parse(&body, live_ids),
+                    Err(e) => Holding { copies: Vec::new(), unreadable: vec![format!("{e:#}")] },
+                };
+                held.push((key, holding));
             }
-            anyhow::Ok(held)
+            held
         }
     });
-    let mut holdings = HashMap::new();
-    for part in futures::future::try_join_all(readers).await? {
-        holdings.extend(part);
-    }
-    Ok(holdings)
+    Ok(futures::future::join_all(readers).await.into_iter().flatten().collect())
+}
+
+async fn read_one(client: &mut crate::client::Client, key: u32) -> anyhow::Result<Value> {
+    let answer = client.replicas(&key_name(key)).await.with_context(|| format!("reading {}", key_name(key)))?;
+    anyhow::ensure!(answer.status.is_success(), "replicas of {}: {}", key_name(key), answer.reason());
+    answer.json().map_err(anyhow::Error::msg)
 }
 
 fn parse(body: &Value, live: &[&str]) -> Holding {

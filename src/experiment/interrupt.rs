@@ -12,9 +12,12 @@ extern "C" fn note(_: libc::c_int) {
     REQUESTED.store(true, Ordering::SeqCst);
 }
 
-/// From now on SIGINT and SIGTERM only set the flag.
+/// From now on the first SIGINT or SIGTERM only sets the flag; a second
+/// one acts as usual (SA_RESETHAND), for whoever cannot wait for the heal
+/// (`dynabed cleanup` heals from the journal then).
 pub fn install() -> anyhow::Result<()> {
-    let action = SigAction::new(SigHandler::Handler(note), SaFlags::SA_RESTART, SigSet::empty());
+    let action =
+        SigAction::new(SigHandler::Handler(note), SaFlags::SA_RESTART | SaFlags::SA_RESETHAND, SigSet::empty());
     for signal in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(signal, &action) }?;

@@ -46,8 +46,15 @@ use crate::workload::runner::{self, Shared, Spec, Targets};
 /// behind, or the run was interrupted (after writing what it recorded).
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     let setup = Setup::prepare(&args)?;
-    let run = setup.drive()?;
-    setup.conclude(run)
+    let outcome = setup.drive().and_then(|run| setup.conclude(run));
+    if outcome.is_err() {
+        // Whatever failed, the nodes get their switches back as they were.
+        let everyone: Vec<usize> = (0..setup.cluster.ids.len()).collect();
+        if let Err(e) = restore_switches(&setup.cluster, &setup.statuses, &everyone) {
+            eprintln!("warning: restoring hint delivery and anti-entropy: {e:#}");
+        }
+    }
+    outcome
 }
 
 /// Everything checked and recorded before the first request.
@@ -62,6 +69,15 @@ struct Setup {
     nodes_dir: PathBuf,
 }
 
+/// What ran from t0 beside the workload.
+struct Measured {
+    timeline: Timeline,
+    cpu: CpuMeter,
+    watch: watch::Watch,
+    failure: Option<anyhow::Error>,
+    tcp_at_t0: BTreeMap<String, tcp::TcpCounters>,
+}
+
 /// What the workload and the failure timeline left.
 struct Driven {
     recorded: Recorded,
@@ -71,6 +87,8 @@ struct Driven {
     tcp: BTreeMap<String, tcp::TcpCounters>,
     sightings: Vec<watch::Sighting>,
     t0_wall: SystemTime,
+    /// Seconds from t0 until the clients stopped (less than --duration when interrupted).
+    measured_s: f64,
 }
 
 impl Setup {
@@ -80,6 +98,7 @@ impl Setup {
         let settings = args.resolve()?;
         let cluster = Arc::new(ClusterView::open(&args.cluster_procs, settings.n)?);
         let (plan, notes) = fault_plan(args, &cluster)?;
+        refuse_faults_in_force(&cluster)?;
         let statuses = cluster.reach(|| cluster.all_answer())?;
         let outputs = Outputs::new(&args.out)?;
         notes.iter().for_each(|note| eprintln!("note: {note}"));
@@ -102,7 +121,6 @@ impl Setup {
     /// the faults; every fault is healed whatever happens.
     fn drive(&self) -> anyhow::Result<Driven> {
         let (settings, cluster) = (&self.settings, &self.cluster);
-        let tcp_before = tcp::snapshot(&cluster.entries()?);
         let origin = Instant::now();
         let t0_wall = SystemTime::now();
         let recorder = Recorder::start(&self.outputs.file("workload", "csv"), cluster.ids.clone(), origin)?;
@@ -116,12 +134,14 @@ impl Setup {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let measured_s = shared.t0().map_or(0.0, |t0| t0.elapsed().as_secs_f64().min(settings.duration_s));
         progress.finish();
         let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let recorded = recorder.finish()?;
         let requests_sent = sent?;
-        let (timeline, mut cpu, watch, failure) = measured.context("the run never started")?;
+        let Measured { timeline, mut cpu, watch, failure, tcp_at_t0 } = measured.context("the run never started")?;
         let sightings = watch.finish();
+        self.snapshot_counters("at_end.json");
         write_json(
             &self.outputs.file("faults", "json"),
             &json!({ "clock": "µs since t0, the start of warmup", "events": timeline.log() }),
@@ -133,11 +153,24 @@ impl Setup {
             recorded,
             requests_sent,
             cpu: cpu.finish(&measured_processes(cluster)?),
-            tcp: tcp::delta(&tcp_before, &tcp::snapshot(&cluster.entries()?)),
+            tcp: tcp::delta(&tcp_at_t0, &tcp::snapshot(&cluster.entries()?)),
             timeline,
             sightings,
             t0_wall,
+            measured_s,
         })
+    }
+
+    /// The nodes' `/status` into the nodes folder: the report takes its
+    /// counters over the measured run, from t0 to the workload's end.
+    fn snapshot_counters(&self, file: &str) {
+        let cluster = &self.cluster;
+        let written = cluster
+            .reach(|| async { Ok(cluster.statuses().await) })
+            .and_then(|statuses| write_json(&self.nodes_dir.join(file), &by_node(cluster, statuses)));
+        if let Err(e) = written {
+            eprintln!("warning: node counters for {file}: {e:#}");
+        }
     }
 
     fn start_clients(
@@ -159,8 +192,10 @@ impl Setup {
     /// From t0 on: the failure timeline, the CPU meter and the detector
     /// watch; returns them with the timeline's error, if any (its faults
     /// are healed by then).
-    fn measure(&self, shared: &Shared, t0: Instant) -> (Timeline, CpuMeter, watch::Watch, Option<anyhow::Error>) {
+    fn measure(&self, shared: &Shared, t0: Instant) -> Measured {
         let cluster = &self.cluster;
+        let tcp_at_t0 = tcp::snapshot(&cluster.entries().unwrap_or_default());
+        self.snapshot_counters("at_t0.json");
         let watch = watch::Watch::start(cluster.clone(), t0);
         let processes = || measured_processes(cluster).unwrap_or_default();
         let mut cpu = CpuMeter::start(&processes());
@@ -185,7 +220,7 @@ impl Setup {
         if let Err(e) = timeline.heal_all() {
             failure.get_or_insert(e);
         }
-        (timeline, cpu, watch, failure)
+        Measured { timeline, cpu, watch, failure, tcp_at_t0 }
     }
 
     /// Repair rounds, the lost-write checker, the leftovers check, and the
@@ -196,7 +231,9 @@ impl Setup {
         let live: Vec<usize> = (0..cluster.ids.len()).filter(|&i| after[i].is_ok()).collect();
         let mut keys: Vec<u32> = run.recorded.acked.dots().map(|(key, _)| key).collect();
         keys.sort_unstable();
-        let repair = cluster.reach(|| repair::run(cluster, &live, &keys, settings.max_repair_rounds, settings.seed))?;
+        // Interrupted: only check what the replicas hold now, quickly.
+        let rounds = if interrupt::requested() { 0 } else { settings.max_repair_rounds };
+        let repair = cluster.reach(|| repair::run(cluster, &live, &keys, rounds, settings.seed))?;
         if settings.post_repair {
             let results: BTreeMap<String, Option<u32>> =
                 repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
@@ -210,11 +247,11 @@ impl Setup {
         })?;
         restore_switches(cluster, &self.statuses, &live)?;
 
-        let mut leftovers = leftovers(cluster, &run.timeline, settings, &after)?;
+        let leftovers = leftovers(cluster, &run.timeline, &after);
         let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
         write_json(&self.nodes_dir.join("after.json"), &by_node(cluster, after))?;
         if let Err(e) = copy_logs(cluster, &self.nodes_dir) {
-            leftovers.push(format!("could not copy node logs: {e:#}"));
+            eprintln!("warning: could not copy node logs: {e:#}");
         }
         watch::write_csv(&outputs.file("membership", "csv"), &run.sightings)?;
         let files = json!({
@@ -229,7 +266,10 @@ impl Setup {
         write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, &files))?;
         let summary = summary::json(&summary::Inputs {
             stats: &run.recorded.stats,
-            duration_s: settings.duration_s,
+            duration_s: run.measured_s,
+            target_rate: settings.target_rate,
+            interrupted: interrupt::requested(),
+            unreadable_clocks: run.recorded.unreadable_clocks,
             requests_sent: run.requests_sent,
             rows_written: run.recorded.rows,
             cpu: &run.cpu,
@@ -246,6 +286,24 @@ impl Setup {
         println!("files: {}", outputs.file("*", "*").display());
         verdict_of(&verdict, &leftovers)
     }
+}
+
+/// A fault left in force (by hand, or by a run killed outright) would blur
+/// this run's results and be blamed on it.
+fn refuse_faults_in_force(cluster: &ClusterView) -> anyhow::Result<()> {
+    let Some(state) = RunState::existing(&cluster.meta.prefix)? else { return Ok(()) };
+    let faults = state.owned()?.faults;
+    if !faults.is_empty() {
+        let ids: Vec<String> =
+            faults.iter().map(|f| format!("{} ({:?} on {})", f.id, f.kind, f.targets.join(","))).collect();
+        bail!(
+            "faults are in force on {}: {}; heal them first with `dynabed fault heal --cluster_procs {}`",
+            cluster.meta.prefix,
+            ids.join(", "),
+            cluster.procs_path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The run's outcome: interrupted, lost writes, leftovers, or fine.
@@ -366,29 +424,23 @@ fn restore_switches(cluster: &ClusterView, before: &[Value], live: &[usize]) -> 
 }
 
 /// Faults, rules, processes or dead nodes the run left behind.
-fn leftovers(
-    cluster: &ClusterView,
-    timeline: &Timeline,
-    settings: &Resolved,
-    after: &[anyhow::Result<Value>],
-) -> anyhow::Result<Vec<String>> {
+fn leftovers(cluster: &ClusterView, timeline: &Timeline, after: &[anyhow::Result<Value>]) -> Vec<String> {
     let records: Vec<_> = timeline.log().iter().flat_map(|e| e.faults.iter().cloned()).collect();
-    let mut found = match RunState::existing(&cluster.meta.prefix)? {
-        Some(state) => crate::faults::leftovers::leftovers(&state, &records)?,
-        None => Vec::new(),
-    };
-    let meant_down: Vec<&str> = timeline
-        .log()
+    let checked = RunState::existing(&cluster.meta.prefix)
+        .and_then(|state| state.map_or(Ok(Vec::new()), |s| crate::faults::leftovers::leftovers(&s, &records)));
+    let mut found = checked.unwrap_or_else(|e| vec![format!("could not check what the faults left: {e:#}")]);
+    // Crashes healed without a restart (--no_restart, or a plan's no_restart) are meant to stay down.
+    let meant_down: Vec<&str> = records
         .iter()
-        .filter(|e| e.kind == Kind::Crash && settings.no_restart)
-        .flat_map(|e| e.targets.iter().map(String::as_str))
+        .filter(|r| r.kind == Kind::Crash && !r.undo.iter().any(|u| matches!(u, crate::faults::Undo::Restart { .. })))
+        .flat_map(|r| r.targets.iter().map(String::as_str))
         .collect();
     for (id, status) in cluster.ids.iter().zip(after) {
         if status.is_err() && !meant_down.contains(&id.as_str()) {
             found.push(format!("{id} does not answer after the run"));
         }
     }
-    Ok(found)
+    found
 }
 
 fn copy_logs(cluster: &ClusterView, dir: &Path) -> anyhow::Result<()> {

@@ -55,7 +55,7 @@ impl Repair {
     }
 }
 
-/// Drains hints, switches background repair off, and runs up to
+/// Switches background repair and hint delivery off and runs up to
 /// `max_rounds` rounds over `live` nodes, checking `keys` after each.
 pub async fn run(
     cluster: &ClusterView,

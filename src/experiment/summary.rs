@@ -18,7 +18,12 @@ use crate::workload::stats::{OpStats, Stats};
 
 pub struct Inputs<'a> {
     pub stats: &'a Stats,
+    /// Seconds measured: --duration, or less when interrupted.
     pub duration_s: f64,
+    pub target_rate: Option<f64>,
+    pub interrupted: bool,
+    /// Reads whose clock header did not parse (a store bug if any).
+    pub unreadable_clocks: u64,
     pub requests_sent: u64,
     pub rows_written: u64,
     pub cpu: &'a CpuReport,
@@ -41,6 +46,9 @@ pub fn json(inputs: &Inputs) -> Value {
     let (outside_ok, outside_all) = (outside.iter().map(|t| t.ok).sum(), outside.iter().map(|t| t.requests).sum());
     json!({
         "duration_s": inputs.duration_s,
+        "interrupted": inputs.interrupted,
+        "target_rate": inputs.target_rate,
+        "unreadable_clocks": inputs.unreadable_clocks,
         "requests": measured.requests,
         "throughput_ops_s": measured.requests as f64 / inputs.duration_s,
         "requests_sent": inputs.requests_sent,
@@ -91,7 +99,7 @@ pub fn json(inputs: &Inputs) -> Value {
 }
 
 fn op_json(op: &OpStats) -> Value {
-    json!({ "count": op.count, "ok": op.ok, "latency_ms": quantiles(&op.latency, 1000.0) })
+    json!({ "count": op.count, "ok": op.ok, "latency_of": "successful requests", "latency_ms": quantiles(&op.latency, 1000.0) })
 }
 
 /// mean, p50, p95, p99, p99.9 and max of a µs histogram, in `unit` µs.
@@ -174,6 +182,10 @@ pub fn text(summary: &Value) -> String {
     let lost = &summary["lost_writes"];
     line("CHECKER", "AcknowledgedWrites", &lost["acknowledged"]);
     line("CHECKER", "LostWrites", &lost["lost"]);
+    line("CHECKER", "UnverifiedWrites", &lost["unverified"]);
+    if summary["interrupted"] == true {
+        out.push_str("WARNING: the run was interrupted; the figures cover only what ran\n");
+    }
     if cpu["saturated"] == true {
         out.push_str(
             "WARNING: the machine was saturated (CPU > 90 %): latencies measure the machine as much as the system\n",

@@ -32,7 +32,8 @@ pub fn snapshot(nodes: &[(String, NodeEntry)]) -> BTreeMap<String, TcpCounters> 
         .collect()
 }
 
-/// `after − before` per node (a node restarted in between counts in full).
+/// `after − before` per node (counters belong to the namespace, so they
+/// survive a node's restart; a namespace made anew counts in full).
 pub fn delta(
     before: &BTreeMap<String, TcpCounters>,
     after: &BTreeMap<String, TcpCounters>,

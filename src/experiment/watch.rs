@@ -25,7 +25,14 @@ pub struct Sighting {
 
 pub struct Watch {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<anyhow::Result<Vec<Sighting>>>,
+    thread: Option<JoinHandle<anyhow::Result<Vec<Sighting>>>>,
+}
+
+/// A run that ends by an error still stops the polling.
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Watch {
@@ -36,12 +43,13 @@ impl Watch {
             let view = cluster.clone();
             cluster.reach(move || poll(view, t0, flag))
         });
-        Watch { stop, thread }
+        Watch { stop, thread: Some(thread) }
     }
 
-    pub fn finish(self) -> Vec<Sighting> {
+    pub fn finish(mut self) -> Vec<Sighting> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().ok().and_then(Result::ok).unwrap_or_default()
+        let thread = self.thread.take().expect("finished once");
+        thread.join().ok().and_then(Result::ok).unwrap_or_default()
     }
 }
 

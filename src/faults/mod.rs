@@ -62,6 +62,16 @@ pub enum Layer {
     App,
 }
 
+impl Layer {
+    /// The name on the command line and in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Kernel => "kernel",
+            Layer::App => "app",
+        }
+    }
+}
+
 /// One step that heals (part of) a fault; each is idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]

@@ -195,7 +195,7 @@ fn command_line(args: &MatrixArgs, cell: &Cell, seed: u64, dir: &Path) -> Vec<St
     .map(str::to_owned)
     .to_vec();
     if let Some(layer) = cell.layer {
-        line.extend(["--fault_layer".to_owned(), format!("{layer:?}").to_lowercase()]);
+        line.extend(["--fault_layer".to_owned(), layer.as_str().to_owned()]);
     }
     line
 }

@@ -113,6 +113,14 @@ pub fn cells(rows: &[Row], quick: bool, layers: &[Layer]) -> anyhow::Result<Vec<
             }
         }
     }
+    let mut names: Vec<String> = cells.iter().map(Cell::name).collect();
+    names.sort();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "the matrix makes cell {} twice: rows must differ in workload, distribution, failure mode or concurrency",
+            twice[0]
+        );
+    }
     Ok(cells)
 }
 
@@ -197,5 +205,7 @@ mod tests {
         let err = format!("{:#}", cells(&load(&json).unwrap(), false, &[Layer::Kernel]).unwrap_err());
         assert!(err.contains("matrix row 1") && err.contains("melt"), "{err}");
         assert!(concurrency_levels("64-16", false).is_err());
+        let twice = [seed()[4].clone(), seed()[4].clone()];
+        assert!(format!("{:#}", cells(&twice, false, &[Layer::Kernel]).unwrap_err()).contains("twice"));
     }
 }

@@ -14,7 +14,8 @@ pub struct Measure {
     pub value: fn(&RunData) -> Option<f64>,
 }
 
-/// Read latency quantile `q` over requests that started inside a fault window.
+/// Latency quantile `q` of successful requests (reads and updates) that
+/// started inside a fault window.
 fn failure_latency(run: &RunData, q: f64) -> Option<f64> {
     let windows = run.windows();
     let mut latencies: Vec<f64> = run
@@ -45,9 +46,10 @@ fn keys_repaired(run: &RunData) -> Option<f64> {
     )
 }
 
+/// The most rounds a key needed; infinite when some key never converged.
 fn most_rounds(run: &RunData) -> Option<f64> {
     let by_rounds = run.summary["repair"]["keys_by_rounds"].as_object()?;
-    by_rounds.keys().filter_map(|r| r.parse::<f64>().ok()).fold(None, |m, r| Some(m.map_or(r, |m: f64| m.max(r))))
+    by_rounds.keys().map(|r| r.parse::<f64>().unwrap_or(f64::INFINITY)).reduce(f64::max)
 }
 
 pub const MEASURES: &[Measure] = &[

@@ -136,7 +136,6 @@ fn repair_histogram(run: &RunData, dir: &Path) -> anyhow::Result<Option<PathBuf>
 /// a line per fault layer.
 pub fn row_figures(row: usize, entries: &[&Entry], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut layers: Vec<String> = entries.iter().map(|e| e.layer_label()).collect();
-    layers.dedup();
     layers.sort();
     layers.dedup();
     let series = |metric: &dyn Fn(&RunData) -> Option<f64>| -> Vec<Series> {

@@ -16,6 +16,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use self::run::RunData;
+use crate::faults::Layer;
 use crate::matrix::spec::Cell;
 use crate::matrix::CellRecord;
 
@@ -49,7 +50,7 @@ impl Entry {
             return "-".to_owned();
         }
         match (&self.cell, self.setting("fault_layer")) {
-            (Some(cell), _) => cell.layer.map_or("-".to_owned(), |l| format!("{l:?}").to_lowercase()),
+            (Some(cell), _) => cell.layer.map_or("-", Layer::as_str).to_owned(),
             (None, Some(layer)) => layer.as_str().unwrap_or("-").to_owned(),
             (None, None) => "-".to_owned(),
         }
@@ -83,11 +84,18 @@ impl Entry {
         match (&self.record, &self.run, &self.problem) {
             (Some(record), _, _) => record.status.clone(),
             (None, _, Some(_)) => "unreadable".to_owned(),
-            (None, Some(run), None) if run.summary["lost_writes"]["lost"] == 0 => "ok".to_owned(),
+            (None, Some(run), None) if clean(&run.summary) => "ok".to_owned(),
             (None, Some(_), None) => "failed".to_owned(),
             (None, None, None) => "not run".to_owned(),
         }
     }
+}
+
+/// A run that finished, lost nothing and left nothing behind.
+fn clean(summary: &Value) -> bool {
+    summary["lost_writes"]["lost"] == 0
+        && summary["interrupted"] != true
+        && summary["leftovers"].as_array().is_some_and(Vec::is_empty)
 }
 
 /// The report of the matrix in `out` (see `dynabed matrix`); returns report.html's path.
@@ -108,7 +116,7 @@ pub fn matrix(out: &Path) -> anyhow::Result<PathBuf> {
         entry.record = record;
         entries.push(entry);
     }
-    write(out, entries, Some(&plan))
+    write(out, entries)
 }
 
 /// The report of run folders (each holding one or more experiments; the
@@ -121,7 +129,7 @@ pub fn runs(dirs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
             load_entry(name.unwrap_or_else(|| dir.display().to_string()), dir, true)
         })
         .collect();
-    write(out, entries, None)
+    write(out, entries)
 }
 
 fn load_entry(name: String, dir: &Path, expected: bool) -> Entry {
@@ -133,7 +141,7 @@ fn load_entry(name: String, dir: &Path, expected: bool) -> Entry {
     Entry { name, cell: None, record: None, run, problem, plots: Vec::new() }
 }
 
-fn write(out: &Path, mut entries: Vec<Entry>, plan: Option<&Value>) -> anyhow::Result<PathBuf> {
+fn write(out: &Path, mut entries: Vec<Entry>) -> anyhow::Result<PathBuf> {
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
     for entry in &mut entries {
@@ -156,7 +164,7 @@ fn write(out: &Path, mut entries: Vec<Entry>, plan: Option<&Value>) -> anyhow::R
     }
     let consistency = figures::consistency_figures(&entries, &plots)?;
     let pairs = compare::pairs(&entries);
-    let report = Report { entries: &entries, rows: &rows, consistency: &consistency, pairs: &pairs, plan };
+    let report = Report { entries: &entries, rows: &rows, consistency: &consistency, pairs: &pairs };
     std::fs::write(out.join("report.md"), markdown::render(&report, out)).context("writing report.md")?;
     let html = out.join("report.html");
     std::fs::write(&html, html::render(&report)?).context("writing report.html")?;
@@ -170,7 +178,6 @@ pub struct Report<'a> {
     pub rows: &'a [(String, Vec<PathBuf>)],
     pub consistency: &'a [PathBuf],
     pub pairs: &'a [compare::Pair<'a>],
-    pub plan: Option<&'a Value>,
 }
 
 /// A column of the table of runs.

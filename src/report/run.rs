@@ -2,7 +2,7 @@
 //! fault record, the manifest, the per-request CSV (the measured phases, in
 //! compact form) and the nodes' counters before and after.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -17,14 +17,12 @@ pub struct Request {
 }
 
 pub struct RunData {
-    pub dir: PathBuf,
-    pub stamp: String,
     pub summary: Value,
     pub faults: Value,
     pub manifest: Value,
-    pub repair_results: Option<Value>,
     pub requests: Vec<Request>,
-    /// Node counters summed over nodes: after − before (a restarted node counts from zero).
+    /// Node counters summed over nodes, over the measured run (t0 to the
+    /// workload's end; a restarted node counts from zero).
     pub counters: Vec<(String, u64)>,
 }
 
@@ -51,17 +49,12 @@ impl RunData {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or(Value::Null)
         };
-        let repair_results =
-            std::fs::read(dir.join("repair_results.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
         Ok(RunData {
-            dir: dir.to_owned(),
             requests: requests(&dir.join(format!("workload_{stamp}.csv")))?,
-            counters: counter_deltas(&nodes("before.json"), &nodes("after.json")),
+            counters: counter_deltas(&nodes("at_t0.json"), &nodes("at_end.json")),
             summary: json("summary")?,
             faults: json("faults")?,
             manifest: json("manifest")?,
-            repair_results,
-            stamp,
         })
     }
 
@@ -101,7 +94,11 @@ fn newest_stamp(dir: &Path) -> anyhow::Result<String> {
             Some(name.strip_prefix("summary_")?.strip_suffix(".json")?.to_owned())
         })
         .collect();
-    stamps.sort();
+    // `20261125_101500-10` is newer than `…-2`: compare the suffix as a number.
+    stamps.sort_by_key(|stamp| match stamp.split_once('-') {
+        Some((base, n)) => (base.to_owned(), n.parse::<u32>().unwrap_or(0)),
+        None => (stamp.clone(), 1),
+    });
     match stamps.pop() {
         Some(stamp) => Ok(stamp),
         None => bail!("{} holds no experiment (no summary_<stamp>.json)", dir.display()),

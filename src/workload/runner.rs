@@ -123,9 +123,11 @@ pub fn run(
                 (spec.clone(), shared.clone(), barrier.clone(), schedule.clone(), recorder.clone());
             let netns = client_netns.clone();
             std::thread::Builder::new().name(format!("client-{thread}")).spawn(move || {
-                let work = move || drive(clients, &spec, &shared, &barrier, &schedule, &recorder, origin);
+                let work = || drive(clients, &spec, &shared, &barrier, &schedule, &recorder, origin);
                 match netns {
-                    Some(ns) => netns::namespace::run_in(&ns, work).context("entering the client namespace")?,
+                    Some(ns) => netns::namespace::run_in(&ns, work)
+                        .map_err(|e| abandon(&shared, &barrier, anyhow::Error::new(e)))
+                        .context("entering the client namespace")?,
                     None => work(),
                 }
             })
@@ -154,7 +156,10 @@ fn drive(
     recorder: &Sender<Message>,
     origin: Instant,
 ) -> anyhow::Result<u64> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return Err(abandon(shared, barrier, e.into())),
+    };
     let share = spec.concurrency as usize;
     let loaded: anyhow::Result<()> = runtime.block_on(async {
         let loads = clients.iter_mut().map(|c| {
@@ -183,6 +188,15 @@ fn drive(
         futures::future::join_all(runs).await;
     });
     Ok(clients.iter().map(|c| c.sent).sum())
+}
+
+/// A thread that cannot run still meets the others at both of `drive`'s
+/// barrier waits (and stops them), so that no thread waits forever.
+fn abandon(shared: &Shared, barrier: &Barrier, error: anyhow::Error) -> anyhow::Error {
+    shared.stop.store(true, Ordering::Relaxed);
+    barrier.wait();
+    barrier.wait();
+    error
 }
 
 fn micros_since(origin: Instant, at: Instant) -> i64 {
@@ -237,6 +251,9 @@ impl Worker {
     /// write with that context), retrying a failed write a few times.
     async fn load(&mut self, keys: Vec<u32>) -> anyhow::Result<()> {
         for key in keys {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                bail!("stopped during the preload");
+            }
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -273,7 +290,9 @@ impl Worker {
                     Some(at)
                 }
             };
-            if intended.unwrap_or_else(Instant::now) >= end {
+            // A loop that fell behind its schedule stops at the end too: the
+            // slots it never started show as throughput below the target rate.
+            if intended.unwrap_or_else(Instant::now) >= end || Instant::now() >= end {
                 break;
             }
             self.operation(intended).await;

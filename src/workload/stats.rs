@@ -76,9 +76,6 @@ pub struct Stats {
     pub stale_age: Histogram<u64>,
     pub reads_with_siblings: u64,
     pub vclock_entries: Histogram<u64>,
-    /// First and last request end in the measured phases, µs since t0.
-    pub first_end_us: Option<i64>,
-    pub last_end_us: Option<i64>,
 }
 
 impl Default for Stats {
@@ -94,8 +91,6 @@ impl Default for Stats {
             stale_age: histogram(),
             reads_with_siblings: 0,
             vclock_entries: histogram(),
-            first_end_us: None,
-            last_end_us: None,
         }
     }
 }
@@ -111,8 +106,6 @@ impl Stats {
             return;
         }
         count(self.phases.entry(phase).or_default());
-        self.first_end_us = Some(self.first_end_us.map_or(row.t_end_us, |t| t.min(row.t_end_us)));
-        self.last_end_us = Some(self.last_end_us.map_or(row.t_end_us, |t| t.max(row.t_end_us)));
         let per_op = match op {
             Op::Read => &mut self.reads,
             Op::Update => &mut self.updates,

@@ -112,7 +112,12 @@ pub fn drive_with(mut command: Command, out: &Path, args: &[&str]) -> Run {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{kind}_")))
             .collect();
-        found.sort();
+        // Newest last: `…-10` after `…-2`, and a suffixed name after the plain one.
+        found.sort_by_key(|p| {
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let suffix = stem.rsplit_once('-').and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(1);
+            (stem.split('-').next().unwrap_or_default().to_owned(), suffix)
+        });
         found.pop()
     };
     let json = |kind: &str| -> Value {
