@@ -294,18 +294,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// CPU seconds (user + system) of every node process.
 fn nodes_cpu_s(cluster: &Cluster) -> anyhow::Result<f64> {
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0.0;
+    let mut ticks = 0;
     for node in &cluster.nodes {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.pid))
-            .with_context(|| format!("{}: pid {} gone?", node.id, node.pid))?;
-        let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11).context("bad stat")?.parse()?;
-        let stime: f64 = fields.get(12).context("bad stat")?.parse()?;
-        total += (utime + stime) / ticks;
+        let stat = netns::process::stat(node.pid).with_context(|| format!("{}: pid {} gone?", node.id, node.pid))?;
+        ticks += stat.cpu_ticks;
     }
-    Ok(total)
+    Ok(ticks as f64 / netns::process::ticks_per_second() as f64)
 }
 
 fn vm_rss_kb(pid: u32) -> anyhow::Result<u64> {
@@ -546,14 +540,8 @@ async fn repair(mut cluster: Cluster, s: RepairSetup, diffs: &[usize]) -> anyhow
 async fn wait_gone(pid: u32, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return Ok(()),
-            Ok(stat) => {
-                let state = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next());
-                if state == Some('Z') || state == Some('X') {
-                    return Ok(());
-                }
-            }
+        if matches!(netns::process::state(pid), None | Some('Z' | 'X')) {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("pid {pid} still runs {timeout:?} after SIGKILL");

@@ -345,18 +345,8 @@ async fn worker_loop(
 
 /// CPU seconds (user + system) of every node process, if all are readable.
 fn nodes_cpu(nodes: &[NodeAddr]) -> Option<f64> {
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0.0;
-    for node in nodes {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.pid)).ok()?;
-        // Fields after the command name (which may contain spaces).
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        total += (utime + stime) / ticks;
-    }
-    Some(total)
+    let ticks: u64 = nodes.iter().map(|n| netns::process::stat(n.pid).map(|s| s.cpu_ticks)).sum::<Option<u64>>()?;
+    Some(ticks as f64 / netns::process::ticks_per_second() as f64)
 }
 
 /// CPU seconds (user + system) of this process.

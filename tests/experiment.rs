@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::experiment::{drive, Row};
+use common::experiment::{drive, plan_file, Row};
 use common::TestCluster;
 
 fn measured(rows: &[Row]) -> impl Iterator<Item = &Row> {
@@ -58,13 +58,10 @@ fn zipf_sends_the_hottest_key_about_four_percent_uniform_a_tenth_of_one_and_an_o
 fn a_replica_held_back_serves_reads_that_miss_exactly_the_writes_made_elsewhere() {
     let cluster = TestCluster::up(61, 3, "memory", &[]);
     let out = tempfile::tempdir().unwrap();
-    let plan = out.path().join("plan.json");
-    std::fs::write(
-        &plan,
+    let plan = plan_file(
+        out.path(),
         r#"[{"at_s": 2, "duration_s": 6, "kind": "partition", "targets": ["node3"], "layer": "app"}]"#,
-    )
-    .unwrap();
-    let plan = plan.to_string_lossy().into_owned();
+    );
     // Client i enters at node i+1; every node replicates every key (N = 3 of
     // 3); R = W = 1, so node3 answers from its own replica while the others
     // cannot reach it. Three clients over 1000 keys keep writes per key
@@ -112,13 +109,14 @@ fn the_checker_reports_acknowledged_writes_wiped_from_every_replica() {
     // replicas at once loses every write acknowledged before.
     let cluster = TestCluster::up(62, 3, "memory", &[]);
     let out = tempfile::tempdir().unwrap();
-    let plan = out.path().join("plan.json");
-    std::fs::write(&plan, r#"[{"at_s": 2, "duration_s": 1, "kind": "crash", "targets": ["node1", "node2", "node3"]}]"#)
-        .unwrap();
+    let plan = plan_file(
+        out.path(),
+        r#"[{"at_s": 2, "duration_s": 1, "kind": "crash", "targets": ["node1", "node2", "node3"]}]"#,
+    );
     let run = drive(
         &cluster.procs,
         out.path(),
-        &["--plan", &plan.to_string_lossy(), "--duration", "5", "--update_mode", "blind", "--concurrency", "4"],
+        &["--plan", &plan, "--duration", "5", "--update_mode", "blind", "--concurrency", "4"],
     );
     assert!(!run.output.status.success(), "a lost write fails the run");
     let lost = run.summary["lost_writes"]["lost"].as_u64().unwrap();
@@ -258,16 +256,14 @@ fn without_hints_or_a_recovery_phase_repair_rounds_heal_what_the_partition_left(
     // only the counted repair rounds can bring node3's replicas up to date.
     let cluster = TestCluster::up(67, 3, "memory", &[]);
     let out = tempfile::tempdir().unwrap();
-    let plan = out.path().join("plan.json");
-    std::fs::write(
-        &plan,
+    let plan = plan_file(
+        out.path(),
         r#"[{"at_s": 1, "duration_s": 4, "kind": "partition", "targets": ["node3"], "layer": "app"}]"#,
-    )
-    .unwrap();
+    );
     let run = drive(
         &cluster.procs,
         out.path(),
-        &["--plan", &plan.to_string_lossy(), "--duration", "5", "--hint_delivery", "off", "--post_repair"],
+        &["--plan", &plan, "--duration", "5", "--hint_delivery", "off", "--post_repair"],
     );
     run.assert_clean();
     assert!(run.summary["repair"]["hints_pending"].as_u64().unwrap() > 0, "hints were held back");
@@ -283,13 +279,11 @@ fn without_hints_or_a_recovery_phase_repair_rounds_heal_what_the_partition_left(
 fn a_node_a_plan_leaves_down_is_not_a_leftover_and_an_open_loop_that_falls_behind_stops_on_time() {
     let cluster = TestCluster::up(68, 3, "memory", &[]);
     let out = tempfile::tempdir().unwrap();
-    let plan = out.path().join("plan.json");
-    std::fs::write(
-        &plan,
+    let plan = plan_file(
+        out.path(),
         r#"[{"at_s": 1, "duration_s": 1, "kind": "crash", "targets": ["node3"], "params": {"no_restart": true}}]"#,
-    )
-    .unwrap();
-    let run = drive(&cluster.procs, out.path(), &["--plan", &plan.to_string_lossy(), "--duration", "3"]);
+    );
+    let run = drive(&cluster.procs, out.path(), &["--plan", &plan, "--duration", "3"]);
     run.assert_clean();
     manage_restart(&cluster, "node3");
 

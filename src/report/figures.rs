@@ -67,21 +67,20 @@ fn latency_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyhow::
 }
 
 fn throughput_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyhow::Result<PathBuf> {
-    let count = |ok: bool| {
-        let points: Vec<(f64, f64)> = run.requests.iter().filter(|r| r.ok == ok).map(|r| (r.t_s, 0.0)).collect();
-        per_second(&points).into_iter().map(|(s, v)| (s, v.len())).collect::<Vec<_>>()
-    };
-    let (ok, failed) = (count(true), count(false));
-    let seconds = ok.iter().chain(&failed).map(|(s, _)| *s).max().unwrap_or(0);
-    let at = |series: &[(i64, usize)], s: i64| series.iter().find(|(t, _)| *t == s).map_or(0, |(_, n)| *n);
+    // [ok, failed] requests started in each whole second.
+    let seconds = run.requests.iter().map(|r| r.t_s.max(0.0) as usize + 1).max().unwrap_or(0);
+    let mut counts = vec![[0usize; 2]; seconds];
+    for r in &run.requests {
+        counts[r.t_s.max(0.0) as usize][usize::from(!r.ok)] += 1;
+    }
     write_csv(
         &dir.join("throughput.csv"),
         &["second", "ok_per_s", "failed_per_s"],
-        (0..=seconds).map(|s| vec![s.to_string(), at(&ok, s).to_string(), at(&failed, s).to_string()]),
+        counts.iter().enumerate().map(|(s, [ok, failed])| vec![s.to_string(), ok.to_string(), failed.to_string()]),
     )?;
-    let series = |label: &str, data: &[(i64, usize)]| Series {
+    let series = |label: &str, column: usize| Series {
         label: label.to_owned(),
-        points: (0..=seconds).map(|s| (s as f64 + 0.5, at(data, s) as f64)).collect(),
+        points: counts.iter().enumerate().map(|(s, c)| (s as f64 + 0.5, c[column] as f64)).collect(),
     };
     let path = dir.join("throughput.png");
     let chart = Chart {
@@ -92,7 +91,7 @@ fn throughput_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyho
         y_scale: Scale::Linear,
         annotations: notes,
     };
-    plot::lines(&path, &chart, &[series("ok", &ok), series("failed", &failed)])?;
+    plot::lines(&path, &chart, &[series("ok", 0), series("failed", 1)])?;
     Ok(path)
 }
 

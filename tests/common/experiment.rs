@@ -95,6 +95,13 @@ impl Run {
     }
 }
 
+/// Writes a fault plan (JSON) into `dir`; returns its path for `--plan`.
+pub fn plan_file(dir: &Path, plan: &str) -> String {
+    let path = dir.join("plan.json");
+    std::fs::write(&path, plan).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 /// Runs `dynabed experiment` with `args` plus `--cluster_procs` and
 /// `--out`; reads the files when the run wrote them.
 pub fn drive(procs: &Path, out: &Path, args: &[&str]) -> Run {
