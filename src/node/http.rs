@@ -245,6 +245,7 @@ fn status(node: &Node) -> Reply {
     let ring = node.membership.ring();
     json_reply(&json!({
         "id": node.id(),
+        "pid": std::process::id(),
         "actor": node.replica.actor(),
         "members": node.membership.view(),
         "hints_pending": node.replica.hints_pending().unwrap_or(0),
@@ -252,6 +253,7 @@ fn status(node: &Node) -> Reply {
         "counters": counters,
         "ring": { "partitions": ring.partitions(), "n": node.membership.n(), "members": ring.members() },
         "storage": node.replica.storage().kind().to_string(),
+        "storage_lost_records": node.replica.identity().lost_records(),
         "switches": switches(node),
     }))
 }

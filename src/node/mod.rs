@@ -10,6 +10,7 @@ pub mod faults;
 pub mod frame;
 pub mod handoff;
 pub mod http;
+pub mod identity;
 pub mod leave;
 pub mod membership;
 pub mod merkle;
@@ -29,16 +30,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 
 pub use config::NodeConfig;
+use identity::Identity;
 use membership::{MemberRecord, Membership};
 use metrics::Counters;
 use peer::PeerPool;
 use protocol::{Request, Response};
 use replica::Replica;
 use storage::Storage;
+
+/// How often a node that changed anything records a checkpoint: what the
+/// engine held that long ago is known to be on disk.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Switches that experiments flip at run time through `POST /admin/config`.
 pub struct Switches {
@@ -71,9 +76,13 @@ impl Node {
     /// Opens storage and builds the node; nothing listens yet.
     pub fn open(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<Arc<Self>> {
         let data_dir = config.data_dir();
+        if config.storage == storage::EngineKind::Fjall {
+            create_private_dir(&data_dir)?;
+        }
         let storage = Storage::open(config.storage, &data_dir, config.sync)
             .with_context(|| format!("opening {} storage in {}", config.storage, data_dir.display()))?;
-        let actor = actor_for(&storage, &config.id)?;
+        let identity = Identity::open(&storage, &data_dir, &config.id)
+            .with_context(|| format!("reading the identity of the store in {}", data_dir.display()))?;
         let counters = Arc::new(Counters::default());
         let me = MemberRecord {
             id: config.id.clone(),
@@ -87,7 +96,13 @@ impl Node {
         let fail_after = Duration::from_millis(config.fail_after_ms);
         let membership = Membership::new(me, config.partitions, config.n as usize, fail_after, config.phi_threshold)?;
         Ok(Arc::new(Node {
-            replica: Replica::new(storage, actor, config.prune_limit, config.max_siblings as usize, counters.clone())?,
+            replica: Replica::new(
+                storage,
+                identity,
+                config.prune_limit,
+                config.max_siblings as usize,
+                counters.clone(),
+            )?,
             membership,
             peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host)),
             counters,
@@ -123,6 +138,7 @@ impl Node {
             tokio::spawn(self.clone().gossip_forever()),
             tokio::spawn(self.clone().deliver_hints_forever()),
             tokio::spawn(self.clone().anti_entropy_forever()),
+            tokio::spawn(self.clone().checkpoint_forever()),
         ];
         tokio::select! {
             stopped = wait_for_stop_signal() => stopped?,
@@ -243,6 +259,22 @@ impl Node {
         }
     }
 
+    /// Checkpoints the store now and then (see [`identity`]), on a
+    /// blocking thread: a sync can take long enough to stall requests.
+    async fn checkpoint_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let node = self.clone();
+            match tokio::task::spawn_blocking(move || node.replica.checkpoint_if_changed()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
+                Err(e) => tracing::error!("checkpoint task failed: {e}"),
+            }
+        }
+    }
+
     /// Flips run-time switches; `None` leaves a switch as it is.
     pub fn configure(&self, hint_delivery: Option<bool>, anti_entropy: Option<bool>) {
         if let Some(on) = hint_delivery {
@@ -254,21 +286,14 @@ impl Node {
     }
 }
 
-/// The node's actor name in version vectors: its id plus a tag made when
-/// its store was created, so a node that lost its data never reuses a dot
-/// it issued before (which would silently merge two different writes).
-fn actor_for(storage: &Storage, id: &str) -> anyhow::Result<String> {
-    const KEY: &[u8] = b"actor";
-    if let Some(bytes) = storage.meta.get(KEY)? {
-        let actor = String::from_utf8(bytes).context("stored actor name is not UTF-8")?;
-        if actor.split('.').next() == Some(id) {
-            return Ok(actor);
-        }
-        anyhow::bail!("this data directory belongs to node actor {actor:?}, not to node {id:?}");
-    }
-    let actor = format!("{id}.{}", Alphanumeric.sample_string(&mut rand::rng(), 4).to_lowercase());
-    storage.meta.insert(KEY, actor.as_bytes())?;
-    Ok(actor)
+/// A node's data is nobody else's business: folders it creates are 0700.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

@@ -6,11 +6,13 @@
 //! same key must not interleave, or the second would overwrite what the
 //! first merged in; a striped lock serialises them without a lock per key.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::identity::{Identity, IdentityError};
 use super::merkle::{self, Hash, Trees};
 use super::metrics::Counters;
 use super::storage::{Storage, StorageError};
@@ -25,6 +27,8 @@ const HINT_SEPARATOR: u8 = 0;
 pub enum ReplicaError {
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
     #[error("stored object for key {key:?} is corrupt: {source}")]
     Corrupt { key: String, source: VersionError },
     #[error("key {key:?} has more than {limit} siblings: read it and write back with its context to resolve them")]
@@ -44,7 +48,10 @@ pub struct Replica {
     storage: Storage,
     trees: Mutex<Trees>,
     stripes: Vec<Mutex<()>>,
-    actor: String,
+    identity: Identity,
+    /// Changes made, and how many of them the last checkpoint covered.
+    changes: AtomicU64,
+    checkpointed: AtomicU64,
     prune_limit: usize,
     /// Concurrent values a write may leave; beyond it the write is refused
     /// rather than letting objects grow without bound (Riak's max_siblings).
@@ -56,7 +63,7 @@ impl Replica {
     /// Wraps opened storage, building the Merkle trees from what it holds.
     pub fn new(
         storage: Storage,
-        actor: String,
+        identity: Identity,
         prune_limit: usize,
         max_siblings: usize,
         counters: std::sync::Arc<Counters>,
@@ -71,7 +78,9 @@ impl Replica {
             storage,
             trees: Mutex::new(trees),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            actor,
+            identity,
+            changes: AtomicU64::new(0),
+            checkpointed: AtomicU64::new(0),
             prune_limit,
             max_siblings,
             counters,
@@ -79,7 +88,11 @@ impl Replica {
     }
 
     pub fn actor(&self) -> &str {
-        &self.actor
+        self.identity.actor()
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn storage(&self) -> &Storage {
@@ -109,7 +122,10 @@ impl Replica {
         let _guard = self.lock(&storage_key);
         let old = self.storage.data.get(&storage_key)?;
         let mut object = old.as_deref().map(|b| decode(b, key)).transpose()?.unwrap_or_default();
-        let (dot, pruned) = object.update(context, &self.actor, value, now_ms(), self.prune_limit);
+        let actor = self.identity.actor();
+        let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
+        let dot = Dot { actor: actor.to_owned(), counter };
+        let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune_limit);
         if object.siblings.len() > self.max_siblings {
             return Err(ReplicaError::TooManySiblings {
                 key: String::from_utf8_lossy(key).into_owned(),
@@ -182,7 +198,21 @@ impl Replica {
             None => self.storage.data.remove(storage_key)?,
         }
         self.trees.lock().unwrap_or_else(|e| e.into_inner()).apply(partition, key, old, new);
+        self.changes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Takes a checkpoint (see [`Identity::checkpoint`]) if anything
+    /// changed since the last one; returns whether it took one. Blocks on
+    /// disk syncs: call it off the request path.
+    pub fn checkpoint_if_changed(&self) -> Result<bool, ReplicaError> {
+        let changes = self.changes.load(Ordering::Relaxed);
+        if changes == self.checkpointed.load(Ordering::Relaxed) || !self.storage.is_persistent() {
+            return Ok(false);
+        }
+        self.identity.checkpoint(&self.storage)?;
+        self.checkpointed.store(changes, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// Keeps `object` for `owner`, merged with any hint already held.
@@ -196,6 +226,7 @@ impl Replica {
         let pruned = hint.merge(object, self.prune_limit);
         Counters::add(&self.counters.prune_events, pruned as u64);
         self.storage.hints.insert(&storage_key, &hint.encode())?;
+        self.changes.fetch_add(1, Ordering::Relaxed);
         Counters::bump(&self.counters.hints_stored);
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! A node keeps three independent trees: `data` (replicated objects, keyed by
 //! a 4-byte big-endian partition number followed by the object key, so one
 //! partition is one prefix range), `hints` (hinted-handoff entries) and `meta`
-//! (small node metadata such as the actor id). The rest of the node only sees
+//! (small node metadata such as the checkpoint canary). The rest of the node only sees
 //! the [`Tree`] trait, so the on-disk engine (fjall) and the in-memory engine
 //! used by tests and throw-away clusters are interchangeable.
 //!
@@ -150,6 +150,8 @@ pub struct Storage {
     pub hints: Box<dyn Tree>,
     pub meta: Box<dyn Tree>,
     kind: EngineKind,
+    /// The fjall database behind the trees, for whole-engine syncs.
+    db: Option<Database>,
 }
 
 impl Storage {
@@ -163,6 +165,7 @@ impl Storage {
                 hints: Box::<MemoryTree>::default(),
                 meta: Box::<MemoryTree>::default(),
                 kind,
+                db: None,
             }),
         }
     }
@@ -174,6 +177,19 @@ impl Storage {
     pub fn is_persistent(&self) -> bool {
         self.kind == EngineKind::Fjall
     }
+
+    /// Makes everything written so far survive power loss, whatever the
+    /// store's [`Durability`].
+    pub fn sync(&self) -> Result<(), StorageError> {
+        match &self.db {
+            Some(db) => db.persist(PersistMode::SyncAll).map_err(|source| StorageError::Engine {
+                tree: "*",
+                op: "sync",
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 fn open_fjall(dir: &Path, durability: Durability) -> Result<Storage, StorageError> {
@@ -184,6 +200,7 @@ fn open_fjall(dir: &Path, durability: Durability) -> Result<Storage, StorageErro
         hints: Box::new(FjallTree::open(&db, "hints", mode)?),
         meta: Box::new(FjallTree::open(&db, "meta", mode)?),
         kind: EngineKind::Fjall,
+        db: Some(db),
     })
 }
 

@@ -234,32 +234,40 @@ impl Object {
         self.siblings.is_empty() && self.clock.is_empty()
     }
 
-    /// The coordinator's write of `value` (None deletes) by `actor`, which
+    /// The lowest counter `actor` may give a new write to this object:
+    /// above every dot of `actor` that the object or the writer's context
+    /// has seen. The caller issues the actual counter (see
+    /// `identity::Identity::issue_counter`), which is also above every
+    /// counter the actor ever issued, for any key.
+    pub fn min_counter(&self, context: &VersionVector, actor: &str) -> u64 {
+        // Saturating only matters for forged counters; see MAX_CONTEXT_COUNTER.
+        self.clock.get(actor).max(context.get(actor)).saturating_add(1)
+    }
+
+    /// The coordinator's write of `value` (None deletes) under `dot`, which
     /// supersedes exactly the siblings `context` has seen.
     ///
-    /// `actor` must pass [`validate_actor`]. Returns the new sibling's dot
-    /// and the number of clock entries pruned.
+    /// `dot.actor` must pass [`validate_actor`] and `dot.counter` be at
+    /// least [`min_counter`](Self::min_counter). Returns the number of clock
+    /// entries pruned.
     pub fn update(
         &mut self,
         context: &VersionVector,
-        actor: &str,
+        dot: Dot,
         value: Option<Bytes>,
         now_ms: u64,
         prune_limit: usize,
-    ) -> (Dot, usize) {
-        debug_assert!(validate_actor(actor).is_ok(), "invalid actor {actor:?}");
-        // Saturating only matters for forged counters; see MAX_CONTEXT_COUNTER.
-        let counter = self.clock.get(actor).max(context.get(actor)).saturating_add(1);
-        let dot = Dot { actor: actor.to_owned(), counter };
+    ) -> usize {
+        debug_assert!(validate_actor(&dot.actor).is_ok(), "invalid actor {:?}", dot.actor);
+        debug_assert!(dot.counter >= self.min_counter(context, &dot.actor), "dot {dot} is not new to this object");
         self.siblings.retain(|s| !context.covers(&s.dot));
-        // The counter exceeds every dot of `actor` this object holds, so the
-        // new sibling lands after them and cannot duplicate one.
+        // The counter exceeds every dot of the actor this object holds, so
+        // the new sibling lands after them and cannot duplicate one.
         let at = self.siblings.partition_point(|s| s.dot < dot);
-        self.siblings.insert(at, Sibling { dot: dot.clone(), value, ts_ms: now_ms });
         self.clock.join(context);
-        self.clock.advance(actor, counter, now_ms);
-        let pruned = self.prune(prune_limit);
-        (dot, pruned)
+        self.clock.advance(&dot.actor, dot.counter, now_ms);
+        self.siblings.insert(at, Sibling { dot, value, ts_ms: now_ms });
+        self.prune(prune_limit)
     }
 
     /// Folds in another replica's state; returns clock entries pruned.
@@ -460,6 +468,34 @@ mod tests {
     const DEFAULT: usize = 10;
     const TIGHT: usize = 2;
 
+    /// A coordinator's write with the smallest counter the object allows,
+    /// as an actor that never lost data issues it.
+    trait Coordinate {
+        fn write(
+            &mut self,
+            context: &VersionVector,
+            actor: &str,
+            value: Option<Bytes>,
+            now: u64,
+            limit: usize,
+        ) -> (Dot, usize);
+    }
+
+    impl Coordinate for Object {
+        fn write(
+            &mut self,
+            context: &VersionVector,
+            actor: &str,
+            value: Option<Bytes>,
+            now: u64,
+            limit: usize,
+        ) -> (Dot, usize) {
+            let dot = Dot { actor: actor.to_owned(), counter: self.min_counter(context, actor) };
+            let pruned = self.update(context, dot.clone(), value, now, limit);
+            (dot, pruned)
+        }
+    }
+
     fn val(s: &str) -> Option<Bytes> {
         Some(Bytes::copy_from_slice(s.as_bytes()))
     }
@@ -494,16 +530,25 @@ mod tests {
         ]
     }
 
+    #[derive(Clone)]
     struct Sim {
         replicas: Vec<Object>,
         /// Contexts clients have read so far; index 0 is a blind write.
         reads: Vec<VersionVector>,
+        /// The last counter each replica's actor issued, as its identity's
+        /// lease keeps it: node-wide, so pruning can never make one repeat.
+        issued: Vec<u64>,
         now: u64,
     }
 
     impl Sim {
         fn new(replicas: usize) -> Sim {
-            Sim { replicas: vec![Object::default(); replicas], reads: vec![VersionVector::default()], now: 0 }
+            Sim {
+                replicas: vec![Object::default(); replicas],
+                reads: vec![VersionVector::default()],
+                issued: vec![0; replicas],
+                now: 0,
+            }
         }
 
         /// Applies `op`, returning the touched replica and entries pruned.
@@ -520,8 +565,11 @@ mod tests {
                 Op::Write { replica, read, value } => {
                     let context = &self.reads[read % self.reads.len()];
                     let value = value.map(|v| Bytes::from(vec![v]));
-                    let (_, pruned) = self.replicas[replica].update(context, NAMES[replica], value, self.now, limit);
-                    (replica, pruned)
+                    let object = &mut self.replicas[replica];
+                    let counter = object.min_counter(context, NAMES[replica]).max(self.issued[replica] + 1);
+                    self.issued[replica] = counter;
+                    let dot = Dot { actor: NAMES[replica].to_owned(), counter };
+                    (replica, object.update(context, dot, value, self.now, limit))
                 }
                 Op::Sync { from, to } => {
                     let source = self.replicas[from].clone();
@@ -585,7 +633,7 @@ mod tests {
             let tight = TIGHT;
             let mut sim = Sim::new(5);
             for op in &ops {
-                let mut shadow = Sim { replicas: sim.replicas.clone(), reads: sim.reads.clone(), now: sim.now };
+                let mut shadow = sim.clone();
                 let (r, pruned) = sim.apply(op, tight);
                 shadow.apply(op, UNLIMITED);
                 let (kept, full) = (&sim.replicas[r], &shadow.replicas[r]);
@@ -655,8 +703,8 @@ mod tests {
     fn concurrent_blind_writes_from_different_actors_are_siblings() {
         let mut object = Object::default();
         let empty = VersionVector::default();
-        object.update(&empty, "n1", val("a"), 1, DEFAULT);
-        object.update(&empty, "n2", val("b"), 2, DEFAULT);
+        object.write(&empty, "n1", val("a"), 1, DEFAULT);
+        object.write(&empty, "n2", val("b"), 2, DEFAULT);
         assert_eq!(dots(&object), ["n1:1", "n2:1"]);
         assert_eq!(object.clock.readable(), "n1:1,n2:1");
     }
@@ -665,8 +713,8 @@ mod tests {
     fn concurrent_blind_writes_from_one_actor_are_siblings() {
         let mut object = Object::default();
         let empty = VersionVector::default();
-        let (first, _) = object.update(&empty, "n1", val("a"), 1, DEFAULT);
-        let (second, _) = object.update(&empty, "n1", val("b"), 2, DEFAULT);
+        let (first, _) = object.write(&empty, "n1", val("a"), 1, DEFAULT);
+        let (second, _) = object.write(&empty, "n1", val("b"), 2, DEFAULT);
         assert_eq!((first.counter, second.counter), (1, 2));
         assert_eq!(dots(&object), ["n1:1", "n1:2"]);
         assert_eq!(object.values().count(), 2);
@@ -677,12 +725,12 @@ mod tests {
         let p = DEFAULT;
         let mut object = Object::default();
         let empty = VersionVector::default();
-        object.update(&empty, "n1", val("a"), 1, p);
-        object.update(&empty, "n2", val("b"), 2, p);
+        object.write(&empty, "n1", val("a"), 1, p);
+        object.write(&empty, "n2", val("b"), 2, p);
         let read = object.clock.clone();
         // Written after the read, so the next write must not supersede it.
-        object.update(&empty, "n3", val("late"), 3, p);
-        let (dot, _) = object.update(&read, "n1", val("c"), 4, p);
+        object.write(&empty, "n3", val("late"), 3, p);
+        let (dot, _) = object.write(&read, "n1", val("c"), 4, p);
         assert_eq!(dot.to_string(), "n1:2");
         assert_eq!(dots(&object), ["n1:2", "n3:1"]);
         let values: Vec<&Bytes> = object.values().collect();
@@ -693,10 +741,10 @@ mod tests {
     fn stale_context_from_another_replica_advances_counter() {
         let mut object = Object::default();
         let object_ctx = clock_of(&[("n1", 7)]);
-        let (dot, _) = object.update(&object_ctx, "n1", val("x"), 1, DEFAULT);
+        let (dot, _) = object.write(&object_ctx, "n1", val("x"), 1, DEFAULT);
         assert_eq!(dot.counter, 8);
         let forged = clock_of(&[("n1", u64::MAX)]);
-        let (dot, _) = Object::default().update(&forged, "n1", val("x"), 1, DEFAULT);
+        let (dot, _) = Object::default().write(&forged, "n1", val("x"), 1, DEFAULT);
         assert_eq!(dot.counter, u64::MAX, "saturates instead of panicking");
     }
 
@@ -705,10 +753,10 @@ mod tests {
         let p = DEFAULT;
         let mut object = Object::default();
         assert!(object.is_empty() && object.is_deleted());
-        object.update(&VersionVector::default(), "n1", val("a"), 1, p);
+        object.write(&VersionVector::default(), "n1", val("a"), 1, p);
         assert!(!object.is_deleted());
         let read = object.clock.clone();
-        object.update(&read, "n1", None, 2, p);
+        object.write(&read, "n1", None, 2, p);
         assert!(object.is_deleted() && !object.is_empty());
         assert_eq!(object.values().count(), 0);
         assert_eq!(dots(&object), ["n1:2"]);
@@ -718,10 +766,10 @@ mod tests {
     fn replica_that_saw_a_write_drops_the_superseded_sibling() {
         let p = DEFAULT;
         let mut a = Object::default();
-        a.update(&VersionVector::default(), "n1", val("old"), 1, p);
+        a.write(&VersionVector::default(), "n1", val("old"), 1, p);
         let b = a.clone();
         let read = a.clock.clone();
-        a.update(&read, "n1", val("new"), 2, p);
+        a.write(&read, "n1", val("new"), 2, p);
         assert_eq!(merged(&b, &a, p), a);
         assert_eq!(merged(&a, &b, p), a);
     }
@@ -740,10 +788,10 @@ mod tests {
     fn pruning_creates_false_concurrency_but_keeps_the_value() {
         let p = 1;
         let mut a = Object::default();
-        a.update(&VersionVector::default(), "n1", val("old"), 1, p);
+        a.write(&VersionVector::default(), "n1", val("old"), 1, p);
         let stale = a.clone();
         let read = a.clock.clone();
-        let (_, pruned) = a.update(&read, "n2", val("new"), 2, p);
+        let (_, pruned) = a.write(&read, "n2", val("new"), 2, p);
         assert_eq!(pruned, 1, "n1 has no sibling left, so it goes");
         assert_eq!(a.clock.readable(), "n2:1");
         // Both actors now hold siblings, so the limit cannot be met.
@@ -752,7 +800,7 @@ mod tests {
         assert_eq!(a.clock.readable(), "n1:1,n2:1");
         // Without pruning the superseded value would have been dropped.
         let mut full = stale.clone();
-        full.update(&read, "n2", val("new"), 2, UNLIMITED);
+        full.write(&read, "n2", val("new"), 2, UNLIMITED);
         full.merge(&stale, UNLIMITED);
         assert_eq!(dots(&full), ["n2:1"]);
     }
@@ -764,7 +812,7 @@ mod tests {
         for (actor, ts) in [("a", 5), ("b", 1), ("c", 1), ("d", 0)] {
             clock.advance(actor, 1, ts);
         }
-        object.update(&clock, "d", val("x"), 9, DEFAULT);
+        object.write(&clock, "d", val("x"), 9, DEFAULT);
         object.clock.entries.get_mut("d").expect("d").ts_ms = 0;
         assert_eq!(object.prune(TIGHT), 2);
         // d is oldest but holds the sibling; b and c tie on age, then c goes.
