@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{ok, wait_until, TestCluster, BIN};
+use dynabed::node::version::{encode_context, VersionVector};
 use hyper::Method;
 
 fn curl(args: &[&str]) -> (String, String) {
@@ -111,6 +112,18 @@ async fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
     assert!(bad_context.reason().contains("X-Dynamo-Context"), "{}", bad_context.reason());
     assert_eq!(bad_context.reason().lines().count(), 1);
 
+    // A context whose checksum is right but whose actor could never be a
+    // header value: refused before anything is written.
+    let forged: VersionVector =
+        serde_json::from_value(serde_json::json!({"entries": {"a\nb": {"counter": 1, "ts_ms": 0}}})).unwrap();
+    let control = client.put("safe", Bytes::from("evil"), Some(&encode_context(&forged)), None).await.unwrap();
+    assert_eq!(control.status, 400, "{}", control.reason());
+    assert!(control.reason().contains("actor"), "{}", control.reason());
+    for id in cluster.ids() {
+        let read = cluster.client(&id).get("safe", None).await.unwrap();
+        assert_eq!((read.status.as_u16(), read.body.as_ref()), (200, b"kept".as_ref()), "safe on {id}");
+    }
+
     let unknown = client.send(Method::GET, "/nope", None, Bytes::new()).await.unwrap();
     assert_eq!(unknown.status, 404);
     let bad_quorum = client.get("safe", Some(7)).await.unwrap();
@@ -139,7 +152,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
     let read = client.get("safe", Some(3)).await.unwrap();
     assert_eq!((read.status.as_u16(), read.body.as_ref()), (200, b"kept".as_ref()), "data intact, node serving");
     let status = cluster.status("node1").await;
-    assert!(status["counters"]["bad_requests"].as_u64().is_some_and(|n| n >= 6), "{status}");
+    assert!(status["counters"]["bad_requests"].as_u64().is_some_and(|n| n >= 7), "{status}");
 }
 
 /// The seed's flow: nodes started by hand with only --port and --id write

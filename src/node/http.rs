@@ -139,7 +139,11 @@ async fn key_request(node: &Arc<Node>, raw_key: &str, request: Request<Incoming>
         _ => return Err(HttpError::method()),
     };
     let done = node.execute(op, false).await?;
-    Ok(if method == Method::GET { read_reply(&done) } else { write_reply(&done) })
+    if method == Method::GET {
+        read_reply(&done)
+    } else {
+        write_reply(&done)
+    }
 }
 
 fn parse_key(node: &Node, raw: &str) -> Result<Bytes, HttpError> {
@@ -197,20 +201,29 @@ impl Query {
     }
 }
 
-fn causal_headers(reply: &mut Reply, done: &Coordinated) {
-    let headers = reply.headers_mut();
+fn causal_headers(reply: &mut Reply, done: &Coordinated) -> Result<(), HttpError> {
     let clock = &done.object.clock;
-    headers.insert(CONTEXT, header(&encode_context(clock)));
-    headers.insert(CLOCK, header(&clock.readable()));
-    headers.insert(COORDINATOR, header(&done.coordinator));
+    let context = header(&encode_context(clock))?;
+    let readable = header(&clock.readable())?;
+    let coordinator = header(&done.coordinator)?;
+    let headers = reply.headers_mut();
+    headers.insert(CONTEXT, context);
+    headers.insert(CLOCK, readable);
+    headers.insert(COORDINATOR, coordinator);
+    Ok(())
 }
 
-fn header(value: &str) -> HeaderValue {
-    // Every value here is base64, a node id or a clock of node ids and numbers.
-    HeaderValue::from_str(value).expect("header values are plain ASCII")
+/// Every value here is base64, a node id, or a clock of actors and numbers,
+/// all checked on their way in; a value that still cannot be a header is a
+/// bug to report, not a reason to take the node down.
+fn header(value: &str) -> Result<HeaderValue, HttpError> {
+    HeaderValue::from_str(value).map_err(|_| {
+        tracing::error!(?value, "a header value is not printable ASCII");
+        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot send {value:?} as a header value"))
+    })
 }
 
-fn read_reply(done: &Coordinated) -> Reply {
+fn read_reply(done: &Coordinated) -> Result<Reply, HttpError> {
     let values: Vec<&Bytes> = done.object.values().collect();
     let mut reply = match values.as_slice() {
         [] => text(StatusCode::NOT_FOUND, "not found\n".into()),
@@ -225,18 +238,18 @@ fn read_reply(done: &Coordinated) -> Reply {
             reply
         }
     };
-    causal_headers(&mut reply, done);
-    reply
+    causal_headers(&mut reply, done)?;
+    Ok(reply)
 }
 
-fn write_reply(done: &Coordinated) -> Reply {
+fn write_reply(done: &Coordinated) -> Result<Reply, HttpError> {
     let mut reply = Response::new(Full::new(Bytes::new()));
     *reply.status_mut() = StatusCode::NO_CONTENT;
-    causal_headers(&mut reply, done);
+    causal_headers(&mut reply, done)?;
     if let Some(dot) = &done.dot {
-        reply.headers_mut().insert(DOT, header(&dot.to_string()));
+        reply.headers_mut().insert(DOT, header(&dot.to_string())?);
     }
-    reply
+    Ok(reply)
 }
 
 fn status(node: &Node) -> Reply {

@@ -40,6 +40,8 @@ pub enum VersionError {
     BadDot(&'static str),
     #[error("actor name must be 1 to {MAX_ACTOR_LEN} bytes, got {0} bytes")]
     BadActorLength(usize),
+    #[error("actor name {0:?} has a character other than printable ASCII (and no ',')")]
+    BadActorCharacter(String),
     #[error("counter for actor {0:?} is 0; counters start at 1")]
     ZeroCounter(String),
     #[error("context is {0} bytes, over the {MAX_CONTEXT_LEN}-byte limit")]
@@ -74,11 +76,16 @@ pub enum VersionError {
     UncoveredSibling(Dot),
 }
 
-/// Checks a name before it becomes an actor. Call it on this node's name at
-/// startup: an object written under an invalid actor would not decode later.
+/// Checks a name before it becomes an actor. Actors end up in header
+/// values and in the readable clock (`a:1,b:2`), so they are printable
+/// ASCII without commas; contexts, dots and objects from outside are
+/// checked with this before anything uses them.
 pub fn validate_actor(actor: &str) -> Result<(), VersionError> {
     if actor.is_empty() || actor.len() > MAX_ACTOR_LEN {
         return Err(VersionError::BadActorLength(actor.len()));
+    }
+    if !actor.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+        return Err(VersionError::BadActorCharacter(actor.to_owned()));
     }
     Ok(())
 }
@@ -910,6 +917,11 @@ mod tests {
         assert_eq!(decode_context(&sealed_counters(&[("", 1)])), Err(BadActorLength(0)));
         let long = "x".repeat(MAX_ACTOR_LEN + 1);
         assert_eq!(decode_context(&sealed_counters(&[(&long, 1)])), Err(BadActorLength(65)));
+        for unprintable in ["a\nb", "a,b", "a b", "é"] {
+            let err = decode_context(&sealed_counters(&[(unprintable, 1)]));
+            assert_eq!(err, Err(BadActorCharacter(unprintable.into())));
+            assert!(!err.unwrap_err().to_string().contains('\n'), "one line");
+        }
         assert_eq!(decode_context(&sealed_counters(&[("n1", u64::MAX)])), Err(ContextCounterTooLarge(u64::MAX)));
         assert_eq!(decode_context(&sealed_counters(&[("n1", 0)])), Err(ZeroCounter("n1".into())));
         assert_eq!(decode_context(&sealed_counters(&[("b", 1), ("a", 1)])), Err(ContextNotCanonical));
