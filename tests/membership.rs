@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{wait_until, TestCluster};
+use common::{ok, wait_until, TestCluster};
 use nix::sys::signal::Signal;
 
 #[tokio::test]
@@ -132,4 +132,16 @@ async fn a_node_leaves_gracefully_and_hands_its_data_over() {
     }
     let read = cluster.client("node2").get("user7", Some(3)).await.unwrap();
     assert_eq!(read.body, "user7", "R=3 on the three that remain");
+}
+
+#[tokio::test]
+async fn the_last_member_is_refused_a_leave_and_keeps_serving() {
+    let cluster = TestCluster::up(35, 1, "memory", &[]);
+    ok(&cluster.client("node1").put("k", bytes::Bytes::from("v"), None, Some(1)).await.unwrap());
+    let refused = cluster.client("node1").admin("leave", &serde_json::json!({})).await.unwrap();
+    assert_eq!(refused.status, 409, "{}", refused.reason());
+    assert!(refused.reason().contains("last member"), "{}", refused.reason());
+    let read = cluster.client("node1").get("k", Some(1)).await.unwrap();
+    assert_eq!(ok(&read).body.as_ref(), b"v", "still serving, data intact");
+    assert_eq!(cluster.status("node1").await["ring"]["members"], serde_json::json!(["node1"]));
 }

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use super::coordinator::{CoordError, Coordinated};
 use super::faults::FaultState;
+use super::membership::MembershipError;
 use super::protocol::{self, ClientOp, OpKind};
 use super::sync::Fanout;
 use super::version::{decode_context, encode_context, Object};
@@ -329,8 +330,13 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
         }
         (&Method::GET, "merkle") => Ok(json_reply(&merkle_roots(node))),
         (&Method::POST, "leave") => {
-            let stats =
-                node.leave().await.map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            let stats = node.leave().await.map_err(|e| {
+                let status = match e.downcast_ref::<MembershipError>() {
+                    Some(MembershipError::LastMember) => StatusCode::CONFLICT,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                HttpError::new(status, format!("{e:#}"))
+            })?;
             tracing::info!(?stats, "left the cluster; stopping");
             // Stop once this answer is out.
             let node = node.clone();

@@ -28,7 +28,7 @@ pub struct LeaveStats {
 impl Node {
     pub async fn leave(self: &Arc<Self>) -> anyhow::Result<LeaveStats> {
         let mut stats = LeaveStats::default();
-        self.membership.leave();
+        self.membership.leave()?;
         // Tell everyone now rather than in a few gossip rounds, so that no
         // coordinator keeps sending this node writes it would then strand.
         let digest = Request::Gossip(self.membership.beat());

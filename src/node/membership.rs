@@ -13,12 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use rand::seq::IteratorRandom;
 use serde::{Deserialize, Serialize};
 
+use super::config::parse_node_id;
 use super::protocol::Digest;
 use super::ring::Ring;
 
@@ -64,6 +65,10 @@ pub struct MemberView {
 pub enum MembershipError {
     #[error("peer runs a ring of {theirs} partitions with N={their_n}, this node {ours} with N={our_n}: they cannot form one cluster")]
     Incompatible { theirs: u32, their_n: usize, ours: u32, our_n: usize },
+    #[error("gossip names a member {id:?}: {reason}")]
+    BadMember { id: String, reason: String },
+    #[error("this node is the last member of the cluster: there is nobody to leave its data to")]
+    LastMember,
 }
 
 /// Heartbeat intervals remembered per member.
@@ -126,11 +131,13 @@ pub struct Membership {
 
 struct Inner {
     members: BTreeMap<String, MemberState>,
-    /// Built on first use after the member set changed: while a big
-    /// cluster starts, members arrive one gossip round at a time, and
-    /// rebuilding the ring (Q × K hashes) for each would cost more than
-    /// everything else the nodes do.
-    ring: Option<Arc<Ring>>,
+    ring: Arc<Ring>,
+    /// The member set changed since `ring` was built. The ring is rebuilt
+    /// on first use, not on each change: while a big cluster starts,
+    /// members arrive one gossip round at a time, and rebuilding the ring
+    /// (Q × K hashes) for each would cost more than everything else the
+    /// nodes do.
+    ring_stale: bool,
 }
 
 impl Membership {
@@ -141,11 +148,23 @@ impl Membership {
         fail_after: Duration,
         phi_threshold: f64,
     ) -> anyhow::Result<Self> {
-        let ring = Some(Arc::new(Ring::new([me.id.clone()], partitions)?));
+        let ring = Arc::new(Ring::new([me.id.clone()], partitions)?);
         let id = me.id.clone();
         let mut members = BTreeMap::new();
         members.insert(id.clone(), MemberState::new(me));
-        Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner: RwLock::new(Inner { members, ring }) })
+        let inner = RwLock::new(Inner { members, ring, ring_stale: false });
+        Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner })
+    }
+
+    // Every change to `Inner` is complete before its lock is released or
+    // a panic could happen, so a holder that panicked left nothing half
+    // done: the lock stays usable instead of taking the node down with it.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn me(&self) -> &str {
@@ -156,18 +175,30 @@ impl Membership {
         self.n
     }
 
+    /// The ring of the current members; if they cannot form one (which
+    /// the checks on gossip and leave should make impossible), the last
+    /// good ring, with an error in the log.
     pub fn ring(&self) -> Arc<Ring> {
-        if let Some(ring) = &self.inner.read().expect("membership lock").ring {
-            return ring.clone();
+        {
+            let inner = self.read();
+            if !inner.ring_stale {
+                return inner.ring.clone();
+            }
         }
-        let mut inner = self.inner.write().expect("membership lock");
-        let ids = inner.members.values().filter(|m| !m.record.left).map(|m| m.record.id.clone()).collect::<Vec<_>>();
-        let partitions = self.partitions;
-        inner.ring.get_or_insert_with(|| Arc::new(Ring::new(ids, partitions).expect("ring of known members"))).clone()
+        let mut inner = self.write();
+        if inner.ring_stale {
+            let ids = inner.members.values().filter(|m| !m.record.left).map(|m| m.record.id.clone());
+            match Ring::new(ids, self.partitions) {
+                Ok(ring) => inner.ring = Arc::new(ring),
+                Err(e) => tracing::error!("keeping the previous ring: the members cannot form a new one: {e}"),
+            }
+            inner.ring_stale = false;
+        }
+        inner.ring.clone()
     }
 
     pub fn record(&self, id: &str) -> Option<MemberRecord> {
-        self.inner.read().expect("membership lock").members.get(id).map(|m| m.record.clone())
+        self.read().members.get(id).map(|m| m.record.clone())
     }
 
     pub fn peer_addr(&self, id: &str) -> Option<SocketAddr> {
@@ -177,12 +208,12 @@ impl Membership {
     /// The member whose advertised address is `ip` (each node has its
     /// own address, in its namespace or on loopback).
     pub fn id_at(&self, ip: IpAddr) -> Option<String> {
-        let inner = self.inner.read().expect("membership lock");
+        let inner = self.read();
         inner.members.values().find(|m| m.record.host == ip && m.record.id != self.me).map(|m| m.record.id.clone())
     }
 
     pub fn is_alive(&self, id: &str) -> bool {
-        let inner = self.inner.read().expect("membership lock");
+        let inner = self.read();
         inner.members.get(id).is_some_and(|m| self.alive(m))
     }
 
@@ -202,7 +233,7 @@ impl Membership {
         if id == self.me {
             return;
         }
-        let mut inner = self.inner.write().expect("membership lock");
+        let mut inner = self.write();
         if let Some(m) = inner.members.get_mut(id) {
             if m.unreachable_at.is_none() {
                 tracing::info!(node = id, "marking node down after a failed request");
@@ -213,7 +244,7 @@ impl Membership {
 
     /// Advances this node's own heartbeat and returns the view to gossip.
     pub fn beat(&self) -> Digest {
-        let mut inner = self.inner.write().expect("membership lock");
+        let mut inner = self.write();
         if let Some(me) = inner.members.get_mut(&self.me) {
             me.record.heartbeat += 1;
         }
@@ -221,7 +252,7 @@ impl Membership {
     }
 
     pub fn digest(&self) -> Digest {
-        self.digest_of(&self.inner.read().expect("membership lock"))
+        self.digest_of(&self.read())
     }
 
     fn digest_of(&self, inner: &Inner) -> Digest {
@@ -242,7 +273,10 @@ impl Membership {
                 our_n: self.n,
             });
         }
-        let mut inner = self.inner.write().expect("membership lock");
+        if let Some((id, reason)) = digest.members.iter().find_map(|r| parse_node_id(&r.id).err().map(|e| (&r.id, e))) {
+            return Err(MembershipError::BadMember { id: id.clone(), reason });
+        }
+        let mut inner = self.write();
         let mut changed = false;
         for record in &digest.members {
             if record.id == self.me {
@@ -270,7 +304,7 @@ impl Membership {
             }
         }
         if changed {
-            inner.ring = None;
+            inner.ring_stale = true;
         }
         Ok(())
     }
@@ -278,7 +312,7 @@ impl Membership {
     /// A random other member to gossip with; down members are chosen too,
     /// so that their return is noticed.
     pub fn gossip_target(&self) -> Option<(String, SocketAddr)> {
-        let inner = self.inner.read().expect("membership lock");
+        let inner = self.read();
         inner
             .members
             .values()
@@ -288,14 +322,19 @@ impl Membership {
     }
 
     /// Leaves the ring for good: the next gossip tells everyone, and every
-    /// node's ring (this one's too) is rebuilt without this node.
-    pub fn leave(&self) {
-        let mut inner = self.inner.write().expect("membership lock");
+    /// node's ring (this one's too) is rebuilt without this node. The last
+    /// member cannot leave: its data would have nowhere to go.
+    pub fn leave(&self) -> Result<(), MembershipError> {
+        let mut inner = self.write();
+        if !inner.members.values().any(|m| m.record.id != self.me && !m.record.left) {
+            return Err(MembershipError::LastMember);
+        }
         if let Some(me) = inner.members.get_mut(&self.me) {
             me.record.left = true;
             me.record.heartbeat += 1;
         }
-        inner.ring = None;
+        inner.ring_stale = true;
+        Ok(())
     }
 
     /// How many other current members have heard that `id` left.
@@ -304,11 +343,11 @@ impl Membership {
     }
 
     pub fn member_count(&self) -> usize {
-        self.inner.read().expect("membership lock").members.len()
+        self.read().members.len()
     }
 
     pub fn view(&self) -> Vec<MemberView> {
-        let inner = self.inner.read().expect("membership lock");
+        let inner = self.read();
         inner
             .members
             .values()
@@ -386,6 +425,39 @@ mod tests {
         assert!(m.is_alive("b"), "never before a quarter of fail_after");
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!m.is_alive("b"), "φ is far past the threshold");
+    }
+
+    #[test]
+    fn refuses_gossip_naming_a_member_that_cannot_be_one() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        for bad in ["", "a\nb", &"x".repeat(33)] {
+            let err = m.merge(&digest(vec![record("b", 1, 1), record(bad, 1, 1)])).unwrap_err();
+            assert!(matches!(err, MembershipError::BadMember { .. }), "{err}");
+        }
+        assert_eq!(m.member_count(), 1, "nothing of a refused digest is taken");
+        assert_eq!(m.ring().members(), ["a"]);
+    }
+
+    #[test]
+    fn the_last_member_cannot_leave() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        assert!(matches!(m.leave(), Err(MembershipError::LastMember)));
+        assert_eq!(m.ring().members(), ["a"], "still a member");
+        m.merge(&digest(vec![record("b", 1, 1)])).unwrap();
+        m.leave().unwrap();
+        assert_eq!(m.ring().members(), ["b"]);
+    }
+
+    #[test]
+    fn a_panic_under_the_lock_does_not_take_membership_down() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        let poisoned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _inner = m.write();
+            panic!("a holder panics");
+        }));
+        assert!(poisoned.is_err() && m.inner.is_poisoned());
+        m.merge(&digest(vec![record("b", 1, 1)])).unwrap();
+        assert_eq!(m.ring().members(), ["a", "b"]);
     }
 
     #[test]
