@@ -103,6 +103,19 @@ pub struct NodeConfig {
     /// Concurrent values (siblings) a write may leave before it is refused.
     #[arg(long = "max_siblings", alias = "max-siblings", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub max_siblings: u16,
+    /// Client connections open at once; beyond it new ones are closed at
+    /// once (with a log line), so that idle connections cannot exhaust the
+    /// node's file descriptors.
+    #[arg(long = "max_client_connections", alias = "max-client-connections", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_client_connections: u32,
+    /// Peer connections open at once (each member keeps one to every other).
+    #[arg(long = "max_peer_connections", alias = "max-peer-connections", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_peer_connections: u32,
+    /// A client connection that has not sent a complete request head for
+    /// this long — idle between requests, or trickling its header — is
+    /// closed.
+    #[arg(long = "http_idle_timeout_ms", alias = "http-idle-timeout-ms", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub http_idle_timeout_ms: u64,
     /// Worker threads of the node's runtime (1 = a single-threaded runtime,
     /// best when many nodes share few cores).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]

@@ -2,8 +2,9 @@
 //!
 //! Every frame is `[u32 length][u64 request id][u8 direction][payload]`,
 //! big-endian. The length is checked against [`MAX_FRAME`] before a single
-//! payload byte is read, so a peer (or random bytes on the port) can never
-//! make a node allocate more than one bounded frame.
+//! payload byte is read, and the payload's buffer grows only with the bytes
+//! that arrive, so a peer can never make a node allocate more than twice
+//! what it actually sent, nor more than one bounded frame.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -12,6 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Largest frame a node accepts or sends: one value (≤ 1 MiB) with its
 /// siblings, or one anti-entropy batch, fits with room to spare.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// What a frame's buffer starts at; it grows (doubling) as bytes arrive.
+const FIRST_READ: usize = 64 * 1024;
 
 /// Bytes after the length prefix that are not payload: id and direction.
 const HEADER: usize = 8 + 1;
@@ -39,6 +43,8 @@ pub enum FrameError {
     TooShort(usize),
     #[error("unknown frame direction byte {0}")]
     BadDirection(u8),
+    #[error("unexpected frame: {0}")]
+    Unexpected(&'static str),
     #[error("undecodable frame payload: {0}")]
     Payload(#[from] postcard::Error),
     #[error("peer connection: {0}")]
@@ -65,6 +71,15 @@ pub fn encode<T: Serialize>(id: u64, direction: Direction, message: &T) -> Resul
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
 pub async fn read<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Frame>, FrameError> {
+    match read_length(reader).await? {
+        Some(length) => read_rest(reader, length).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads the next frame's length prefix and checks it; `Ok(None)` on a
+/// clean end of stream between frames.
+pub async fn read_length<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<usize>, FrameError> {
     let length = match reader.read_u32().await {
         Ok(length) => length as usize,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -76,15 +91,26 @@ pub async fn read<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Frame>,
     if length < HEADER {
         return Err(FrameError::TooShort(length));
     }
-    let mut buf = BytesMut::zeroed(length);
-    reader.read_exact(&mut buf).await?;
+    Ok(Some(length))
+}
+
+/// Reads the rest of a frame of `length` bytes. The buffer grows with the
+/// bytes that actually arrive, so a length prefix alone — a peer that
+/// declares 16 MiB and sends nothing more — costs next to nothing.
+pub async fn read_rest<R: AsyncRead + Unpin>(reader: &mut R, length: usize) -> Result<Frame, FrameError> {
+    let mut buf = Vec::with_capacity(length.min(FIRST_READ));
+    let got = reader.take(length as u64).read_to_end(&mut buf).await?;
+    if got < length {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    let mut buf = Bytes::from(buf);
     let id = buf.get_u64();
     let direction = match buf.get_u8() {
         0 => Direction::Request,
         1 => Direction::Response,
         other => return Err(FrameError::BadDirection(other)),
     };
-    Ok(Some(Frame { id, direction, payload: buf.freeze() }))
+    Ok(Frame { id, direction, payload: buf })
 }
 
 /// Decodes a frame's payload; trailing bytes are an error, not ignored.

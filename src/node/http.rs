@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -36,6 +36,7 @@ type Reply = Response<Full<Bytes>>;
 
 /// Accepts client connections until the task is dropped.
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    let idle = std::time::Duration::from_millis(node.config.http_idle_timeout_ms);
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -45,16 +46,23 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
                 continue;
             }
         };
+        let Some(slot) = node.client_gate.admit(&node.counters.client_connections_refused) else { continue };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |request| {
                 let node = node.clone();
                 async move { Ok::<_, Infallible>(route(&node, request).await) }
             });
-            if let Err(e) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-            {
+            // The header timer runs whenever the connection waits for a
+            // request head: it closes slow-header senders and idle
+            // keep-alive connections alike.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
                 tracing::debug!(%from, "client connection ended: {e}");
             }
         });
@@ -268,6 +276,7 @@ fn status(node: &Node) -> Reply {
         "ring": { "partitions": ring.partitions(), "n": node.membership.n(), "members": ring.members() },
         "storage": node.replica.storage().kind().to_string(),
         "storage_lost_records": node.replica.identity().lost_records(),
+        "storage_failure": node.replica.storage().health().failure(),
         "switches": switches(node),
     }))
 }
@@ -282,10 +291,15 @@ fn switches(node: &Node) -> serde_json::Value {
 
 fn metrics(node: &Node) -> Reply {
     let alive = node.membership.view().iter().filter(|m| m.alive).count() as u64;
+    let storage_ok = u64::from(node.replica.storage().health().failure().is_none());
+    let lost_records = u64::from(node.replica.identity().lost_records().is_some());
     let gauges = [
         ("hints_pending", "hints waiting for their owner", node.replica.hints_pending().unwrap_or(0) as u64),
         ("members", "members known", node.membership.member_count() as u64),
         ("members_alive", "members believed alive", alive),
+        ("storage_ok", "1 while the storage engine can make writes durable", storage_ok),
+        ("storage_lost_records", "1 if the engine was found to have lost records at start-up", lost_records),
+        ("client_connections", "client connections open", node.client_gate.open() as u64),
     ];
     let mut reply = Response::new(Full::new(Bytes::from(node.counters.prometheus(node.id(), &gauges))));
     reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

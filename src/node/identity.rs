@@ -61,11 +61,13 @@ struct Ledger {
     checkpoint: u64,
 }
 
-/// The engine holds an older checkpoint than the identity file recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Records the engine lost: it holds an older checkpoint than the identity
+/// file recorded, or journals had to be moved aside to open it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LostRecords {
     pub checkpoint_recorded: u64,
     pub checkpoint_found: u64,
+    pub quarantined_journals: Vec<PathBuf>,
 }
 
 struct State {
@@ -105,9 +107,13 @@ impl Identity {
             }
         };
         let found = read_canary(storage)?;
-        let lost = (found < ledger.checkpoint)
-            .then_some(LostRecords { checkpoint_recorded: ledger.checkpoint, checkpoint_found: found });
-        if let Some(lost) = lost {
+        let quarantined = storage.quarantined().to_vec();
+        let lost = (found < ledger.checkpoint || !quarantined.is_empty()).then_some(LostRecords {
+            checkpoint_recorded: ledger.checkpoint,
+            checkpoint_found: found,
+            quarantined_journals: quarantined,
+        });
+        if let Some(lost) = &lost {
             tracing::error!(
                 actor = %ledger.actor,
                 "STORAGE LOST RECORDS: the engine in {} holds checkpoint {} but checkpoint {} had been synced \
@@ -133,8 +139,8 @@ impl Identity {
     }
 
     /// What the last open found missing from the engine, if anything.
-    pub fn lost_records(&self) -> Option<LostRecords> {
-        self.lost
+    pub fn lost_records(&self) -> Option<&LostRecords> {
+        self.lost.as_ref()
     }
 
     /// A counter never issued before and at least `at_least`; it is covered
@@ -275,7 +281,8 @@ mod tests {
         }
         let storage = fjall(dir.path());
         let identity = Identity::open(&storage, dir.path(), "node1").unwrap();
-        assert_eq!(identity.lost_records(), Some(LostRecords { checkpoint_recorded: 2, checkpoint_found: 1 }));
+        let expected = LostRecords { checkpoint_recorded: 2, checkpoint_found: 1, quarantined_journals: vec![] };
+        assert_eq!(identity.lost_records(), Some(&expected));
     }
 
     #[test]

@@ -37,6 +37,9 @@ counters! {
     peer_errors: "peer requests that failed or timed out",
     gossip_answered: "gossip swaps this node started that were answered",
     gossip_unanswered: "gossip swaps this node started that got no answer",
+    peer_auth_failures: "peer connections refused for failing the cluster-secret handshake",
+    peer_connections_refused: "peer connections closed at once because the peer port was full",
+    client_connections_refused: "client connections closed at once because the client port was full",
 }
 
 impl Counters {

@@ -4,11 +4,13 @@
 //! the peer protocol — plus background loops for gossip and hinted handoff.
 //! It never touches the kernel beyond its own sockets and files.
 
+pub mod admission;
 pub mod config;
 pub mod coordinator;
 pub mod faults;
 pub mod frame;
 pub mod handoff;
+pub mod handshake;
 pub mod http;
 pub mod identity;
 pub mod leave;
@@ -56,6 +58,10 @@ pub struct Node {
     pub replica: Replica,
     pub membership: Membership,
     pub peers: PeerPool,
+    /// Who the peer server lets in, and how much of them it holds.
+    peer_admission: Arc<peer::Admission>,
+    /// Open client connections, up to `--max_client_connections`.
+    pub client_gate: admission::ConnectionGate,
     pub counters: Arc<Counters>,
     pub switches: Switches,
     /// `None` disables the admin API (no token was configured).
@@ -84,6 +90,12 @@ impl Node {
         let identity = Identity::open(&storage, &data_dir, &config.id)
             .with_context(|| format!("reading the identity of the store in {}", data_dir.display()))?;
         let counters = Arc::new(Counters::default());
+        if admin_token.is_none() {
+            tracing::warn!(
+                "no cluster secret (no admin token in the meta file): the peer port accepts any dynabed node"
+            );
+        }
+        let key = handshake::PeerKey::new(admin_token.as_deref());
         let me = MemberRecord {
             id: config.id.clone(),
             host: config.host,
@@ -104,7 +116,9 @@ impl Node {
                 counters.clone(),
             )?,
             membership,
-            peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host)),
+            peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host), key.clone()),
+            peer_admission: Arc::new(peer::Admission::new(key, config.max_peer_connections as usize, counters.clone())),
+            client_gate: admission::ConnectionGate::new("client", config.max_client_connections as usize),
             counters,
             switches: Switches {
                 hint_delivery: AtomicBool::new(true),
@@ -133,22 +147,25 @@ impl Node {
             })
         };
         let tasks = [
-            tokio::spawn(peer::serve(peers, handler)),
+            tokio::spawn(peer::serve(peers, handler, self.peer_admission.clone())),
             tokio::spawn(http::serve(client, self.clone())),
             tokio::spawn(self.clone().gossip_forever()),
             tokio::spawn(self.clone().deliver_hints_forever()),
             tokio::spawn(self.clone().anti_entropy_forever()),
             tokio::spawn(self.clone().checkpoint_forever()),
         ];
-        tokio::select! {
-            stopped = wait_for_stop_signal() => stopped?,
-            _ = self.stop.notified() => {}
-        }
+        let outcome = tokio::select! {
+            stopped = wait_for_stop_signal() => stopped,
+            _ = self.stop.notified() => Ok(()),
+            failure = self.replica.storage().health().failed() => {
+                Err(anyhow::anyhow!("stopping: the storage engine can no longer make writes durable: {failure}"))
+            }
+        };
         tracing::info!(id = self.id(), "stopping");
         for task in tasks {
             task.abort();
         }
-        Ok(())
+        outcome
     }
 
     /// A peer's request, through the application-level faults: dropped

@@ -24,7 +24,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 
+use super::admission::{ConnectionGate, FrameBudget};
 use super::frame::{self, Direction, FrameError};
+use super::handshake::{self, HandshakeError, PeerKey};
+use super::metrics::Counters;
 use super::protocol::{Request, Response};
 
 /// Frames waiting to be written on one connection.
@@ -35,6 +38,13 @@ const IN_FLIGHT_PER_CONNECTION: usize = 512;
 /// After a dial timed out, calls to that peer fail fast for this long
 /// instead of queueing behind one another's connect timeouts.
 const REDIAL_AFTER: Duration = Duration::from_millis(100);
+/// Time an accepted connection has to prove it belongs to the cluster.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections still in their handshake at once: what strangers can hold.
+const HANDSHAKING: usize = 128;
+/// Bytes of frames being received at once, over all peer connections:
+/// four of the largest frames.
+const FRAME_BUDGET: usize = 4 * frame::MAX_FRAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -52,6 +62,8 @@ pub enum PeerError {
     Overloaded(SocketAddr),
     #[error("{addr}: {source}")]
     Frame { addr: SocketAddr, source: FrameError },
+    #[error("{addr}: {source}")]
+    Handshake { addr: SocketAddr, source: HandshakeError },
 }
 
 pub type BoxFuture = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
@@ -74,6 +86,7 @@ pub struct PeerPool {
     /// The address outgoing connections come from: this node's own, so
     /// that peers (and firewall rules) can tell who is talking.
     local: Option<std::net::IpAddr>,
+    key: PeerKey,
 }
 
 #[derive(Default)]
@@ -94,8 +107,8 @@ struct Connection {
 }
 
 impl PeerPool {
-    pub fn new(connect_timeout: Duration, local: Option<std::net::IpAddr>) -> Self {
-        PeerPool { slots: Mutex::default(), next_id: AtomicU64::new(1), connect_timeout, local }
+    pub fn new(connect_timeout: Duration, local: Option<std::net::IpAddr>, key: PeerKey) -> Self {
+        PeerPool { slots: Mutex::default(), next_id: AtomicU64::new(1), connect_timeout, local, key }
     }
 
     /// Sends one request and waits up to `timeout` for its response.
@@ -166,11 +179,14 @@ impl PeerPool {
     }
 
     async fn dial(&self, addr: SocketAddr) -> Result<Arc<Connection>, PeerError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.connect(addr))
-            .await
-            .map_err(|_| PeerError::ConnectTimeout(addr))?
-            .map_err(|source| PeerError::Connect { addr, source })?;
-        stream.set_nodelay(true).map_err(|source| PeerError::Connect { addr, source })?;
+        let stream = tokio::time::timeout(self.connect_timeout, async {
+            let mut stream = self.connect(addr).await.map_err(|source| PeerError::Connect { addr, source })?;
+            stream.set_nodelay(true).map_err(|source| PeerError::Connect { addr, source })?;
+            handshake::dial(&mut stream, &self.key).await.map_err(|source| PeerError::Handshake { addr, source })?;
+            Ok(stream)
+        })
+        .await
+        .map_err(|_| PeerError::ConnectTimeout(addr))??;
         let (read_half, write_half) = stream.into_split();
         let (outbox, queued) = mpsc::channel(OUTBOX);
         let connection = Arc::new(Connection {
@@ -289,13 +305,44 @@ async fn write_frames(write_half: OwnedWriteHalf, mut queued: mpsc::Receiver<Byt
     }
 }
 
+/// What the peer server lets in: members that prove the cluster's secret,
+/// a bounded number of connections, and a bounded number of frame bytes.
+pub struct Admission {
+    pub key: PeerKey,
+    pub connections: ConnectionGate,
+    pub handshaking: ConnectionGate,
+    pub frames: FrameBudget,
+    pub counters: Arc<Counters>,
+}
+
+impl Admission {
+    pub fn new(key: PeerKey, max_connections: usize, counters: Arc<Counters>) -> Admission {
+        Admission {
+            key,
+            connections: ConnectionGate::new("peer", max_connections),
+            handshaking: ConnectionGate::new("peer handshake", HANDSHAKING),
+            frames: FrameBudget::new(FRAME_BUDGET),
+            counters,
+        }
+    }
+}
+
 /// Answers peers on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, handler: Handler) {
+pub async fn serve(listener: TcpListener, handler: Handler, admission: Arc<Admission>) {
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
+                let refused = &admission.counters.peer_connections_refused;
+                let Some(slot) = admission.connections.admit(refused) else { continue };
+                let Some(handshaking) = admission.handshaking.admit(refused) else { continue };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, from, handler.clone()));
+                let (handler, admission) = (handler.clone(), admission.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let Some(stream) = authenticate(stream, from, &admission).await else { return };
+                    drop(handshaking);
+                    serve_connection(stream, from, handler, &admission).await;
+                });
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
@@ -306,27 +353,28 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Handler) {
+async fn authenticate(mut stream: TcpStream, from: SocketAddr, admission: &Admission) -> Option<TcpStream> {
+    let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, &admission.key)).await;
+    let error = match outcome {
+        Ok(Ok(())) => return Some(stream),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+    };
+    Counters::bump(&admission.counters.peer_auth_failures);
+    tracing::info!(%from, "refused a peer connection: {error}");
+    None
+}
+
+async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Handler, admission: &Admission) {
     let (read_half, write_half) = stream.into_split();
     let (outbox, queued) = mpsc::channel(OUTBOX);
     let writer = tokio::spawn(write_frames(write_half, queued));
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
     let mut reader = BufReader::new(read_half);
     loop {
-        let f = match frame::read(&mut reader).await {
-            Ok(Some(f)) if f.direction == Direction::Request => f,
-            Ok(Some(_)) => {
-                tracing::warn!(%from, "peer sent a response frame as a request; closing the connection");
-                break;
-            }
+        let (f, request) = match read_request(&mut reader, &admission.frames).await {
+            Ok(Some(read)) => read,
             Ok(None) => break,
-            Err(e) => {
-                tracing::warn!(%from, "closing peer connection: {e}");
-                break;
-            }
-        };
-        let request: Request = match frame::decode(&f.payload) {
-            Ok(request) => request,
             Err(e) => {
                 tracing::warn!(%from, "closing peer connection: {e}");
                 break;
@@ -352,6 +400,21 @@ async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Handler)
     let _ = writer.await;
 }
 
+/// One request frame, read within the node-wide frame budget and decoded.
+async fn read_request(
+    reader: &mut BufReader<OwnedReadHalf>,
+    budget: &FrameBudget,
+) -> Result<Option<(frame::Frame, Request)>, FrameError> {
+    let Some(length) = frame::read_length(reader).await? else { return Ok(None) };
+    let _bytes = budget.reserve(length).await;
+    let f = frame::read_rest(reader, length).await?;
+    if f.direction != Direction::Request {
+        return Err(FrameError::Unexpected("a response frame where a request belongs"));
+    }
+    let request = frame::decode(&f.payload)?;
+    Ok(Some((f, request)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,17 +435,33 @@ mod tests {
         })
     }
 
-    async fn server() -> SocketAddr {
+    fn key() -> PeerKey {
+        PeerKey::new(Some("cluster secret"))
+    }
+
+    fn pool() -> PeerPool {
+        PeerPool::new(Duration::from_secs(1), None, key())
+    }
+
+    fn admission() -> Arc<Admission> {
+        Arc::new(Admission::new(key(), 64, Arc::default()))
+    }
+
+    async fn server_with(admission: Arc<Admission>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, echo_handler()));
+        tokio::spawn(serve(listener, echo_handler(), admission));
         addr
+    }
+
+    async fn server() -> SocketAddr {
+        server_with(admission()).await
     }
 
     #[tokio::test]
     async fn many_requests_share_one_connection() {
         let addr = server().await;
-        let pool = Arc::new(PeerPool::new(Duration::from_secs(1), None));
+        let pool = Arc::new(pool());
         let calls = (0..200).map(|i| {
             let pool = pool.clone();
             tokio::spawn(async move {
@@ -400,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn timeout_with_silent_peer_redials() {
         let addr = server().await;
-        let pool = PeerPool::new(Duration::from_secs(1), None);
+        let pool = pool();
         let slow = Request::Read { key: Bytes::from_static(b"slow") };
         assert!(matches!(pool.call(addr, &slow, Duration::from_millis(50)).await, Err(PeerError::Timeout(_))));
         // The stalled connection was dropped; the next call works on a fresh one.
@@ -411,6 +490,8 @@ mod tests {
     async fn garbage_closes_only_that_connection() {
         let addr = server().await;
         let mut raw = TcpStream::connect(addr).await.unwrap();
+        // A member that then sends an undecodable frame.
+        handshake::dial(&mut raw, &key()).await.unwrap();
         raw.write_all(&[
             0, 0, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         ])
@@ -419,7 +500,7 @@ mod tests {
         let mut buf = [0u8; 16];
         let n = tokio::io::AsyncReadExt::read(&mut raw, &mut buf).await.unwrap();
         assert_eq!(n, 0, "server closes a connection that sent an undecodable frame");
-        let pool = PeerPool::new(Duration::from_secs(1), None);
+        let pool = pool();
         assert!(matches!(pool.call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
     }
 
@@ -428,14 +509,43 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let pool = PeerPool::new(Duration::from_secs(1), None);
+        let pool = pool();
         let first = pool.call(addr, &Request::Ping, Duration::from_secs(1)).await;
         assert!(matches!(first, Err(PeerError::Connect { .. })));
         // The peer starts listening (as a node does right after its peers
         // first tried it): the very next call reaches it.
         let listener = TcpListener::bind(addr).await.unwrap();
-        tokio::spawn(serve(listener, echo_handler()));
+        tokio::spawn(serve(listener, echo_handler(), admission()));
         let second = pool.call(addr, &Request::Ping, Duration::from_secs(1)).await;
         assert!(matches!(second, Ok(Response::Pong)));
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_secret_is_refused_and_counted() {
+        let admission = admission();
+        let addr = server_with(admission.clone()).await;
+        let stranger = PeerPool::new(Duration::from_secs(1), None, PeerKey::new(Some("a guess")));
+        let refused = stranger.call(addr, &Request::Ping, Duration::from_secs(1)).await;
+        assert!(matches!(refused, Err(PeerError::Handshake { .. })), "{refused:?}");
+        // The server counts it once it sees the stranger hang up.
+        let failures = || admission.counters.peer_auth_failures.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while failures() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(failures(), 1);
+        assert!(matches!(pool().call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
+    }
+
+    #[tokio::test]
+    async fn a_full_peer_port_closes_new_connections_and_counts_them() {
+        let admission = Arc::new(Admission::new(key(), 2, Arc::default()));
+        let addr = server_with(admission.clone()).await;
+        let (a, b) = (pool(), pool());
+        assert!(matches!(a.call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
+        assert!(matches!(b.call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
+        let third = pool().call(addr, &Request::Ping, Duration::from_secs(1)).await;
+        assert!(third.is_err(), "a third connection over a limit of two: {third:?}");
+        assert_eq!(admission.counters.peer_connections_refused.load(Ordering::Relaxed), 1);
     }
 }

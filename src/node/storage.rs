@@ -16,7 +16,7 @@ use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -112,7 +112,7 @@ pub enum StorageError {
         #[source]
         source: fjall::Error,
     },
-    #[error("{op} on tree {tree:?} failed")]
+    #[error("{op} on tree {tree:?} failed: {source}")]
     Engine {
         tree: &'static str,
         op: &'static str,
@@ -144,6 +144,45 @@ pub trait Tree: Send + Sync {
     fn len(&self) -> Result<usize, StorageError>;
 }
 
+/// Whether the engine can still make writes durable.
+///
+/// After a write it could not make durable (a full disk, an I/O error)
+/// fjall refuses every later write, even once the cause is gone, as it
+/// should: it cannot know what reached the disk. A node in that state would
+/// answer 500 forever while looking alive, so the first such failure is
+/// recorded here and the node stops on it — the test bed then sees a
+/// crash, which a restart can recover from.
+#[derive(Default)]
+pub struct Health {
+    failure: OnceLock<String>,
+    failed: tokio::sync::Notify,
+}
+
+impl Health {
+    /// The first write failure, if there was one.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Resolves with the first write failure.
+    pub async fn failed(&self) -> &str {
+        loop {
+            let notified = self.failed.notified();
+            if let Some(failure) = self.failure() {
+                return failure;
+            }
+            notified.await;
+        }
+    }
+
+    fn record(&self, error: &StorageError) {
+        if self.failure.set(error.to_string()).is_ok() {
+            tracing::error!("storage can no longer make writes durable: {error}");
+            self.failed.notify_waiters();
+        }
+    }
+}
+
 /// The node's three trees, all backed by the same engine.
 pub struct Storage {
     pub data: Box<dyn Tree>,
@@ -152,6 +191,9 @@ pub struct Storage {
     kind: EngineKind,
     /// The fjall database behind the trees, for whole-engine syncs.
     db: Option<Database>,
+    health: Arc<Health>,
+    /// Journals too damaged to recover, moved aside when the store opened.
+    quarantined: Vec<PathBuf>,
 }
 
 impl Storage {
@@ -166,6 +208,8 @@ impl Storage {
                 meta: Box::<MemoryTree>::default(),
                 kind,
                 db: None,
+                health: Arc::default(),
+                quarantined: Vec::new(),
             }),
         }
     }
@@ -178,30 +222,82 @@ impl Storage {
         self.kind == EngineKind::Fjall
     }
 
+    /// Journals moved aside at open because they could not be recovered.
+    pub fn quarantined(&self) -> &[PathBuf] {
+        &self.quarantined
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Makes everything written so far survive power loss, whatever the
     /// store's [`Durability`].
     pub fn sync(&self) -> Result<(), StorageError> {
-        match &self.db {
-            Some(db) => db.persist(PersistMode::SyncAll).map_err(|source| StorageError::Engine {
-                tree: "*",
-                op: "sync",
-                source,
-            }),
-            None => Ok(()),
-        }
+        let Some(db) = &self.db else { return Ok(()) };
+        db.persist(PersistMode::SyncAll).map_err(|source| {
+            let error = StorageError::Engine { tree: "*", op: "sync", source };
+            self.health.record(&error);
+            error
+        })
     }
 }
 
 fn open_fjall(dir: &Path, durability: Durability) -> Result<Storage, StorageError> {
-    let db = Database::builder(dir).open().map_err(|source| StorageError::Open { path: dir.to_path_buf(), source })?;
+    let (db, quarantined) = open_salvaging(dir)?;
     let mode = durability.persist_mode();
+    let health = Arc::<Health>::default();
     Ok(Storage {
-        data: Box::new(FjallTree::open(&db, "data", mode)?),
-        hints: Box::new(FjallTree::open(&db, "hints", mode)?),
-        meta: Box::new(FjallTree::open(&db, "meta", mode)?),
+        data: Box::new(FjallTree::open(&db, "data", mode, &health)?),
+        hints: Box::new(FjallTree::open(&db, "hints", mode, &health)?),
+        meta: Box::new(FjallTree::open(&db, "meta", mode, &health)?),
         kind: EngineKind::Fjall,
         db: Some(db),
+        health,
+        quarantined,
     })
+}
+
+/// Opens the database; when its journal is too damaged for fjall to
+/// recover (it already drops a torn tail by itself), moves journal files
+/// aside, newest first, until it opens. What they held is lost here — the
+/// node says so loudly, its dot lease keeps it from reissuing dots, and
+/// the other replicas hold the data — but a node that cannot start at all
+/// would be worse: nobody could repair it without an operator.
+fn open_salvaging(dir: &Path) -> Result<(Database, Vec<PathBuf>), StorageError> {
+    let mut quarantined = Vec::new();
+    loop {
+        let error = match Database::builder(dir).open() {
+            Ok(db) => return Ok((db, quarantined)),
+            Err(error) => error,
+        };
+        let newest = matches!(error, fjall::Error::JournalRecovery(_)).then(|| newest_journal(dir)).flatten();
+        let Some(journal) = newest else {
+            return Err(StorageError::Open { path: dir.to_path_buf(), source: error });
+        };
+        let aside = journal.with_extension("jnl.damaged");
+        tracing::error!(
+            "STORAGE JOURNAL DAMAGED: fjall cannot recover {} ({error}); moving it to {} and opening without it",
+            journal.display(),
+            aside.display()
+        );
+        std::fs::rename(&journal, &aside)
+            .map_err(|e| StorageError::Open { path: dir.to_path_buf(), source: fjall::Error::Io(e) })?;
+        quarantined.push(aside);
+    }
+}
+
+/// fjall 3 keeps its journals as `<number>.jnl` in the database folder.
+fn newest_journal(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter_map(|path| {
+            let number = path.file_name()?.to_str()?.strip_suffix(".jnl")?.parse::<u64>().ok()?;
+            Some((number, path))
+        })
+        .max()
+        .map(|(_, path)| path)
 }
 
 /// A fjall keyspace plus the lock that makes `remove_if_equal` atomic.
@@ -218,19 +314,30 @@ struct FjallTree {
     keyspace: Keyspace,
     mode: PersistMode,
     write_lock: Mutex<()>,
+    health: Arc<Health>,
 }
 
 impl FjallTree {
-    fn open(db: &Database, name: &'static str, mode: PersistMode) -> Result<Self, StorageError> {
+    fn open(db: &Database, name: &'static str, mode: PersistMode, health: &Arc<Health>) -> Result<Self, StorageError> {
         let keyspace = db
             .keyspace(name, KeyspaceCreateOptions::default)
             .map_err(|source| StorageError::OpenTree { tree: name, source })?;
-        Ok(FjallTree { name, db: db.clone(), keyspace, mode, write_lock: Mutex::new(()) })
+        Ok(FjallTree { name, db: db.clone(), keyspace, mode, write_lock: Mutex::new(()), health: health.clone() })
     }
 
     fn error(&self, op: &'static str) -> impl FnOnce(fjall::Error) -> StorageError {
         let tree = self.name;
         move |source| StorageError::Engine { tree, op, source }
+    }
+
+    /// Like [`error`](Self::error), for a write: its failure is the
+    /// engine's (see [`Health`]).
+    fn write_error(&self, op: &'static str) -> impl FnOnce(fjall::Error) -> StorageError + '_ {
+        move |source| {
+            let error = StorageError::Engine { tree: self.name, op, source };
+            self.health.record(&error);
+            error
+        }
     }
 
     fn locked<T>(
@@ -241,7 +348,7 @@ impl FjallTree {
         // The mutex guards no data, so a panic while holding it leaves
         // nothing inconsistent behind.
         let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        write(&self.keyspace).map_err(self.error(op))
+        write(&self.keyspace).map_err(self.write_error(op))
     }
 
     /// fjall already write(2)s the journal after each write unless a keyspace
@@ -250,7 +357,7 @@ impl FjallTree {
     /// mutex when nothing is left buffered. It also covers writes of other
     /// trees queued before ours in the shared journal, which is harmless.
     fn persist(&self) -> Result<(), StorageError> {
-        self.db.persist(self.mode).map_err(self.error("persist"))
+        self.db.persist(self.mode).map_err(self.write_error("persist"))
     }
 }
 

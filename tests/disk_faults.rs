@@ -1,7 +1,11 @@
+//! The store when its disk fails it.
+//!
 //! A node whose storage engine lost acknowledged records — a journal cut
 //! short or overwritten in the middle while the node was down — must never
 //! issue a dot again: new writes through it are what quorum reads return,
-//! and the node says, in `/status`, that it lost records.
+//! and the node says, in `/status`, that it lost records. A node whose disk
+//! fills up stops with the cause, instead of answering 500 forever while
+//! looking alive.
 
 mod common;
 
@@ -84,7 +88,21 @@ async fn new_writes_survive(slot: u8, damage: Damage) {
     }
     std::fs::write(&journal, &bytes).unwrap();
 
-    cluster.restart("node2").await;
+    dynabed::cluster::manage::restart(&cluster.procs, "node2").unwrap();
+    let log = files::read_unlocked(&cluster.procs).unwrap().meta.unwrap().nodes["node2"].log.clone().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster.client("node2").status().await.ok().and_then(|a| a.json().ok()).unwrap_or_default();
+        if status["members"].as_array().is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["alive"] == true)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node2 did not come back ({status}):\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for i in REWRITTEN {
         put(&cluster, &key(i), format!("new-{i:03}")).await;
     }
@@ -113,4 +131,66 @@ async fn a_journal_cut_in_half_reissues_no_dot() {
 #[tokio::test]
 async fn a_journal_overwritten_in_the_middle_reissues_no_dot() {
     new_writes_survive(16, Damage::OverwriteMiddle).await;
+}
+
+/// A tmpfs of a few MiB, unmounted when dropped (also when the test fails).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let options = format!("size={mib}m,mode=0700");
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .expect("mounting a tmpfs");
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmounting {}: {e}", self.dir.path().display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_stops_the_node_with_its_cause() {
+    if !common::privileged("a_full_disk_stops_the_node_with_its_cause") {
+        return;
+    }
+    let mut cluster = TestCluster::up(17, 2, "memory", &[]);
+    let disk = SmallDisk::mount(96);
+    let args: Vec<String> = ["--port", "60002", "--host", "127.0.17.4", "--peer_port", "61002", "--data_dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([disk.dir.path().join("node3").to_string_lossy().into_owned(), "--N".into(), "3".into()])
+        .collect();
+    cluster.add_node("node3", &args).await;
+    let record = dynabed::cluster::manage::node_record(&cluster.procs, "node3").unwrap();
+    let value = Bytes::from(vec![b'x'; 1 << 20]);
+    // Until the node refuses a write or stops answering.
+    for i in 0..200 {
+        let put = cluster.client("node3").put(&format!("fill{i}"), value.clone(), None, Some(1)).await;
+        match put {
+            Ok(answer) if answer.status.is_success() => continue,
+            Ok(answer) => assert!(answer.reason().contains("No space left on device"), "{}", answer.reason()),
+            Err(_) => {}
+        }
+        break;
+    }
+    assert!(record.wait_gone(Duration::from_secs(20)), "node3 keeps running with a storage engine that refuses writes");
+    let log = std::fs::read_to_string(cluster.dir.path().join("node3.log")).unwrap();
+    assert!(
+        log.contains("can no longer make writes durable") && log.contains("No space left on device"),
+        "the log says why it stopped:\n{log}"
+    );
 }
