@@ -267,17 +267,22 @@ fn open_fjall(dir: &Path, durability: Durability) -> Result<Storage, StorageErro
 fn open_salvaging(dir: &Path) -> Result<(Database, Vec<PathBuf>), StorageError> {
     let mut quarantined = Vec::new();
     loop {
-        let error = match Database::builder(dir).open() {
-            Ok(db) => return Ok((db, quarantined)),
-            Err(error) => error,
+        // fjall's journal reader asserts on some malformed entries instead
+        // of returning an error: a panic while opening is a damaged journal
+        // too.
+        let opened = std::panic::catch_unwind(|| Database::builder(dir).open());
+        let damage = match opened {
+            Ok(Ok(db)) => return Ok((db, quarantined)),
+            Ok(Err(error @ fjall::Error::JournalRecovery(_))) => error.to_string(),
+            Ok(Err(source)) => return Err(StorageError::Open { path: dir.to_path_buf(), source }),
+            Err(_) => "fjall panicked reading it".to_owned(),
         };
-        let newest = matches!(error, fjall::Error::JournalRecovery(_)).then(|| newest_journal(dir)).flatten();
-        let Some(journal) = newest else {
-            return Err(StorageError::Open { path: dir.to_path_buf(), source: error });
+        let Some(journal) = newest_journal(dir) else {
+            return Err(StorageError::Open { path: dir.to_path_buf(), source: fjall::Error::Unrecoverable });
         };
         let aside = journal.with_extension("jnl.damaged");
         tracing::error!(
-            "STORAGE JOURNAL DAMAGED: fjall cannot recover {} ({error}); moving it to {} and opening without it",
+            "STORAGE JOURNAL DAMAGED: fjall cannot recover {} ({damage}); moving it to {} and opening without it",
             journal.display(),
             aside.display()
         );
@@ -573,6 +578,54 @@ mod tests {
         assert_eq!(storage.data.scan_prefix(b"")?, pairs(&[(b"b".to_vec(), b"2")]));
         assert_eq!(storage.hints.len()?, 0);
         Ok(())
+    }
+
+    /// Wherever garbage lands in the journal, the store opens: fjall drops
+    /// a torn tail itself, and a journal it cannot read (an error or a
+    /// panic) is moved aside and reported.
+    #[test]
+    fn fjall_opens_whatever_part_of_the_journal_is_overwritten() -> TestResult {
+        let pristine = tempfile::tempdir()?;
+        {
+            let storage = Storage::open(EngineKind::Fjall, pristine.path(), Durability::Kernel)?;
+            for i in 0..300 {
+                storage.data.insert(&crash_key(i), &crash_value(i))?;
+            }
+        }
+        let journal = newest_journal(pristine.path()).ok_or("no journal")?;
+        let bytes = std::fs::read(&journal)?;
+        let written = bytes.iter().rposition(|&b| b != 0).ok_or("empty journal")? + 1;
+        let mut quarantined = 0;
+        for step in 1..40 {
+            let at = written * step / 40;
+            let dir = tempfile::tempdir()?;
+            for entry in std::fs::read_dir(pristine.path())? {
+                let entry = entry?;
+                copy_tree(&entry.path(), &dir.path().join(entry.file_name()))?;
+            }
+            let mut damaged = bytes.clone();
+            damaged[at..(at + 64).min(written)].fill(0x5a);
+            std::fs::write(dir.path().join(journal.file_name().ok_or("journal name")?), &damaged)?;
+            let storage = Storage::open(EngineKind::Fjall, dir.path(), Durability::Kernel)
+                .map_err(|e| format!("garbage at byte {at} of {written}: {e}"))?;
+            quarantined += usize::from(!storage.quarantined().is_empty());
+            assert!(storage.data.len()? < 300, "garbage at byte {at} lost nothing?");
+        }
+        eprintln!("{quarantined} of 39 damaged journals had to be moved aside");
+        Ok(())
+    }
+
+    fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+        if from.is_dir() {
+            std::fs::create_dir_all(to)?;
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+            }
+            Ok(())
+        } else {
+            std::fs::copy(from, to).map(drop)
+        }
     }
 
     #[test]
