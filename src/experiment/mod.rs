@@ -35,7 +35,7 @@ use self::outputs::Outputs;
 use self::timeline::Timeline;
 use crate::cluster::runstate::RunState;
 use crate::faults::plan::{self, FaultEvent};
-use crate::faults::{Kind, DELAY_LINE_ROLE};
+use crate::faults::{delay_daemon, Kind};
 use crate::workload::ops::Routing;
 
 pub use self::interrupt::{install as install_interrupt, requested as interrupted};
@@ -398,7 +398,7 @@ fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>>
     if let Some(state) = RunState::existing(&cluster.meta.prefix)? {
         let owned = state.owned()?;
         processes
-            .extend(owned.processes.iter().filter(|p| p.role == DELAY_LINE_ROLE).map(|p| (Role::DelayLine, p.pid)));
+            .extend(owned.processes.iter().filter(|p| p.role == delay_daemon::ROLE).map(|p| (Role::DelayLine, p.pid)));
     }
     Ok(processes)
 }
