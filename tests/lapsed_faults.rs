@@ -8,6 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::experiment::drive;
 use common::{ok_output as ok, privileged, NetnsCluster, BIN};
 use dynabed::cluster::runstate::{self, RunState};
 use dynabed::faults::delay_daemon;
@@ -125,4 +126,47 @@ fn a_fault_held_for_a_duration_ends_with_an_error_when_its_delay_line_dies() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("lapsed"), "{stderr}");
     assert_eq!(RunState::existing("th3").unwrap().unwrap().owned().unwrap().faults.len(), 0, "and it healed it");
+}
+
+#[test]
+fn the_driver_records_a_lapsed_delay_and_fails_the_run() {
+    if !delay_line_in_use("lapsed_driver") {
+        return;
+    }
+    let cluster = NetnsCluster::new("th4");
+    ok(&cluster.up(3));
+    let killer = std::thread::spawn(|| sigkill(verified_delay_line("th4")));
+    let out = cluster.dir.path().join("results");
+    let args = [
+        "--failure_mode",
+        "slow",
+        "--slow_ms",
+        "100",
+        "--target",
+        "node2",
+        "--warmup",
+        "2",
+        "--failure_duration",
+        "8",
+        "--duration",
+        "12",
+        "--keyspace",
+        "100",
+        "--concurrency",
+        "2",
+    ];
+    let run = drive(&cluster.procs(), &out, &args);
+    killer.join().expect("the delay line was killed during the run");
+
+    assert!(!run.output.status.success(), "the run fails: {}", run.stdout());
+    assert!(run.stderr().contains("lapsed"), "it says why: {}", run.stderr());
+    let event = &run.faults["events"][0];
+    let at = |field: &str| event[field].as_i64().unwrap_or_else(|| panic!("no {field} in {event}"));
+    let (applied, lapsed, healed) = (at("applied_us"), at("lapsed_us"), at("heal_started_us"));
+    assert!(applied < lapsed && lapsed <= healed, "lapsed while in force: {event}");
+    assert!(event["lapse"].as_str().is_some_and(|why| why.contains("delay-line")), "{event}");
+    let lapses = run.summary["lapsed_faults"].as_array().expect("the summary lists lapses");
+    assert_eq!(lapses.len(), 1, "{lapses:?}");
+    assert!(run.stdout().contains("ERROR: fault event 0"), "{}", run.stdout());
+    assert_eq!(run.summary["leftovers"].as_array().map(Vec::len), Some(0), "{}", run.summary["leftovers"]);
 }

@@ -249,6 +249,7 @@ impl Setup {
         restore_switches(cluster, &self.statuses, &live)?;
 
         let leftovers = leftovers(cluster, &run.timeline, &after);
+        let lapses = run.timeline.lapses();
         let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
         write_json(&self.nodes_dir.join("after.json"), &by_node(cluster, after))?;
         if let Err(e) = copy_logs(cluster, &self.nodes_dir) {
@@ -278,6 +279,7 @@ impl Setup {
             post_repair: settings.post_repair,
             verdict: &verdict,
             leftovers: &leftovers,
+            lapses: &lapses,
             detections: &watch::detections(run.timeline.log(), &run.sightings),
             tcp: &run.tcp,
             files,
@@ -285,7 +287,7 @@ impl Setup {
         write_json(&outputs.file("summary", "json"), &summary)?;
         print!("{}", summary::text(&summary));
         println!("files: {}", outputs.file("*", "*").display());
-        verdict_of(&verdict, &leftovers)
+        verdict_of(&verdict, &lapses, &leftovers)
     }
 }
 
@@ -307,8 +309,9 @@ fn refuse_faults_in_force(cluster: &ClusterView) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The run's outcome: interrupted, lost writes, leftovers, or fine.
-fn verdict_of(verdict: &checker::Verdict, leftovers: &[String]) -> anyhow::Result<()> {
+/// The run's outcome: interrupted, lost writes, a fault that lapsed,
+/// leftovers, or fine.
+fn verdict_of(verdict: &checker::Verdict, lapses: &[String], leftovers: &[String]) -> anyhow::Result<()> {
     if interrupt::requested() {
         bail!("interrupted: the files above hold what was recorded until then");
     }
@@ -319,6 +322,9 @@ fn verdict_of(verdict: &checker::Verdict, leftovers: &[String]) -> anyhow::Resul
             verdict.acknowledged,
             verdict.examples.join(", ")
         );
+    }
+    if !lapses.is_empty() {
+        bail!("the failure did not last as planned: {}", lapses.join("; "));
     }
     if !leftovers.is_empty() {
         bail!("the run left things behind: {}", leftovers.join("; "));
