@@ -16,10 +16,10 @@ use clap::Args;
 use super::cleanup;
 use super::files::{self, ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
 use super::reach::reach;
+use super::ready::{Look, Started};
 use super::register::new_token;
 use super::runstate::{Owned, OwnedProcess, RunState};
 use super::topology::Topology;
-use crate::client::Client;
 use crate::node::storage::{Durability, EngineKind};
 use netns::process::Spawned as ProcessRecord;
 
@@ -284,7 +284,8 @@ pub fn client_addr(entry: &NodeEntry) -> anyhow::Result<SocketAddr> {
     ))
 }
 
-/// Polls every node until each sees all of them alive; a node that exits
+/// Polls every node until each — the very process started, see
+/// [`ready`](super::ready) — sees all of them alive; a node that exits
 /// meanwhile ends the wait at once, with the end of its log.
 async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
@@ -293,16 +294,19 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
-            if !record_of(meta, id, &procs[id]).is_some_and(|r| r.is_alive()) {
-                let log = meta.nodes.get(id.as_str()).and_then(|n| n.log.clone());
-                bail!("{id} exited during start-up: {}", last_lines(log.as_deref()));
-            }
-            let mut client = Client::new(client_addr(&procs[id])?).with_timeout(Duration::from_secs(1));
-            let sees_all = match client.status().await.ok().and_then(|a| a.json().ok()) {
-                Some(status) => status["members"]
+            let entry = &procs[id];
+            let node = meta.nodes.get(id.as_str()).with_context(|| format!("no {id} in the meta file"))?;
+            let started = Started {
+                id,
+                addr: client_addr(entry)?,
+                process: ProcessRecord { pid: entry.pid, start_time: node.start_time },
+                log: node.log.as_deref(),
+            };
+            let sees_all = match started.look().await? {
+                Look::Serving(status) => status["members"]
                     .as_array()
                     .is_some_and(|m| m.len() == want && m.iter().all(|m| m["alive"] == true)),
-                None => false,
+                Look::Silent | Look::Stranger(_) => false,
             };
             if !sees_all {
                 still.push(id);
@@ -317,12 +321,6 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
         }
     }
     Ok(())
-}
-
-fn last_lines(log: Option<&Path>) -> String {
-    let Some(text) = log.and_then(|l| std::fs::read_to_string(l).ok()) else { return "no log".into() };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
 fn print_table(procs: &BTreeMap<String, NodeEntry>, cluster_procs: &Path) {

