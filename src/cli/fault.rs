@@ -155,7 +155,11 @@ fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
             if let Err(e) = healed {
                 eprintln!("warning: {e:#}");
             }
-            anyhow::bail!("fault {} lapsed {:.1} s into its {seconds} s: {why}", record.id, after.as_secs_f64())
+            anyhow::bail!(
+                "fault {} was found lapsed {:.1} s into its {seconds} s: {why}",
+                record.id,
+                after.as_secs_f64()
+            )
         }
         Held::Done | Held::Interrupted => healed,
     }
