@@ -10,6 +10,7 @@
 //! - [`link`]: bridges, veth pairs, addresses over rtnetlink.
 //! - [`process`]: detached processes started inside a namespace, identified
 //!   by pid *and* start time.
+//! - [`listener`]: which process listens at a TCP address.
 //! - [`qdisc`]: netem and tbf on a link, via `tc` argument vectors.
 //! - [`firewall`]: nftables tables and iptables chains a caller owns.
 //! - [`nfqueue`]: an NFQUEUE reader and the delay line built on it.
@@ -21,6 +22,7 @@ pub mod command;
 mod error;
 pub mod firewall;
 pub mod link;
+pub mod listener;
 pub mod namespace;
 pub mod nfqueue;
 pub mod process;

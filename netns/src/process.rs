@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -80,7 +81,7 @@ impl Spawned {
 /// - Its own session (setsid): no controlling terminal, and a Ctrl-C on
 ///   the caller's terminal does not reach it.
 /// - stdin is /dev/null; stdout and stderr are appended to `log` (created
-///   if needed, mode 0644).
+///   if needed, mode 0600: what a process prints is its owner's to read).
 /// - It inherits the caller's environment plus `env`.
 /// - A background thread waits for it, so a long-lived caller collects no
 ///   zombies; its exit status is therefore not available to the caller.
@@ -89,7 +90,8 @@ pub fn spawn_in(namespace: Option<&str>, argv: &[String], log: &Path, env: &[(St
     let fail =
         |action, source| Error::Spawn { namespace: describe(namespace), program: program.clone(), action, source };
     let ns: Option<File> = namespace.map(namespace::open).transpose()?;
-    let stdout = OpenOptions::new().create(true).append(true).open(log).map_err(|e| fail("open the log file", e))?;
+    let stdout =
+        OpenOptions::new().create(true).append(true).mode(0o600).open(log).map_err(|e| fail("open the log file", e))?;
     let stderr = stdout.try_clone().map_err(|e| fail("duplicate the log file", e))?;
 
     let mut command = Command::new(program);
@@ -226,6 +228,18 @@ mod tests {
         // Its own session: session id == its own pid.
         let sid = spawned.pid.to_string();
         assert!(lines.iter().any(|l| l.trim() == sid), "setsid: {text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_log_it_creates_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("netns-log-mode-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let log = dir.join("new.log");
+        let spawned = spawn_in(None, &["true".to_owned()], &log, &[]).expect("spawn true");
+        assert!(spawned.wait_gone(Duration::from_secs(5)));
+        assert_eq!(fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
         let _ = fs::remove_dir_all(&dir);
     }
 

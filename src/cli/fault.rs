@@ -148,20 +148,38 @@ fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
         println!("in force until `dynabed fault heal --id {}`", record.id);
         return Ok(());
     };
-    hold(Duration::from_secs_f64(seconds), "healing")?;
-    heal(&args.cluster.cluster_procs, Some(record.id))
+    let held = hold(Duration::from_secs_f64(seconds), "healing", || record.lapse())?;
+    let healed = heal(&args.cluster.cluster_procs, Some(record.id));
+    match held {
+        Held::Lapsed { after, why } => {
+            if let Err(e) = healed {
+                eprintln!("warning: {e:#}");
+            }
+            anyhow::bail!(
+                "fault {} was found lapsed {:.1} s into its {seconds} s: {why}",
+                record.id,
+                after.as_secs_f64()
+            )
+        }
+        Held::Done | Held::Interrupted => healed,
+    }
 }
 
 /// Applies and heals each event of a plan on time; Ctrl-C, SIGTERM or a
 /// failure heal everything the plan applied.
 fn run_plan(events: &[FaultEvent], cluster_procs: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut applied: Vec<Vec<u32>> = vec![Vec::new(); events.len()];
+    let mut applied: Vec<Vec<FaultRecord>> = vec![Vec::new(); events.len()];
     let outcome = (|| {
         for step in plan::timeline(events) {
             let due = started + Duration::from_secs_f64(step.at_s());
-            if !hold(due.saturating_duration_since(Instant::now()), "next step")? {
-                anyhow::bail!("interrupted");
+            let lapse = || applied.iter().flatten().find_map(|r| r.lapse().map(|why| format!("fault {}: {why}", r.id)));
+            match hold(due.saturating_duration_since(Instant::now()), "next step", lapse)? {
+                Held::Done => {}
+                Held::Interrupted => anyhow::bail!("interrupted"),
+                Held::Lapsed { why, .. } => {
+                    anyhow::bail!("{why} (at {:.1} s of the plan)", started.elapsed().as_secs_f64())
+                }
             }
             let at = started.elapsed().as_secs_f64();
             match step {
@@ -169,12 +187,12 @@ fn run_plan(events: &[FaultEvent], cluster_procs: &Path) -> anyhow::Result<()> {
                     for request in events[event].requests() {
                         let record = apply(cluster_procs, &request)?;
                         println!("{at:8.3} s  {}", describe(&record));
-                        applied[event].push(record.id);
+                        applied[event].push(record);
                     }
                 }
                 Step::Heal { event, .. } => {
-                    for id in applied[event].drain(..) {
-                        heal(cluster_procs, Some(id))?;
+                    for record in applied[event].drain(..) {
+                        heal(cluster_procs, Some(record.id))?;
                     }
                 }
             }
@@ -182,28 +200,43 @@ fn run_plan(events: &[FaultEvent], cluster_procs: &Path) -> anyhow::Result<()> {
         Ok(())
     })();
     if outcome.is_err() {
-        for id in applied.into_iter().flatten() {
-            if let Err(e) = heal(cluster_procs, Some(id)) {
-                eprintln!("warning: healing fault {id}: {e:#}");
+        for record in applied.into_iter().flatten() {
+            if let Err(e) = heal(cluster_procs, Some(record.id)) {
+                eprintln!("warning: healing fault {}: {e:#}", record.id);
             }
         }
     }
     outcome
 }
 
-/// Waits, showing a countdown on a terminal; false when Ctrl-C or SIGTERM
-/// ended it early.
-fn hold(duration: Duration, what: &str) -> anyhow::Result<bool> {
+/// How a hold ended.
+enum Held {
+    /// Its time was up.
+    Done,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// What it held lapsed `after` so long, for the reason given.
+    Lapsed { after: Duration, why: String },
+}
+
+/// Waits, showing a countdown on a terminal, and checks `lapse` every
+/// second: a fault that lapsed is not held any more, so waiting out its
+/// time would report an experiment that did not happen.
+fn hold(duration: Duration, what: &str, lapse: impl Fn() -> Option<String>) -> anyhow::Result<Held> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
-        let end = Instant::now() + duration;
+        let began = Instant::now();
+        let end = began + duration;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let finished: anyhow::Result<bool> = loop {
+        let finished: anyhow::Result<Held> = loop {
+            if let Some(why) = lapse() {
+                break Ok(Held::Lapsed { after: began.elapsed(), why });
+            }
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break Ok(true);
+                break Ok(Held::Done);
             }
             if std::io::stderr().is_terminal() {
                 eprint!("\r{what} in {:>4} s ", left.as_secs_f64().ceil() as u64);
@@ -211,9 +244,9 @@ fn hold(duration: Duration, what: &str) -> anyhow::Result<bool> {
             }
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = tokio::time::sleep(left) => break Ok(true),
-                _ = tokio::signal::ctrl_c() => break Ok(false),
-                _ = term.recv() => break Ok(false),
+                _ = tokio::time::sleep(left) => break Ok(Held::Done),
+                _ = tokio::signal::ctrl_c() => break Ok(Held::Interrupted),
+                _ = term.recv() => break Ok(Held::Interrupted),
             }
         };
         if std::io::stderr().is_terminal() {
@@ -252,14 +285,19 @@ fn heal(cluster_procs: &Path, id: Option<u32>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line per fault: what, where, how, and whether it still holds.
 fn describe(record: &FaultRecord) -> String {
+    let state = match (record.lapse(), &record.verified) {
+        (Some(why), _) => format!("; lapsed: {why} (`dynabed fault heal` removes what is left)"),
+        (None, Some(verified)) => format!("; verified: {verified}"),
+        (None, None) => String::new(),
+    };
     format!(
-        "fault {}: {:?} on {} ({:?} layer, {}){}",
+        "fault {}: {:?} on {} ({:?} layer, {}){state}",
         record.id,
         record.kind,
         record.targets.join(","),
         record.layer,
         record.backend,
-        record.verified.as_ref().map(|v| format!("; verified: {v}")).unwrap_or_default()
     )
 }

@@ -30,8 +30,7 @@ pub fn cleanup(prefix: &str) -> anyhow::Result<Removed> {
     let mut removed = Removed { faults: crate::faults::heal(&state, None, true)?.len(), ..Removed::default() };
     let owned = state.owned()?;
 
-    let records: Vec<Spawned> =
-        owned.processes.iter().map(|p| Spawned { pid: p.pid, start_time: p.start_time }).collect();
+    let records: Vec<Spawned> = owned.processes.iter().map(|p| p.record()).collect();
     removed.processes = records.iter().filter(|r| r.is_alive()).count();
     let stuck = stop(&records);
     if !stuck.is_empty() {

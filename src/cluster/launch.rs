@@ -16,10 +16,10 @@ use clap::Args;
 use super::cleanup;
 use super::files::{self, ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
 use super::reach::reach;
+use super::ready::{Look, Started};
 use super::register::new_token;
 use super::runstate::{Owned, OwnedProcess, RunState};
 use super::topology::Topology;
-use crate::client::Client;
 use crate::node::storage::{Durability, EngineKind};
 use netns::process::Spawned as ProcessRecord;
 
@@ -49,7 +49,7 @@ pub struct UpArgs {
     pub sync: Durability,
     #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
-    /// Where node data and logs go [default: dynabed-data/<prefix> beside the cluster file].
+    /// Where node data and logs go, in folders closed to other users [default: dynabed-data/<prefix> beside the cluster file, mode 0700].
     #[arg(long = "data_root", alias = "data-root")]
     pub data_root: Option<PathBuf>,
     /// Loopback mode: the first node's address; node i gets this + i − 1.
@@ -135,7 +135,13 @@ fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> a
         Some(root) => std::path::absolute(root)?,
         None => cluster_procs.parent().unwrap_or(Path::new("/")).join("dynabed-data").join(&args.prefix),
     };
-    std::fs::create_dir_all(&data_root).with_context(|| format!("creating {}", data_root.display()))?;
+    // A data root named by --data_root may be a shared folder that exists
+    // already (even /tmp): it is created private but never changed. The
+    // default one is ours, and so are the node folders inside either.
+    create_private(&data_root)?;
+    if args.data_root.is_none() {
+        close(&data_root)?;
+    }
     let partitions = args.partitions.unwrap_or_else(|| (16 * args.nodes as u32).next_power_of_two().max(256));
     let topology = Topology::new(&args.prefix, args.nodes);
     let plan = plan_nodes(args, mode, &topology, cluster_procs, &data_root, partitions)?;
@@ -159,7 +165,8 @@ fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> a
     }
     let mut procs = BTreeMap::new();
     for node in &plan {
-        std::fs::create_dir_all(&node.data_dir)?;
+        create_private(&node.data_dir)?;
+        close(&node.data_dir)?;
         let record = netns::process::spawn_in(node.namespace.as_deref(), &node.argv, &node.log, &[])
             .with_context(|| format!("starting {}", node.id))?;
         state.update(|owned| owned.processes.push(owned_process(&node.id, record)))?;
@@ -185,6 +192,24 @@ fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> a
         if mode == Mode::Netns { "netns" } else { "loopback" }
     );
     Ok(())
+}
+
+/// Creates `dir` and its missing parents mode 0700: node data, journals
+/// and logs are nobody else's to read.
+fn create_private(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Makes a folder of ours mode 0700, also one an earlier version left open.
+fn close(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
 }
 
 pub fn owned_process(id: &str, record: ProcessRecord) -> OwnedProcess {
@@ -284,7 +309,8 @@ pub fn client_addr(entry: &NodeEntry) -> anyhow::Result<SocketAddr> {
     ))
 }
 
-/// Polls every node until each sees all of them alive; a node that exits
+/// Polls every node until each — the very process started, see
+/// [`ready`](super::ready) — sees all of them alive; a node that exits
 /// meanwhile ends the wait at once, with the end of its log.
 async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
@@ -293,16 +319,19 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
-            if !record_of(meta, id, &procs[id]).is_some_and(|r| r.is_alive()) {
-                let log = meta.nodes.get(id.as_str()).and_then(|n| n.log.clone());
-                bail!("{id} exited during start-up: {}", last_lines(log.as_deref()));
-            }
-            let mut client = Client::new(client_addr(&procs[id])?).with_timeout(Duration::from_secs(1));
-            let sees_all = match client.status().await.ok().and_then(|a| a.json().ok()) {
-                Some(status) => status["members"]
+            let entry = &procs[id];
+            let node = meta.nodes.get(id.as_str()).with_context(|| format!("no {id} in the meta file"))?;
+            let started = Started {
+                id,
+                addr: client_addr(entry)?,
+                process: ProcessRecord { pid: entry.pid, start_time: node.start_time },
+                log: node.log.as_deref(),
+            };
+            let sees_all = match started.look().await? {
+                Look::Serving(status) => status["members"]
                     .as_array()
                     .is_some_and(|m| m.len() == want && m.iter().all(|m| m["alive"] == true)),
-                None => false,
+                Look::Silent | Look::Stranger(_) => false,
             };
             if !sees_all {
                 still.push(id);
@@ -317,12 +346,6 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
         }
     }
     Ok(())
-}
-
-fn last_lines(log: Option<&Path>) -> String {
-    let Some(text) = log.and_then(|l| std::fs::read_to_string(l).ok()) else { return "no log".into() };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
 fn print_table(procs: &BTreeMap<String, NodeEntry>, cluster_procs: &Path) {

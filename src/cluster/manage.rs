@@ -9,6 +9,7 @@ use super::cleanup::{self, stop};
 use super::files::{self, Locked};
 use super::launch::{client_addr, owned_process, record_of};
 use super::reach::reach;
+use super::ready::Started;
 use super::runstate::RunState;
 use crate::client::Client;
 use netns::process::Spawned as ProcessRecord;
@@ -78,9 +79,14 @@ pub fn node_record(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessReco
         .with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))
 }
 
+/// How long a restarted node may take to serve (it may replay a journal).
+const RESTART_LIMIT: Duration = Duration::from_secs(30);
+
 /// Starts a stopped node again with its recorded command line, in its
-/// namespace (so with its data directory and address), and records its new
-/// pid and start time in the cluster files and the run state.
+/// namespace (so with its data directory and address), records its new
+/// pid and start time in the cluster files and the run state, and waits
+/// until that process serves. A node that exits instead is an error that
+/// ends with its own last log lines.
 pub fn restart(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
     let prefix = files::read_cluster(cluster_procs)?.1.prefix;
     let state = RunState::existing(&prefix)?;
@@ -92,6 +98,7 @@ pub fn restart_recorded(cluster_procs: &Path, id: &str, state: Option<&RunState>
     let locked = Locked::acquire(cluster_procs)?;
     let mut files = locked.read()?;
     let meta = files.meta.as_mut().with_context(|| format!("{} has no meta file", cluster_procs.display()))?;
+    let client_netns = meta.client_netns.clone();
     let node = meta.nodes.get_mut(id).with_context(|| format!("no node {id:?} in the meta file"))?;
     let entry = files.procs.get_mut(id).with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))?;
     let old = ProcessRecord { pid: entry.pid, start_time: node.start_time };
@@ -108,6 +115,11 @@ pub fn restart_recorded(cluster_procs: &Path, id: &str, state: Option<&RunState>
     }
     entry.pid = record.pid;
     node.start_time = record.start_time;
+    let addr = client_addr(entry)?;
     locked.write(&files)?;
+    // A node started by hand registers itself under the files' lock.
+    drop(locked);
+    let started = Started { id, addr, process: record, log: Some(&log) };
+    reach(client_netns.as_deref(), || started.wait_serving(RESTART_LIMIT))?;
     Ok(record)
 }

@@ -7,6 +7,7 @@ pub mod files;
 pub mod launch;
 pub mod manage;
 pub mod reach;
+pub mod ready;
 pub mod register;
 pub mod runstate;
 pub mod topology;

@@ -25,6 +25,13 @@ pub struct OwnedProcess {
     pub start_time: u64,
 }
 
+impl OwnedProcess {
+    /// The process itself, to ask whether it still runs or to signal it.
+    pub fn record(&self) -> netns::process::Spawned {
+        netns::process::Spawned { pid: self.pid, start_time: self.start_time }
+    }
+}
+
 /// Everything one cluster owns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Owned {

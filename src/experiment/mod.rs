@@ -35,7 +35,7 @@ use self::outputs::Outputs;
 use self::timeline::Timeline;
 use crate::cluster::runstate::RunState;
 use crate::faults::plan::{self, FaultEvent};
-use crate::faults::{Kind, DELAY_LINE_ROLE};
+use crate::faults::{delay_daemon, Kind};
 use crate::workload::ops::Routing;
 
 pub use self::interrupt::{install as install_interrupt, requested as interrupted};
@@ -249,6 +249,7 @@ impl Setup {
         restore_switches(cluster, &self.statuses, &live)?;
 
         let leftovers = leftovers(cluster, &run.timeline, &after);
+        let lapses = run.timeline.lapses();
         let after = cluster.reach(|| async { Ok(cluster.statuses().await) })?;
         write_json(&self.nodes_dir.join("after.json"), &by_node(cluster, after))?;
         if let Err(e) = copy_logs(cluster, &self.nodes_dir) {
@@ -278,6 +279,7 @@ impl Setup {
             post_repair: settings.post_repair,
             verdict: &verdict,
             leftovers: &leftovers,
+            lapses: &lapses,
             detections: &watch::detections(run.timeline.log(), &run.sightings),
             tcp: &run.tcp,
             files,
@@ -285,7 +287,7 @@ impl Setup {
         write_json(&outputs.file("summary", "json"), &summary)?;
         print!("{}", summary::text(&summary));
         println!("files: {}", outputs.file("*", "*").display());
-        verdict_of(&verdict, &leftovers)
+        verdict_of(&verdict, &lapses, &leftovers)
     }
 }
 
@@ -307,8 +309,9 @@ fn refuse_faults_in_force(cluster: &ClusterView) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The run's outcome: interrupted, lost writes, leftovers, or fine.
-fn verdict_of(verdict: &checker::Verdict, leftovers: &[String]) -> anyhow::Result<()> {
+/// The run's outcome: interrupted, lost writes, a fault that lapsed,
+/// leftovers, or fine.
+fn verdict_of(verdict: &checker::Verdict, lapses: &[String], leftovers: &[String]) -> anyhow::Result<()> {
     if interrupt::requested() {
         bail!("interrupted: the files above hold what was recorded until then");
     }
@@ -319,6 +322,9 @@ fn verdict_of(verdict: &checker::Verdict, leftovers: &[String]) -> anyhow::Resul
             verdict.acknowledged,
             verdict.examples.join(", ")
         );
+    }
+    if !lapses.is_empty() {
+        bail!("the failure did not last as planned: {}", lapses.join("; "));
     }
     if !leftovers.is_empty() {
         bail!("the run left things behind: {}", leftovers.join("; "));
@@ -398,7 +404,7 @@ fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>>
     if let Some(state) = RunState::existing(&cluster.meta.prefix)? {
         let owned = state.owned()?;
         processes
-            .extend(owned.processes.iter().filter(|p| p.role == DELAY_LINE_ROLE).map(|p| (Role::DelayLine, p.pid)));
+            .extend(owned.processes.iter().filter(|p| p.role == delay_daemon::ROLE).map(|p| (Role::DelayLine, p.pid)));
     }
     Ok(processes)
 }

@@ -31,6 +31,8 @@ pub struct Inputs<'a> {
     pub post_repair: bool,
     pub verdict: &'a Verdict,
     pub leftovers: &'a [String],
+    /// Fault events that lapsed before their heal (see `Timeline::lapses`).
+    pub lapses: &'a [String],
     pub detections: &'a [Detection],
     pub tcp: &'a BTreeMap<String, TcpCounters>,
     pub files: Value,
@@ -94,6 +96,7 @@ pub fn json(inputs: &Inputs) -> Value {
         },
         "lost_writes": inputs.verdict,
         "leftovers": inputs.leftovers,
+        "lapsed_faults": inputs.lapses,
         "files": inputs.files,
     })
 }
@@ -183,6 +186,9 @@ pub fn text(summary: &Value) -> String {
     line("CHECKER", "AcknowledgedWrites", &lost["acknowledged"]);
     line("CHECKER", "LostWrites", &lost["lost"]);
     line("CHECKER", "UnverifiedWrites", &lost["unverified"]);
+    for lapse in summary["lapsed_faults"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "ERROR: {}", lapse.as_str().unwrap_or_default());
+    }
     if summary["interrupted"] == true {
         out.push_str("WARNING: the run was interrupted; the figures cover only what ran\n");
     }

@@ -5,6 +5,11 @@
 //! Whatever ends the run — its end, an error, Ctrl-C, a panic — every
 //! fault applied is healed: `Timeline` heals what is still in force when
 //! it is dropped.
+//!
+//! While it waits for the next step it watches the faults in force: one
+//! whose holding process died (the delay line) has lapsed before its heal,
+//! so the failure window the run measures is not the one asked for. The
+//! lapse goes into the event's record, and the run fails on it.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -33,6 +38,10 @@ pub struct EventLog {
     pub applied_us: Option<i64>,
     pub heal_started_us: Option<i64>,
     pub healed_us: Option<i64>,
+    /// When the fault was first seen no longer in force, unhealed.
+    pub lapsed_us: Option<i64>,
+    /// Why it lapsed.
+    pub lapse: Option<String>,
     /// What was applied, with the exact commands, backend and verification.
     pub faults: Vec<FaultRecord>,
     pub error: Option<String>,
@@ -71,6 +80,8 @@ impl Timeline {
                 applied_us: None,
                 heal_started_us: None,
                 healed_us: None,
+                lapsed_us: None,
+                lapse: None,
                 faults: Vec::new(),
                 error: None,
             })
@@ -107,7 +118,11 @@ impl Timeline {
         };
         for (at_s, action) in steps {
             let due = self.t0 + Duration::from_secs_f64(at_s);
-            while Instant::now() < due {
+            loop {
+                self.note_lapses();
+                if Instant::now() >= due {
+                    break;
+                }
                 if interrupt::requested() || shared.stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
@@ -131,6 +146,40 @@ impl Timeline {
             }
         }
         Ok(())
+    }
+
+    /// Records, once per event, a fault in force whose holder is gone.
+    fn note_lapses(&mut self) {
+        for event in 0..self.plan.len() {
+            let log = &self.log[event];
+            if log.lapse.is_some() {
+                continue;
+            }
+            let in_force = log.faults.iter().filter(|r| self.in_force[event].contains(&r.id));
+            if let Some(why) = in_force.filter_map(|r| r.lapse().map(|why| format!("fault {}: {why}", r.id))).next() {
+                let at_us = self.now_us();
+                eprintln!("warning: fault event {event} lapsed {:.1} s into the run: {why}", at_us as f64 / 1e6);
+                self.log[event].lapsed_us = Some(at_us);
+                self.log[event].lapse = Some(why);
+            }
+        }
+    }
+
+    /// One line per fault event that lapsed before its heal.
+    pub fn lapses(&self) -> Vec<String> {
+        self.log
+            .iter()
+            .filter_map(|e| {
+                let (at_us, why) = (e.lapsed_us?, e.lapse.as_ref()?);
+                Some(format!(
+                    "fault event {} ({:?} on {}) lapsed at {:.1} s, before its heal: {why}",
+                    e.event,
+                    e.kind,
+                    e.targets.join(","),
+                    at_us as f64 / 1e6
+                ))
+            })
+            .collect()
     }
 
     fn now_us(&self) -> i64 {

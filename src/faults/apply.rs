@@ -2,7 +2,7 @@
 //! that checks the change took effect.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -11,10 +11,10 @@ use netns::firewall::{self, Chain, Direction, Family, NfqueueRule, QueueMatch, R
 use netns::process::{Signal, Spawned};
 use netns::qdisc::{self, Netem, Tbf};
 
-use super::{admin, delay_line, FaultRecord, Kind, Layer, Undo, DELAY_LINE_ROLE};
+use super::{admin, delay_daemon, delay_line, FaultRecord, Kind, Layer, Undo};
 use crate::cluster::files::{self, Meta, Mode, NodeEntry};
 use crate::cluster::launch::record_of;
-use crate::cluster::runstate::{OwnedProcess, RunState};
+use crate::cluster::runstate::RunState;
 use crate::cluster::topology::Topology;
 use crate::node::replica::now_ms;
 
@@ -78,7 +78,7 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
     let state = RunState::open(&meta.prefix)?;
     let id = state.owned()?.faults.iter().map(|f| f.id).max().unwrap_or(0) + 1;
     let (backend, undo) = plan(request, id, &meta, entry, process)?;
-    let mut record = FaultRecord {
+    let record = FaultRecord {
         id,
         kind: request.kind,
         targets: std::iter::once(&request.node).chain(&request.with).cloned().collect(),
@@ -88,23 +88,24 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
         commands: Vec::new(),
         verified: None,
         undo,
+        held_by: None,
     };
     // The journal first: a heal must be possible whatever happens next.
-    state.update(|owned| owned.faults.push(record.clone()))?;
+    state.update(|owned| owned.faults.push(record))?;
     let target = Target { fault_id: id, backend, state: &state, request, entry, meta: &meta, procs: &procs, process };
-    let outcome = target.change(id).and_then(|commands| {
-        record.commands = commands;
-        target.verify()
-    });
+    let outcome = target.change(id).and_then(|commands| Ok((commands, target.verify()?)));
     match outcome {
-        Ok(verified) => {
-            record.verified = Some(verified);
+        Ok((commands, verified)) => {
+            // The journaled record, which the change may have completed (a holder).
+            let mut applied = None;
             state.update(|owned| {
                 if let Some(journaled) = owned.faults.iter_mut().find(|f| f.id == id) {
-                    *journaled = record.clone();
+                    journaled.commands = commands;
+                    journaled.verified = Some(verified);
+                    applied = Some(journaled.clone());
                 }
             })?;
-            Ok(record)
+            applied.with_context(|| format!("fault {id} left the journal while it was applied"))
         }
         Err(e) => {
             // Undo what may have been done before reporting the failure.
@@ -247,7 +248,14 @@ impl Target<'_> {
     /// to the cluster's delay line, which holds it half the delay per end.
     fn delay_in_hub(&self, id: u32) -> anyhow::Result<Vec<Vec<String>>> {
         let hub = Topology::new(&self.meta.prefix, 0).hub();
-        let socket = self.ensure_delay_line(&hub)?;
+        let daemon = delay_daemon::ensure(self.state, &hub)?;
+        // Which daemon holds the delay is journaled before it is asked to:
+        // a heal asks that one, and its death is this fault's lapse.
+        self.state.update(|owned| {
+            if let Some(journaled) = owned.faults.iter_mut().find(|f| f.id == id) {
+                journaled.held_by = Some(daemon.clone());
+            }
+        })?;
         let mut commands = firewall::set_bridge_nf_call_iptables(&hub, true)?.commands;
         let chain = Chain::forward(&hub, &chain_name(id))?;
         commands.extend(chain.create()?.commands);
@@ -257,30 +265,9 @@ impl Target<'_> {
             commands.extend(chain.add_nfqueue(&rule)?.commands);
         }
         let half = self.request.slow_ms / 2;
-        delay_line::set(&socket, addr, half)?;
+        delay_line::set(&delay_line::socket_path(self.state.dir()), addr, half)?;
         commands.push(vec!["delay-line".into(), "set".into(), addr.to_string(), format!("{half}ms")]);
         Ok(commands)
-    }
-
-    /// The cluster's delay-line daemon, started in the hub if not running.
-    fn ensure_delay_line(&self, hub: &str) -> anyhow::Result<PathBuf> {
-        let socket = delay_line::socket_path(self.state.dir());
-        if delay_line::status(&socket).is_ok() {
-            return Ok(socket);
-        }
-        let exe = std::env::current_exe()?.to_string_lossy().into_owned();
-        let argv = vec![exe, "delay-line".into(), "--socket".into(), socket.to_string_lossy().into_owned()];
-        let log = self.state.dir().join("delay-line.log");
-        let daemon = netns::process::spawn_in(Some(hub), &argv, &log, &[])?;
-        self.state.update(|owned| {
-            owned.processes.push(OwnedProcess {
-                role: DELAY_LINE_ROLE.into(),
-                pid: daemon.pid,
-                start_time: daemon.start_time,
-            })
-        })?;
-        delay_line::wait_ready(&socket, Duration::from_secs(5))?;
-        Ok(socket)
     }
 
     /// Drops each packet from and to the node with the asked chance.

@@ -3,7 +3,7 @@
 //! this after every run, so a heal that silently failed is a reported error
 //! rather than a surprise in the next experiment.
 
-use super::{admin, Undo, DELAY_LINE_ROLE};
+use super::{admin, delay_daemon, Undo};
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
 use crate::node::faults::FaultState;
@@ -15,7 +15,7 @@ pub fn leftovers(state: &RunState, records: &[super::FaultRecord]) -> anyhow::Re
     let owned = state.owned()?;
     let mut found: Vec<String> =
         owned.faults.iter().map(|r| format!("fault {} ({:?}) is still in the journal", r.id, r.kind)).collect();
-    if owned.processes.iter().any(|p| p.role == DELAY_LINE_ROLE) {
+    if owned.processes.iter().any(|p| p.role == delay_daemon::ROLE) {
         found.push("the delay-line daemon is still running".into());
     }
     let cluster = owned.cluster_procs.as_deref().map(files::read_cluster).transpose()?;

@@ -9,6 +9,7 @@
 //! harmless when its change never happened).
 
 pub mod apply;
+pub mod delay_daemon;
 pub mod delay_line;
 pub mod leftovers;
 pub mod plan;
@@ -23,7 +24,7 @@ use crate::cluster::files::{self, Meta, NodeEntry};
 use crate::cluster::launch::client_addr;
 use crate::cluster::manage;
 use crate::cluster::reach::reach;
-use crate::cluster::runstate::RunState;
+use crate::cluster::runstate::{OwnedProcess, RunState};
 
 /// One applied fault, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,25 @@ pub struct FaultRecord {
     pub verified: Option<String>,
     /// Steps that heal it, in order.
     pub undo: Vec<Undo>,
+    /// The process that keeps the fault in force, when the kernel alone
+    /// does not (the delay-line daemon). Journaled before it is asked to.
+    #[serde(default)]
+    pub held_by: Option<OwnedProcess>,
+}
+
+impl FaultRecord {
+    /// Why the fault is no longer in force although nobody healed it: the
+    /// process holding it is gone, and its effect with it. `None` while it
+    /// holds (or when no process holds it).
+    pub fn lapse(&self) -> Option<String> {
+        let holder = self.held_by.as_ref().filter(|p| !p.record().is_alive())?;
+        Some(format!(
+            "its {} process (pid {}) exited, so {} no longer has this fault",
+            holder.role,
+            holder.pid,
+            self.targets.join(",")
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -105,7 +125,7 @@ pub fn heal(state: &RunState, only: Option<u32>, for_cleanup: bool) -> anyhow::R
     let mut healed = Vec::new();
     for record in owned.faults.iter().filter(|r| only.is_none_or(|id| r.id == id)) {
         for step in &record.undo {
-            run_undo(step, state, cluster.as_ref(), owned.cluster_procs.as_deref(), for_cleanup)
+            run_undo(step, record, state, cluster.as_ref(), owned.cluster_procs.as_deref(), for_cleanup)
                 .with_context(|| format!("healing fault {} ({:?} on {:?})", record.id, record.kind, record.targets))?;
         }
         state.update(|o| o.faults.retain(|r| r.id != record.id))?;
@@ -114,27 +134,11 @@ pub fn heal(state: &RunState, only: Option<u32>, for_cleanup: bool) -> anyhow::R
     Ok(healed)
 }
 
-/// Stops the delay-line daemon if it delays nothing any more.
-fn stop_idle_delay_line(state: &RunState) -> anyhow::Result<()> {
-    let socket = delay_line::socket_path(state.dir());
-    if socket.exists() && !delay_line::status(&socket).map(|r| r.delayed.is_empty()).unwrap_or(true) {
-        return Ok(());
-    }
-    let owned = state.owned()?;
-    for daemon in owned.processes.iter().filter(|p| p.role == DELAY_LINE_ROLE) {
-        let record = netns::process::Spawned { pid: daemon.pid, start_time: daemon.start_time };
-        anyhow::ensure!(record.stop(Duration::from_secs(5)), "the delay line (pid {}) would not stop", daemon.pid);
-    }
-    state.update(|o| o.processes.retain(|p| p.role != DELAY_LINE_ROLE))
-}
-
-/// The run state's name for the delay-line daemon.
-pub const DELAY_LINE_ROLE: &str = "delay-line";
-
 type Cluster = (std::collections::BTreeMap<String, NodeEntry>, Meta);
 
 fn run_undo(
     step: &Undo,
+    record: &FaultRecord,
     state: &RunState,
     cluster: Option<&Cluster>,
     cluster_procs: Option<&std::path::Path>,
@@ -157,12 +161,12 @@ fn run_undo(
             }
         }
         Undo::DelayClear { addr } => {
-            let socket = delay_line::socket_path(state.dir());
-            if socket.exists() {
-                delay_line::clear(&socket, *addr)?;
+            // No holder journaled: the delay was never set.
+            if let Some(daemon) = &record.held_by {
+                delay_daemon::clear(state, daemon, *addr)?;
             }
         }
-        Undo::StopIdleDelayLine => stop_idle_delay_line(state)?,
+        Undo::StopIdleDelayLine => delay_daemon::stop_if_idle(state)?,
         Undo::RemoveCgroup { name } => {
             netns::cgroup::CpuGroup::open(name)?.remove()?;
         }
@@ -171,9 +175,9 @@ fn run_undo(
         }
         Undo::Restart { node } if !for_cleanup => {
             let path = cluster_procs.context("the journal does not say which cluster file to restart from")?;
+            // Restarting waits until it serves: a healed crash is a node that serves again.
             if !manage::node_record(path, node)?.is_alive() {
-                let record = manage::restart_recorded(path, node, Some(state))?;
-                wait_serving(path, node, record)?;
+                manage::restart_recorded(path, node, Some(state))?;
             }
         }
         Undo::HealApp { node } if !for_cleanup => {
@@ -184,29 +188,6 @@ fn run_undo(
         Undo::Restart { .. } | Undo::HealApp { .. } => {}
     }
     Ok(())
-}
-
-/// Waits until a restarted node answers, so that a healed crash is a node
-/// that serves again, not merely a process that was started.
-fn wait_serving(cluster_procs: &std::path::Path, node: &str, record: netns::process::Spawned) -> anyhow::Result<()> {
-    const LIMIT: Duration = Duration::from_secs(30);
-    let (procs, meta) = files::read_cluster(cluster_procs)?;
-    let addr = client_addr(procs.get(node).with_context(|| format!("no node {node}"))?)?;
-    reach(meta.client_netns.as_deref(), || async move {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let mut client = Client::new(addr).with_timeout(Duration::from_secs(1));
-            if client.status().await.is_ok_and(|a| a.status.is_success()) {
-                return Ok(());
-            }
-            anyhow::ensure!(record.is_alive(), "{node} exited after its restart (see its log)");
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "{node} does not answer {LIMIT:?} after its restart"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
 }
 
 /// An admin request to one node, from where the cluster is reachable.
