@@ -7,6 +7,8 @@ pub mod cluster;
 pub mod doctor;
 pub mod experiment;
 pub mod faults;
+#[cfg(test)]
+pub mod fuzzing;
 pub mod matrix;
 pub mod node;
 pub mod report;

@@ -94,7 +94,7 @@ pub struct FaultArgs {
     #[arg(long = "no_restart", alias = "no-restart")]
     pub no_restart: bool,
     /// Hold the fault this many seconds, then heal.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::faults::plan::parse_seconds)]
     pub duration: Option<f64>,
     #[command(flatten)]
     pub cluster: ClusterArg,

@@ -19,7 +19,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value = "A", ignore_case = true)]
     pub workload: Workload,
     /// Seconds of measured workload (warmup, failure and recovery).
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = crate::faults::plan::parse_seconds)]
     pub duration: f64,
     /// Parallel clients.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]

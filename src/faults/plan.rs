@@ -70,11 +70,11 @@ impl FaultEvent {
 
     fn check(&self, index: usize) -> anyhow::Result<()> {
         let what = format!("event {index} ({:?} at {} s)", self.kind, self.at_s);
-        if !(self.at_s.is_finite() && self.at_s >= 0.0) {
-            bail!("{what}: at_s must be a number ≥ 0");
+        if !(0.0..=MAX_SECONDS).contains(&self.at_s) {
+            bail!("{what}: at_s must be a number of seconds from 0 to {MAX_SECONDS}");
         }
-        if !(self.duration_s.is_finite() && self.duration_s > 0.0) {
-            bail!("{what}: duration_s must be a number > 0");
+        if !(self.duration_s > 0.0 && self.duration_s <= MAX_SECONDS) {
+            bail!("{what}: duration_s must be a number of seconds > 0 and ≤ {MAX_SECONDS}");
         }
         if self.targets.is_empty() {
             bail!("{what}: targets must name at least one node");
@@ -89,6 +89,19 @@ impl FaultEvent {
     }
 }
 
+/// The longest time a plan, a flag or a held fault may name, in seconds
+/// (11.6 days): enough for any experiment, and far inside what a
+/// `Duration` can hold, so no time in a plan can overflow one.
+pub const MAX_SECONDS: f64 = 1e6;
+
+/// Parses a number of seconds for a flag: finite, ≥ 0, ≤ [`MAX_SECONDS`].
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=MAX_SECONDS).contains(&s) => Ok(s),
+        _ => Err(format!("expected a number of seconds from 0 to {MAX_SECONDS}")),
+    }
+}
+
 /// The seed's failure flags, which build a one-event plan.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedFlags {
@@ -97,10 +110,10 @@ pub struct SeedFlags {
     #[arg(long = "failure_mode", alias = "failure-mode", default_value = "none", value_parser = ["none", "crash", "slow", "single_partition", "partition", "pause", "loss"])]
     pub failure_mode: String,
     /// Seconds before the failure starts.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     pub warmup: f64,
     /// Seconds the failure lasts.
-    #[arg(long = "failure_duration", alias = "failure-duration", default_value_t = 20.0)]
+    #[arg(long = "failure_duration", alias = "failure-duration", default_value_t = 20.0, value_parser = parse_seconds)]
     pub failure_duration: f64,
     /// Added round-trip delay of a slow node.
     #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = 200)]

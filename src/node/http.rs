@@ -128,7 +128,7 @@ impl From<CoordError> for HttpError {
 }
 
 async fn key_request(node: &Arc<Node>, raw_key: &str, request: Request<Incoming>) -> Result<Reply, HttpError> {
-    let key = parse_key(node, raw_key)?;
+    let key = parse_key(raw_key, node.config.max_key_bytes)?;
     let query = Query::parse(request.uri().query())?;
     let context = match request.headers().get(CONTEXT) {
         Some(value) => {
@@ -155,15 +155,15 @@ async fn key_request(node: &Arc<Node>, raw_key: &str, request: Request<Incoming>
     }
 }
 
-fn parse_key(node: &Node, raw: &str) -> Result<Bytes, HttpError> {
+fn parse_key(raw: &str, max_key_bytes: usize) -> Result<Bytes, HttpError> {
     let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     if key.is_empty() {
         return Err(HttpError::bad("empty key"));
     }
-    if key.len() > node.config.max_key_bytes {
+    if key.len() > max_key_bytes {
         return Err(HttpError::new(
             StatusCode::URI_TOO_LONG,
-            format!("key of {} bytes exceeds the limit of {}", key.len(), node.config.max_key_bytes),
+            format!("key of {} bytes exceeds the limit of {max_key_bytes}", key.len()),
         ));
     }
     Ok(Bytes::from(key))
@@ -312,7 +312,7 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
         if request.method() != Method::GET {
             return Err(HttpError::method());
         }
-        let key = parse_key(node, key)?;
+        let key = parse_key(key, node.config.max_key_bytes)?;
         return Ok(json_reply(&replicas(node, key).await));
     }
     match (request.method(), route) {
@@ -484,4 +484,23 @@ fn text(status: StatusCode, body: String) -> Reply {
     *reply.status_mut() = status;
     reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuzz_http_keys_and_queries() {
+        let text = "(%[0-9a-fA-F]{0,2}|[a-z0-9/?&=]|\\PC){0,48}";
+        crate::fuzzing::run("HTTP keys and queries", (text, text), |(key, query)| {
+            match parse_key(&key, 32) {
+                Ok(key) => assert!(!key.is_empty() && key.len() <= 32, "{key:?}"),
+                Err(e) => assert!(e.status.is_client_error() && !e.message.contains('\n'), "{}", e.message),
+            }
+            if let Err(e) = Query::parse(Some(&query)) {
+                assert!(e.status.is_client_error() && !e.message.contains('\n'), "{}", e.message);
+            }
+        });
+    }
 }
