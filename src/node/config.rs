@@ -131,11 +131,6 @@ impl NodeConfig {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from("data").join(&self.id))
     }
 
-    /// The meta file beside the cluster file, holding N and the admin token.
-    pub fn meta_path(&self) -> PathBuf {
-        crate::cluster::files::meta_path(&self.cluster_procs)
-    }
-
     pub fn replica_timeout(&self) -> Duration {
         Duration::from_millis(self.replica_timeout_ms)
     }
