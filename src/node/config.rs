@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::storage::{Durability, EngineKind};
+use super::storage::{Durability, EngineKind, MemoryBudget};
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeConfig {
@@ -100,6 +100,12 @@ pub struct NodeConfig {
     /// Version-vector entries kept per key before the oldest are pruned.
     #[arg(long = "prune_limit", alias = "prune-limit", default_value_t = 10)]
     pub prune_limit: usize,
+    /// MiB each storage tree buffers in memory before flushing it to disk.
+    #[arg(long = "memtable_mb", alias = "memtable-mb", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub memtable_mb: u64,
+    /// MiB of storage blocks cached in memory.
+    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub cache_mb: u64,
     /// Concurrent values (siblings) a write may leave before it is refused.
     #[arg(long = "max_siblings", alias = "max-siblings", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub max_siblings: u16,
@@ -129,6 +135,10 @@ impl NodeConfig {
 
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from("data").join(&self.id))
+    }
+
+    pub fn memory_budget(&self) -> MemoryBudget {
+        MemoryBudget { memtable_bytes: self.memtable_mb << 20, cache_bytes: self.cache_mb << 20 }
     }
 
     pub fn replica_timeout(&self) -> Duration {

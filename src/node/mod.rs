@@ -85,7 +85,7 @@ impl Node {
         if config.storage == storage::EngineKind::Fjall {
             create_private_dir(&data_dir)?;
         }
-        let storage = Storage::open(config.storage, &data_dir, config.sync)
+        let storage = Storage::open_within(config.storage, &data_dir, config.sync, config.memory_budget())
             .with_context(|| format!("opening {} storage in {}", config.storage, data_dir.display()))?;
         let identity = Identity::open(&storage, &data_dir, &config.id)
             .with_context(|| format!("reading the identity of the store in {}", data_dir.display()))?;

@@ -196,12 +196,40 @@ pub struct Storage {
     quarantined: Vec<PathBuf>,
 }
 
+/// What the persistent engine may hold in memory. fjall's defaults (a
+/// 64 MiB memtable per tree, a 32 MiB block cache) suit one database per
+/// machine, not dozens of nodes sharing one; a node's memory would keep
+/// growing until each tree's first flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// Bytes a tree buffers before it is flushed to a table on disk.
+    pub memtable_bytes: u64,
+    /// Bytes of table blocks cached, shared by the three trees.
+    pub cache_bytes: u64,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget { memtable_bytes: 8 << 20, cache_bytes: 16 << 20 }
+    }
+}
+
 impl Storage {
-    /// Opens (or creates) the store. `dir` and `durability` are ignored by
-    /// the memory engine.
+    /// Opens (or creates) the store with the default [`MemoryBudget`].
+    /// `dir` and `durability` are ignored by the memory engine.
     pub fn open(kind: EngineKind, dir: &Path, durability: Durability) -> Result<Storage, StorageError> {
+        Storage::open_within(kind, dir, durability, MemoryBudget::default())
+    }
+
+    /// Opens (or creates) the store, its engine held to `budget`.
+    pub fn open_within(
+        kind: EngineKind,
+        dir: &Path,
+        durability: Durability,
+        budget: MemoryBudget,
+    ) -> Result<Storage, StorageError> {
         match kind {
-            EngineKind::Fjall => open_fjall(dir, durability),
+            EngineKind::Fjall => open_fjall(dir, durability, budget),
             EngineKind::Memory => Ok(Storage {
                 data: Box::<MemoryTree>::default(),
                 hints: Box::<MemoryTree>::default(),
@@ -243,14 +271,14 @@ impl Storage {
     }
 }
 
-fn open_fjall(dir: &Path, durability: Durability) -> Result<Storage, StorageError> {
-    let (db, quarantined) = open_salvaging(dir)?;
+fn open_fjall(dir: &Path, durability: Durability, budget: MemoryBudget) -> Result<Storage, StorageError> {
+    let (db, quarantined) = open_salvaging(dir, budget)?;
     let mode = durability.persist_mode();
     let health = Arc::<Health>::default();
     Ok(Storage {
-        data: Box::new(FjallTree::open(&db, "data", mode, &health)?),
-        hints: Box::new(FjallTree::open(&db, "hints", mode, &health)?),
-        meta: Box::new(FjallTree::open(&db, "meta", mode, &health)?),
+        data: Box::new(FjallTree::open(&db, "data", mode, &health, budget)?),
+        hints: Box::new(FjallTree::open(&db, "hints", mode, &health, budget)?),
+        meta: Box::new(FjallTree::open(&db, "meta", mode, &health, budget)?),
         kind: EngineKind::Fjall,
         db: Some(db),
         health,
@@ -264,13 +292,13 @@ fn open_fjall(dir: &Path, durability: Durability) -> Result<Storage, StorageErro
 /// node says so loudly, its dot lease keeps it from reissuing dots, and
 /// the other replicas hold the data — but a node that cannot start at all
 /// would be worse: nobody could repair it without an operator.
-fn open_salvaging(dir: &Path) -> Result<(Database, Vec<PathBuf>), StorageError> {
+fn open_salvaging(dir: &Path, budget: MemoryBudget) -> Result<(Database, Vec<PathBuf>), StorageError> {
     let mut quarantined = Vec::new();
     loop {
         // fjall's journal reader asserts on some malformed entries instead
         // of returning an error: a panic while opening is a damaged journal
         // too.
-        let opened = std::panic::catch_unwind(|| Database::builder(dir).open());
+        let opened = std::panic::catch_unwind(|| Database::builder(dir).cache_size(budget.cache_bytes).open());
         let damage = match opened {
             Ok(Ok(db)) => return Ok((db, quarantined)),
             Ok(Err(error @ fjall::Error::JournalRecovery(_))) => error.to_string(),
@@ -323,10 +351,15 @@ struct FjallTree {
 }
 
 impl FjallTree {
-    fn open(db: &Database, name: &'static str, mode: PersistMode, health: &Arc<Health>) -> Result<Self, StorageError> {
-        let keyspace = db
-            .keyspace(name, KeyspaceCreateOptions::default)
-            .map_err(|source| StorageError::OpenTree { tree: name, source })?;
+    fn open(
+        db: &Database,
+        name: &'static str,
+        mode: PersistMode,
+        health: &Arc<Health>,
+        budget: MemoryBudget,
+    ) -> Result<Self, StorageError> {
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(budget.memtable_bytes);
+        let keyspace = db.keyspace(name, options).map_err(|source| StorageError::OpenTree { tree: name, source })?;
         Ok(FjallTree { name, db: db.clone(), keyspace, mode, write_lock: Mutex::new(()), health: health.clone() })
     }
 
