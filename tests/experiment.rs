@@ -260,7 +260,10 @@ fn coordinator_routing_enters_at_the_coordinator_and_rmw_reads_before_each_updat
     let run = drive(&cluster.procs, out.path(), &["--routing", "coordinator", "--duration", "3", "--N", "3"]);
     run.assert_clean();
     let served: Vec<&Row> = measured(&run.rows).filter(|r| r.ok).collect();
-    assert!(served.iter().all(|r| r.node == r.entry), "the entry node coordinates every request itself");
+    assert!(
+        !served.is_empty() && served.iter().all(|r| r.node == r.entry),
+        "the entry node coordinates every request itself"
+    );
 
     let run = drive(&cluster.procs, out.path(), &["--update_mode", "rmw", "--duration", "3", "--concurrency", "4"]);
     run.assert_clean();
@@ -276,7 +279,9 @@ fn coordinator_routing_enters_at_the_coordinator_and_rmw_reads_before_each_updat
             updates += 1;
         }
     }
-    assert!(updates > 100, "{updates} updates");
+    // Every update of the run was checked, however many the machine managed.
+    let sent = measured(&run.rows).filter(|r| r.op == "update").count();
+    assert!(updates > 0 && updates == sent, "{updates} of {sent} updates checked");
 }
 
 #[test]
