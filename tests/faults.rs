@@ -291,9 +291,10 @@ fn force_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) {
     assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
 
-/// Median time of `count` requests to `/status` on one kept-alive
-/// connection from the client namespace: one round trip each.
-fn median_rtt(client_ns: &str, addr: SocketAddr, count: usize) -> Duration {
+/// The times of `count` requests to `/status` on one kept-alive connection
+/// from the client namespace, in the order they were sent: one round trip
+/// each.
+fn rtts(client_ns: &str, addr: SocketAddr, count: usize) -> Vec<Duration> {
     reach(Some(client_ns), || async {
         let mut client = Client::new(addr);
         client.status().await?;
@@ -303,10 +304,19 @@ fn median_rtt(client_ns: &str, addr: SocketAddr, count: usize) -> Duration {
             client.status().await?;
             times.push(started.elapsed());
         }
-        times.sort();
-        Ok(times[count / 2])
+        Ok(times)
     })
     .unwrap()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Median time of `count` requests: a few stalled by a busy machine do not move it.
+fn median_rtt(client_ns: &str, addr: SocketAddr, count: usize) -> Duration {
+    median(rtts(client_ns, addr, count))
 }
 
 #[test]
@@ -324,16 +334,20 @@ fn slow_adds_its_delay_to_each_round_trip_on_both_layers() {
         let (during_slow, during_other) = (median_rtt("tf7-client", slow, 15), median_rtt("tf7-client", other, 15));
         let added = during_slow.saturating_sub(base_slow);
         println!("{layer}: {out}\n  round trip to node3 +{added:?} (asked 200 ms); to node2 {base_other:?} -> {during_other:?}");
-        assert!((Duration::from_millis(180)..=Duration::from_millis(220)).contains(&added), "{layer}: +{added:?}");
-        // Unslowed means far from the 200 ms asked; the bound leaves room for
-        // a busy machine (other tests run beside this one).
+        // The delay sets the lower bound; above it, the bound only has to
+        // tell 200 ms from a delay applied twice (400 ms), which leaves room
+        // for a busy machine.
+        assert!((Duration::from_millis(180)..Duration::from_millis(300)).contains(&added), "{layer}: +{added:?}");
+        // Unslowed means less than half the 200 ms asked: far from it even
+        // on a busy machine (other tests run beside this one).
+        let half = Duration::from_millis(100);
         let other_change = during_other.abs_diff(base_other);
-        assert!(other_change < Duration::from_millis(20), "{layer}: node2 changed by {other_change:?}");
+        assert!(other_change < half, "{layer}: node2 changed by {other_change:?}");
         ok(&cluster.dynabed(&["fault", "heal"]));
-        let healed = Instant::now();
-        let after = median_rtt("tf7-client", slow, 15);
-        assert!(after < base_slow + Duration::from_millis(20), "{layer}: {after:?} after heal, baseline {base_slow:?}");
-        assert!(healed.elapsed() < Duration::from_secs(1));
+        let after = rtts("tf7-client", slow, 15);
+        assert!(after[0] < base_slow + half, "{layer}: the first request after the heal took {:?}", after[0]);
+        let after = median(after);
+        assert!(after < base_slow + half, "{layer}: {after:?} after heal, baseline {base_slow:?}");
     }
     assert!(
         RunState::existing("tf7").unwrap().unwrap().owned().unwrap().processes.iter().all(|p| p.role != "delay-line"),
