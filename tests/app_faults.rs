@@ -18,30 +18,51 @@ async fn timed_get(cluster: &TestCluster, via: &str, key: &str) -> (u16, Duratio
     (answer.status.as_u16(), started.elapsed())
 }
 
+/// The median time of five GETs: one request stalled by a busy machine
+/// does not move it.
+async fn median_get(cluster: &TestCluster, via: &str, key: &str) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (status, took) = timed_get(cluster, via, key).await;
+        assert_eq!(status, 200);
+        times.push(took);
+    }
+    times.sort();
+    times[2]
+}
+
 #[tokio::test]
 async fn a_slow_node_costs_twice_slow_ms_only_where_it_is_needed() {
     let cluster = TestCluster::up(50, 3, "memory", &[]);
     ok(&cluster.client("node1").put("k", Bytes::from("v"), None, Some(3)).await.unwrap());
+    let slow = Duration::from_millis(300);
     cluster.admin("node1", "fault", json!({"slow_ms": 300})).await;
 
     let (status, through_slow) = timed_get(&cluster, "node1", "k").await;
     assert_eq!(status, 200);
     assert!(
-        (Duration::from_millis(580)..Duration::from_millis(1500)).contains(&through_slow),
+        (2 * slow - Duration::from_millis(20)..Duration::from_millis(1500)).contains(&through_slow),
         "the client's and the quorum's round trips each pay 300 ms: {through_slow:?}"
     );
-    let (_, around_slow) = timed_get(&cluster, "node2", "k").await;
-    assert!(around_slow < Duration::from_millis(250), "R=2 does without the slow replica: {around_slow:?}");
+    // Whatever waits for the slow node takes at least slow_ms, so a request
+    // faster than that did without it, however loaded the machine.
+    let around_slow = median_get(&cluster, "node2", "k").await;
+    assert!(around_slow < slow, "R=2 does without the slow replica: {around_slow:?}");
 
-    let started = Instant::now();
-    let state = cluster.client("node1").send(Method::GET, "/admin/fault", None, Bytes::new()).await.unwrap();
-    assert_eq!(state.json().unwrap()["slow_ms"], 300);
-    assert!(started.elapsed() < Duration::from_millis(250), "the admin API is never slowed");
+    let mut admin = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let state = cluster.client("node1").send(Method::GET, "/admin/fault", None, Bytes::new()).await.unwrap();
+        assert_eq!(state.json().unwrap()["slow_ms"], 300);
+        admin.push(started.elapsed());
+    }
+    admin.sort();
+    assert!(admin[2] < slow, "the admin API is never slowed: {admin:?}");
 
     let healed = cluster.client("node1").send(Method::DELETE, "/admin/fault", None, Bytes::new()).await.unwrap();
     assert_eq!(healed.status, 200);
-    let (_, after) = timed_get(&cluster, "node1", "k").await;
-    assert!(after < Duration::from_millis(250), "healed: {after:?}");
+    let after = median_get(&cluster, "node1", "k").await;
+    assert!(after < slow, "healed: {after:?}");
 }
 
 #[tokio::test]

@@ -56,8 +56,13 @@ fn a_control_run_has_every_phase_and_no_errors() {
     }
     assert!(run.faults["events"].as_array().unwrap().is_empty(), "no fault in a control run");
     assert!(run.summary["availability"]["overall"].as_f64().unwrap() > 0.999, "{}", run.summary["availability"]);
-    let reads = run.rows.iter().filter(|r| r.op == "read").count() as f64;
-    assert!((0.45..0.55).contains(&(reads / run.rows.len() as f64)), "workload A reads half the time");
+    // Each measured request reads with probability ½ (the preload reads
+    // and writes each key once, so it says nothing): six binomial
+    // deviations on whatever number of requests the machine managed.
+    let measured: Vec<&Row> = run.rows.iter().filter(|r| r.phase != "load").collect();
+    let reads = measured.iter().filter(|r| r.op == "read").count() as f64 / measured.len() as f64;
+    let tolerance = 6.0 * (0.25 / measured.len() as f64).sqrt();
+    assert!((reads - 0.5).abs() < tolerance, "workload A reads half the time: {reads} of {}", measured.len());
 }
 
 #[test]
@@ -91,9 +96,11 @@ fn a_slow_node_slows_only_the_requests_it_serves() {
         elsewhere(&run.rows, &target, window).iter().filter(|r| r.ok).map(|r| r.latency_us).collect();
     let (slow, fast) = (median(served_by_slow), median(others));
     // A request the slow node coordinates pays the client's round trip and
-    // the quorum's: about 2 × 500 ms.
+    // the quorum's: about 2 × 500 ms. One that waited for it would pay at
+    // least 500 ms: less than half that is far from it, even on a busy
+    // machine.
     assert!(slow > 500_000, "median via {target}: {slow} µs");
-    assert!(fast < 50_000, "median elsewhere: {fast} µs");
+    assert!(fast < 250_000, "median elsewhere: {fast} µs");
 }
 
 #[test]

@@ -6,6 +6,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{ok_output as ok, privileged, NetnsCluster, BIN};
@@ -46,14 +48,31 @@ fn a_kernel_partition_cuts_peers_keeps_clients_and_heals_at_once() {
     // The cluster goes on without node3: W=2 through node1.
     ok(&cluster.dynabed(&["put", "--node", "198.18.0.2:60000", "--W", "2", "cut", "while cut"]));
 
-    let healed_at = Instant::now();
+    // node1 must hear a heartbeat sent after the heal, not one from before.
+    let client1 = node_addr(&cluster, "node1", false);
+    reach(Some("tf1-client"), || async {
+        let mut client = Client::new(client1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = client.status().await?.json().map_err(anyhow::Error::msg)?;
+            let members = status["members"].as_array().cloned().unwrap_or_default();
+            if members.iter().any(|m| m["id"] == "node3" && m["alive"] == false) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "node1 never saw node3 down");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .unwrap();
+
     ok(&cluster.dynabed(&["fault", "heal"]));
+    // The first fresh connection after the heal passes (a cut one would
+    // time out): the heal takes effect at once.
+    let healed_at = Instant::now();
     assert!(connects_from("tf1-n1", peer3), "a fresh connection passes right after the heal");
-    assert!(healed_at.elapsed() < Duration::from_secs(1));
     assert_eq!(faults_in_force("tf1"), 0);
     // Peer traffic resumes within the peer timeout (1 s) plus 1 s: node1
     // hears node3's heartbeat again.
-    let client1 = node_addr(&cluster, "node1", false);
     let resumed = reach(Some("tf1-client"), || async {
         let mut client = Client::new(client1);
         loop {
@@ -180,9 +199,13 @@ fn loss_drops_about_the_asked_share_one_way_and_heals() {
     let cluster = NetnsCluster::new("tf5");
     ok(&cluster.up(3));
     ok(&cluster.dynabed(&["fault", "loss", "--node", "node2", "--loss_pct", "20"]));
-    let lost = udp_loss("tf5-client", "tf5-n2", "198.18.0.3:40000".parse().unwrap(), 2000);
-    println!("loss 20 %: measured {:.1} % over 2000 datagrams", lost * 100.0);
-    assert!((0.17..=0.23).contains(&lost), "measured {lost}");
+    let sent = 5000;
+    let lost = udp_loss("tf5-client", "tf5-n2", "198.18.0.3:40000".parse().unwrap(), sent);
+    // Each datagram is dropped with probability 0.2: the share lost is
+    // binomial, six deviations (±3.4 points over 5000) is no accident.
+    let tolerance = 6.0 * (0.2 * 0.8 / sent as f64).sqrt();
+    println!("loss 20 %: measured {:.1} % over {sent} datagrams (±{:.1})", lost * 100.0, tolerance * 100.0);
+    assert!((lost - 0.2).abs() < tolerance, "measured {lost}");
     ok(&cluster.dynabed(&["fault", "heal"]));
     assert_eq!(udp_loss("tf5-client", "tf5-n2", "198.18.0.3:40001".parse().unwrap(), 500), 0.0);
 }
@@ -214,15 +237,31 @@ fn bandwidth_and_cpu_faults_are_applied_where_asked_and_removed() {
 /// paced, and returns the share that never arrived.
 fn udp_loss(from: &str, to: &str, target: SocketAddr, count: usize) -> f64 {
     let receiver = netns::namespace::run_in(to, || std::net::UdpSocket::bind(target)).unwrap().unwrap();
-    receiver.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    // Read while sending: a socket buffer holds only a few hundred datagrams.
-    let counter = std::thread::spawn(move || {
-        let mut received = 0;
-        let mut buf = [0u8; 16];
-        while receiver.recv(&mut buf).is_ok() {
-            received += 1;
+    // Room for every datagram: a receiver kept off the CPU by a busy machine
+    // must not lose any to a full socket buffer, which would read as loss.
+    force_receive_buffer(&receiver, 32 << 20);
+    receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    // Read while sending, until the sender is done and nothing came for
+    // half a second: however late this thread runs, it counts everything.
+    let counter = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut received = 0;
+            let mut buf = [0u8; 16];
+            let mut quiet_since = None;
+            loop {
+                if receiver.recv(&mut buf).is_ok() {
+                    received += 1;
+                    quiet_since = None;
+                } else if done.load(Ordering::SeqCst) {
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_millis(500) {
+                        return received;
+                    }
+                }
+            }
         }
-        received
     });
     let sender = netns::namespace::run_in(from, || std::net::UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
     for i in 0..count {
@@ -231,13 +270,32 @@ fn udp_loss(from: &str, to: &str, target: SocketAddr, count: usize) -> f64 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    done.store(true, Ordering::SeqCst);
     let received = counter.join().unwrap();
     1.0 - received as f64 / count as f64
 }
 
-/// Median time of `count` requests to `/status` on one kept-alive
-/// connection from the client namespace: one round trip each.
-fn median_rtt(client_ns: &str, addr: SocketAddr, count: usize) -> Duration {
+/// Sets the socket's receive buffer past `net.core.rmem_max` (root only).
+fn force_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket descriptor, and a c_int option value of the
+    // size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+/// The times of `count` requests to `/status` on one kept-alive connection
+/// from the client namespace, in the order they were sent: one round trip
+/// each.
+fn rtts(client_ns: &str, addr: SocketAddr, count: usize) -> Vec<Duration> {
     reach(Some(client_ns), || async {
         let mut client = Client::new(addr);
         client.status().await?;
@@ -247,10 +305,19 @@ fn median_rtt(client_ns: &str, addr: SocketAddr, count: usize) -> Duration {
             client.status().await?;
             times.push(started.elapsed());
         }
-        times.sort();
-        Ok(times[count / 2])
+        Ok(times)
     })
     .unwrap()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Median time of `count` requests: a few stalled by a busy machine do not move it.
+fn median_rtt(client_ns: &str, addr: SocketAddr, count: usize) -> Duration {
+    median(rtts(client_ns, addr, count))
 }
 
 #[test]
@@ -268,16 +335,20 @@ fn slow_adds_its_delay_to_each_round_trip_on_both_layers() {
         let (during_slow, during_other) = (median_rtt("tf7-client", slow, 15), median_rtt("tf7-client", other, 15));
         let added = during_slow.saturating_sub(base_slow);
         println!("{layer}: {out}\n  round trip to node3 +{added:?} (asked 200 ms); to node2 {base_other:?} -> {during_other:?}");
-        assert!((Duration::from_millis(180)..=Duration::from_millis(220)).contains(&added), "{layer}: +{added:?}");
-        // Unslowed means far from the 200 ms asked; the bound leaves room for
-        // a busy machine (other tests run beside this one).
+        // The delay sets the lower bound; above it, the bound only has to
+        // tell 200 ms from a delay applied twice (400 ms), which leaves room
+        // for a busy machine.
+        assert!((Duration::from_millis(180)..Duration::from_millis(300)).contains(&added), "{layer}: +{added:?}");
+        // Unslowed means less than half the 200 ms asked: far from it even
+        // on a busy machine (other tests run beside this one).
+        let half = Duration::from_millis(100);
         let other_change = during_other.abs_diff(base_other);
-        assert!(other_change < Duration::from_millis(20), "{layer}: node2 changed by {other_change:?}");
+        assert!(other_change < half, "{layer}: node2 changed by {other_change:?}");
         ok(&cluster.dynabed(&["fault", "heal"]));
-        let healed = Instant::now();
-        let after = median_rtt("tf7-client", slow, 15);
-        assert!(after < base_slow + Duration::from_millis(20), "{layer}: {after:?} after heal, baseline {base_slow:?}");
-        assert!(healed.elapsed() < Duration::from_secs(1));
+        let after = rtts("tf7-client", slow, 15);
+        assert!(after[0] < base_slow + half, "{layer}: the first request after the heal took {:?}", after[0]);
+        let after = median(after);
+        assert!(after < base_slow + half, "{layer}: {after:?} after heal, baseline {base_slow:?}");
     }
     assert!(
         RunState::existing("tf7").unwrap().unwrap().owned().unwrap().processes.iter().all(|p| p.role != "delay-line"),
@@ -295,8 +366,8 @@ fn a_plan_applies_and_heals_each_event_on_time() {
     let plan = cluster.dir.path().join("plan.json");
     std::fs::write(
         &plan,
-        r#"[{"at_s": 0.2, "duration_s": 0.6, "kind": "partition", "targets": ["node2"]},
-            {"at_s": 0.4, "duration_s": 0.3, "kind": "pause", "targets": ["node3"]}]"#,
+        r#"[{"at_s": 0.5, "duration_s": 2.5, "kind": "partition", "targets": ["node2"]},
+            {"at_s": 2.0, "duration_s": 0.5, "kind": "pause", "targets": ["node3"]}]"#,
     )
     .unwrap();
     let started = Instant::now();
@@ -304,10 +375,12 @@ fn a_plan_applies_and_heals_each_event_on_time() {
     let took = started.elapsed();
     let times: Vec<f64> = out.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
     assert_eq!(times.len(), 2, "{out}");
-    // Each apply includes its verification probe, so a step may start a
-    // little after its time, never before.
-    assert!((0.2..0.35).contains(&times[0]) && (0.4..0.65).contains(&times[1]), "applied on time: {out}");
-    assert!(took >= Duration::from_millis(800), "held until the last heal: {took:?}");
+    // A step never starts before its time. It may start late by what the
+    // step before took (each apply includes its verification probe) and by
+    // a busy machine, but by less than 0.5 s: a runner that counted each
+    // event's time from the one before would start the pause at 2.5 s.
+    assert!((0.5..1.0).contains(&times[0]) && (2.0..2.5).contains(&times[1]), "applied on time: {out}");
+    assert!(took >= Duration::from_millis(3000), "held until the last heal: {took:?}");
     assert_eq!(faults_in_force("tf8"), 0);
     assert!(connects_from("tf8-n1", node_addr(&cluster, "node2", true)), "the partition is healed");
 }

@@ -52,11 +52,14 @@ fn slow_uses_netem_where_the_kernel_has_it() {
     }
     let during = median_rtt(addr);
     println!("netem backend ran: asked 40 ms per round trip; round trip {base:?} before, {during:?} during");
-    // Under emulation the timers are coarse: the round trip must take at
-    // least the asked delay, and at most 15 ms more.
-    assert!((Duration::from_millis(40)..=Duration::from_millis(55)).contains(&during), "{during:?}");
+    // The round trip takes at least the asked delay; above it, the bound
+    // only has to tell 40 ms from a delay applied twice (80 ms), which
+    // leaves room for coarse timers under emulation and a busy machine.
+    assert!((Duration::from_millis(40)..Duration::from_millis(70)).contains(&during), "{during:?}");
     ok(&cluster.dynabed(&["fault", "heal"]));
-    assert!(median_rtt(addr) < base + Duration::from_millis(5), "healed");
+    // Healed: less than half the delay above the baseline.
+    let after = median_rtt(addr);
+    assert!(after < base + Duration::from_millis(20), "healed: {after:?}, baseline {base:?}");
 }
 
 #[test]

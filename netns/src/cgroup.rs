@@ -198,6 +198,7 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupErro
 mod tests {
     use super::*;
     use crate::throwaway::testing::{need_root, timing_lock};
+    use std::os::unix::process::CommandExt;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -255,9 +256,22 @@ mod tests {
             Ok(v) => v,
             Err(e) => panic!("cgroup probe failed: {e}"),
         };
-        let child = Command::new("yes").stdout(Stdio::null()).spawn().unwrap();
-        let busy = Busy(child);
+        let mut command = Command::new("yes");
+        command.stdout(Stdio::null());
+        // Its own session, hence its own scheduling autogroup, so that the
+        // top priority below puts it ahead of whatever else keeps the
+        // machine busy: `free` then measures the process, not the load.
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+        }
+        let busy = Busy(command.spawn().unwrap());
         let pid = busy.0.id();
+        // SAFETY: setpriority has no memory preconditions.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, pid, -20) };
+        assert_eq!(rc, 0, "setpriority: {}", std::io::Error::last_os_error());
+        // Absent when the kernel has no autogroups; then the nice value above suffices.
+        let _ = fs::write(format!("/proc/{pid}/autogroup"), "-20");
         let free = cpu_percent(pid);
         let name = format!("dynabed-test-{}", std::process::id());
         let (group, applied) = CpuGroup::create(&name, 10).unwrap();

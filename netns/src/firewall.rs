@@ -386,6 +386,8 @@ mod tests {
     use crate::throwaway::testing::need_root;
     use crate::throwaway::{Throwaway, ADDR_A, ADDR_B};
     use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn ip(s: &str) -> IpAddr {
@@ -415,15 +417,40 @@ mod tests {
     /// Sends `n` numbered datagrams from `from` to `to` while `to` counts what arrives.
     fn udp_delivered(from: &UdpSocket, to: UdpSocket, n: u32) -> usize {
         let dest = to.local_addr().unwrap();
-        let counter = std::thread::spawn(move || {
-            let mut seen = std::collections::HashSet::new();
-            let mut buf = [0u8; 64];
-            while let Ok((len, _)) = to.recv_from(&mut buf) {
-                if len == 4 {
-                    seen.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+        // Room for every datagram: a receiver kept off the CPU by a busy
+        // machine must not lose any to a full buffer, which reads as a drop.
+        let size: libc::c_int = 16 << 20;
+        // SAFETY: a valid socket descriptor and a c_int option of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&to),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        let done = Arc::new(AtomicBool::new(false));
+        // Counts until the sender is done and nothing came for 300 ms:
+        // however late this thread runs, it sees everything that arrived.
+        let counter = std::thread::spawn({
+            let done = done.clone();
+            move || {
+                let mut seen = std::collections::HashSet::new();
+                let mut buf = [0u8; 64];
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    match to.recv_from(&mut buf) {
+                        Ok((4, _)) => {
+                            seen.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+                        }
+                        Ok(_) => {}
+                        Err(_) if finished => return seen.len(),
+                        Err(_) => {}
+                    }
                 }
             }
-            seen.len()
         });
         for i in 0..n {
             let _ = from.send_to(&i.to_be_bytes(), dest); // EPERM when dropped on output
@@ -431,6 +458,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+        done.store(true, Ordering::SeqCst);
         counter.join().unwrap()
     }
 

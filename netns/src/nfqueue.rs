@@ -747,6 +747,22 @@ mod tests {
         samples[samples.len() / 2]
     }
 
+    /// The echo replies that arrive: each may take up to 2 s (a busy machine
+    /// can be slow to run the echo thread), and then 300 ms without one ends
+    /// the count; released packets arrive at once, so it never waits long.
+    fn replies(sock: &UdpSocket) -> usize {
+        let mut buf = [0u8; 16];
+        let mut replies = 0;
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        while sock.recv_from(&mut buf).is_ok() {
+            replies += 1;
+            if replies == 3 {
+                sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            }
+        }
+        replies
+    }
+
     fn queue_rule(pair: &Pair, queue_num: u16) -> Chain {
         let chain = Chain::new(&pair.b, "DYBQ", Hook::Input).unwrap();
         chain.create().unwrap();
@@ -796,11 +812,7 @@ mod tests {
         assert!(sock.recv_from(&mut buf).is_err(), "nothing passes while held");
         queue.verdict(got[0].id, Verdict::Drop).unwrap();
         assert_eq!(queue.release_all().unwrap(), 3);
-        let mut replies = 0;
-        while sock.recv_from(&mut buf).is_ok() {
-            replies += 1;
-        }
-        assert_eq!(replies, 3, "three released, one dropped by id");
+        assert_eq!(replies(&sock), 3, "three released, one dropped by id");
         assert_eq!(queue.close().unwrap(), 0);
         chain.remove().unwrap();
         stop.store(true, Ordering::SeqCst);
@@ -831,10 +843,13 @@ mod tests {
              delayed {delayed:.3} ms (+{:.3}), after stop {after:.3} ms; {stats:?}",
             delayed - base
         );
+        // The delay sets the lower bound; above it, room for a busy machine
+        // short of a delay applied twice (100 ms).
         assert!((45.0..=80.0).contains(&(delayed - base)), "added {:.3} ms", delayed - base);
         assert!(stats.delayed >= 20, "{stats:?}");
-        assert!(bypass - base < 5.0, "queue-bypass without a reader: {bypass:.3} ms");
-        assert!(after - base < 5.0, "stopped line with rule present: {after:.3} ms");
+        // Undelayed means less than half the 50 ms, even on a busy machine.
+        assert!(bypass - base < 25.0, "queue-bypass without a reader: {bypass:.3} ms");
+        assert!(after - base < 25.0, "stopped line with rule present: {after:.3} ms");
         chain.remove().unwrap();
         stop.store(true, Ordering::SeqCst);
     }
@@ -859,12 +874,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         let t0 = Instant::now();
         let stats = line.stop().unwrap();
-        let mut buf = [0u8; 16];
-        let mut replies = 0;
-        sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        while sock.recv_from(&mut buf).is_ok() {
-            replies += 1;
-        }
+        let replies = replies(&sock);
         eprintln!("stop with 3 held (D=10 s): {stats:?}, {replies} replies, stop took {:?}", t0.elapsed());
         assert_eq!(stats.released_at_stop, 3, "{stats:?}");
         assert_eq!(replies, 3, "held packets were accepted, not dropped, at stop");

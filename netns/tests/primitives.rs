@@ -144,7 +144,7 @@ fn veth_ends_are_born_in_their_own_namespaces_and_attach_to_a_bridge() {
         link::set_up(ns, l).expect("set up");
     }
     assert!(
-        eventually(Duration::from_secs(3), || { link::get(&node, &node_end).is_ok_and(|l| l.up && l.oper_up) }),
+        eventually(Duration::from_secs(20), || { link::get(&node, &node_end).is_ok_and(|l| l.up && l.oper_up) }),
         "veth carrier up once both ends are up"
     );
 
@@ -216,7 +216,7 @@ fn spawned_process_runs_detached_inside_the_namespace() {
     let session = stat[stat.rfind(')').expect(")") + 1..].split_whitespace().nth(3).map(str::to_owned);
     assert_eq!(session, Some(spawned.pid.to_string()), "its own session");
     assert!(
-        eventually(Duration::from_secs(3), || fs::read_to_string(&log).is_ok_and(|t| t.contains("started"))),
+        eventually(Duration::from_secs(20), || fs::read_to_string(&log).is_ok_and(|t| t.contains("started"))),
         "stdout goes to the log"
     );
 
@@ -224,7 +224,7 @@ fn spawned_process_runs_detached_inside_the_namespace() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(spawned.pid as i32), nix::sys::signal::Signal::SIGKILL)
         .expect("kill");
     assert!(
-        eventually(Duration::from_secs(3), || process::start_time(spawned.pid).is_none()),
+        eventually(Duration::from_secs(20), || process::start_time(spawned.pid).is_none()),
         "reaped, not left a zombie"
     );
     assert!(!spawned.is_alive());

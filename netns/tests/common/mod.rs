@@ -82,7 +82,8 @@ pub fn links_of_this_thread() -> Vec<String> {
     dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(|n| n.trim().to_owned()).collect()
 }
 
-/// Polls `check` every 10 ms until it holds or `timeout` passes.
+/// Polls `check` every 10 ms until it holds or `timeout` passes; callers
+/// give a timeout only a hang reaches, however busy the machine.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
