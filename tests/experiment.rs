@@ -323,10 +323,17 @@ fn ctrl_c_heals_the_fault_and_keeps_what_was_recorded() {
         assert!(std::time::Instant::now() < deadline, "the fault was never applied");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(driver.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let started = std::time::Instant::now();
-    let output = driver.wait_with_output().unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "the driver stops soon after Ctrl-C");
+    let pid = nix::unistd::Pid::from_raw(driver.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    // How long the driver then takes to heal, check and write depends on
+    // the machine; only a hang takes two minutes.
+    let (exited, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(driver.wait_with_output()));
+    let Ok(output) = output.recv_timeout(std::time::Duration::from_secs(120)) else {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("the driver did not exit within 120 s of Ctrl-C");
+    };
+    let output = output.unwrap();
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("interrupted"),
@@ -343,7 +350,11 @@ fn ctrl_c_heals_the_fault_and_keeps_what_was_recorded() {
         .collect();
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summaries[0]).unwrap()).unwrap();
     assert_eq!(summary["interrupted"], true, "the summary says the run was cut short");
-    assert!(summary["duration_s"].as_f64().unwrap() < 30.0, "and covers only what ran: {}", summary["duration_s"]);
+    // The clients stop soon after Ctrl-C, which came a second or two into
+    // the run: within the first half of its 30 s, in the run's own clock,
+    // is far from running on, however busy the machine.
+    let ran = summary["duration_s"].as_f64().unwrap();
+    assert!(ran < 15.0, "the clients stopped soon after Ctrl-C, and the summary covers only what ran: {ran} s");
     let run = drive(&cluster.procs, out.path(), &["--duration", "1"]);
     run.assert_clean();
     let csvs = std::fs::read_dir(out.path())
