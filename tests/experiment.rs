@@ -170,14 +170,20 @@ fn a_replica_held_back_serves_reads_that_miss_exactly_the_writes_made_elsewhere(
         event["applied_us"].as_i64().unwrap(),
         event["heal_started_us"].as_i64().unwrap(),
     );
-    let margin = 200_000;
+    // A write made elsewhere reaches node3 unless the partition stops it.
+    // One that was under way while the partition began, give or take the
+    // margin (a busy machine may still be replicating a write after
+    // acknowledging it), may have either outcome, however long it took.
+    // A read that ended before the heal began was served by the cut-off
+    // node3 alone.
+    let margin = 500_000;
     let elsewhere: Vec<&Row> = measured(&run.rows).filter(|r| r.op == "update" && r.ok && r.node != "node3").collect();
     let mut checked = 0;
     for read in measured(&run.rows).filter(|r| {
-        r.op == "read" && r.ok && r.node == "node3" && r.t_start_us > applied + margin && r.t_start_us < heal_started
+        r.op == "read" && r.ok && r.node == "node3" && r.t_start_us > applied + margin && r.t_end_us < heal_started
     }) {
         let writes: Vec<&&Row> = elsewhere.iter().filter(|w| w.key == read.key).collect();
-        if writes.iter().any(|w| (apply_started - margin..applied + margin).contains(&w.t_end_us)) {
+        if writes.iter().any(|w| w.t_start_us < applied + margin && w.t_end_us > apply_started - margin) {
             continue; // a write in flight as the partition began: either outcome is right
         }
         let missed: Vec<&&&Row> =
@@ -317,10 +323,17 @@ fn ctrl_c_heals_the_fault_and_keeps_what_was_recorded() {
         assert!(std::time::Instant::now() < deadline, "the fault was never applied");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(driver.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let started = std::time::Instant::now();
-    let output = driver.wait_with_output().unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "the driver stops soon after Ctrl-C");
+    let pid = nix::unistd::Pid::from_raw(driver.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    // How long the driver then takes to heal, check and write depends on
+    // the machine; only a hang takes two minutes.
+    let (exited, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(driver.wait_with_output()));
+    let Ok(output) = output.recv_timeout(std::time::Duration::from_secs(120)) else {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("the driver did not exit within 120 s of Ctrl-C");
+    };
+    let output = output.unwrap();
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("interrupted"),
@@ -337,7 +350,11 @@ fn ctrl_c_heals_the_fault_and_keeps_what_was_recorded() {
         .collect();
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summaries[0]).unwrap()).unwrap();
     assert_eq!(summary["interrupted"], true, "the summary says the run was cut short");
-    assert!(summary["duration_s"].as_f64().unwrap() < 30.0, "and covers only what ran: {}", summary["duration_s"]);
+    // The clients stop soon after Ctrl-C, which came a second or two into
+    // the run: within the first half of its 30 s, in the run's own clock,
+    // is far from running on, however busy the machine.
+    let ran = summary["duration_s"].as_f64().unwrap();
+    assert!(ran < 15.0, "the clients stopped soon after Ctrl-C, and the summary covers only what ran: {ran} s");
     let run = drive(&cluster.procs, out.path(), &["--duration", "1"]);
     run.assert_clean();
     let csvs = std::fs::read_dir(out.path())
@@ -381,7 +398,15 @@ fn a_node_a_plan_leaves_down_is_not_a_leftover_and_an_open_loop_that_falls_behin
     );
     let run = drive(&cluster.procs, out.path(), &["--plan", &plan, "--duration", "3"]);
     run.assert_clean();
-    manage_restart(&cluster, "node3");
+    // Restarting spawns the node and returns; the next run needs it serving
+    // and seen alive by everyone, which takes longer on a busy machine.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        cluster.restart("node3").await;
+        for id in cluster.ids() {
+            cluster.wait_all_alive(&id).await;
+        }
+    });
 
     // Far more than two clients can send: the loop ends at --duration anyway,
     // and the throughput it reports is what was sent, not the target.
@@ -398,8 +423,4 @@ fn a_node_a_plan_leaves_down_is_not_a_leftover_and_an_open_loop_that_falls_behin
     let throughput = run.summary["throughput_ops_s"].as_f64().unwrap();
     assert!(throughput < 100_000.0, "throughput is what was sent: {throughput}");
     assert_eq!(throughput, run.summary["requests"].as_f64().unwrap() / 2.0);
-}
-
-fn manage_restart(cluster: &TestCluster, id: &str) {
-    dynabed::cluster::manage::restart(&cluster.procs, id).expect("restart");
 }
