@@ -34,6 +34,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `nodes` nodes with `dynabed cluster up --loopback`.
     pub fn up(slot: u8, nodes: u16, storage: &str, extra: &[&str]) -> Self {
+        reclaim(&format!("t{slot}"));
         let dir = tempfile::tempdir().expect("temp dir");
         let procs = dir.path().join("cluster_procs.json");
         let output = Command::new(BIN)
@@ -242,6 +243,21 @@ pub fn privileged(test: &str) -> bool {
     ok
 }
 
+/// Removes what an earlier run of the suite left under a test's own prefix.
+///
+/// A test's Drop cannot run when the runner itself is killed (a timeout, a
+/// lost machine), and `cluster up` rightly refuses a prefix that still owns
+/// remains; the suite's prefixes belong to the suite, so it reclaims them by
+/// the same ownership records `dynabed cleanup` always uses.
+pub fn reclaim(prefix: &str) {
+    if !runstate::dir_of(prefix).exists() {
+        return;
+    }
+    eprintln!("{prefix}: reclaiming what an earlier, interrupted run left under this prefix");
+    let out = Command::new(BIN).args(["cleanup", "--prefix", prefix]).output().expect("running dynabed cleanup");
+    assert!(out.status.success(), "cleanup --prefix {prefix}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A namespaced cluster, removed by its prefix's run state when dropped.
 pub struct NetnsCluster {
     pub prefix: String,
@@ -250,6 +266,7 @@ pub struct NetnsCluster {
 
 impl NetnsCluster {
     pub fn new(prefix: &str) -> Self {
+        reclaim(prefix);
         NetnsCluster { prefix: prefix.to_owned(), dir: tempfile::tempdir().unwrap() }
     }
 
