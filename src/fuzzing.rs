@@ -2,7 +2,8 @@
 //! from outside — peer frames and messages, client contexts, stored
 //! objects, plan files, cluster files, HTTP keys and queries — is fed
 //! arbitrary and mutated inputs and must answer with an error, never a
-//! panic.
+//! panic. This module is the harness; each target lives beside the decoder
+//! it feeds (tests named `fuzz_…`), so the harness depends on nothing.
 //!
 //! Each target runs `FUZZ_CASES` inputs (2,000 in the ordinary test run;
 //! `scripts/fuzz` runs them by the hundred thousand in release mode) and
@@ -83,91 +84,4 @@ pub fn json_near(valid: &[&str]) -> impl Strategy<Value = String> {
                 chars.into_iter().collect()
             });
     prop_oneof![1 => noise, 4 => mutated]
-}
-
-#[cfg(test)]
-mod targets {
-    use super::*;
-    use crate::node::frame::{self, Direction};
-    use crate::node::protocol::{Request, Response};
-    use crate::node::version::{decode_context, encode_context, Object, VersionVector};
-
-    #[test]
-    fn fuzz_peer_frames_and_messages() {
-        let ping = frame::encode(7, Direction::Request, &Request::Ping).unwrap().to_vec();
-        let read = frame::encode(8, Direction::Request, &Request::Read { key: "user1".into() }).unwrap().to_vec();
-        let answer = frame::encode(9, Direction::Response, &Response::Written).unwrap().to_vec();
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        run("peer frames", bytes_near(vec![ping, read, answer]), |bytes| {
-            runtime.block_on(async {
-                let mut reader = bytes.as_slice();
-                while let Ok(Some(f)) = frame::read(&mut reader).await {
-                    let _ = frame::decode::<Request>(&f.payload);
-                    let _ = frame::decode::<Response>(&f.payload);
-                }
-            });
-        });
-    }
-
-    #[test]
-    fn fuzz_contexts() {
-        let clock: VersionVector = serde_json::from_value(serde_json::json!({"entries": {
-            "node1.abc123": {"counter": 5, "ts_ms": 0}, "node2.xyz789": {"counter": 70000, "ts_ms": 0}
-        }}))
-        .unwrap();
-        let valid = encode_context(&clock).into_bytes();
-        run("client contexts", bytes_near(vec![valid]), |bytes| {
-            if let Ok(text) = std::str::from_utf8(&bytes) {
-                if let Ok(clock) = decode_context(text) {
-                    // What decodes must be printable in a header.
-                    assert!(hyper::header::HeaderValue::from_str(&clock.readable()).is_ok(), "{clock}");
-                }
-            }
-        });
-    }
-
-    #[test]
-    fn fuzz_stored_objects() {
-        let mut object = Object::default();
-        let dot = crate::node::version::Dot { actor: "node1.abc123".into(), counter: 3 };
-        object.update(&VersionVector::default(), dot, Some("value".into()), 1, 10);
-        run("stored objects", bytes_near(vec![object.encode()]), |bytes| {
-            if let Ok(object) = Object::decode(&bytes) {
-                assert_eq!(Object::decode(&object.encode()).as_ref(), Ok(&object), "decode-encode round trip");
-            }
-        });
-    }
-
-    #[test]
-    fn fuzz_plan_files() {
-        let plans = [
-            r#"[{"at_s": 5, "duration_s": 10, "kind": "slow", "targets": ["node2"], "params": {"slow_ms": 100}}]"#,
-            r#"[{"at_s": 0.5, "duration_s": 3, "kind": "partition", "targets": ["node1"], "layer": "app", "params": {"partition_clients": "isolate"}}, {"at_s": 2, "duration_s": 1, "kind": "loss", "targets": ["node3"], "params": {"loss_pct": 20}}]"#,
-        ];
-        run("plan files", json_near(&plans), |text| {
-            if let Ok(events) = crate::faults::plan::parse(&text) {
-                // The runners wait for each step with a Duration.
-                for step in crate::faults::plan::timeline(&events) {
-                    assert!(std::time::Duration::try_from_secs_f64(step.at_s()).is_ok(), "{step:?} of {text}");
-                }
-            }
-        });
-    }
-
-    #[test]
-    fn fuzz_cluster_files() {
-        let procs = r#"{"node1": {"pid": 12345, "port": 60000, "host": "198.18.0.2", "peer_port": 61000, "netns": "dyb-n1", "data_dir": "/tmp/d1"}, "node10": {"pid": 2, "port": 60009, "host": "127.0.0.10", "peer_port": 61009, "netns": null, "data_dir": "d"}}"#;
-        let meta = r#"{"n": 3, "partitions": 256, "mode": "netns", "prefix": "dyb", "client_netns": "dyb-client", "admin_token": "x", "nodes": {"node1": {"argv": ["dynabed", "node"], "start_time": 5, "log": null}}}"#;
-        run("cluster files", json_near(&[procs, meta]), |text| {
-            if let Ok(procs) =
-                serde_json::from_str::<std::collections::BTreeMap<String, crate::cluster::files::NodeEntry>>(&text)
-            {
-                for (name, entry) in &procs {
-                    let _ = crate::cluster::files::natural_key(name);
-                    let _ = crate::cluster::launch::client_addr(entry);
-                }
-            }
-            let _ = serde_json::from_str::<crate::cluster::files::Meta>(&text);
-        });
-    }
 }

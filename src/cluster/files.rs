@@ -247,4 +247,19 @@ mod tests {
         let mode = fs::metadata(meta_path(&path)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
+
+    #[test]
+    fn fuzz_cluster_files() {
+        let procs = r#"{"node1": {"pid": 12345, "port": 60000, "host": "198.18.0.2", "peer_port": 61000, "netns": "dyb-n1", "data_dir": "/tmp/d1"}, "node10": {"pid": 2, "port": 60009, "host": "127.0.0.10", "peer_port": 61009, "netns": null, "data_dir": "d"}}"#;
+        let meta = r#"{"n": 3, "partitions": 256, "mode": "netns", "prefix": "dyb", "client_netns": "dyb-client", "admin_token": "x", "nodes": {"node1": {"argv": ["dynabed", "node"], "start_time": 5, "log": null}}}"#;
+        crate::fuzzing::run("cluster files", crate::fuzzing::json_near(&[procs, meta]), |text| {
+            if let Ok(procs) = serde_json::from_str::<std::collections::BTreeMap<String, NodeEntry>>(&text) {
+                for (name, entry) in &procs {
+                    let _ = natural_key(name);
+                    let _ = crate::cluster::launch::client_addr(entry);
+                }
+            }
+            let _ = serde_json::from_str::<Meta>(&text);
+        });
+    }
 }

@@ -312,4 +312,20 @@ mod tests {
             assert!(err.contains(reason), "{plan}: {err}");
         }
     }
+
+    #[test]
+    fn fuzz_plan_files() {
+        let plans = [
+            r#"[{"at_s": 5, "duration_s": 10, "kind": "slow", "targets": ["node2"], "params": {"slow_ms": 100}}]"#,
+            r#"[{"at_s": 0.5, "duration_s": 3, "kind": "partition", "targets": ["node1"], "layer": "app", "params": {"partition_clients": "isolate"}}, {"at_s": 2, "duration_s": 1, "kind": "loss", "targets": ["node3"], "params": {"loss_pct": 20}}]"#,
+        ];
+        crate::fuzzing::run("plan files", crate::fuzzing::json_near(&plans), |text| {
+            if let Ok(events) = parse(&text) {
+                // The runners wait for each step with a Duration.
+                for step in timeline(&events) {
+                    assert!(std::time::Duration::try_from_secs_f64(step.at_s()).is_ok(), "{step:?} of {text}");
+                }
+            }
+        });
+    }
 }

@@ -9,6 +9,8 @@ pub mod config;
 pub mod coordinator;
 pub mod faults;
 pub mod frame;
+#[cfg(test)]
+mod fuzz;
 pub mod handoff;
 pub mod handshake;
 pub mod http;
