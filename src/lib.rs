@@ -1,6 +1,7 @@
 //! dynabed: a Dynamo-style replicated key-value store (`node`) and the
 //! test bed that launches, breaks and measures clusters of it.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod cluster;

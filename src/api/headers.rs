@@ -1,0 +1,1 @@
+//! Names of the `X-Dynamo-*` HTTP headers.

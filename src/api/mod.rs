@@ -1,0 +1,14 @@
+//! The contract: everything two sides of a wire or a file agree on.
+//!
+//! The node, the client, the driver, the fault injector and the report each
+//! depend on this module, and none of them on another's internals: a type
+//! that crosses a socket or is read back from disk by another process
+//! lives here, once.
+
+pub mod admin;
+pub mod dot;
+pub mod fault;
+pub mod headers;
+pub mod ring;
+pub mod run;
+pub mod status;

@@ -1,0 +1,1 @@
+//! The files a run writes and the report reads back.
