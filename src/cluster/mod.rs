@@ -10,4 +10,5 @@ pub mod reach;
 pub mod ready;
 pub mod register;
 pub mod runstate;
+pub mod running;
 pub mod topology;
