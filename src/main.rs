@@ -124,7 +124,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Cluster(ClusterCommand::Up(args)) => cluster::launch::up(*args),
         Command::Cluster(ClusterCommand::Status(f)) => cluster::manage::status(&f.cluster_procs),
-        Command::Cluster(ClusterCommand::Down(f)) => cluster::manage::down(&f.cluster_procs),
+        Command::Cluster(ClusterCommand::Down(f)) => dynabed::cli::cleanup::down(&f.cluster_procs),
         Command::Cluster(ClusterCommand::Restart { node, file }) => {
             let record = cluster::manage::restart(&file.cluster_procs, &node)?;
             println!("restarted {node} as pid {}", record.pid);

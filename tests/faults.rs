@@ -26,7 +26,7 @@ fn node_addr(cluster: &NetnsCluster, id: &str, peer: bool) -> SocketAddr {
 }
 
 fn faults_in_force(prefix: &str) -> usize {
-    RunState::existing(prefix).unwrap().map(|s| s.owned().unwrap().faults.len()).unwrap_or(0)
+    dynabed::faults::journal::in_force(prefix).unwrap().len()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::experiment::drive;
 use common::{ok_output as ok, privileged, NetnsCluster, BIN};
 use dynabed::cluster::runstate::{self, RunState};
-use dynabed::faults::delay_daemon;
+use dynabed::faults::{delay_daemon, journal};
 use netns::process::{Signal, Spawned};
 
 /// This kernel's slow fault runs on the delay line only without sch_netem.
@@ -31,7 +31,7 @@ fn verified_delay_line(prefix: &str) -> Spawned {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let owned = RunState::existing(prefix).unwrap().map(|s| s.owned().unwrap()).unwrap_or_default();
-        let verified = owned.faults.iter().any(|f| f.verified.is_some());
+        let verified = journal::in_force(prefix).unwrap().iter().any(|f| f.verified.is_some());
         if let Some(daemon) = owned.processes.iter().find(|p| p.role == delay_daemon::ROLE).filter(|_| verified) {
             return daemon.record();
         }
@@ -70,7 +70,10 @@ fn fault_list_shows_a_killed_delay_line_lapsed_and_heal_clears_what_is_left() {
     let chain = netns::firewall::Chain::forward("th1-hub", "DYNABED_SLOW1").unwrap();
     assert!(chain.list().is_err(), "its iptables chain is removed");
     let owned = RunState::existing("th1").unwrap().unwrap().owned().unwrap();
-    assert!(owned.faults.is_empty() && owned.processes.iter().all(|p| p.role != delay_daemon::ROLE), "{owned:?}");
+    assert!(
+        journal::in_force("th1").unwrap().is_empty() && owned.processes.iter().all(|p| p.role != delay_daemon::ROLE),
+        "{owned:?}"
+    );
     assert!(!runstate::dir_of("th1").join("delay-line.sock").exists(), "the stale socket is removed");
 
     // The next delay gets a daemon of its own.
@@ -125,7 +128,7 @@ fn a_fault_held_for_a_duration_ends_with_an_error_when_its_delay_line_dies() {
     let output = holder.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("lapsed"), "{stderr}");
-    assert_eq!(RunState::existing("th3").unwrap().unwrap().owned().unwrap().faults.len(), 0, "and it healed it");
+    assert_eq!(journal::in_force("th3").unwrap().len(), 0, "and it healed it");
 }
 
 #[test]

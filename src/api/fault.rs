@@ -1,1 +1,157 @@
-//! The fault journal: what was applied, how, and the steps that heal it — read back by `fault list`, `cleanup` and the report.
+//! The fault journal: what was applied, how, and the steps that heal it —
+//! read back by `fault list`, `cleanup` and the report.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::runstate::OwnedProcess;
+
+/// One applied fault, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub id: u32,
+    pub kind: Kind,
+    pub targets: Vec<String>,
+    pub layer: Layer,
+    /// Which mechanism ran.
+    pub backend: Backend,
+    pub applied_at_ms: u64,
+    /// Exactly what was run, as argument vectors.
+    pub commands: Vec<Vec<String>>,
+    /// What the probe after applying saw.
+    pub verified: Option<String>,
+    /// Steps that heal it, in order.
+    pub undo: Vec<Undo>,
+    /// The process that keeps the fault in force, when the kernel alone
+    /// does not (the delay-line daemon). Journaled before it is asked to.
+    #[serde(default)]
+    pub held_by: Option<OwnedProcess>,
+}
+
+impl FaultRecord {
+    /// Why the fault is no longer in force although nobody healed it: the
+    /// process holding it is gone, and its effect with it. `None` while it
+    /// holds (or when no process holds it).
+    pub fn lapse(&self) -> Option<String> {
+        let holder = self.held_by.as_ref().filter(|p| !p.record().is_alive())?;
+        Some(format!(
+            "its {} process (pid {}) exited, so {} no longer has this fault",
+            holder.role,
+            holder.pid,
+            self.targets.join(",")
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Crash,
+    Slow,
+    Partition,
+    Pause,
+    Loss,
+    Bandwidth,
+    Cpu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    Kernel,
+    App,
+}
+
+impl Layer {
+    /// The name on the command line and in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Kernel => "kernel",
+            Layer::App => "app",
+        }
+    }
+}
+
+/// The mechanism that makes a fault, as the journal names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Drop rules in an nftables bridge table in the hub.
+    NftBridge,
+    /// SIGKILL or SIGSTOP.
+    Signal,
+    /// The node's own `/admin/fault` hooks.
+    AdminApi,
+    /// A token-bucket qdisc on the node's link.
+    Tbf,
+    /// A netem qdisc on the node's link.
+    Netem,
+    /// The hub's NFQUEUE delay line (kernels without sch_netem).
+    NfqueueDelayLine,
+    /// A cgroup CPU quota.
+    CgroupCpu,
+}
+
+impl Backend {
+    /// The name in the journal and the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::NftBridge => "nft-bridge",
+            Backend::Signal => "signal",
+            Backend::AdminApi => "admin-api",
+            Backend::Tbf => "tbf",
+            Backend::Netem => "netem",
+            Backend::NfqueueDelayLine => "nfqueue-delay-line",
+            Backend::CgroupCpu => "cgroup-cpu",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step that heals (part of) a fault; each is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Undo {
+    /// Delete an nftables table in a namespace (the bridge family: rules in the hub).
+    DeleteBridgeTable { namespace: String, name: String },
+    /// SIGCONT a paused node, if it is still that process.
+    Continue { pid: u32, start_time: u64 },
+    /// Restart a crashed node from its recorded command line.
+    Restart { node: String },
+    /// `DELETE /admin/fault` on a node.
+    HealApp { node: String },
+    /// Remove the root qdisc of a link.
+    ClearQdisc { namespace: String, device: String },
+    /// Move a cgroup's processes back to its parent and remove it.
+    RemoveCgroup { name: String },
+    /// Remove an iptables chain (and its jump from FORWARD) in a namespace.
+    RemoveForwardChain { namespace: String, name: String },
+    /// Stop delaying an address on the delay line.
+    DelayClear { addr: std::net::Ipv4Addr },
+    /// Stop the delay line once it delays nothing (it releases held packets first).
+    StopIdleDelayLine,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_keep_their_journal_names() {
+        for backend in [
+            Backend::NftBridge,
+            Backend::Signal,
+            Backend::AdminApi,
+            Backend::Tbf,
+            Backend::Netem,
+            Backend::NfqueueDelayLine,
+            Backend::CgroupCpu,
+        ] {
+            assert_eq!(serde_json::to_value(backend).unwrap(), backend.as_str());
+        }
+    }
+}

@@ -6,15 +6,19 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use crate::api::fault::{FaultRecord, Kind, Layer};
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
-use crate::faults::apply::{apply, CutDirection, FaultRequest};
-use crate::faults::plan::{self, FaultEvent, SeedFlags, Step};
-use crate::faults::{self, FaultRecord, Kind, Layer};
+use crate::faults::apply::apply;
+use crate::faults::fault::{defaults, Clients, CutDirection, FaultRequest, Params};
+use crate::faults::heal::{heal, HealFor};
+use crate::faults::journal;
+use crate::faults::plan::{self, FaultEvent, SeedFlags};
+use crate::faults::runner::{EventLog, Hooks, PlanRunner};
 
 #[derive(Debug, Subcommand)]
 pub enum FaultCommand {
@@ -70,19 +74,19 @@ pub struct FaultArgs {
     #[arg(long = "fault_layer", alias = "fault-layer", default_value = "kernel")]
     pub layer: Layer,
     /// Added round-trip delay for `slow`.
-    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = 200)]
+    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = defaults::SLOW_MS)]
     pub slow_ms: u64,
     /// `isolate` cuts the node from clients too.
-    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep", value_parser = ["keep", "isolate"])]
-    pub partition_clients: String,
+    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep")]
+    pub partition_clients: Clients,
     /// Chance of dropping each packet, per direction, for `loss`.
-    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = defaults::LOSS_PCT, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub loss_pct: u8,
     /// Link rate for `bandwidth`.
-    #[arg(long = "rate_kbit", alias = "rate-kbit", default_value_t = 1000)]
+    #[arg(long = "rate_kbit", alias = "rate-kbit", default_value_t = defaults::RATE_KBIT)]
     pub rate_kbit: u64,
     /// CPU share for `cpu`, in % of one core.
-    #[arg(long = "cpu_pct", alias = "cpu-pct", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=400))]
+    #[arg(long = "cpu_pct", alias = "cpu-pct", default_value_t = defaults::CPU_PCT, value_parser = clap::value_parser!(u32).range(1..=400))]
     pub cpu_pct: u32,
     /// Partitions: more nodes on the target's side of the split.
     #[arg(long, value_delimiter = ',')]
@@ -98,6 +102,21 @@ pub struct FaultArgs {
     pub duration: Option<f64>,
     #[command(flatten)]
     pub cluster: ClusterArg,
+}
+
+impl FaultArgs {
+    /// The settings, as a plan event would give them.
+    fn params(&self) -> Params {
+        Params {
+            slow_ms: Some(self.slow_ms),
+            loss_pct: Some(self.loss_pct),
+            rate_kbit: Some(self.rate_kbit),
+            cpu_pct: Some(self.cpu_pct),
+            partition_clients: Some(self.partition_clients),
+            no_restart: Some(self.no_restart),
+            direction: Some(self.direction),
+        }
+    }
 }
 
 pub fn run(command: FaultCommand) -> anyhow::Result<()> {
@@ -121,145 +140,123 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
                     events
                 }
             };
-            run_plan(&events, &cluster.cluster_procs)
+            run_plan(events, &cluster.cluster_procs)
         }
         FaultCommand::List(cluster) => list(&cluster.cluster_procs),
-        FaultCommand::Heal { id, cluster } => heal(&cluster.cluster_procs, id),
+        FaultCommand::Heal { id, cluster } => heal_by_hand(&cluster.cluster_procs, id),
     }
 }
 
 fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
-    let request = FaultRequest {
-        kind,
-        node: args.node.clone(),
-        layer: args.layer,
-        slow_ms: args.slow_ms,
-        isolate_clients: args.partition_clients == "isolate",
-        restart: !args.no_restart,
-        loss_pct: args.loss_pct,
-        rate_kbit: args.rate_kbit,
-        cpu_pct: args.cpu_pct,
-        with: args.with.clone(),
-        direction: args.direction,
-    };
-    let record = apply(&args.cluster.cluster_procs, &request)?;
-    println!("{}", describe(&record));
+    let params = args.params();
+    let request = FaultRequest::new(kind, args.layer, args.node.clone(), args.with.clone(), &params)?;
     let Some(seconds) = args.duration else {
+        let record = apply(&args.cluster.cluster_procs, &request)?;
+        println!("{}", describe(&record));
         println!("in force until `dynabed fault heal --id {}`", record.id);
         return Ok(());
     };
-    let held = hold(Duration::from_secs_f64(seconds), "healing", || record.lapse())?;
-    let healed = heal(&args.cluster.cluster_procs, Some(record.id));
-    match held {
-        Held::Lapsed { after, why } => {
-            if let Err(e) = healed {
-                eprintln!("warning: {e:#}");
-            }
-            anyhow::bail!(
-                "fault {} was found lapsed {:.1} s into its {seconds} s: {why}",
-                record.id,
-                after.as_secs_f64()
-            )
-        }
-        Held::Done | Held::Interrupted => healed,
-    }
+    let event = FaultEvent::holding(&request, params, seconds);
+    let mut printer = Printer { countdown: Countdown::new("healing"), held_for: Some(seconds) };
+    run_with(vec![event], &args.cluster.cluster_procs, &mut printer)
 }
 
 /// Applies and heals each event of a plan on time; Ctrl-C, SIGTERM or a
 /// failure heal everything the plan applied.
-fn run_plan(events: &[FaultEvent], cluster_procs: &Path) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut applied: Vec<Vec<FaultRecord>> = vec![Vec::new(); events.len()];
-    let outcome = (|| {
-        for step in plan::timeline(events) {
-            let due = started + Duration::from_secs_f64(step.at_s());
-            let lapse = || applied.iter().flatten().find_map(|r| r.lapse().map(|why| format!("fault {}: {why}", r.id)));
-            match hold(due.saturating_duration_since(Instant::now()), "next step", lapse)? {
-                Held::Done => {}
-                Held::Interrupted => anyhow::bail!("interrupted"),
-                Held::Lapsed { why, .. } => {
-                    anyhow::bail!("{why} (at {:.1} s of the plan)", started.elapsed().as_secs_f64())
-                }
-            }
-            let at = started.elapsed().as_secs_f64();
-            match step {
-                Step::Apply { event, .. } => {
-                    for request in events[event].requests() {
-                        let record = apply(cluster_procs, &request)?;
-                        println!("{at:8.3} s  {}", describe(&record));
-                        applied[event].push(record);
-                    }
-                }
-                Step::Heal { event, .. } => {
-                    for record in applied[event].drain(..) {
-                        heal(cluster_procs, Some(record.id))?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    })();
-    if outcome.is_err() {
-        for record in applied.into_iter().flatten() {
-            if let Err(e) = heal(cluster_procs, Some(record.id)) {
-                eprintln!("warning: healing fault {}: {e:#}", record.id);
-            }
-        }
-    }
+fn run_plan(events: Vec<FaultEvent>, cluster_procs: &Path) -> anyhow::Result<()> {
+    let mut printer = Printer { countdown: Countdown::new("next step"), held_for: None };
+    run_with(events, cluster_procs, &mut printer)
+}
+
+fn run_with(events: Vec<FaultEvent>, cluster_procs: &Path, printer: &mut Printer) -> anyhow::Result<()> {
+    crate::experiment::install_interrupt()?;
+    let mut runner = PlanRunner::for_cluster(events, cluster_procs.to_owned())?;
+    let outcome = runner.run_and_heal(printer);
+    printer.countdown.end();
     outcome
 }
 
-/// How a hold ended.
-enum Held {
-    /// Its time was up.
-    Done,
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// What it held lapsed `after` so long, for the reason given.
-    Lapsed { after: Duration, why: String },
+/// What `fault run` and `fault KIND --duration` print as the plan goes.
+struct Printer {
+    countdown: Countdown,
+    /// `fault KIND --duration`: the seconds the one fault is held.
+    held_for: Option<f64>,
 }
 
-/// Waits, showing a countdown on a terminal, and checks `lapse` every
-/// second: a fault that lapsed is not held any more, so waiting out its
-/// time would report an experiment that did not happen.
-fn hold(duration: Duration, what: &str, lapse: impl Fn() -> Option<String>) -> anyhow::Result<Held> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let began = Instant::now();
-        let end = began + duration;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let finished: anyhow::Result<Held> = loop {
-            if let Some(why) = lapse() {
-                break Ok(Held::Lapsed { after: began.elapsed(), why });
+impl Hooks for Printer {
+    fn before_step(&mut self) {
+        self.countdown.end();
+    }
+
+    fn applied(&mut self, at: Duration, record: &FaultRecord) {
+        self.countdown.end();
+        match self.held_for {
+            Some(_) => println!("{}", describe(record)),
+            None => println!("{:8.3} s  {}", at.as_secs_f64(), describe(record)),
+        }
+    }
+
+    fn healed(&mut self, record: &FaultRecord) {
+        self.countdown.end();
+        println!("healed fault {}: {:?} on {}", record.id, record.kind, record.targets.join(","));
+    }
+
+    fn lapsed(&mut self, log: &EventLog, record: &FaultRecord, why: &str) -> anyhow::Result<()> {
+        self.countdown.end();
+        let lapsed_s = log.lapsed_us.unwrap_or_default() as f64 / 1e6;
+        match self.held_for {
+            Some(seconds) => {
+                let after_s = lapsed_s - log.applied_us.unwrap_or_default() as f64 / 1e6;
+                anyhow::bail!("fault {} was found lapsed {after_s:.1} s into its {seconds} s: {why}", record.id)
             }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break Ok(Held::Done);
-            }
-            if std::io::stderr().is_terminal() {
-                eprint!("\r{what} in {:>4} s ", left.as_secs_f64().ceil() as u64);
-                let _ = std::io::stderr().flush();
-            }
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = tokio::time::sleep(left) => break Ok(Held::Done),
-                _ = tokio::signal::ctrl_c() => break Ok(Held::Interrupted),
-                _ = term.recv() => break Ok(Held::Interrupted),
-            }
-        };
-        if std::io::stderr().is_terminal() {
+            None => anyhow::bail!("fault {}: {why} (at {lapsed_s:.1} s of the plan)", record.id),
+        }
+    }
+
+    fn should_stop(&mut self) -> anyhow::Result<bool> {
+        match (crate::experiment::interrupted(), self.held_for) {
+            (false, _) => Ok(false),
+            // Ctrl-C ends a held fault early: it is healed, as asked.
+            (true, Some(_)) => Ok(true),
+            (true, None) => anyhow::bail!("interrupted"),
+        }
+    }
+
+    fn waiting(&mut self, left: Duration) {
+        self.countdown.show(left);
+    }
+}
+
+/// The seconds until the next step, on a terminal.
+struct Countdown {
+    what: &'static str,
+    shown: Option<u64>,
+}
+
+impl Countdown {
+    fn new(what: &'static str) -> Self {
+        Countdown { what, shown: None }
+    }
+
+    fn show(&mut self, left: Duration) {
+        let seconds = left.as_secs_f64().ceil() as u64;
+        if std::io::stderr().is_terminal() && self.shown != Some(seconds) {
+            eprint!("\r{} in {seconds:>4} s ", self.what);
+            let _ = std::io::stderr().flush();
+            self.shown = Some(seconds);
+        }
+    }
+
+    fn end(&mut self) {
+        if self.shown.take().is_some() {
             eprintln!();
         }
-        finished
-    })
+    }
 }
 
 fn list(cluster_procs: &Path) -> anyhow::Result<()> {
     let (_, meta) = files::read_cluster(cluster_procs)?;
-    let faults =
-        RunState::existing(&meta.prefix)?.map(|s| s.owned()).transpose()?.map(|o| o.faults).unwrap_or_default();
+    let faults = journal::in_force(&meta.prefix)?;
     if faults.is_empty() {
         println!("no faults in force on {}", meta.prefix);
     }
@@ -269,13 +266,13 @@ fn list(cluster_procs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn heal(cluster_procs: &Path, id: Option<u32>) -> anyhow::Result<()> {
+fn heal_by_hand(cluster_procs: &Path, id: Option<u32>) -> anyhow::Result<()> {
     let (_, meta) = files::read_cluster(cluster_procs)?;
     let Some(state) = RunState::existing(&meta.prefix)? else {
         println!("no faults in force on {}", meta.prefix);
         return Ok(());
     };
-    let healed = faults::heal(&state, id, false)?;
+    let healed = heal(&state, id, HealFor::Service)?;
     if let Some(id) = id.filter(|_| healed.is_empty()) {
         anyhow::bail!("no fault {id} in force (see `dynabed fault list`)");
     }

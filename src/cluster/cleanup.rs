@@ -1,9 +1,12 @@
-//! Removing what a cluster owns, by the run state's records: faults
-//! (healed from the journal), processes
+//! Removing what a cluster owns, by the run state's records: processes
 //! (only those whose pid *and* start time match), then namespaces (which
 //! takes their links, addresses and qdiscs with them), then the cluster
 //! files and the run-state folder. Used by `cluster down` and by
 //! `dynabed cleanup` after a crash; running it twice is harmless.
+//!
+//! A journal beside the record (the faults') still lists changes to undo;
+//! removing the folder would forget them, so cleanup refuses until whoever
+//! keeps it has emptied it (`faults::teardown` heals first).
 
 use std::time::Duration;
 
@@ -16,7 +19,6 @@ use super::runstate::RunState;
 /// What a cleanup removed.
 #[derive(Debug, Default)]
 pub struct Removed {
-    pub faults: usize,
     pub processes: usize,
     pub namespaces: usize,
     pub cluster_files: bool,
@@ -27,7 +29,15 @@ pub fn cleanup(prefix: &str) -> anyhow::Result<Removed> {
         remove_unused_folder(prefix);
         return Ok(Removed::default());
     };
-    let mut removed = Removed { faults: crate::faults::heal(&state, None, true)?.len(), ..Removed::default() };
+    let journals = state.open_journals()?;
+    if !journals.is_empty() {
+        bail!(
+            "{prefix} still journals changes to undo ({}) in {}: `dynabed cleanup --prefix {prefix}` heals them first",
+            journals.join(", "),
+            state.dir().display()
+        );
+    }
+    let mut removed = Removed::default();
     let owned = state.owned()?;
 
     let records: Vec<Spawned> = owned.processes.iter().map(|p| p.record()).collect();

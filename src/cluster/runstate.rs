@@ -1,11 +1,12 @@
 //! Run state: what one cluster (one prefix) owns, under
 //! `/run/dynabed/<prefix>/`.
 //!
-//! Everything the test bed creates — processes, namespaces, and faults
-//! with their firewall tables, qdiscs and cgroups — is written here
-//! *before* it is created, under a lock, so that `dynabed cleanup --prefix
-//! P` can remove exactly that, from any directory and after any crash.
-//! Cleanup is by ownership: nothing is ever found by matching names.
+//! Everything the test bed creates — processes and namespaces in
+//! `owned.json`, and in journals other modules keep beside it (the faults'
+//! firewall tables, qdiscs and cgroups) — is written here *before* it is
+//! created, under a lock, so that `dynabed cleanup --prefix P` can remove
+//! exactly that, from any directory and after any crash. Cleanup is by
+//! ownership: nothing is ever found by matching names.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A process the cluster started, known by pid and start time.
@@ -39,10 +41,11 @@ pub struct Owned {
     pub processes: Vec<OwnedProcess>,
     /// Network namespaces, in creation order (removed in reverse).
     pub namespaces: Vec<String>,
-    /// Faults in force: the heal journal.
-    #[serde(default)]
-    pub faults: Vec<crate::faults::FaultRecord>,
 }
+
+const OWNED: &str = "owned.json";
+/// How a journal's file name ends: `<name>.journal.json`.
+const JOURNAL: &str = ".journal.json";
 
 /// The run-state folder of one prefix, locked while open.
 pub struct RunState {
@@ -87,9 +90,9 @@ impl RunState {
         Ok(RunState { dir, _lock: lock })
     }
 
-    /// Opens the run state of `prefix` only if it exists.
+    /// Opens the run state of `prefix` only if it records something.
     pub fn existing(prefix: &str) -> anyhow::Result<Option<Self>> {
-        if dir_of(prefix).join("owned.json").exists() {
+        if records_something(prefix)? {
             Self::open(prefix).map(Some)
         } else {
             Ok(None)
@@ -101,23 +104,61 @@ impl RunState {
     }
 
     pub fn owned(&self) -> anyhow::Result<Owned> {
-        let path = self.dir.join("owned.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Owned::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        self.read(OWNED)
     }
 
     /// Changes the record atomically (write, fsync, rename).
     pub fn update(&self, change: impl FnOnce(&mut Owned)) -> anyhow::Result<()> {
         let mut owned = self.owned()?;
         change(&mut owned);
-        let path = self.dir.join("owned.json");
-        let tmp = self.dir.join("owned.json.tmp");
-        let mut file = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(&owned)?)?;
-        file.sync_all()?;
+        self.write(OWNED, &owned)
+    }
+
+    /// The entries of journal `name`: a list another module keeps here,
+    /// under the same lock, of things it made and must still undo.
+    pub fn journal<T: DeserializeOwned>(&self, name: &str) -> anyhow::Result<Vec<T>> {
+        self.read(&format!("{name}{JOURNAL}"))
+    }
+
+    /// Changes journal `name` atomically; an emptied journal is removed, so
+    /// a journal file on disk always holds something still to undo.
+    pub fn update_journal<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Vec<T>),
+    ) -> anyhow::Result<()> {
+        let file = format!("{name}{JOURNAL}");
+        let mut entries: Vec<T> = self.read(&file)?;
+        change(&mut entries);
+        if !entries.is_empty() {
+            return self.write(&file, &entries);
+        }
+        match fs::remove_file(self.dir.join(&file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {file}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The names of the journals that still hold entries.
+    pub fn open_journals(&self) -> anyhow::Result<Vec<String>> {
+        journals_in(&self.dir)
+    }
+
+    fn read<T: DeserializeOwned + Default>(&self, file: &str) -> anyhow::Result<T> {
+        let path = self.dir.join(file);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn write<T: Serialize>(&self, file: &str, value: &T) -> anyhow::Result<()> {
+        let path = self.dir.join(file);
+        let tmp = self.dir.join(format!("{file}.tmp"));
+        let mut out = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+        out.write_all(&serde_json::to_vec_pretty(value)?)?;
+        out.sync_all()?;
         fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     }
 
@@ -130,6 +171,28 @@ impl RunState {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether `prefix` has a run state that records something (without
+/// waiting for its lock).
+pub fn records_something(prefix: &str) -> anyhow::Result<bool> {
+    let dir = dir_of(prefix);
+    Ok(dir.join(OWNED).exists() || !journals_in(&dir)?.is_empty())
+}
+
+/// The names of the journal files in `dir`.
+fn journals_in(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok()?.strip_suffix(JOURNAL).map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -149,5 +212,19 @@ mod tests {
         assert_eq!(owned.processes.len(), 1);
         state.remove().unwrap();
         assert!(RunState::existing(&prefix).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_journal_exists_on_disk_only_while_it_holds_entries() {
+        let prefix = format!("rj{}", std::process::id() % 100_000);
+        let state = RunState::open(&prefix).unwrap();
+        state.update_journal("things", |entries: &mut Vec<u32>| entries.push(7)).unwrap();
+        assert_eq!(state.open_journals().unwrap(), ["things"]);
+        drop(state);
+        let state = RunState::existing(&prefix).unwrap().expect("a journal alone is run state");
+        assert_eq!(state.journal::<u32>("things").unwrap(), [7]);
+        state.update_journal("things", |entries: &mut Vec<u32>| entries.clear()).unwrap();
+        assert!(state.open_journals().unwrap().is_empty());
+        state.remove().unwrap();
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::faults::plan::SeedFlags;
+use crate::faults::fault::flag_name;
+use crate::faults::plan::{FailureMode, SeedFlags};
 use crate::workload::keys::KeyDistribution;
 use crate::workload::ops::{Routing, UpdateMode, Workload};
 
@@ -99,7 +100,7 @@ pub struct Resolved {
     pub partition_style: String,
     pub partition_clients: String,
     pub loss_pct: u8,
-    pub fault_layer: crate::faults::Layer,
+    pub fault_layer: crate::api::fault::Layer,
     pub target: Option<String>,
     pub no_restart: bool,
     pub plan: Option<PathBuf>,
@@ -128,7 +129,7 @@ impl ExperimentArgs {
         if !(f.warmup.is_finite() && f.warmup >= 0.0 && f.failure_duration.is_finite() && f.failure_duration > 0.0) {
             bail!("--warmup must be ≥ 0 and --failure_duration > 0 seconds");
         }
-        if self.plan.is_none() && f.failure_mode != "none" && f.warmup + f.failure_duration > self.duration {
+        if self.plan.is_none() && f.failure_mode != FailureMode::None && f.warmup + f.failure_duration > self.duration {
             bail!(
                 "--warmup {} + --failure_duration {} = {} s is longer than --duration {} s: the failure would outlast the workload",
                 f.warmup,
@@ -160,13 +161,13 @@ impl ExperimentArgs {
             n: self.n,
             r,
             w,
-            failure_mode: if self.plan.is_some() { "plan".into() } else { f.failure_mode.clone() },
+            failure_mode: if self.plan.is_some() { "plan".into() } else { flag_name(&f.failure_mode) },
             warmup_s: f.warmup,
             failure_duration_s: f.failure_duration,
             slow_ms: f.slow_ms,
             partition_ms: f.partition_ms,
-            partition_style: f.partition_style.clone(),
-            partition_clients: f.partition_clients.clone(),
+            partition_style: flag_name(&f.partition_style),
+            partition_clients: flag_name(&f.partition_clients),
             loss_pct: f.loss_pct,
             fault_layer: f.fault_layer,
             target: f.target.clone(),

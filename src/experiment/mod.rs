@@ -32,10 +32,11 @@ use self::args::{ExperimentArgs, Resolved};
 use self::cluster::ClusterView;
 use self::cpu::{CpuMeter, CpuReport, Role};
 use self::outputs::Outputs;
-use self::timeline::Timeline;
+use self::timeline::{DriverHooks, Timeline};
+use crate::api::fault::{Kind, Undo};
 use crate::cluster::runstate::RunState;
 use crate::faults::plan::{self, FaultEvent};
-use crate::faults::{delay_daemon, Kind};
+use crate::faults::{delay_daemon, journal};
 use crate::workload::ops::Routing;
 
 pub use self::interrupt::{install as install_interrupt, requested as interrupted};
@@ -201,24 +202,23 @@ impl Setup {
         let processes = || measured_processes(cluster).unwrap_or_default();
         let mut cpu = CpuMeter::start(&processes());
         let mut timeline =
-            Timeline::new(self.plan.clone(), cluster.procs_path.clone(), cluster.meta.prefix.clone(), t0);
-        let mut failure = timeline
-            .run(
-                shared,
-                nominal_window(&self.settings),
-                || cpu.sample(&processes(), false),
-                || {
-                    // A node left down (--no_restart) cannot take them; say so and go on.
-                    if let Err(e) = self.apply_switches() {
-                        eprintln!("warning: after a heal: {e:#}");
-                    }
-                },
-            )
-            .err();
+            Timeline::new(self.plan.clone(), cluster.procs_path.clone(), cluster.meta.prefix.clone(), t0)
+                .with_nominal_window(nominal_window(&self.settings));
+        let mut hooks = DriverHooks {
+            shared,
+            before_step: || cpu.sample(&processes(), false),
+            after_heal: || {
+                // A node left down (--no_restart) cannot take them; say so and go on.
+                if let Err(e) = self.apply_switches() {
+                    eprintln!("warning: after a heal: {e:#}");
+                }
+            },
+        };
+        let mut failure = timeline.run(&mut hooks).err();
         if failure.is_some() {
             shared.stop.store(true, Ordering::Relaxed);
         }
-        if let Err(e) = timeline.heal_all() {
+        if let Err(e) = timeline.heal_all(&mut hooks) {
             failure.get_or_insert(e);
         }
         Measured { timeline, cpu, watch, failure, tcp_at_t0 }
@@ -295,7 +295,7 @@ impl Setup {
 /// this run's results and be blamed on it.
 fn refuse_faults_in_force(cluster: &ClusterView) -> anyhow::Result<()> {
     let Some(state) = RunState::existing(&cluster.meta.prefix)? else { return Ok(()) };
-    let faults = state.owned()?.faults;
+    let faults = journal::records(&state)?;
     if !faults.is_empty() {
         let ids: Vec<String> =
             faults.iter().map(|f| format!("{} ({:?} on {})", f.id, f.kind, f.targets.join(","))).collect();
@@ -439,7 +439,7 @@ fn leftovers(cluster: &ClusterView, timeline: &Timeline, after: &[anyhow::Result
     // Crashes healed without a restart (--no_restart, or a plan's no_restart) are meant to stay down.
     let meant_down: Vec<&str> = records
         .iter()
-        .filter(|r| r.kind == Kind::Crash && !r.undo.iter().any(|u| matches!(u, crate::faults::Undo::Restart { .. })))
+        .filter(|r| r.kind == Kind::Crash && !r.undo.iter().any(|u| matches!(u, Undo::Restart { .. })))
         .flat_map(|r| r.targets.iter().map(String::as_str))
         .collect();
     for (id, status) in cluster.ids.iter().zip(after) {

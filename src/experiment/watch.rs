@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::cluster::ClusterView;
-use super::timeline::EventLog;
+use crate::faults::runner::EventLog;
 
 const EVERY: Duration = Duration::from_millis(100);
 

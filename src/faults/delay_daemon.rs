@@ -6,7 +6,7 @@
 //! behind, and a refused connection says nothing about what is delayed.
 //! The record can: because the rules use queue-bypass, a daemon that is
 //! gone took every delay it held with it. Its faults have lapsed (see
-//! [`super::FaultRecord::lapse`]); healing them asks nothing of it and only
+//! [`crate::api::fault::FaultRecord::lapse`]); healing them asks nothing of it and only
 //! removes their rules, its record and its stale socket.
 
 use std::net::Ipv4Addr;

@@ -3,7 +3,10 @@
 //! this after every run, so a heal that silently failed is a reported error
 //! rather than a surprise in the next experiment.
 
-use super::{admin, delay_daemon, Undo};
+use super::admin::admin;
+use super::heal::ClusterFiles;
+use super::{delay_daemon, journal};
+use crate::api::fault::{FaultRecord, Undo};
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
 use crate::node::faults::FaultState;
@@ -11,10 +14,12 @@ use crate::node::faults::FaultState;
 /// Everything still in place that `records` (all healed) created; empty
 /// when the heals were complete. (Whether a crashed node came back is the
 /// driver's own check: with `--no_restart` it is meant to stay down.)
-pub fn leftovers(state: &RunState, records: &[super::FaultRecord]) -> anyhow::Result<Vec<String>> {
+pub fn leftovers(state: &RunState, records: &[FaultRecord]) -> anyhow::Result<Vec<String>> {
     let owned = state.owned()?;
-    let mut found: Vec<String> =
-        owned.faults.iter().map(|r| format!("fault {} ({:?}) is still in the journal", r.id, r.kind)).collect();
+    let mut found: Vec<String> = journal::records(state)?
+        .iter()
+        .map(|r| format!("fault {} ({:?}) is still in the journal", r.id, r.kind))
+        .collect();
     if owned.processes.iter().any(|p| p.role == delay_daemon::ROLE) {
         found.push("the delay-line daemon is still running".into());
     }
@@ -29,7 +34,7 @@ pub fn leftovers(state: &RunState, records: &[super::FaultRecord]) -> anyhow::Re
     Ok(found)
 }
 
-fn still_there(step: &Undo, cluster: Option<&super::Cluster>) -> anyhow::Result<Option<String>> {
+fn still_there(step: &Undo, cluster: Option<&ClusterFiles>) -> anyhow::Result<Option<String>> {
     use netns::firewall::{Chain, Family, Table};
     let in_namespace = |namespace: &str| netns::namespace::exists(namespace);
     Ok(match step {

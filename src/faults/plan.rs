@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::apply::{CutDirection, FaultRequest};
-use super::{Kind, Layer};
+use super::fault::{defaults, Clients, FaultError, FaultRequest, Params};
+use crate::api::fault::{Kind, Layer};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,44 +28,24 @@ fn kernel() -> Layer {
     Layer::Kernel
 }
 
-/// Per-kind settings; each has the same default as `dynabed fault`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    pub slow_ms: Option<u64>,
-    pub loss_pct: Option<u8>,
-    pub rate_kbit: Option<u64>,
-    pub cpu_pct: Option<u32>,
-    /// `keep` (default) or `isolate`.
-    pub partition_clients: Option<String>,
-    pub no_restart: Option<bool>,
-    /// Partitions: all targets form one side of the split; `in`, `out` or `both`.
-    pub direction: Option<CutDirection>,
-}
-
 impl FaultEvent {
     /// One request per target; a partition's targets form one side of a
     /// single split.
-    pub fn requests(&self) -> Vec<FaultRequest> {
-        let p = &self.params;
-        let split = self.kind == Kind::Partition;
-        let targets = if split { &self.targets[..1] } else { &self.targets[..] };
-        targets
-            .iter()
-            .map(|node| FaultRequest {
-                kind: self.kind,
-                node: node.clone(),
-                layer: self.layer,
-                slow_ms: p.slow_ms.unwrap_or(200),
-                isolate_clients: p.partition_clients.as_deref() == Some("isolate"),
-                restart: !p.no_restart.unwrap_or(false),
-                loss_pct: p.loss_pct.unwrap_or(20),
-                rate_kbit: p.rate_kbit.unwrap_or(1000),
-                cpu_pct: p.cpu_pct.unwrap_or(10),
-                with: if split { self.targets[1..].to_vec() } else { Vec::new() },
-                direction: p.direction.unwrap_or_default(),
-            })
-            .collect()
+    pub fn requests(&self) -> Result<Vec<FaultRequest>, FaultError> {
+        let request = |node: &String, with: &[String]| {
+            FaultRequest::new(self.kind, self.layer, node.clone(), with.to_vec(), &self.params)
+        };
+        match (self.kind, self.targets.split_first()) {
+            (Kind::Partition, Some((node, with))) => Ok(vec![request(node, with)?]),
+            _ => self.targets.iter().map(|node| request(node, &[])).collect(),
+        }
+    }
+
+    /// A one-event plan's event: `request` from the plan's start for
+    /// `duration_s` (`dynabed fault KIND --duration`).
+    pub fn holding(request: &FaultRequest, params: Params, duration_s: f64) -> FaultEvent {
+        let (kind, layer, targets) = (request.fault.kind(), request.layer, request.targets());
+        FaultEvent { at_s: 0.0, duration_s, kind, targets, layer, params }
     }
 
     fn check(&self, index: usize) -> anyhow::Result<()> {
@@ -79,13 +59,7 @@ impl FaultEvent {
         if self.targets.is_empty() {
             bail!("{what}: targets must name at least one node");
         }
-        if let Some(style) = self.params.partition_clients.as_deref().filter(|s| !["keep", "isolate"].contains(s)) {
-            bail!("{what}: partition_clients is keep or isolate, not {style:?}");
-        }
-        if self.params.loss_pct.is_some_and(|p| p == 0 || p > 100) {
-            bail!("{what}: loss_pct must be 1-100");
-        }
-        Ok(())
+        self.requests().map(drop).map_err(|e| anyhow::anyhow!("{what}: {e}"))
     }
 }
 
@@ -102,13 +76,33 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The seed's `--failure_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailureMode {
+    None,
+    Crash,
+    Slow,
+    #[value(name = "single_partition")]
+    SinglePartition,
+    Partition,
+    Pause,
+    Loss,
+}
+
+/// The seed's `--partition_style`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PartitionStyle {
+    Drop,
+    Delay,
+}
+
 /// The seed's failure flags, which build a one-event plan.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedFlags {
     /// The seed's none, crash, slow, single_partition or partition; or
     /// pause (SIGSTOP) or loss (--loss_pct).
-    #[arg(long = "failure_mode", alias = "failure-mode", default_value = "none", value_parser = ["none", "crash", "slow", "single_partition", "partition", "pause", "loss"])]
-    pub failure_mode: String,
+    #[arg(long = "failure_mode", alias = "failure-mode", default_value = "none")]
+    pub failure_mode: FailureMode,
     /// Seconds before the failure starts.
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     pub warmup: f64,
@@ -116,14 +110,14 @@ pub struct SeedFlags {
     #[arg(long = "failure_duration", alias = "failure-duration", default_value_t = 20.0, value_parser = parse_seconds)]
     pub failure_duration: f64,
     /// Added round-trip delay of a slow node.
-    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = 200)]
+    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = defaults::SLOW_MS)]
     pub slow_ms: u64,
     /// Delay of the seed's huge-delay partition (with --partition_style delay) [default: 60000].
     #[arg(long = "partition_ms", alias = "partition-ms")]
     pub partition_ms: Option<u64>,
     /// `drop` cuts the node off; `delay` is the seed's huge-delay variant.
-    #[arg(long = "partition_style", alias = "partition-style", default_value = "drop", value_parser = ["drop", "delay"])]
-    pub partition_style: String,
+    #[arg(long = "partition_style", alias = "partition-style", default_value = "drop")]
+    pub partition_style: PartitionStyle,
     /// kernel or app.
     #[arg(long = "fault_layer", alias = "fault-layer", default_value = "kernel")]
     pub fault_layer: Layer,
@@ -137,23 +131,26 @@ pub struct SeedFlags {
     #[arg(long = "no_restart", alias = "no-restart")]
     pub no_restart: bool,
     /// Partitions: `isolate` cuts the node from clients too.
-    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep", value_parser = ["keep", "isolate"])]
-    pub partition_clients: String,
+    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep")]
+    pub partition_clients: Clients,
     /// Chance of dropping each packet, per direction, for `loss`.
-    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = defaults::LOSS_PCT, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub loss_pct: u8,
 }
+
+/// The seed's huge delay that stands for a partition (`--partition_style delay`).
+const PARTITION_DELAY_MS: u64 = 60_000;
 
 impl SeedFlags {
     /// The plan, with notes for the record (the target drawn, flags unused).
     pub fn plan(&self, nodes: &[String]) -> anyhow::Result<(Vec<FaultEvent>, Vec<String>)> {
         let mut notes = Vec::new();
-        let drop_style = self.partition_style == "drop";
-        let partition = matches!(self.failure_mode.as_str(), "partition" | "single_partition");
+        let drop_style = self.partition_style == PartitionStyle::Drop;
+        let partition = matches!(self.failure_mode, FailureMode::Partition | FailureMode::SinglePartition);
         if self.partition_ms.is_some() && (drop_style || !partition) {
             notes.push("--partition_ms is unused: it only sets the delay of --partition_style delay partitions".into());
         }
-        if self.failure_mode == "none" {
+        if self.failure_mode == FailureMode::None {
             return Ok((Vec::new(), notes));
         }
         let target = match &self.target {
@@ -168,13 +165,13 @@ impl SeedFlags {
                 node
             }
         };
-        let (kind, slow_ms) = match self.failure_mode.as_str() {
-            "crash" => (Kind::Crash, None),
-            "slow" => (Kind::Slow, Some(self.slow_ms)),
-            "pause" => (Kind::Pause, None),
-            "loss" => (Kind::Loss, None),
+        let (kind, slow_ms) = match self.failure_mode {
+            FailureMode::Crash => (Kind::Crash, None),
+            FailureMode::Slow => (Kind::Slow, Some(self.slow_ms)),
+            FailureMode::Pause => (Kind::Pause, None),
+            FailureMode::Loss => (Kind::Loss, None),
             _ if drop_style => (Kind::Partition, None),
-            _ => (Kind::Slow, Some(self.partition_ms.unwrap_or(60_000))),
+            _ => (Kind::Slow, Some(self.partition_ms.unwrap_or(PARTITION_DELAY_MS))),
         };
         let event = FaultEvent {
             at_s: self.warmup,
@@ -185,7 +182,7 @@ impl SeedFlags {
             params: Params {
                 slow_ms,
                 no_restart: Some(self.no_restart),
-                partition_clients: (kind == Kind::Partition).then(|| self.partition_clients.clone()),
+                partition_clients: (kind == Kind::Partition).then_some(self.partition_clients),
                 loss_pct: (kind == Kind::Loss).then_some(self.loss_pct),
                 ..Params::default()
             },
@@ -252,10 +249,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(events[0].layer, Layer::Kernel);
-        assert_eq!(events[0].requests()[0].slow_ms, 500);
-        let split = events[1].requests();
+        assert_eq!(events[0].requests().unwrap()[0].fault, super::super::fault::Fault::Slow { slow_ms: 500 });
+        let split = events[1].requests().unwrap();
         assert_eq!(split.len(), 1, "one split with both targets on one side");
-        assert_eq!((split[0].node.as_str(), split[0].with.as_slice()), ("node1", ["node2".to_owned()].as_slice()));
+        assert_eq!(split[0].targets(), ["node1", "node2"]);
         let steps = timeline(&events);
         assert_eq!(steps[0], Step::Apply { event: 0, at_s: 10.0 });
         assert_eq!(steps[1], Step::Heal { event: 0, at_s: 30.0 }, "a heal precedes an apply at the same time");

@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use self::spec::Cell;
+use crate::api::fault::Layer;
 use crate::experiment::args::ExperimentArgs;
-use crate::faults::Layer;
 
 /// Rough cost of a cell besides its measured seconds (preload, repair
 /// rounds, the checker), for the estimate printed before a matrix starts.

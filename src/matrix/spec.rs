@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::faults::Layer;
+use crate::api::fault::Layer;
 
 /// One row of the seed's table: `Workload | Distribution | Failure Mode | Concurrency | Notes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use self::run::RunData;
-use crate::faults::Layer;
+use crate::api::fault::Layer;
 use crate::matrix::spec::Cell;
 use crate::matrix::CellRecord;
 

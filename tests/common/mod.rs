@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub mod experiment;
 
 use dynabed::client::{Answer, Client};
-use dynabed::cluster::{cleanup, files, launch::client_addr, manage, runstate};
+use dynabed::cluster::{files, launch::client_addr, manage, runstate};
 use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
@@ -205,7 +205,7 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if let Err(e) = manage::down(&self.procs) {
+        if let Err(e) = dynabed::faults::down(&self.procs) {
             eprintln!("test cluster cleanup: {e:#}");
         }
     }
@@ -303,7 +303,7 @@ impl NetnsCluster {
 
 impl Drop for NetnsCluster {
     fn drop(&mut self) {
-        if let Err(e) = cleanup::cleanup(&self.prefix) {
+        if let Err(e) = dynabed::faults::teardown(&self.prefix) {
             eprintln!("cleanup of {}: {e:#}", self.prefix);
         }
     }
