@@ -267,3 +267,81 @@ pub fn text(summary: &Summary) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The key paths of the summary as written before it was typed (from a
+    /// real run), in file order; the contents of maps keyed by data (error
+    /// classes, phases, rounds, nodes) and of arrays are left out.
+    const PREVIOUS_KEYS: &str = include_str!("testdata/summary_keys.txt");
+    const KEYED_BY_DATA: [&str; 4] = ["errors", "phases", "repair.keys_by_rounds", "tcp.nodes"];
+
+    fn key_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+        let Value::Object(map) = value else { return };
+        if KEYED_BY_DATA.contains(&prefix) {
+            return;
+        }
+        for (key, child) in map {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            out.push(path.clone());
+            key_paths(child, &path, out);
+        }
+    }
+
+    fn files() -> Files {
+        let path = |name: &str| std::path::PathBuf::from(format!("/runs/{name}"));
+        Files {
+            workload: path("workload.csv"),
+            faults: path("faults.json"),
+            manifest: path("manifest.json"),
+            summary: path("summary.json"),
+            nodes: path("nodes"),
+            membership: path("membership.csv"),
+            repair_results: None,
+        }
+    }
+
+    #[test]
+    fn a_built_summary_has_the_keys_of_the_previous_literal_in_its_order() {
+        let mut stats = Stats::default();
+        for h in [&mut stats.reads.latency, &mut stats.updates.latency, &mut stats.stale_age, &mut stats.vclock_entries]
+        {
+            h.record(3).unwrap();
+        }
+        let cpu = CpuReport {
+            wall_s: 1.0,
+            cores: 2,
+            nodes_s: 0.5,
+            driver_s: 0.25,
+            delay_line_s: 0.0,
+            machine_busy: Some(0.5),
+            saturated: false,
+        };
+        let repair = Repair { hints_pending: 0, rounds: Vec::new(), keys: BTreeMap::from([(1, Some(0))]) };
+        let summary = build(Inputs {
+            stats: &stats,
+            duration_s: 1.0,
+            target_rate: None,
+            interrupted: false,
+            unreadable_clocks: 0,
+            requests_sent: 0,
+            rows_written: 0,
+            cpu: &cpu,
+            repair: &repair,
+            post_repair: true,
+            verdict: &Verdict::default(),
+            leftovers: &[],
+            lapses: &[],
+            detections: Vec::new(),
+            tcp: &BTreeMap::new(),
+            files: files(),
+        });
+        let mut paths = Vec::new();
+        key_paths(&serde_json::to_value(&summary).unwrap(), "", &mut paths);
+        assert_eq!(paths, PREVIOUS_KEYS.lines().collect::<Vec<_>>());
+        assert!(text(&summary).contains("[REPAIR], KeysConvergedInRounds=0, 1\n"));
+    }
+}

@@ -129,3 +129,19 @@ pub struct Machine {
     /// The kernel release.
     pub kernel: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest the driver wrote before the manifest was typed.
+    const WRITTEN: &str = include_str!("testdata/manifest.json");
+
+    #[test]
+    fn a_written_manifest_reads_back_and_writes_the_same_bytes() {
+        let manifest: Manifest = serde_json::from_str(WRITTEN).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&manifest).unwrap() + "\n", WRITTEN);
+        assert_eq!(manifest.settings.failure_mode, "slow");
+        assert_eq!(manifest.settings.fault_layer, "app");
+    }
+}

@@ -89,3 +89,33 @@ pub struct CellRecord {
     pub error: Option<String>,
     pub wall_s: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_file_round_trips_and_names_its_folder() {
+        let cell = Cell {
+            row: 2,
+            workload: "A".into(),
+            distribution: "zipf".into(),
+            failure_mode: "slow".into(),
+            concurrency: 16,
+            layer: Some(Layer::Kernel),
+        };
+        assert_eq!(cell.dir(Path::new("m")), Path::new("m/cells/A-zipf-slow-c16-kernel"));
+        let record = CellRecord {
+            name: cell.name(),
+            seed: 3,
+            command_line: vec!["dynabed experiment".into()],
+            status: "failed".into(),
+            error: Some("lost writes".into()),
+            wall_s: 12.5,
+        };
+        let file = CellFile { cell, record };
+        let json = serde_json::to_string(&file).unwrap();
+        assert!(json.starts_with(r#"{"cell":{"row":2,"#), "{json}");
+        assert_eq!(serde_json::from_str::<CellFile>(&json).unwrap(), file);
+    }
+}

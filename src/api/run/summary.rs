@@ -215,3 +215,40 @@ pub struct LostWrites {
     /// Hints not delivered when the check ran (for a node left down).
     pub hints_left: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A summary the driver wrote before the summary was typed (a real run,
+    /// with the empty parts filled in by hand).
+    const WRITTEN: &str = include_str!("testdata/summary.json");
+
+    fn pretty(summary: &Summary) -> String {
+        serde_json::to_string_pretty(summary).unwrap() + "\n"
+    }
+
+    #[test]
+    fn a_written_summary_reads_back_and_writes_the_same_bytes() {
+        let summary: Summary = serde_json::from_str(WRITTEN).unwrap();
+        assert_eq!(pretty(&summary), WRITTEN);
+    }
+
+    #[test]
+    fn a_summary_round_trips() {
+        let summary: Summary = serde_json::from_str(WRITTEN).unwrap();
+        let again: Summary = serde_json::from_str(&pretty(&summary)).unwrap();
+        assert_eq!(again, summary);
+    }
+
+    #[test]
+    fn figures_that_do_not_exist_are_null() {
+        let mut summary: Summary = serde_json::from_str(WRITTEN).unwrap();
+        summary.throughput_ops_s = None;
+        summary.operations.read.latency_ms = None;
+        let json = serde_json::to_value(&summary).unwrap();
+        assert!(json["throughput_ops_s"].is_null());
+        assert!(json["operations"]["read"]["latency_ms"].is_null());
+        assert_eq!(serde_json::from_value::<Summary>(json).unwrap(), summary);
+    }
+}
