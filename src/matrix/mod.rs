@@ -8,11 +8,12 @@ pub mod spec;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::{bail, Context};
+use clap::Parser;
+
 use crate::api::run::{Cell, CellFile, CellRecord, MatrixPlan, PlannedCell, Row};
 use crate::experiment::args::ExperimentArgs;
 use crate::faults::Layer;
-use anyhow::{bail, Context};
-use clap::Parser;
 
 /// Rough cost of a cell besides its measured seconds (preload, repair
 /// rounds, the checker), for the estimate printed before a matrix starts.

@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
+use anyhow::{bail, Context};
+
 use crate::api::run::{Cell, Row};
 use crate::faults::Layer;
-use anyhow::{bail, Context};
 
 /// The seed's evaluation matrix.
 pub fn seed() -> Vec<Row> {
