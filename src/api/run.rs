@@ -1,1 +1,19 @@
 //! The files a run writes and the report reads back.
+//!
+//! The driver (`dynabed experiment`, `dynabed matrix`) writes them and the
+//! report reads them, so each file's shape is a type here rather than a
+//! JSON literal on one side and string lookups on the other. Field order is
+//! the order on disk.
+
+mod files;
+mod manifest;
+mod matrix;
+mod summary;
+
+pub use self::files::{Files, RepairResults};
+pub use self::manifest::{ClusterRecord, Machine, Manifest, Quorum, Seeds, Settings, Timeouts};
+pub use self::matrix::{Cell, CellFile, CellRecord, MatrixPlan, PlannedCell, Row};
+pub use self::summary::{
+    Availability, ClockSize, CpuReport, Detection, LostWrites, OpSummary, Operations, Quantiles, RepairRound,
+    RepairSummary, Siblings, Staleness, Summary, Tally, Tcp, TcpCounters,
+};

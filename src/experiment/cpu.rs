@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::api::run::CpuReport;
+
 /// Busy share of all cores above which a run is flagged.
 const SATURATED: f64 = 0.9;
 
@@ -23,19 +25,6 @@ pub struct CpuMeter {
     processes: HashMap<(u32, u64), (Role, u64, u64)>,
     driver_start: f64,
     machine_start: Option<(u64, u64)>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CpuReport {
-    pub wall_s: f64,
-    pub cores: usize,
-    pub nodes_s: f64,
-    pub driver_s: f64,
-    pub delay_line_s: f64,
-    /// Busy time of the whole machine over wall × cores (everything, not
-    /// only this run's processes).
-    pub machine_busy: Option<f64>,
-    pub saturated: bool,
 }
 
 impl CpuMeter {

@@ -30,10 +30,11 @@ use serde_json::{json, Value};
 
 use self::args::{ExperimentArgs, Resolved};
 use self::cluster::ClusterView;
-use self::cpu::{CpuMeter, CpuReport, Role};
+use self::cpu::{CpuMeter, Role};
 use self::outputs::Outputs;
 use self::timeline::{DriverHooks, Timeline};
 use crate::api::fault::{Kind, Undo};
+use crate::api::run::{CpuReport, Files, RepairResults, TcpCounters};
 use crate::cluster::runstate::RunState;
 use crate::faults::plan::{self, FaultEvent};
 use crate::faults::{delay_daemon, journal};
@@ -77,7 +78,7 @@ struct Measured {
     cpu: CpuMeter,
     watch: watch::Watch,
     failure: Option<anyhow::Error>,
-    tcp_at_t0: BTreeMap<String, tcp::TcpCounters>,
+    tcp_at_t0: BTreeMap<String, TcpCounters>,
 }
 
 /// What the workload and the failure timeline left.
@@ -86,7 +87,7 @@ struct Driven {
     requests_sent: u64,
     timeline: Timeline,
     cpu: CpuReport,
-    tcp: BTreeMap<String, tcp::TcpCounters>,
+    tcp: BTreeMap<String, TcpCounters>,
     sightings: Vec<watch::Sighting>,
     t0_wall: SystemTime,
     /// Seconds from t0 until the clients stopped (less than --duration when interrupted).
@@ -236,7 +237,7 @@ impl Setup {
         let rounds = if interrupt::requested() { 0 } else { settings.max_repair_rounds };
         let repair = cluster.reach(|| repair::run(cluster, &live, &keys, rounds, settings.seed))?;
         if settings.post_repair {
-            let results: BTreeMap<String, Option<u32>> =
+            let results: RepairResults =
                 repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
             write_json(&outputs.repair_results(), &results)?;
         }
@@ -256,17 +257,17 @@ impl Setup {
             eprintln!("warning: could not copy node logs: {e:#}");
         }
         watch::write_csv(&outputs.file("membership", "csv"), &run.sightings)?;
-        let files = json!({
-            "workload": outputs.file("workload", "csv"),
-            "faults": outputs.file("faults", "json"),
-            "manifest": outputs.file("manifest", "json"),
-            "summary": outputs.file("summary", "json"),
-            "nodes": self.nodes_dir,
-            "membership": outputs.file("membership", "csv"),
-            "repair_results": settings.post_repair.then(|| outputs.repair_results()),
-        });
-        write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, &files))?;
-        let summary = summary::json(&summary::Inputs {
+        let files = Files {
+            workload: outputs.file("workload", "csv"),
+            faults: outputs.file("faults", "json"),
+            manifest: outputs.file("manifest", "json"),
+            summary: outputs.file("summary", "json"),
+            nodes: self.nodes_dir.clone(),
+            membership: outputs.file("membership", "csv"),
+            repair_results: settings.post_repair.then(|| outputs.repair_results()),
+        };
+        write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, files.clone())?)?;
+        let summary = summary::build(summary::Inputs {
             stats: &run.recorded.stats,
             duration_s: run.measured_s,
             target_rate: settings.target_rate,
@@ -280,7 +281,7 @@ impl Setup {
             verdict: &verdict,
             leftovers: &leftovers,
             lapses: &lapses,
-            detections: &watch::detections(run.timeline.log(), &run.sightings),
+            detections: watch::detections(run.timeline.log(), &run.sightings),
             tcp: &run.tcp,
             files,
         });

@@ -1,20 +1,22 @@
-//! The run's summary: `summary_<stamp>.json`, and the same figures on
-//! stdout in YCSB's `[SECTION], Metric, value` style so they read like the
-//! numbers people already know.
+//! The run's summary: `summary_<stamp>.json` (an [`api::run::Summary`]),
+//! and the same figures on stdout in YCSB's `[SECTION], Metric, value`
+//! style so they read like the numbers people already know.
+//!
+//! [`api::run::Summary`]: crate::api::run::Summary
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
 
 use super::checker::Verdict;
-use super::cpu::CpuReport;
-use super::repair::Repair;
-use super::tcp::TcpCounters;
-use super::watch::Detection;
+use super::repair::{Repair, RoundLog};
+use crate::api::run::{
+    Availability, ClockSize, CpuReport, Detection, Files, LostWrites, OpSummary, Operations, Quantiles, RepairRound,
+    RepairSummary, Siblings, Staleness, Summary, Tally, Tcp, TcpCounters,
+};
 use crate::workload::sample::Phase;
-use crate::workload::stats::{OpStats, Stats};
+use crate::workload::stats::{self, OpStats, Stats};
 
 pub struct Inputs<'a> {
     pub stats: &'a Stats,
@@ -33,169 +35,313 @@ pub struct Inputs<'a> {
     pub leftovers: &'a [String],
     /// Fault events that lapsed before their heal (see `Timeline::lapses`).
     pub lapses: &'a [String],
-    pub detections: &'a [Detection],
+    pub detections: Vec<Detection>,
     pub tcp: &'a BTreeMap<String, TcpCounters>,
-    pub files: Value,
+    pub files: Files,
 }
 
-pub fn json(inputs: &Inputs) -> Value {
+pub fn build(inputs: Inputs) -> Summary {
     let s = inputs.stats;
     let measured = s.measured();
-    let fraction = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
     let phase = |p: Phase| s.phases.get(&p).copied().unwrap_or_default();
     let failure = phase(Phase::Failure);
     let outside = [Phase::Warmup, Phase::Recovery].map(phase);
     let (outside_ok, outside_all) = (outside.iter().map(|t| t.ok).sum(), outside.iter().map(|t| t.requests).sum());
-    json!({
-        "duration_s": inputs.duration_s,
-        "interrupted": inputs.interrupted,
-        "target_rate": inputs.target_rate,
-        "unreadable_clocks": inputs.unreadable_clocks,
-        "requests": measured.requests,
-        "throughput_ops_s": measured.requests as f64 / inputs.duration_s,
-        "requests_sent": inputs.requests_sent,
-        "rows_written": inputs.rows_written,
-        "load": s.load,
-        "operations": { "read": op_json(&s.reads), "update": op_json(&s.updates) },
-        "errors": s.errors,
-        "phases": s.phases.iter().map(|(p, t)| (p.as_str(), *t)).collect::<std::collections::BTreeMap<_, _>>(),
-        "availability": {
-            "failure": fraction(failure.ok, failure.requests),
-            "outside_failure": fraction(outside_ok, outside_all),
-            "overall": fraction(measured.ok, measured.requests),
+    Summary {
+        duration_s: inputs.duration_s,
+        interrupted: inputs.interrupted,
+        target_rate: inputs.target_rate,
+        unreadable_clocks: inputs.unreadable_clocks,
+        requests: measured.requests,
+        throughput_ops_s: finite(measured.requests as f64 / inputs.duration_s),
+        requests_sent: inputs.requests_sent,
+        rows_written: inputs.rows_written,
+        load: tally(s.load),
+        operations: Operations { read: op_summary(&s.reads), update: op_summary(&s.updates) },
+        errors: s.errors.clone(),
+        phases: s.phases.iter().map(|(p, t)| (p.as_str().to_owned(), tally(*t))).collect(),
+        availability: Availability {
+            failure: fraction(failure.ok, failure.requests),
+            outside_failure: fraction(outside_ok, outside_all),
+            overall: fraction(measured.ok, measured.requests),
         },
-        "staleness": {
-            "reads_judged": s.reads_judged,
-            "stale_reads": s.stale_reads,
-            "stale_rate": fraction(s.stale_reads, s.reads_judged),
-            "stale_ms": quantiles(&s.stale_age, 1000.0),
+        staleness: Staleness {
+            reads_judged: s.reads_judged,
+            stale_reads: s.stale_reads,
+            stale_rate: fraction(s.stale_reads, s.reads_judged),
+            stale_ms: quantiles(&s.stale_age, 1000.0),
         },
-        "siblings": {
-            "reads_with_siblings": s.reads_with_siblings,
-            "rate": fraction(s.reads_with_siblings, s.reads.ok),
+        siblings: Siblings {
+            reads_with_siblings: s.reads_with_siblings,
+            rate: fraction(s.reads_with_siblings, s.reads.ok),
         },
-        "vclock_entries": {
-            "mean": (!s.vclock_entries.is_empty()).then(|| s.vclock_entries.mean()),
-            "p99": s.vclock_entries.value_at_quantile(0.99),
-            "max": s.vclock_entries.max(),
+        vclock_entries: ClockSize {
+            mean: (!s.vclock_entries.is_empty()).then(|| s.vclock_entries.mean()),
+            p99: s.vclock_entries.value_at_quantile(0.99),
+            max: s.vclock_entries.max(),
         },
-        "cpu": inputs.cpu,
-        "repair": {
-            "reported": inputs.post_repair,
-            "hints_pending": inputs.repair.hints_pending,
-            "keys_by_rounds": inputs.repair.distribution().into_iter()
-                .map(|(rounds, keys)| (rounds.map_or("never".to_owned(), |n| n.to_string()), keys))
-                .collect::<std::collections::BTreeMap<_, _>>(),
-            "rounds": inputs.repair.rounds,
-        },
-        "failure_detection": inputs.detections,
-        "tcp": {
-            "nodes": inputs.tcp,
-            "active_opens": inputs.tcp.values().map(|t| t.active_opens).sum::<u64>(),
-            "retransmitted_segments": inputs.tcp.values().map(|t| t.retransmitted_segments).sum::<u64>(),
-        },
-        "lost_writes": inputs.verdict,
-        "leftovers": inputs.leftovers,
-        "lapsed_faults": inputs.lapses,
-        "files": inputs.files,
-    })
+        cpu: inputs.cpu.clone(),
+        repair: repair_summary(inputs.repair, inputs.post_repair),
+        failure_detection: inputs.detections,
+        tcp: Tcp::of(inputs.tcp.clone()),
+        lost_writes: lost_writes(inputs.verdict),
+        leftovers: inputs.leftovers.to_vec(),
+        lapsed_faults: inputs.lapses.to_vec(),
+        files: inputs.files,
+    }
 }
 
-fn op_json(op: &OpStats) -> Value {
-    json!({ "count": op.count, "ok": op.ok, "latency_of": "successful requests", "latency_ms": quantiles(&op.latency, 1000.0) })
+fn fraction(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+/// JSON has no NaN or infinity: such a figure is `null`.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+fn tally(t: stats::Tally) -> Tally {
+    Tally { requests: t.requests, ok: t.ok }
+}
+
+fn op_summary(op: &OpStats) -> OpSummary {
+    OpSummary {
+        count: op.count,
+        ok: op.ok,
+        latency_of: OpSummary::LATENCY_OF.to_owned(),
+        latency_ms: quantiles(&op.latency, 1000.0),
+    }
 }
 
 /// mean, p50, p95, p99, p99.9 and max of a µs histogram, in `unit` µs.
-fn quantiles(h: &Histogram<u64>, unit: f64) -> Value {
+fn quantiles(h: &Histogram<u64>, unit: f64) -> Option<Quantiles> {
     if h.is_empty() {
-        return Value::Null;
+        return None;
     }
     let at = |q: f64| h.value_at_quantile(q) as f64 / unit;
-    json!({
-        "mean": h.mean() / unit, "p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "p999": at(0.999),
-        "max": h.max() as f64 / unit,
+    Some(Quantiles {
+        mean: h.mean() / unit,
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: h.max() as f64 / unit,
     })
 }
 
-/// The summary as text, YCSB style.
-pub fn text(summary: &Value) -> String {
-    let mut out = String::new();
-    let mut line = |section: &str, metric: &str, value: &Value| {
-        let value = match value {
-            Value::Number(n) if n.is_f64() => format!("{:.3}", n.as_f64().unwrap_or_default()),
-            Value::Null => "-".to_owned(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let _ = writeln!(out, "[{section}], {metric}, {value}");
-    };
-    line("OVERALL", "RunTime(s)", &summary["duration_s"]);
-    line("OVERALL", "Operations", &summary["requests"]);
-    line("OVERALL", "Throughput(ops/sec)", &summary["throughput_ops_s"]);
-    for (op, name) in [("read", "READ"), ("update", "UPDATE")] {
-        let o = &summary["operations"][op];
-        line(name, "Operations", &o["count"]);
-        line(name, "Ok", &o["ok"]);
-        for (q, metric) in [
-            ("mean", "AverageLatency(ms)"),
-            ("p50", "50thPercentileLatency(ms)"),
-            ("p95", "95thPercentileLatency(ms)"),
-            ("p99", "99thPercentileLatency(ms)"),
-            ("p999", "99.9PercentileLatency(ms)"),
-            ("max", "MaxLatency(ms)"),
-        ] {
-            line(name, metric, &o["latency_ms"][q]);
-        }
+fn repair_summary(repair: &Repair, reported: bool) -> RepairSummary {
+    RepairSummary {
+        reported,
+        hints_pending: repair.hints_pending,
+        keys_by_rounds: repair
+            .distribution()
+            .into_iter()
+            .map(|(rounds, keys)| (rounds.map_or("never".to_owned(), |n| n.to_string()), keys))
+            .collect(),
+        rounds: repair.rounds.iter().map(repair_round).collect(),
     }
-    for (class, count) in summary["errors"].as_object().into_iter().flatten() {
+}
+
+fn repair_round(r: &RoundLog) -> RepairRound {
+    RepairRound {
+        round: r.round,
+        duration_ms: r.duration_ms,
+        converged: r.converged,
+        totals: r.totals.clone(),
+        errors: r.errors.clone(),
+    }
+}
+
+fn lost_writes(v: &Verdict) -> LostWrites {
+    LostWrites {
+        acknowledged: v.acknowledged,
+        lost: v.lost,
+        unverified: v.unverified,
+        missing_somewhere: v.missing_somewhere,
+        examples: v.examples.clone(),
+        hints_left: v.hints_left,
+    }
+}
+
+/// A figure as the text summary prints it: fractions to three decimals,
+/// counts as they are, and `-` for a figure that does not exist.
+trait Figure {
+    fn text(&self) -> String;
+}
+
+impl Figure for f64 {
+    fn text(&self) -> String {
+        format!("{self:.3}")
+    }
+}
+
+impl Figure for u64 {
+    fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Figure for usize {
+    fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl<T: Figure> Figure for Option<T> {
+    fn text(&self) -> String {
+        self.as_ref().map_or_else(|| "-".to_owned(), Figure::text)
+    }
+}
+
+/// The summary as text, YCSB style.
+pub fn text(summary: &Summary) -> String {
+    let mut out = String::new();
+    let mut line = |section: &str, metric: &str, value: &dyn Figure| {
+        let _ = writeln!(out, "[{section}], {metric}, {}", value.text());
+    };
+    line("OVERALL", "RunTime(s)", &summary.duration_s);
+    line("OVERALL", "Operations", &summary.requests);
+    line("OVERALL", "Throughput(ops/sec)", &summary.throughput_ops_s);
+    for (o, name) in [(&summary.operations.read, "READ"), (&summary.operations.update, "UPDATE")] {
+        line(name, "Operations", &o.count);
+        line(name, "Ok", &o.ok);
+        let q = o.latency_ms.as_ref();
+        let quantile = |pick: fn(&Quantiles) -> f64| q.map(pick);
+        line(name, "AverageLatency(ms)", &quantile(|q| q.mean));
+        line(name, "50thPercentileLatency(ms)", &quantile(|q| q.p50));
+        line(name, "95thPercentileLatency(ms)", &quantile(|q| q.p95));
+        line(name, "99thPercentileLatency(ms)", &quantile(|q| q.p99));
+        line(name, "99.9PercentileLatency(ms)", &quantile(|q| q.p999));
+        line(name, "MaxLatency(ms)", &quantile(|q| q.max));
+    }
+    for (class, count) in &summary.errors {
         line("ERRORS", class, count);
     }
-    let a = &summary["availability"];
-    line("AVAILABILITY", "DuringFailure", &a["failure"]);
-    line("AVAILABILITY", "OutsideFailure", &a["outside_failure"]);
-    let st = &summary["staleness"];
-    line("STALENESS", "StaleReads", &st["stale_reads"]);
-    line("STALENESS", "StaleRate", &st["stale_rate"]);
-    line("STALENESS", "StaleMs(p50)", &st["stale_ms"]["p50"]);
-    line("STALENESS", "StaleMs(p99)", &st["stale_ms"]["p99"]);
-    line("SIBLINGS", "ReadsWithSiblings", &summary["siblings"]["reads_with_siblings"]);
-    line("SIBLINGS", "Rate", &summary["siblings"]["rate"]);
-    line("VCLOCK", "MeanEntries", &summary["vclock_entries"]["mean"]);
-    line("VCLOCK", "MaxEntries", &summary["vclock_entries"]["max"]);
-    let cpu = &summary["cpu"];
-    line("CPU", "Nodes(s)", &cpu["nodes_s"]);
-    line("CPU", "Driver(s)", &cpu["driver_s"]);
-    line("CPU", "DelayLine(s)", &cpu["delay_line_s"]);
-    line("CPU", "MachineBusy", &cpu["machine_busy"]);
-    if let Some(repair) = summary["repair"].as_object().filter(|r| r["reported"] == true) {
-        line("REPAIR", "HintsPendingAtStart", &repair["hints_pending"]);
-        for (rounds, keys) in repair["keys_by_rounds"].as_object().into_iter().flatten() {
+    let a = &summary.availability;
+    line("AVAILABILITY", "DuringFailure", &a.failure);
+    line("AVAILABILITY", "OutsideFailure", &a.outside_failure);
+    let st = &summary.staleness;
+    line("STALENESS", "StaleReads", &st.stale_reads);
+    line("STALENESS", "StaleRate", &st.stale_rate);
+    line("STALENESS", "StaleMs(p50)", &st.stale_ms.map(|q| q.p50));
+    line("STALENESS", "StaleMs(p99)", &st.stale_ms.map(|q| q.p99));
+    line("SIBLINGS", "ReadsWithSiblings", &summary.siblings.reads_with_siblings);
+    line("SIBLINGS", "Rate", &summary.siblings.rate);
+    line("VCLOCK", "MeanEntries", &summary.vclock_entries.mean);
+    line("VCLOCK", "MaxEntries", &summary.vclock_entries.max);
+    let cpu = &summary.cpu;
+    line("CPU", "Nodes(s)", &cpu.nodes_s);
+    line("CPU", "Driver(s)", &cpu.driver_s);
+    line("CPU", "DelayLine(s)", &cpu.delay_line_s);
+    line("CPU", "MachineBusy", &cpu.machine_busy);
+    let repair = &summary.repair;
+    if repair.reported {
+        line("REPAIR", "HintsPendingAtStart", &repair.hints_pending);
+        for (rounds, keys) in &repair.keys_by_rounds {
             line("REPAIR", &format!("KeysConvergedInRounds={rounds}"), keys);
         }
     }
-    for detection in summary["failure_detection"].as_array().into_iter().flatten() {
-        let target = detection["target"].as_str().unwrap_or("?");
-        line("DETECTOR", &format!("AllNoticed({target})(ms)"), &detection["all_noticed_ms"]);
-        line("DETECTOR", &format!("AllAliveAfterHeal({target})(ms)"), &detection["all_alive_after_heal_ms"]);
+    for detection in &summary.failure_detection {
+        let target = &detection.target;
+        line("DETECTOR", &format!("AllNoticed({target})(ms)"), &detection.all_noticed_ms);
+        line("DETECTOR", &format!("AllAliveAfterHeal({target})(ms)"), &detection.all_alive_after_heal_ms);
     }
-    if summary["tcp"]["nodes"].as_object().is_some_and(|n| !n.is_empty()) {
-        line("TCP", "ConnectionsOpened", &summary["tcp"]["active_opens"]);
-        line("TCP", "RetransmittedSegments", &summary["tcp"]["retransmitted_segments"]);
+    if summary.tcp.measured() {
+        line("TCP", "ConnectionsOpened", &summary.tcp.active_opens);
+        line("TCP", "RetransmittedSegments", &summary.tcp.retransmitted_segments);
     }
-    let lost = &summary["lost_writes"];
-    line("CHECKER", "AcknowledgedWrites", &lost["acknowledged"]);
-    line("CHECKER", "LostWrites", &lost["lost"]);
-    line("CHECKER", "UnverifiedWrites", &lost["unverified"]);
-    for lapse in summary["lapsed_faults"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "ERROR: {}", lapse.as_str().unwrap_or_default());
+    let lost = &summary.lost_writes;
+    line("CHECKER", "AcknowledgedWrites", &lost.acknowledged);
+    line("CHECKER", "LostWrites", &lost.lost);
+    line("CHECKER", "UnverifiedWrites", &lost.unverified);
+    for lapse in &summary.lapsed_faults {
+        let _ = writeln!(out, "ERROR: {lapse}");
     }
-    if summary["interrupted"] == true {
+    if summary.interrupted {
         out.push_str("WARNING: the run was interrupted; the figures cover only what ran\n");
     }
-    if cpu["saturated"] == true {
+    if cpu.saturated {
         out.push_str(
             "WARNING: the machine was saturated (CPU > 90 %): latencies measure the machine as much as the system\n",
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The key paths of the summary as written before it was typed (from a
+    /// real run), in file order; the contents of maps keyed by data (error
+    /// classes, phases, rounds, nodes) and of arrays are left out.
+    const PREVIOUS_KEYS: &str = include_str!("testdata/summary_keys.txt");
+    const KEYED_BY_DATA: [&str; 4] = ["errors", "phases", "repair.keys_by_rounds", "tcp.nodes"];
+
+    fn key_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+        let Value::Object(map) = value else { return };
+        if KEYED_BY_DATA.contains(&prefix) {
+            return;
+        }
+        for (key, child) in map {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            out.push(path.clone());
+            key_paths(child, &path, out);
+        }
+    }
+
+    fn files() -> Files {
+        let path = |name: &str| std::path::PathBuf::from(format!("/runs/{name}"));
+        Files {
+            workload: path("workload.csv"),
+            faults: path("faults.json"),
+            manifest: path("manifest.json"),
+            summary: path("summary.json"),
+            nodes: path("nodes"),
+            membership: path("membership.csv"),
+            repair_results: None,
+        }
+    }
+
+    #[test]
+    fn a_built_summary_has_the_keys_of_the_previous_literal_in_its_order() {
+        let mut stats = Stats::default();
+        for h in [&mut stats.reads.latency, &mut stats.updates.latency, &mut stats.stale_age, &mut stats.vclock_entries]
+        {
+            h.record(3).unwrap();
+        }
+        let cpu = CpuReport {
+            wall_s: 1.0,
+            cores: 2,
+            nodes_s: 0.5,
+            driver_s: 0.25,
+            delay_line_s: 0.0,
+            machine_busy: Some(0.5),
+            saturated: false,
+        };
+        let repair = Repair { hints_pending: 0, rounds: Vec::new(), keys: BTreeMap::from([(1, Some(0))]) };
+        let summary = build(Inputs {
+            stats: &stats,
+            duration_s: 1.0,
+            target_rate: None,
+            interrupted: false,
+            unreadable_clocks: 0,
+            requests_sent: 0,
+            rows_written: 0,
+            cpu: &cpu,
+            repair: &repair,
+            post_repair: true,
+            verdict: &Verdict::default(),
+            leftovers: &[],
+            lapses: &[],
+            detections: Vec::new(),
+            tcp: &BTreeMap::new(),
+            files: files(),
+        });
+        let mut paths = Vec::new();
+        key_paths(&serde_json::to_value(&summary).unwrap(), "", &mut paths);
+        assert_eq!(paths, PREVIOUS_KEYS.lines().collect::<Vec<_>>());
+        assert!(text(&summary).contains("[REPAIR], KeysConvergedInRounds=0, 1\n"));
+    }
 }

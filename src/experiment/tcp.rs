@@ -5,16 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
+use crate::api::run::TcpCounters;
 use crate::cluster::files::NodeEntry;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct TcpCounters {
-    pub active_opens: u64,
-    pub passive_opens: u64,
-    pub retransmitted_segments: u64,
-}
 
 /// Each namespaced node's counters; empty on a loopback cluster, whose
 /// nodes share the host's counters with everything else.

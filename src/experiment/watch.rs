@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::cluster::ClusterView;
+use crate::api::run::Detection;
 use crate::faults::runner::EventLog;
 
 const EVERY: Duration = Duration::from_millis(100);
@@ -74,18 +73,6 @@ async fn poll(cluster: Arc<ClusterView>, t0: Instant, stop: Arc<AtomicBool>) -> 
         }
     }
     Ok(sightings)
-}
-
-/// For one fault event: when the other nodes noticed its target down, and
-/// when they all saw it alive again after the heal (ms after apply / heal;
-/// the latter only when someone had noticed).
-#[derive(Debug, Clone, Serialize)]
-pub struct Detection {
-    pub event: usize,
-    pub target: String,
-    pub first_noticed_ms: Option<f64>,
-    pub all_noticed_ms: Option<f64>,
-    pub all_alive_after_heal_ms: Option<f64>,
 }
 
 pub fn detections(events: &[EventLog], sightings: &[Sighting]) -> Vec<Detection> {

@@ -10,11 +10,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use serde::Serialize;
-use serde_json::json;
 
-use self::spec::Cell;
 use crate::api::fault::Layer;
+use crate::api::run::{Cell, CellFile, CellRecord, MatrixPlan, PlannedCell, Row};
 use crate::experiment::args::ExperimentArgs;
 
 /// Rough cost of a cell besides its measured seconds (preload, repair
@@ -58,18 +56,6 @@ pub struct MatrixArgs {
     pub keyspace: u32,
 }
 
-/// What `matrix.json` records of each cell.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct CellRecord {
-    pub name: String,
-    pub seed: u64,
-    pub command_line: Vec<String>,
-    /// `ok`, or `failed` with the error.
-    pub status: String,
-    pub error: Option<String>,
-    pub wall_s: f64,
-}
-
 /// The experiment's command line, so that parsing it checks it like any other.
 #[derive(Parser)]
 #[command(name = "dynabed experiment")]
@@ -90,7 +76,7 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<()> {
     }
     crate::cluster::files::read_cluster(&args.cluster_procs)?;
     std::fs::create_dir_all(args.out.join("cells")).with_context(|| format!("creating {}", args.out.display()))?;
-    let pending: Vec<&Cell> = cells.iter().filter(|c| args.force || !is_done(&cell_dir(&args.out, c))).collect();
+    let pending: Vec<&Cell> = cells.iter().filter(|c| args.force || !is_done(&c.dir(&args.out))).collect();
     let estimate_s = pending.len() as f64 * (duration + OVERHEAD_S);
     println!(
         "matrix: {} cells, {} already done, {} to run; estimated {:.0} min ({duration} s + ~{OVERHEAD_S} s each)",
@@ -103,7 +89,7 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<()> {
     crate::experiment::install_interrupt()?;
     let started = Instant::now();
     for (index, cell) in cells.iter().enumerate() {
-        let dir = cell_dir(&args.out, cell);
+        let dir = cell.dir(&args.out);
         if !pending.contains(&cell) {
             continue;
         }
@@ -122,10 +108,6 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<()> {
 fn timings(args: &MatrixArgs) -> (f64, f64, f64) {
     let (duration, warmup, failure) = if args.quick { (10.0, 2.0, 5.0) } else { (60.0, 10.0, 20.0) };
     (args.duration.unwrap_or(duration), args.warmup.unwrap_or(warmup), args.failure_duration.unwrap_or(failure))
-}
-
-pub fn cell_dir(out: &Path, cell: &Cell) -> PathBuf {
-    out.join("cells").join(cell.name())
 }
 
 fn is_done(dir: &Path) -> bool {
@@ -159,7 +141,7 @@ fn run_cell(args: &MatrixArgs, cell: &Cell, index: usize, dir: &Path) -> anyhow:
     if let Some(error) = &record.error {
         eprintln!("matrix: cell {} failed: {error}", cell.name());
     }
-    crate::experiment::write_json(&dir.join("cell.json"), &json!({ "cell": cell, "record": record }))
+    crate::experiment::write_json(&dir.join("cell.json"), &CellFile { cell: cell.clone(), record })
 }
 
 fn command_line(args: &MatrixArgs, cell: &Cell, seed: u64, dir: &Path) -> Vec<String> {
@@ -201,18 +183,18 @@ fn command_line(args: &MatrixArgs, cell: &Cell, seed: u64, dir: &Path) -> Vec<St
 }
 
 /// `matrix.json`: the rows and cells as planned, for the report.
-fn write_plan(args: &MatrixArgs, rows: &[spec::Row], cells: &[Cell]) -> anyhow::Result<()> {
+fn write_plan(args: &MatrixArgs, rows: &[Row], cells: &[Cell]) -> anyhow::Result<()> {
     let (duration, warmup, failure) = timings(args);
-    let plan = json!({
-        "rows": rows,
-        "cells": cells.iter().map(|c| json!({ "name": c.name(), "cell": c })).collect::<Vec<_>>(),
-        "quick": args.quick,
-        "layers": args.layers,
-        "duration_s": duration,
-        "warmup_s": warmup,
-        "failure_duration_s": failure,
-        "seed": args.seed,
-        "cluster_procs": args.cluster_procs,
-    });
+    let plan = MatrixPlan {
+        rows: rows.to_vec(),
+        cells: cells.iter().map(|c| PlannedCell { name: c.name(), cell: c.clone() }).collect(),
+        quick: args.quick,
+        layers: args.layers.clone(),
+        duration_s: duration,
+        warmup_s: warmup,
+        failure_duration_s: failure,
+        seed: args.seed,
+        cluster_procs: args.cluster_procs.clone(),
+    };
     crate::experiment::write_json(&args.out.join("matrix.json"), &plan)
 }

@@ -5,48 +5,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 
 use crate::api::fault::Layer;
-
-/// One row of the seed's table: `Workload | Distribution | Failure Mode | Concurrency | Notes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Row {
-    pub workload: String,
-    pub distribution: String,
-    pub failure_mode: String,
-    /// `1–256` (or `1-256`: every power of two in between), `32`, or a list `1,8,64`.
-    pub concurrency: String,
-    #[serde(default)]
-    pub notes: String,
-}
-
-/// One experiment of the matrix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cell {
-    /// Index of its row in the matrix.
-    pub row: usize,
-    pub workload: String,
-    pub distribution: String,
-    pub failure_mode: String,
-    pub concurrency: u32,
-    /// The fault layer; `None` for runs without a fault and for crashes
-    /// (a crash is a process event on either layer).
-    pub layer: Option<Layer>,
-}
-
-impl Cell {
-    /// The cell's folder name, e.g. `A-zipf-slow-c16-kernel`.
-    pub fn name(&self) -> String {
-        let layer = match self.layer {
-            Some(Layer::Kernel) => "-kernel",
-            Some(Layer::App) => "-app",
-            None => "",
-        };
-        format!("{}-{}-{}-c{}{layer}", self.workload, self.distribution, self.failure_mode, self.concurrency)
-    }
-}
+use crate::api::run::{Cell, Row};
 
 /// The seed's evaluation matrix.
 pub fn seed() -> Vec<Row> {

@@ -35,42 +35,35 @@ fn failed_in_failure(run: &RunData) -> Option<f64> {
 }
 
 fn keys_repaired(run: &RunData) -> Option<f64> {
-    let by_rounds = run.summary["repair"]["keys_by_rounds"].as_object()?;
+    let by_rounds = &run.summary.repair.keys_by_rounds;
     // A fold from +0.0: an empty f64 sum is -0.0.
-    Some(
-        by_rounds
-            .iter()
-            .filter(|(rounds, _)| rounds.as_str() != "0")
-            .filter_map(|(_, n)| n.as_f64())
-            .fold(0.0, |a, n| a + n),
-    )
+    Some(by_rounds.iter().filter(|(rounds, _)| rounds.as_str() != "0").fold(0.0, |a, (_, n)| a + *n as f64))
 }
 
 /// The most rounds a key needed; infinite when some key never converged.
 fn most_rounds(run: &RunData) -> Option<f64> {
-    let by_rounds = run.summary["repair"]["keys_by_rounds"].as_object()?;
-    by_rounds.keys().map(|r| r.parse::<f64>().unwrap_or(f64::INFINITY)).reduce(f64::max)
+    run.summary.repair.keys_by_rounds.keys().map(|r| r.parse::<f64>().unwrap_or(f64::INFINITY)).reduce(f64::max)
 }
 
 pub const MEASURES: &[Measure] = &[
-    Measure { name: "throughput (ops/s)", side: "client", value: |r| r.summary["throughput_ops_s"].as_f64() },
+    Measure { name: "throughput (ops/s)", side: "client", value: |r| r.summary.throughput_ops_s },
     Measure { name: "p50 during failure (ms)", side: "client", value: |r| failure_latency(r, 0.5) },
     Measure { name: "p99 during failure (ms)", side: "client", value: |r| failure_latency(r, 0.99) },
     Measure { name: "failed requests during failure", side: "client", value: failed_in_failure },
     Measure {
         name: "availability during failure (%)",
         side: "client",
-        value: |r| r.summary["availability"]["failure"].as_f64().map(|a| a * 100.0),
+        value: |r| r.summary.availability.failure.map(|a| a * 100.0),
     },
     Measure {
         name: "all nodes noticed the fault (ms)",
         side: "cluster",
-        value: |r| r.summary["failure_detection"][0]["all_noticed_ms"].as_f64(),
+        value: |r| r.summary.failure_detection.first()?.all_noticed_ms,
     },
     Measure {
         name: "all saw the node alive after heal (ms)",
         side: "cluster",
-        value: |r| r.summary["failure_detection"][0]["all_alive_after_heal_ms"].as_f64(),
+        value: |r| r.summary.failure_detection.first()?.all_alive_after_heal_ms,
     },
     Measure { name: "hints stored", side: "cluster", value: |r| Some(r.counter("hints_stored") as f64) },
     Measure { name: "hints delivered", side: "cluster", value: |r| Some(r.counter("hints_delivered") as f64) },
@@ -88,22 +81,12 @@ pub const MEASURES: &[Measure] = &[
     Measure {
         name: "TCP connections opened",
         side: "kernel",
-        value: |r| {
-            r.summary["tcp"]["nodes"]
-                .as_object()
-                .filter(|n| !n.is_empty())
-                .and(r.summary["tcp"]["active_opens"].as_f64())
-        },
+        value: |r| r.summary.tcp.measured().then_some(r.summary.tcp.active_opens as f64),
     },
     Measure {
         name: "TCP segments retransmitted",
         side: "kernel",
-        value: |r| {
-            r.summary["tcp"]["nodes"]
-                .as_object()
-                .filter(|n| !n.is_empty())
-                .and(r.summary["tcp"]["retransmitted_segments"].as_f64())
-        },
+        value: |r| r.summary.tcp.measured().then_some(r.summary.tcp.retransmitted_segments as f64),
     },
 ];
 

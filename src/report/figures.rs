@@ -13,6 +13,7 @@ use anyhow::Context;
 use super::plot::{self, Annotations, Chart, Scale, Series};
 use super::run::{RunData, Window};
 use super::Entry;
+use crate::api::run::Summary;
 
 /// What the latency and throughput plots of a run shade and mark: each
 /// fault's window, from `faults_<stamp>.json`.
@@ -33,9 +34,12 @@ pub fn run_figures(run: &RunData, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         windows.iter().map(|w| vec![w.start_s.to_string(), w.end_s.to_string(), w.label.clone()]),
     )?;
     let notes = annotations(&windows);
-    let mut pngs = vec![latency_over_time(run, dir, &notes)?, throughput_over_time(run, dir, &notes)?, cdf(run, dir)?];
-    pngs.extend(repair_histogram(run, dir)?);
-    Ok(pngs)
+    Ok(vec![
+        latency_over_time(run, dir, &notes)?,
+        throughput_over_time(run, dir, &notes)?,
+        cdf(run, dir)?,
+        repair_histogram(run, dir)?,
+    ])
 }
 
 fn latency_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyhow::Result<PathBuf> {
@@ -120,15 +124,14 @@ fn cdf(run: &RunData, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn repair_histogram(run: &RunData, dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let Some(by_rounds) = run.summary["repair"]["keys_by_rounds"].as_object() else { return Ok(None) };
+fn repair_histogram(run: &RunData, dir: &Path) -> anyhow::Result<PathBuf> {
     let mut bars: Vec<(String, f64)> =
-        by_rounds.iter().map(|(rounds, keys)| (rounds.clone(), keys.as_f64().unwrap_or(0.0))).collect();
+        run.summary.repair.keys_by_rounds.iter().map(|(rounds, keys)| (rounds.clone(), *keys as f64)).collect();
     bars.sort_by_key(|(rounds, _)| rounds.parse::<u32>().unwrap_or(u32::MAX));
     write_csv(&dir.join("repair.csv"), &["rounds", "keys"], bars.iter().map(|(r, k)| vec![r.clone(), k.to_string()]))?;
     let path = dir.join("repair.png");
     plot::bars(&path, "keys by repair rounds needed to converge", "keys", &bars)?;
-    Ok(Some(path))
+    Ok(path)
 }
 
 /// Throughput and p99 against concurrency for the cells of one matrix row,
@@ -150,8 +153,8 @@ pub fn row_figures(row: usize, entries: &[&Entry], dir: &Path) -> anyhow::Result
             })
             .collect()
     };
-    let throughput = series(&|r| r.summary["throughput_ops_s"].as_f64());
-    let p99 = series(&|r| r.summary["operations"]["read"]["latency_ms"]["p99"].as_f64());
+    let throughput = series(&|r| r.summary.throughput_ops_s);
+    let p99 = series(&|r| r.summary.operations.read.latency_ms.map(|q| q.p99));
     write_csv(
         &dir.join(format!("row{row}.csv")),
         &["layer", "concurrency", "throughput_ops_s", "read_p99_ms"],
@@ -183,14 +186,14 @@ pub fn row_figures(row: usize, entries: &[&Entry], dir: &Path) -> anyhow::Result
 
 /// Per cell: stale-read rate, how stale (p50, p99), sibling rate, clock size.
 pub fn consistency_figures(entries: &[Entry], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    type Metric = fn(&serde_json::Value) -> Option<f64>;
+    type Metric = fn(&Summary) -> Option<f64>;
     let metrics: [(&str, &str, Metric); 6] = [
-        ("stale_rate", "stale reads (%)", |s| s["staleness"]["stale_rate"].as_f64().map(|r| r * 100.0)),
-        ("stale_ms_p50", "staleness of stale reads, p50 (ms)", |s| s["staleness"]["stale_ms"]["p50"].as_f64()),
-        ("stale_ms_p99", "staleness of stale reads, p99 (ms)", |s| s["staleness"]["stale_ms"]["p99"].as_f64()),
-        ("sibling_rate", "reads with siblings (%)", |s| s["siblings"]["rate"].as_f64().map(|r| r * 100.0)),
-        ("vclock_mean", "mean clock entries", |s| s["vclock_entries"]["mean"].as_f64()),
-        ("vclock_max", "most clock entries", |s| s["vclock_entries"]["max"].as_f64()),
+        ("stale_rate", "stale reads (%)", |s| s.staleness.stale_rate.map(|r| r * 100.0)),
+        ("stale_ms_p50", "staleness of stale reads, p50 (ms)", |s| s.staleness.stale_ms.map(|q| q.p50)),
+        ("stale_ms_p99", "staleness of stale reads, p99 (ms)", |s| s.staleness.stale_ms.map(|q| q.p99)),
+        ("sibling_rate", "reads with siblings (%)", |s| s.siblings.rate.map(|r| r * 100.0)),
+        ("vclock_mean", "mean clock entries", |s| s.vclock_entries.mean),
+        ("vclock_max", "most clock entries", |s| Some(s.vclock_entries.max as f64)),
     ];
     let runs: Vec<(&str, &RunData)> = entries.iter().filter_map(|e| Some((e.name.as_str(), e.run.as_ref()?))).collect();
     write_csv(

@@ -13,12 +13,10 @@ mod run;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde_json::Value;
 
 use self::run::RunData;
 use crate::api::fault::Layer;
-use crate::matrix::spec::Cell;
-use crate::matrix::CellRecord;
+use crate::api::run::{Cell, CellFile, CellRecord, MatrixPlan, Settings};
 
 /// One run in a report: a matrix cell (which may not have run yet) or a run folder.
 pub struct Entry {
@@ -32,14 +30,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn setting(&self, name: &str) -> Option<&Value> {
-        self.run.as_ref().map(|r| &r.manifest["settings"][name])
+    fn settings(&self) -> Option<&Settings> {
+        self.run.as_ref().map(|r| &r.manifest.settings)
     }
 
     pub fn failure_mode(&self) -> String {
-        match (&self.cell, self.setting("failure_mode")) {
+        match (&self.cell, self.settings()) {
             (Some(cell), _) => cell.failure_mode.clone(),
-            (None, Some(mode)) => mode.as_str().unwrap_or("?").to_owned(),
+            (None, Some(settings)) => settings.failure_mode.clone(),
             (None, None) => "?".to_owned(),
         }
     }
@@ -49,9 +47,9 @@ impl Entry {
         if matches!(self.failure_mode().as_str(), "none" | "crash") {
             return "-".to_owned();
         }
-        match (&self.cell, self.setting("fault_layer")) {
+        match (&self.cell, self.settings()) {
             (Some(cell), _) => cell.layer.map_or("-", Layer::as_str).to_owned(),
-            (None, Some(layer)) => layer.as_str().unwrap_or("-").to_owned(),
+            (None, Some(settings)) => settings.fault_layer.clone(),
             (None, None) => "-".to_owned(),
         }
     }
@@ -59,7 +57,7 @@ impl Entry {
     pub fn concurrency(&self) -> Option<u32> {
         match &self.cell {
             Some(cell) => Some(cell.concurrency),
-            None => self.setting("concurrency")?.as_u64().map(|c| c as u32),
+            None => self.settings().map(|s| s.concurrency),
         }
     }
 
@@ -68,8 +66,8 @@ impl Entry {
         match &self.cell {
             Some(c) => format!("{} / {} / {}", c.workload, c.distribution, c.failure_mode),
             None => {
-                let text = |name| self.setting(name).and_then(Value::as_str).unwrap_or("?").to_owned();
-                format!("{} / {} / {}", text("workload"), text("dist"), self.failure_mode())
+                let (workload, dist) = self.settings().map_or(("?", "?"), |s| (&s.workload, &s.dist));
+                format!("{workload} / {dist} / {}", self.failure_mode())
             }
         }
     }
@@ -84,33 +82,26 @@ impl Entry {
         match (&self.record, &self.run, &self.problem) {
             (Some(record), _, _) => record.status.clone(),
             (None, _, Some(_)) => "unreadable".to_owned(),
-            (None, Some(run), None) if clean(&run.summary) => "ok".to_owned(),
+            (None, Some(run), None) if run.summary.clean() => "ok".to_owned(),
             (None, Some(_), None) => "failed".to_owned(),
             (None, None, None) => "not run".to_owned(),
         }
     }
 }
 
-/// A run that finished, lost nothing and left nothing behind.
-fn clean(summary: &Value) -> bool {
-    summary["lost_writes"]["lost"] == 0
-        && summary["interrupted"] != true
-        && summary["leftovers"].as_array().is_some_and(Vec::is_empty)
-}
-
 /// The report of the matrix in `out` (see `dynabed matrix`); returns report.html's path.
 pub fn matrix(out: &Path) -> anyhow::Result<PathBuf> {
-    let plan: Value = serde_json::from_slice(
+    let plan: MatrixPlan = serde_json::from_slice(
         &std::fs::read(out.join("matrix.json")).with_context(|| format!("{} holds no matrix.json", out.display()))?,
-    )?;
+    )
+    .context("reading matrix.json")?;
     let mut entries = Vec::new();
-    for planned in plan["cells"].as_array().into_iter().flatten() {
-        let cell: Cell = serde_json::from_value(planned["cell"].clone()).context("a cell in matrix.json")?;
-        let dir = crate::matrix::cell_dir(out, &cell);
+    for cell in plan.cells.into_iter().map(|planned| planned.cell) {
+        let dir = cell.dir(out);
         let record = std::fs::read(dir.join("cell.json"))
             .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| serde_json::from_value::<CellRecord>(v["record"].clone()).ok());
+            .and_then(|b| serde_json::from_slice::<CellFile>(&b).ok())
+            .map(|file| file.record);
         let mut entry = load_entry(cell.name(), &dir, record.is_some());
         entry.cell = Some(cell);
         entry.record = record;
@@ -187,38 +178,34 @@ pub struct Column {
 }
 
 pub const COLUMNS: &[Column] = &[
-    Column { name: "ops/s", value: |r| number(&r.summary["throughput_ops_s"], 0) },
-    Column { name: "read p50 ms", value: |r| number(&r.summary["operations"]["read"]["latency_ms"]["p50"], 2) },
-    Column { name: "read p99 ms", value: |r| number(&r.summary["operations"]["read"]["latency_ms"]["p99"], 2) },
-    Column { name: "read p99.9 ms", value: |r| number(&r.summary["operations"]["read"]["latency_ms"]["p999"], 2) },
-    Column { name: "update p99 ms", value: |r| number(&r.summary["operations"]["update"]["latency_ms"]["p99"], 2) },
-    Column { name: "avail. in failure %", value: |r| percent(&r.summary["availability"]["failure"]) },
-    Column { name: "avail. outside %", value: |r| percent(&r.summary["availability"]["outside_failure"]) },
-    Column { name: "stale reads %", value: |r| percent(&r.summary["staleness"]["stale_rate"]) },
-    Column { name: "siblings %", value: |r| percent(&r.summary["siblings"]["rate"]) },
-    Column { name: "lost writes", value: |r| number(&r.summary["lost_writes"]["lost"], 0) },
+    Column { name: "ops/s", value: |r| number(r.summary.throughput_ops_s, 0) },
+    Column { name: "read p50 ms", value: |r| number(read_latency(r).map(|q| q.p50), 2) },
+    Column { name: "read p99 ms", value: |r| number(read_latency(r).map(|q| q.p99), 2) },
+    Column { name: "read p99.9 ms", value: |r| number(read_latency(r).map(|q| q.p999), 2) },
+    Column { name: "update p99 ms", value: |r| number(r.summary.operations.update.latency_ms.map(|q| q.p99), 2) },
+    Column { name: "avail. in failure %", value: |r| percent(r.summary.availability.failure) },
+    Column { name: "avail. outside %", value: |r| percent(r.summary.availability.outside_failure) },
+    Column { name: "stale reads %", value: |r| percent(r.summary.staleness.stale_rate) },
+    Column { name: "siblings %", value: |r| percent(r.summary.siblings.rate) },
+    Column { name: "lost writes", value: |r| number(Some(r.summary.lost_writes.lost as f64), 0) },
     Column {
         name: "repair rounds (max)",
         value: |r| {
-            let rounds = r.summary["repair"]["keys_by_rounds"].as_object();
-            let most = rounds
-                .into_iter()
-                .flatten()
-                .map(|(k, _)| k.clone())
-                .max_by_key(|k| k.parse::<u32>().unwrap_or(u32::MAX));
-            most.unwrap_or_else(|| "-".into())
+            let most = r.summary.repair.keys_by_rounds.keys().max_by_key(|k| k.parse::<u32>().unwrap_or(u32::MAX));
+            most.cloned().unwrap_or_else(|| "-".into())
         },
     },
-    Column {
-        name: "CPU saturated",
-        value: |r| if r.summary["cpu"]["saturated"] == true { "yes".into() } else { "no".into() },
-    },
+    Column { name: "CPU saturated", value: |r| if r.summary.cpu.saturated { "yes".into() } else { "no".into() } },
 ];
 
-fn number(value: &Value, decimals: usize) -> String {
-    value.as_f64().map_or("-".into(), |v| format!("{v:.decimals$}"))
+fn read_latency(run: &RunData) -> Option<crate::api::run::Quantiles> {
+    run.summary.operations.read.latency_ms
 }
 
-fn percent(value: &Value) -> String {
-    value.as_f64().map_or("-".into(), |v| format!("{:.2}", v * 100.0))
+fn number(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("-".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{:.2}", v * 100.0))
 }

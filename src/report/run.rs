@@ -5,7 +5,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::api::run::{Manifest, Summary};
 
 /// One measured request.
 #[derive(Debug, Clone, Copy)]
@@ -17,9 +20,9 @@ pub struct Request {
 }
 
 pub struct RunData {
-    pub summary: Value,
+    pub summary: Summary,
     pub faults: Value,
-    pub manifest: Value,
+    pub manifest: Manifest,
     pub requests: Vec<Request>,
     /// Node counters summed over nodes, over the measured run (t0 to the
     /// workload's end; a restarted node counts from zero).
@@ -38,11 +41,7 @@ impl RunData {
     /// Reads the newest run in `dir` (the one whose summary sorts last).
     pub fn load(dir: &Path) -> anyhow::Result<RunData> {
         let stamp = newest_stamp(dir)?;
-        let json = |kind: &str| -> anyhow::Result<Value> {
-            let path = dir.join(format!("{kind}_{stamp}.json"));
-            serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-                .with_context(|| format!("{} is not JSON", path.display()))
-        };
+        let file = |kind: &str| dir.join(format!("{kind}_{stamp}.json"));
         let nodes = |which: &str| -> Value {
             std::fs::read(dir.join(format!("nodes_{stamp}")).join(which))
                 .ok()
@@ -52,9 +51,9 @@ impl RunData {
         Ok(RunData {
             requests: requests(&dir.join(format!("workload_{stamp}.csv")))?,
             counters: counter_deltas(&nodes("at_t0.json"), &nodes("at_end.json")),
-            summary: json("summary")?,
-            faults: json("faults")?,
-            manifest: json("manifest")?,
+            summary: read_json(&file("summary"))?,
+            faults: read_json(&file("faults"))?,
+            manifest: read_json(&file("manifest"))?,
         })
     }
 
@@ -62,7 +61,7 @@ impl RunData {
     /// the probe verifies it) to the end of its heal (the run's end when it
     /// was never healed).
     pub fn windows(&self) -> Vec<Window> {
-        let end_s = self.summary["duration_s"].as_f64().unwrap_or(0.0);
+        let end_s = self.summary.duration_s;
         let seconds = |v: &Value| v.as_i64().map(|us| us as f64 / 1e6);
         self.faults["events"]
             .as_array()
@@ -83,6 +82,11 @@ impl RunData {
     pub fn counter(&self, name: &str) -> u64 {
         self.counters.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
     }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("{} is not the expected JSON", path.display()))
 }
 
 fn newest_stamp(dir: &Path) -> anyhow::Result<String> {

@@ -1,0 +1,25 @@
+//! Where a run's files went (`files` in the summary and the manifest), and
+//! `repair_results.json`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The run's files, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Files {
+    pub workload: PathBuf,
+    pub faults: PathBuf,
+    pub manifest: PathBuf,
+    pub summary: PathBuf,
+    /// The folder of the nodes' `/status` snapshots and logs.
+    pub nodes: PathBuf,
+    pub membership: PathBuf,
+    /// `null` unless the run ran with `--post_repair`.
+    pub repair_results: Option<PathBuf>,
+}
+
+/// `repair_results.json` (the seed's name): key → repair rounds until its
+/// live replicas agreed, `null` when they did not within the limit.
+pub type RepairResults = BTreeMap<String, Option<u32>>;
