@@ -142,7 +142,7 @@ fn cleanup_never_signals_a_process_whose_start_time_differs() {
     let state = runstate::RunState::open("tn5").unwrap();
     state
         .update(|o| {
-            o.processes.push(runstate::OwnedProcess {
+            o.processes.push(dynabed::api::cluster::OwnedProcess {
                 role: "node node1".into(),
                 pid: bystander.pid,
                 start_time: bystander.start_time + 1,

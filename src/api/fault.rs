@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::runstate::OwnedProcess;
+use super::cluster::OwnedProcess;
 
 /// One applied fault, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,4 +154,63 @@ mod tests {
             assert_eq!(serde_json::to_value(backend).unwrap(), backend.as_str());
         }
     }
+}
+
+/// One event of a fault plan, as plan files and the run's manifest hold it:
+/// `{at_s, duration_s, kind, targets, layer, params}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultEvent {
+    pub at_s: f64,
+    pub duration_s: f64,
+    pub kind: Kind,
+    pub targets: Vec<String>,
+    #[serde(default = "kernel")]
+    pub layer: Layer,
+    #[serde(default)]
+    pub params: Params,
+}
+
+fn kernel() -> Layer {
+    Layer::Kernel
+}
+
+/// Per-kind settings as flags and plan files give them; each missing one
+/// takes its default from `faults::fault::defaults`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub slow_ms: Option<u64>,
+    pub loss_pct: Option<u8>,
+    pub rate_kbit: Option<u64>,
+    pub cpu_pct: Option<u32>,
+    pub partition_clients: Option<Clients>,
+    pub no_restart: Option<bool>,
+    /// Partitions: all targets form one side of the split; `in`, `out` or `both`.
+    pub direction: Option<CutDirection>,
+}
+
+/// Which way a partition drops packets, seen from the target's side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CutDirection {
+    /// Nothing crosses the split.
+    #[default]
+    Both,
+    /// The target's side receives nothing from the other side.
+    In,
+    /// The target's side sends nothing to the other side.
+    Out,
+}
+
+/// Whether a partition cuts the target's side from the clients too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Clients {
+    // (Plain comments: doc comments would change the flag's --help.)
+    // Clients still reach every node.
+    #[default]
+    Keep,
+    // Clients are on the other side of the split.
+    Isolate,
 }

@@ -6,6 +6,7 @@
 //! lives here, once.
 
 pub mod admin;
+pub mod cluster;
 pub mod dot;
 pub mod fault;
 pub mod headers;

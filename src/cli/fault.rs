@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use crate::api::fault::FaultEvent;
+use crate::api::fault::{Clients, CutDirection, Params};
 use crate::api::fault::{FaultRecord, Kind, Layer};
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
 use crate::faults::apply::apply;
-use crate::faults::fault::{defaults, Clients, CutDirection, FaultRequest, Params};
+use crate::faults::fault::{defaults, FaultRequest};
 use crate::faults::heal::{heal, HealFor};
 use crate::faults::journal;
-use crate::faults::plan::{self, FaultEvent, SeedFlags};
+use crate::faults::plan::{self, SeedFlags};
 use crate::faults::runner::{EventLog, Hooks, PlanRunner};
 
 #[derive(Debug, Subcommand)]

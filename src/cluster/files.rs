@@ -15,47 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
-/// One node as the seed's consumers expect it, plus where to reach it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeEntry {
-    pub pid: u32,
-    pub port: u16,
-    pub host: String,
-    pub peer_port: u16,
-    pub netns: Option<String>,
-    pub data_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Netns,
-    Loopback,
-}
-
-/// Cluster-wide settings, and how to restart each node exactly.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Meta {
-    pub n: u8,
-    pub partitions: u32,
-    pub mode: Mode,
-    pub prefix: String,
-    pub client_netns: Option<String>,
-    pub admin_token: String,
-    pub nodes: BTreeMap<String, NodeMeta>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeMeta {
-    /// The full command line, program first.
-    pub argv: Vec<String>,
-    /// The process's start time (clock ticks after boot, from
-    /// /proc/PID/stat), so that a recycled pid is never signalled.
-    pub start_time: u64,
-    pub log: Option<PathBuf>,
-}
+use crate::api::cluster::{Meta, NodeEntry};
 
 /// Both files, read together under the lock.
 #[derive(Debug, Clone)]
@@ -200,6 +161,7 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::cluster::Mode;
 
     fn entry(pid: u32) -> NodeEntry {
         NodeEntry { pid, port: 60000, host: "127.0.0.2".into(), peer_port: 61000, netns: None, data_dir: "d".into() }

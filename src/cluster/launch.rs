@@ -14,12 +14,14 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::cleanup;
-use super::files::{self, ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
+use super::files::{self, ClusterFiles, Locked};
 use super::reach::reach;
 use super::ready::{Look, Started};
 use super::register::new_token;
-use super::runstate::{Owned, OwnedProcess, RunState};
+use super::runstate::{Owned, RunState};
 use super::topology::Topology;
+use crate::api::cluster::OwnedProcess;
+use crate::api::cluster::{Meta, Mode, NodeEntry, NodeMeta};
 use crate::node::storage::{Durability, EngineKind};
 use netns::process::Spawned as ProcessRecord;
 

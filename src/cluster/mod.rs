@@ -9,6 +9,6 @@ pub mod manage;
 pub mod reach;
 pub mod ready;
 pub mod register;
-pub mod runstate;
 pub mod running;
+pub mod runstate;
 pub mod topology;

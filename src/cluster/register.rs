@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use rand::distr::{Alphanumeric, SampleString};
 
-use super::files::{ClusterFiles, Locked, Meta, Mode, NodeEntry, NodeMeta};
+use super::files::{ClusterFiles, Locked};
+use crate::api::cluster::{Meta, Mode, NodeEntry, NodeMeta};
 use crate::node::NodeConfig;
 use netns::process::Spawned as ProcessRecord;
 

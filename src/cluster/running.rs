@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use netns::process::Spawned as ProcessRecord;
 
-use super::files::{self, Meta, Mode, NodeEntry};
+use super::files;
+use crate::api::cluster::{Meta, Mode, NodeEntry};
 use crate::client::Client;
 
 /// The cluster described by one `cluster_procs.json` and its meta file.

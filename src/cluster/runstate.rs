@@ -18,14 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// A process the cluster started, known by pid and start time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnedProcess {
-    /// What it is, e.g. `node node3` or `delay-line`.
-    pub role: String,
-    pub pid: u32,
-    pub start_time: u64,
-}
+use crate::api::cluster::OwnedProcess;
 
 impl OwnedProcess {
     /// The process itself, to ask whether it still runs or to signal it.

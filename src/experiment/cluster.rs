@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::api::cluster::{Meta, NodeEntry};
 use crate::client::Client;
-use crate::cluster::files::{self, Meta, NodeEntry};
+use crate::cluster::files;
 use crate::cluster::launch::client_addr;
 use crate::node::ring::Ring;
 

@@ -33,10 +33,11 @@ use self::cluster::ClusterView;
 use self::cpu::{CpuMeter, Role};
 use self::outputs::Outputs;
 use self::timeline::{DriverHooks, Timeline};
+use crate::api::fault::FaultEvent;
 use crate::api::fault::{Kind, Undo};
 use crate::api::run::{CpuReport, Files, RepairResults, TcpCounters};
 use crate::cluster::runstate::RunState;
-use crate::faults::plan::{self, FaultEvent};
+use crate::faults::plan;
 use crate::faults::{delay_daemon, journal};
 use crate::workload::ops::Routing;
 

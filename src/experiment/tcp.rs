@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::cluster::NodeEntry;
 use crate::api::run::TcpCounters;
-use crate::cluster::files::NodeEntry;
 
 /// Each namespaced node's counters; empty on a loopback cluster, whose
 /// nodes share the host's counters with everything else.

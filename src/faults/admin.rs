@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::api::cluster::{Meta, NodeEntry};
 use crate::client::Client;
-use crate::cluster::files::{Meta, NodeEntry};
 use crate::cluster::launch::client_addr;
 use crate::cluster::reach::reach;
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::delay_line;
-use crate::cluster::runstate::{OwnedProcess, RunState};
+use crate::api::cluster::OwnedProcess;
+use crate::cluster::runstate::RunState;
 
 /// The run state's name for the daemon.
 pub const ROLE: &str = "delay-line";

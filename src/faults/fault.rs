@@ -3,9 +3,7 @@
 //! [`FaultRequest`] through [`FaultRequest::new`], so both are checked by
 //! the same code.
 
-use serde::{Deserialize, Serialize};
-
-use crate::api::fault::{Kind, Layer};
+use crate::api::fault::{Clients, CutDirection, Kind, Layer, Params};
 
 /// The defaults of every fault setting (flags, plan files and seed flags).
 pub mod defaults {
@@ -48,49 +46,9 @@ impl Fault {
     }
 }
 
-/// Which way a partition drops packets, seen from the target's side.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CutDirection {
-    /// Nothing crosses the split.
-    #[default]
-    Both,
-    /// The target's side receives nothing from the other side.
-    In,
-    /// The target's side sends nothing to the other side.
-    Out,
-}
-
-/// Whether a partition cuts the target's side from the clients too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Clients {
-    // (Plain comments: doc comments would change the flag's --help.)
-    // Clients still reach every node.
-    #[default]
-    Keep,
-    // Clients are on the other side of the split.
-    Isolate,
-}
-
 /// The name a flag value is spelled with on the command line.
 pub fn flag_name(value: &impl clap::ValueEnum) -> String {
     value.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
-}
-
-/// Per-kind settings as flags and plan files give them; each missing one
-/// takes its default from [`defaults`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    pub slow_ms: Option<u64>,
-    pub loss_pct: Option<u8>,
-    pub rate_kbit: Option<u64>,
-    pub cpu_pct: Option<u32>,
-    pub partition_clients: Option<Clients>,
-    pub no_restart: Option<bool>,
-    /// Partitions: all targets form one side of the split; `in`, `out` or `both`.
-    pub direction: Option<CutDirection>,
 }
 
 /// Why settings do not make a fault.

@@ -8,8 +8,9 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{admin::admin, delay_daemon, journal};
+use crate::api::cluster::{Meta, NodeEntry};
 use crate::api::fault::{FaultRecord, Undo};
-use crate::cluster::files::{self, Meta, NodeEntry};
+use crate::cluster::files;
 use crate::cluster::manage;
 use crate::cluster::runstate::RunState;
 

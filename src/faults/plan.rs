@@ -6,27 +6,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 
-use super::fault::{defaults, Clients, FaultError, FaultRequest, Params};
-use crate::api::fault::{Kind, Layer};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultEvent {
-    pub at_s: f64,
-    pub duration_s: f64,
-    pub kind: Kind,
-    pub targets: Vec<String>,
-    #[serde(default = "kernel")]
-    pub layer: Layer,
-    #[serde(default)]
-    pub params: Params,
-}
-
-fn kernel() -> Layer {
-    Layer::Kernel
-}
+use super::fault::{defaults, FaultError, FaultRequest};
+use crate::api::fault::{Clients, Params};
+use crate::api::fault::{FaultEvent, Kind, Layer};
 
 impl FaultEvent {
     /// One request per target; a partition's targets form one side of a

@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use super::apply::apply;
 use super::heal::{heal, HealFor};
-use super::plan::{self, FaultEvent, Step};
+use super::plan::{self, Step};
+use crate::api::fault::FaultEvent;
 use crate::api::fault::{FaultRecord, Kind, Layer};
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;

@@ -140,7 +140,7 @@ impl TestCluster {
         let arg = |name: &str| args.iter().position(|a| a == name).map(|i| args[i + 1].clone()).unwrap();
         current.procs.insert(
             id.to_owned(),
-            files::NodeEntry {
+            dynabed::api::cluster::NodeEntry {
                 pid: record.pid,
                 port: arg("--port").parse().unwrap(),
                 host: arg("--host"),
@@ -149,7 +149,7 @@ impl TestCluster {
                 data_dir: self.dir.path().join(id),
             },
         );
-        let node = files::NodeMeta { argv, start_time: record.start_time, log: Some(log) };
+        let node = dynabed::api::cluster::NodeMeta { argv, start_time: record.start_time, log: Some(log) };
         current.meta.as_mut().unwrap().nodes.insert(id.to_owned(), node);
         locked.write(&current).unwrap();
         drop(locked);

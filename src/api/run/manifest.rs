@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::files::Files;
-use crate::cluster::files::Mode;
-use crate::faults::plan::FaultEvent;
+use crate::api::cluster::Mode;
+use crate::api::fault::FaultEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

@@ -1,8 +1,8 @@
 //! Application-level faults: the node's own `/admin/fault` hooks.
 
 use super::{ChangeError, Commands, Executor, Target};
+use crate::api::cluster::NodeEntry;
 use crate::api::fault::{Backend, Undo};
-use crate::cluster::files::NodeEntry;
 use crate::faults::admin::admin;
 
 /// The node delays every message it sends or handles by `slow_ms`.

@@ -18,8 +18,8 @@ use std::net::IpAddr;
 use anyhow::{bail, Context};
 use netns::process::Spawned;
 
+use crate::api::cluster::{Meta, Mode, NodeEntry};
 use crate::api::fault::{Backend, Undo};
-use crate::cluster::files::{Meta, Mode, NodeEntry};
 use crate::cluster::runstate::RunState;
 use crate::cluster::topology::Topology;
 

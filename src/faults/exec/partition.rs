@@ -10,10 +10,10 @@ use netns::firewall::{Family, Rule, Table};
 
 use super::app::{post_fault, reported_faults};
 use super::{ChangeError, Commands, Executor, Target};
+use crate::api::cluster::NodeEntry;
 use crate::api::fault::{Backend, Undo};
-use crate::cluster::files::NodeEntry;
+use crate::api::fault::{Clients, CutDirection};
 use crate::cluster::topology::Topology;
-use crate::faults::fault::{Clients, CutDirection};
 
 /// Drops, in the hub's bridge, the packets between the two sides (and the
 /// clients, when isolated), both ways or one.
