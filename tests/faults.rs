@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{ok_output as ok, privileged, NetnsCluster, BIN};
 use dynabed::client::Client;
-use dynabed::cluster::{files, reach::reach, runstate::RunState};
+use dynabed::cluster::{reach::reach, running::Cluster, runstate::RunState};
 
 fn connects_from(namespace: &str, addr: SocketAddr) -> bool {
     netns::namespace::run_in(namespace, || TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
@@ -20,9 +20,13 @@ fn connects_from(namespace: &str, addr: SocketAddr) -> bool {
 }
 
 fn node_addr(cluster: &NetnsCluster, id: &str, peer: bool) -> SocketAddr {
-    let (procs, _) = files::read_cluster(&cluster.procs()).unwrap();
-    let e = &procs[id];
-    SocketAddr::new(e.host.parse().unwrap(), if peer { e.peer_port } else { e.port })
+    let read = Cluster::read(&cluster.procs()).unwrap();
+    let node = read.node(id).unwrap();
+    if peer {
+        node.peer_addr()
+    } else {
+        node.addr
+    }
 }
 
 fn faults_in_force(prefix: &str) -> usize {
@@ -160,18 +164,17 @@ fn a_crashed_node_restarts_with_a_new_pid_and_its_acknowledged_writes() {
     for i in 0..20 {
         ok(&cluster.dynabed(&["put", "--W", "3", &format!("k{i}"), &format!("v{i}")]));
     }
-    let before = files::read_cluster(&cluster.procs()).unwrap().0["node1"].pid;
+    let before = Cluster::read(&cluster.procs()).unwrap().node("node1").unwrap().entry.pid;
     ok(&cluster.dynabed(&["fault", "crash", "--node", "node1"]));
     ok(&cluster.dynabed(&["fault", "heal"]));
-    let (procs, meta) = files::read_cluster(&cluster.procs()).unwrap();
-    let after = procs["node1"].pid;
+    let read = Cluster::read(&cluster.procs()).unwrap();
+    let after = read.node("node1").unwrap().entry.pid;
     assert_ne!(before, after, "a new process");
-    let record = netns::process::Spawned { pid: after, start_time: meta.nodes["node1"].start_time };
-    assert!(record.is_alive(), "the cluster files name the new process");
+    assert!(read.node("node1").unwrap().running().is_some(), "the cluster files name the new process");
     let owned = RunState::existing("tf4").unwrap().unwrap().owned().unwrap();
     assert!(owned.processes.iter().any(|p| p.pid == after), "the run state owns it, for cleanup");
     let addr = node_addr(&cluster, "node1", false);
-    let token = meta.admin_token.clone();
+    let token = read.meta().admin_token.clone();
     let held = reach(Some("tf4-client"), || async {
         let mut client = Client::new(addr).with_token(Some(token));
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{ok_output as ok, privileged, NetnsCluster};
-use dynabed::cluster::files;
+use dynabed::cluster::running::Cluster;
 
 /// The median time of 21 TCP handshakes with `addr` from the client
 /// namespace: one round trip each, handled by the kernel alone, so the
@@ -39,9 +39,7 @@ fn slow_uses_netem_where_the_kernel_has_it() {
     }
     let cluster = NetnsCluster::new("tv1");
     ok(&cluster.up(3));
-    let (procs, _) = files::read_cluster(&cluster.procs()).unwrap();
-    let node3 = &procs["node3"];
-    let addr = std::net::SocketAddr::new(node3.host.parse().unwrap(), node3.port);
+    let addr = Cluster::read(&cluster.procs()).unwrap().node("node3").unwrap().addr;
     let base = median_rtt(addr);
     let out = ok(&cluster.dynabed(&["fault", "slow", "--node", "node3", "--slow_ms", "40"]));
     assert!(out.contains("(Kernel layer, netem)"), "the netem backend ran: {out}");

@@ -7,13 +7,13 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::cluster::files;
+use crate::cluster::running::Cluster;
 
 /// Replaces this process with `command`, inside the cluster's client
 /// namespace (netns mode) or as it is (loopback mode).
 pub fn exec(cluster_procs: &Path, command: &[String]) -> anyhow::Result<()> {
-    let (_, meta) = files::read_cluster(cluster_procs)?;
-    if let Some(namespace) = &meta.client_netns {
+    let cluster = Cluster::read(cluster_procs)?;
+    if let Some(namespace) = cluster.client_netns() {
         // Still single-threaded here, so the whole process moves, and the
         // command inherits the namespace through exec.
         netns::namespace::enter(namespace).with_context(|| format!("entering the client namespace {namespace}"))?;

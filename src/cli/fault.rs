@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{Clients, CutDirection, Params};
 use crate::api::fault::{FaultRecord, Kind, Layer};
-use crate::cluster::files;
+use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 use crate::faults::apply::apply;
 use crate::faults::fault::{defaults, FaultRequest};
@@ -134,9 +134,7 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
             let events = match plan {
                 Some(path) => plan::load(&path)?,
                 None => {
-                    let (procs, _) = files::read_cluster(&cluster.cluster_procs)?;
-                    let mut nodes: Vec<String> = procs.into_keys().collect();
-                    nodes.sort_by_key(|id| files::natural_key(id));
+                    let nodes = Cluster::read(&cluster.cluster_procs)?.ids();
                     let (events, notes) = seed_flags.plan(&nodes)?;
                     notes.iter().for_each(|note| println!("note: {note}"));
                     events
@@ -257,10 +255,10 @@ impl Countdown {
 }
 
 fn list(cluster_procs: &Path) -> anyhow::Result<()> {
-    let (_, meta) = files::read_cluster(cluster_procs)?;
-    let faults = journal::in_force(&meta.prefix)?;
+    let prefix = Cluster::read(cluster_procs)?.prefix().to_owned();
+    let faults = journal::in_force(&prefix)?;
     if faults.is_empty() {
-        println!("no faults in force on {}", meta.prefix);
+        println!("no faults in force on {prefix}");
     }
     for record in &faults {
         println!("{}", describe(record));
@@ -269,9 +267,9 @@ fn list(cluster_procs: &Path) -> anyhow::Result<()> {
 }
 
 fn heal_by_hand(cluster_procs: &Path, id: Option<u32>) -> anyhow::Result<()> {
-    let (_, meta) = files::read_cluster(cluster_procs)?;
-    let Some(state) = RunState::existing(&meta.prefix)? else {
-        println!("no faults in force on {}", meta.prefix);
+    let prefix = Cluster::read(cluster_procs)?.prefix().to_owned();
+    let Some(state) = RunState::existing(&prefix)? else {
+        println!("no faults in force on {prefix}");
         return Ok(());
     };
     let healed = heal(&state, id, HealFor::Service)?;

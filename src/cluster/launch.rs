@@ -18,6 +18,7 @@ use super::files::{self, ClusterFiles, Locked};
 use super::reach::reach;
 use super::ready::{Look, Started};
 use super::register::new_token;
+use super::running::Cluster;
 use super::runstate::{Owned, RunState};
 use super::topology::Topology;
 use crate::api::cluster::OwnedProcess;
@@ -219,9 +220,8 @@ pub fn owned_process(id: &str, record: ProcessRecord) -> OwnedProcess {
 }
 
 fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
-    let files = files::read_unlocked(cluster_procs)?;
-    let Some(meta) = files.meta else { return Ok(()) };
-    let running = files.procs.iter().filter(|(id, e)| record_of(&meta, id, e).is_some_and(|r| r.is_alive())).count();
+    let Some(cluster) = Cluster::read_if_any(cluster_procs)? else { return Ok(()) };
+    let running = cluster.nodes().iter().filter(|n| n.running().is_some()).count();
     if running > 0 {
         bail!(
             "{} describes a cluster with {running} running node(s): stop it with `dynabed cluster down` first",
@@ -325,7 +325,7 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
             let node = meta.nodes.get(id.as_str()).with_context(|| format!("no {id} in the meta file"))?;
             let started = Started {
                 id,
-                addr: client_addr(entry)?,
+                addr: super::running::client_addr(entry)?,
                 process: ProcessRecord { pid: entry.pid, start_time: node.start_time },
                 log: node.log.as_deref(),
             };

@@ -6,33 +6,32 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::cleanup::{self, stop};
-use super::files::{self, Locked};
-use super::launch::{client_addr, owned_process, record_of};
+use super::files::Locked;
+use super::launch::owned_process;
 use super::reach::reach;
 use super::ready::Started;
+use super::running::{self, Cluster};
 use super::runstate::RunState;
 use crate::client::Client;
 use netns::process::Spawned as ProcessRecord;
 
 /// Prints one line per node: process, reachability, ring view, hints.
 pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
-    let (procs, meta) = files::read_cluster(cluster_procs)?;
-    let mut ids: Vec<&String> = procs.keys().collect();
-    ids.sort_by_key(|id| files::natural_key(id));
-    let views = reach(meta.client_netns.as_deref(), || async {
+    let cluster = Cluster::read(cluster_procs)?;
+    let views = cluster.reach(|| async {
         let mut views = Vec::new();
-        for id in &ids {
-            let mut client = Client::new(client_addr(&procs[*id])?).with_timeout(Duration::from_secs(2));
+        for node in cluster.nodes() {
+            let mut client = Client::new(node.addr).with_timeout(Duration::from_secs(2));
             views.push(client.status().await.ok().and_then(|a| a.json().ok()));
         }
         Ok(views)
     })?;
+    let meta = cluster.meta();
     println!("cluster {} ({:?}, N={}, {} partitions)", meta.prefix, meta.mode, meta.n, meta.partitions);
     println!("{:<8} {:>8} {:<8} {:<10} {:>13} {:>6}", "node", "pid", "process", "reachable", "ring (alive)", "hints");
     let mut unhealthy = 0;
-    for (id, view) in ids.iter().zip(views) {
-        let entry = &procs[*id];
-        let running = record_of(&meta, id, entry).is_some_and(|r| r.is_alive());
+    for (node, view) in cluster.nodes().iter().zip(views) {
+        let running = node.running().is_some();
         let (reachable, ring, hints) = match &view {
             Some(s) => {
                 let members = s["members"].as_array().map(Vec::as_slice).unwrap_or_default();
@@ -45,7 +44,7 @@ pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
             unhealthy += 1;
         }
         let process = if running { "running" } else { "gone" };
-        println!("{id:<8} {:>8} {process:<8} {reachable:<10} {ring:>13} {hints:>6}", entry.pid);
+        println!("{:<8} {:>8} {process:<8} {reachable:<10} {ring:>13} {hints:>6}", node.id, node.entry.pid);
     }
     if unhealthy > 0 {
         bail!("{unhealthy} node(s) not running or not reachable");
@@ -58,25 +57,22 @@ pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
 /// everything the run state owns (namespaces, links, rules), and the
 /// cluster files. Node data stays on disk.
 pub fn down(cluster_procs: &Path) -> anyhow::Result<()> {
-    let (procs, meta) = files::read_cluster(cluster_procs)?;
-    let records: Vec<ProcessRecord> = procs.iter().filter_map(|(id, e)| record_of(&meta, id, e)).collect();
+    let cluster = Cluster::read(cluster_procs)?;
+    let records: Vec<ProcessRecord> = cluster.nodes().iter().filter_map(|n| n.process).collect();
     let stuck = stop(&records);
     if !stuck.is_empty() {
         bail!("these node processes would not stop: {stuck:?}; the cluster files are kept");
     }
-    cleanup::cleanup(&meta.prefix)?;
+    cleanup::cleanup(cluster.prefix())?;
     Locked::acquire(cluster_procs)?.remove()?;
-    println!("stopped {} node(s) of cluster {}", procs.len(), meta.prefix);
+    println!("stopped {} node(s) of cluster {}", cluster.nodes().len(), cluster.prefix());
     Ok(())
 }
 
 /// The recorded process of node `id`.
 pub fn node_record(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
-    let (procs, meta) = files::read_cluster(cluster_procs)?;
-    procs
-        .get(id)
-        .and_then(|entry| record_of(&meta, id, entry))
-        .with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))
+    let cluster = Cluster::read(cluster_procs)?;
+    cluster.node(id)?.process.with_context(|| format!("the meta file records no process for {id}"))
 }
 
 /// How long a restarted node may take to serve (it may replay a journal).
@@ -88,8 +84,7 @@ const RESTART_LIMIT: Duration = Duration::from_secs(30);
 /// until that process serves. A node that exits instead is an error that
 /// ends with its own last log lines.
 pub fn restart(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
-    let prefix = files::read_cluster(cluster_procs)?.1.prefix;
-    let state = RunState::existing(&prefix)?;
+    let state = RunState::existing(Cluster::read(cluster_procs)?.prefix())?;
     restart_recorded(cluster_procs, id, state.as_ref())
 }
 
@@ -115,7 +110,7 @@ pub fn restart_recorded(cluster_procs: &Path, id: &str, state: Option<&RunState>
     }
     entry.pid = record.pid;
     node.start_time = record.start_time;
-    let addr = client_addr(entry)?;
+    let addr = running::client_addr(entry)?;
     locked.write(&files)?;
     // A node started by hand registers itself under the files' lock.
     drop(locked);

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use netns::process::Spawned as ProcessRecord;
 
 use super::files;
@@ -53,13 +53,20 @@ impl Node {
 impl Cluster {
     /// Reads the cluster files, or says how to start a cluster.
     pub fn read(procs_path: &Path) -> anyhow::Result<Cluster> {
+        Self::read_if_any(procs_path)?.with_context(|| {
+            format!(
+                "no cluster described by {}: start one with `dynabed cluster up --nodes 3` or pass --cluster_procs",
+                procs_path.display()
+            )
+        })
+    }
+
+    /// The cluster the files describe; `None` when they describe none.
+    pub fn read_if_any(procs_path: &Path) -> anyhow::Result<Option<Cluster>> {
         let read = files::read_unlocked(procs_path)?;
         let meta = match read.meta {
             Some(meta) if !read.procs.is_empty() => meta,
-            _ => bail!(
-                "no cluster described by {}: start one with `dynabed cluster up --nodes 3` or pass --cluster_procs",
-                procs_path.display()
-            ),
+            _ => return Ok(None),
         };
         let mut nodes = read
             .procs
@@ -71,7 +78,7 @@ impl Cluster {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         nodes.sort_by_key(|n| files::natural_key(&n.id));
-        Ok(Cluster { procs_path: procs_path.to_owned(), meta, nodes })
+        Ok(Some(Cluster { procs_path: procs_path.to_owned(), meta, nodes }))
     }
 
     pub fn procs_path(&self) -> &Path {

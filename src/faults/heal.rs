@@ -2,16 +2,14 @@
 //! record goes. Every step is harmless when its change never happened, so
 //! a heal is right after any crash of the applier, at any point.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
 
 use super::{admin::admin, delay_daemon, journal};
-use crate::api::cluster::{Meta, NodeEntry};
 use crate::api::fault::{FaultRecord, Undo};
-use crate::cluster::files;
 use crate::cluster::manage;
+use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 
 /// Whom a heal is for.
@@ -28,7 +26,7 @@ pub enum HealFor {
 /// record; returns the records healed.
 pub fn heal(state: &RunState, only: Option<u32>, heal_for: HealFor) -> anyhow::Result<Vec<FaultRecord>> {
     let cluster_procs = state.owned()?.cluster_procs;
-    let cluster = cluster_procs.as_deref().and_then(|p| files::read_cluster(p).ok());
+    let cluster = cluster_procs.as_deref().and_then(|p| Cluster::read(p).ok());
     let undoer = Undoer { state, cluster_procs: cluster_procs.as_deref(), cluster: cluster.as_ref(), heal_for };
     let mut healed = Vec::new();
     for record in journal::records(state)?.into_iter().filter(|r| only.is_none_or(|id| r.id == id)) {
@@ -43,13 +41,10 @@ pub fn heal(state: &RunState, only: Option<u32>, heal_for: HealFor) -> anyhow::R
     Ok(healed)
 }
 
-/// The cluster's files, as read for a heal.
-pub type ClusterFiles = (BTreeMap<String, NodeEntry>, Meta);
-
 struct Undoer<'a> {
     state: &'a RunState,
     cluster_procs: Option<&'a Path>,
-    cluster: Option<&'a ClusterFiles>,
+    cluster: Option<&'a Cluster>,
     heal_for: HealFor,
 }
 
@@ -93,9 +88,8 @@ impl Undoer<'_> {
                 }
             }
             Undo::HealApp { node } if !teardown => {
-                let (procs, meta) = self.cluster.context("the cluster files are gone")?;
-                let entry = procs.get(node).with_context(|| format!("no node {node}"))?;
-                admin(meta, entry, hyper::Method::DELETE, "fault", None)?;
+                let cluster = self.cluster.context("the cluster files are gone")?;
+                admin(cluster.meta(), &cluster.node(node)?.entry, hyper::Method::DELETE, "fault", None)?;
             }
             Undo::Restart { .. } | Undo::HealApp { .. } => {}
         }

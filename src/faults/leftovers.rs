@@ -4,10 +4,9 @@
 //! rather than a surprise in the next experiment.
 
 use super::admin::admin;
-use super::heal::ClusterFiles;
 use super::{delay_daemon, journal};
 use crate::api::fault::{FaultRecord, Undo};
-use crate::cluster::files;
+use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 use crate::node::faults::FaultState;
 
@@ -23,7 +22,7 @@ pub fn leftovers(state: &RunState, records: &[FaultRecord]) -> anyhow::Result<Ve
     if owned.processes.iter().any(|p| p.role == delay_daemon::ROLE) {
         found.push("the delay-line daemon is still running".into());
     }
-    let cluster = owned.cluster_procs.as_deref().map(files::read_cluster).transpose()?;
+    let cluster = owned.cluster_procs.as_deref().map(Cluster::read).transpose()?;
     for record in records {
         for step in &record.undo {
             if let Some(left) = still_there(step, cluster.as_ref())? {
@@ -34,7 +33,7 @@ pub fn leftovers(state: &RunState, records: &[FaultRecord]) -> anyhow::Result<Ve
     Ok(found)
 }
 
-fn still_there(step: &Undo, cluster: Option<&ClusterFiles>) -> anyhow::Result<Option<String>> {
+fn still_there(step: &Undo, cluster: Option<&Cluster>) -> anyhow::Result<Option<String>> {
     use netns::firewall::{Chain, Family, Table};
     let in_namespace = |namespace: &str| netns::namespace::exists(namespace);
     Ok(match step {
@@ -58,9 +57,9 @@ fn still_there(step: &Undo, cluster: Option<&ClusterFiles>) -> anyhow::Result<Op
             (same && netns::process::state(*pid) == Some('T')).then(|| format!("pid {pid} is still stopped"))
         }
         Undo::HealApp { node } => {
-            let Some((procs, meta)) = cluster else { return Ok(None) };
-            let Some(entry) = procs.get(node) else { return Ok(None) };
-            let current: FaultState = serde_json::from_value(admin(meta, entry, hyper::Method::GET, "fault", None)?)?;
+            let Some((cluster, found)) = cluster.and_then(|c| Some((c, c.node(node).ok()?))) else { return Ok(None) };
+            let current: FaultState =
+                serde_json::from_value(admin(cluster.meta(), &found.entry, hyper::Method::GET, "fault", None)?)?;
             (current != FaultState::default()).then(|| format!("{node} still applies {current:?}"))
         }
         Undo::Restart { .. } | Undo::DelayClear { .. } | Undo::StopIdleDelayLine => None,

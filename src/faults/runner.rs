@@ -20,7 +20,7 @@ use super::heal::{heal, HealFor};
 use super::plan::{self, Step};
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{FaultRecord, Kind, Layer};
-use crate::cluster::files;
+use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 
 /// One event of the plan as it went, on the run's clock (µs since t0).
@@ -126,7 +126,7 @@ impl PlanRunner {
 
     /// A runner for `plan` on the cluster of `cluster_procs`, starting now.
     pub fn for_cluster(plan: Vec<FaultEvent>, cluster_procs: PathBuf) -> anyhow::Result<Self> {
-        let prefix = files::read_cluster(&cluster_procs)?.1.prefix;
+        let prefix = Cluster::read(&cluster_procs)?.prefix().to_owned();
         Ok(Self::new(plan, cluster_procs, prefix, Instant::now()))
     }
 

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::heal::{heal, HealFor};
 use crate::cluster::cleanup::{self, Removed};
-use crate::cluster::files;
 use crate::cluster::manage;
+use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 
 /// What a teardown healed and removed.
@@ -28,8 +28,7 @@ pub fn teardown(prefix: &str) -> anyhow::Result<Teardown> {
 /// Heals every fault of the cluster, then stops it and removes what it
 /// owns (`dynabed cluster down`).
 pub fn down(cluster_procs: &Path) -> anyhow::Result<()> {
-    let (_, meta) = files::read_cluster(cluster_procs)?;
-    heal_for_teardown(&meta.prefix)?;
+    heal_for_teardown(Cluster::read(cluster_procs)?.prefix())?;
     manage::down(cluster_procs)
 }
 

@@ -74,7 +74,7 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<()> {
     if warmup + failure > duration {
         bail!("--warmup {warmup} + --failure_duration {failure} is longer than --duration {duration}");
     }
-    crate::cluster::files::read_cluster(&args.cluster_procs)?;
+    crate::cluster::running::Cluster::read(&args.cluster_procs)?;
     std::fs::create_dir_all(args.out.join("cells")).with_context(|| format!("creating {}", args.out.display()))?;
     let pending: Vec<&Cell> = cells.iter().filter(|c| args.force || !is_done(&c.dir(&args.out))).collect();
     let estimate_s = pending.len() as f64 * (duration + OVERHEAD_S);
