@@ -10,8 +10,7 @@ use super::fault::{Fault, FaultRequest};
 use super::heal::{heal, HealFor};
 use super::journal;
 use crate::api::fault::{FaultRecord, Layer};
-use crate::cluster::files;
-use crate::cluster::launch::record_of;
+use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 use crate::node::replica::now_ms;
 
@@ -37,29 +36,15 @@ fn executor(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
 
 /// Applies `request` to the cluster of `cluster_procs` and returns its record.
 pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<FaultRecord> {
-    let (procs, meta) = files::read_cluster(cluster_procs)?;
-    let entry = procs.get(&request.node).with_context(|| {
-        format!(
-            "no node {:?} in {} (nodes: {:?})",
-            request.node,
-            cluster_procs.display(),
-            procs.keys().collect::<Vec<_>>()
-        )
-    })?;
+    let cluster = Cluster::read(cluster_procs)?;
+    let node = cluster.node(&request.node)?;
     let targets = request.targets();
-    if let Some(stranger) = targets.iter().find(|node| !procs.contains_key(*node)) {
-        bail!("no node {stranger:?} in {}", cluster_procs.display());
+    for target in &targets {
+        cluster.node(target)?;
     }
-    let state = RunState::open(&meta.prefix)?;
-    let target = Target {
-        id: journal::next_id(&state)?,
-        state: &state,
-        node: &request.node,
-        entry,
-        meta: &meta,
-        procs: &procs,
-        process: record_of(&meta, &request.node, entry).filter(|r| r.is_alive()),
-    };
+    let state = RunState::open(cluster.prefix())?;
+    let target =
+        Target { id: journal::next_id(&state)?, state: &state, cluster: &cluster, node, process: node.running() };
     let executor = executor(request)?;
     let record = FaultRecord {
         id: target.id,

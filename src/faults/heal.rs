@@ -89,7 +89,7 @@ impl Undoer<'_> {
             }
             Undo::HealApp { node } if !teardown => {
                 let cluster = self.cluster.context("the cluster files are gone")?;
-                admin(cluster.meta(), &cluster.node(node)?.entry, hyper::Method::DELETE, "fault", None)?;
+                admin(cluster, cluster.node(node)?, hyper::Method::DELETE, "fault", None)?;
             }
             Undo::Restart { .. } | Undo::HealApp { .. } => {}
         }

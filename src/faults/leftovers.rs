@@ -59,7 +59,7 @@ fn still_there(step: &Undo, cluster: Option<&Cluster>) -> anyhow::Result<Option<
         Undo::HealApp { node } => {
             let Some((cluster, found)) = cluster.and_then(|c| Some((c, c.node(node).ok()?))) else { return Ok(None) };
             let current: FaultState =
-                serde_json::from_value(admin(cluster.meta(), &found.entry, hyper::Method::GET, "fault", None)?)?;
+                serde_json::from_value(admin(cluster, found, hyper::Method::GET, "fault", None)?)?;
             (current != FaultState::default()).then(|| format!("{node} still applies {current:?}"))
         }
         Undo::Restart { .. } | Undo::DelayClear { .. } | Undo::StopIdleDelayLine => None,

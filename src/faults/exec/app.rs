@@ -1,8 +1,8 @@
 //! Application-level faults: the node's own `/admin/fault` hooks.
 
 use super::{ChangeError, Commands, Executor, Target};
-use crate::api::cluster::NodeEntry;
 use crate::api::fault::{Backend, Undo};
+use crate::cluster::running::Node;
 use crate::faults::admin::admin;
 
 /// The node delays every message it sends or handles by `slow_ms`.
@@ -17,11 +17,11 @@ impl Executor for AppSlow {
 
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
         target.running()?;
-        Ok(vec![Undo::HealApp { node: target.node.to_owned() }])
+        Ok(vec![Undo::HealApp { node: target.name().to_owned() }])
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
-        Ok(vec![post_fault(target, target.entry, serde_json::json!({ "slow_ms": self.slow_ms }))?])
+        Ok(vec![post_fault(target, target.node, serde_json::json!({ "slow_ms": self.slow_ms }))?])
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
@@ -30,13 +30,13 @@ impl Executor for AppSlow {
 }
 
 /// `POST /admin/fault` with `body` to `entry`; returns the request as a command.
-pub fn post_fault(target: &Target, entry: &NodeEntry, body: serde_json::Value) -> anyhow::Result<Vec<String>> {
-    admin(target.meta, entry, hyper::Method::POST, "fault", Some(body.clone()))?;
-    Ok(vec!["POST".into(), format!("http://{}:{}/admin/fault", entry.host, entry.port), body.to_string()])
+pub fn post_fault(target: &Target, node: &Node, body: serde_json::Value) -> anyhow::Result<Vec<String>> {
+    admin(target.cluster, node, hyper::Method::POST, "fault", Some(body.clone()))?;
+    Ok(vec!["POST".into(), format!("http://{}/admin/fault", node.addr), body.to_string()])
 }
 
 /// What the target node says it applies.
 pub fn reported_faults(target: &Target) -> anyhow::Result<String> {
-    let now = admin(target.meta, target.entry, hyper::Method::GET, "fault", None)?;
-    Ok(format!("{} reports faults {now}", target.node))
+    let now = admin(target.cluster, target.node, hyper::Method::GET, "fault", None)?;
+    Ok(format!("{} reports faults {now}", target.name()))
 }

@@ -11,7 +11,7 @@ pub struct CpuQuota {
 }
 
 fn group_name(target: &Target) -> String {
-    format!("dynabed-{}-fault{}", target.meta.prefix, target.id)
+    format!("dynabed-{}-fault{}", target.cluster.prefix(), target.id)
 }
 
 impl Executor for CpuQuota {
@@ -32,7 +32,7 @@ impl Executor for CpuQuota {
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        let (node, pid) = (target.node, target.process.map(|p| p.pid).unwrap_or_default());
+        let (node, pid) = (target.name(), target.process.map(|p| p.pid).unwrap_or_default());
         let group = CpuGroup::open(&group_name(target))?;
         anyhow::ensure!(group.pids()?.contains(&pid), "{node} (pid {pid}) is not in {}", group.path.display());
         Ok(format!("{node} (pid {pid}) limited to {}% of a core in {}", self.pct, group.path.display()))

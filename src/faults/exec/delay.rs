@@ -63,7 +63,7 @@ fn chain_name(target: &Target) -> String {
 }
 
 fn ipv4(target: &Target) -> anyhow::Result<Ipv4Addr> {
-    target.entry.host.parse().context("a namespaced node has an IPv4 address")
+    target.node.entry.host.parse().context("a namespaced node has an IPv4 address")
 }
 
 impl Executor for DelayLine {
@@ -105,9 +105,9 @@ impl Executor for DelayLine {
 /// Round trips to the node take the delay asked, measured from the client
 /// namespace with fresh TCP handshakes.
 fn verify_slow(target: &Target, slow_ms: u64) -> anyhow::Result<String> {
-    let node = target.node;
-    let addr = SocketAddr::new(target.addr()?, target.entry.port);
-    let client_ns = target.meta.client_netns.clone().context("no client namespace")?;
+    let node = target.name();
+    let addr = target.node.addr;
+    let client_ns = target.cluster.meta().client_netns.clone().context("no client namespace")?;
     if slow_ms >= 2000 {
         // The seed's huge-delay partition: waiting out a round trip is
         // pointless; a handshake must not complete in a second.

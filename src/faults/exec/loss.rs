@@ -24,7 +24,7 @@ impl Executor for HubLoss {
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
         let table = Table::new(&target.hub(), Family::Bridge, &target.table_name());
         let mut applied = table.create()?;
-        let addr: IpAddr = target.addr()?;
+        let addr: IpAddr = target.node.addr.ip();
         for direction in [Direction::From, Direction::To] {
             let rule = Rule::RandomLoss { addr, direction, percent: self.pct };
             applied.extend(table.add_rule(&rule)?);
@@ -33,6 +33,6 @@ impl Executor for HubLoss {
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        Ok(format!("{}% of packets from and to {} dropped in the hub", self.pct, target.node))
+        Ok(format!("{}% of packets from and to {} dropped in the hub", self.pct, target.name()))
     }
 }

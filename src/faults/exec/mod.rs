@@ -12,14 +12,12 @@ pub mod partition;
 pub mod shape;
 pub mod signal;
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
 use anyhow::{bail, Context};
 use netns::process::Spawned;
 
-use crate::api::cluster::{Meta, Mode, NodeEntry};
+use crate::api::cluster::Mode;
 use crate::api::fault::{Backend, Undo};
+use crate::cluster::running::{Cluster, Node};
 use crate::cluster::runstate::RunState;
 use crate::cluster::topology::Topology;
 
@@ -67,10 +65,8 @@ pub struct Target<'a> {
     /// The fault's id in the journal.
     pub id: u32,
     pub state: &'a RunState,
-    pub node: &'a str,
-    pub entry: &'a NodeEntry,
-    pub meta: &'a Meta,
-    pub procs: &'a BTreeMap<String, NodeEntry>,
+    pub cluster: &'a Cluster,
+    pub node: &'a Node,
     /// The node's process, when it runs.
     pub process: Option<Spawned>,
 }
@@ -78,12 +74,12 @@ pub struct Target<'a> {
 impl Target<'_> {
     /// The node's process; an error when it is not running.
     pub fn running(&self) -> anyhow::Result<Spawned> {
-        self.process.with_context(|| format!("{} is not running", self.node))
+        self.process.with_context(|| format!("{} is not running", self.name()))
     }
 
     /// Kernel faults act on the namespaces of a namespaced cluster.
     pub fn namespaced(&self) -> anyhow::Result<()> {
-        if self.meta.mode != Mode::Netns {
+        if self.cluster.mode() != Mode::Netns {
             bail!("kernel faults need a namespaced cluster; this one runs on loopback: use --fault_layer app");
         }
         Ok(())
@@ -91,21 +87,22 @@ impl Target<'_> {
 
     /// The namespace whose bridge joins every node.
     pub fn hub(&self) -> String {
-        Topology::new(&self.meta.prefix, 0).hub()
+        Topology::new(self.cluster.prefix(), 0).hub()
     }
 
-    pub fn addr(&self) -> anyhow::Result<IpAddr> {
-        self.entry.host.parse().context("a node address")
+    /// The node's id, e.g. `node3`.
+    pub fn name(&self) -> &str {
+        &self.node.id
     }
 
     /// Both ends of the node's link: (namespace, device), shaped each its way.
     pub fn links(&self) -> anyhow::Result<Vec<(String, String)>> {
         let index: u16 = self
-            .node
+            .name()
             .strip_prefix("node")
             .and_then(|i| i.parse().ok())
-            .with_context(|| format!("{} is not a launched node", self.node))?;
-        let topology = Topology::new(&self.meta.prefix, 0);
+            .with_context(|| format!("{} is not a launched node", self.name()))?;
+        let topology = Topology::new(self.cluster.prefix(), 0);
         Ok(vec![(topology.hub(), topology.hub_link(index)), (topology.node(index), "eth0".to_owned())])
     }
 

@@ -10,9 +10,9 @@ use netns::firewall::{Family, Rule, Table};
 
 use super::app::{post_fault, reported_faults};
 use super::{ChangeError, Commands, Executor, Target};
-use crate::api::cluster::NodeEntry;
 use crate::api::fault::{Backend, Undo};
 use crate::api::fault::{Clients, CutDirection};
+use crate::cluster::running::Node;
 use crate::cluster::topology::Topology;
 
 /// Drops, in the hub's bridge, the packets between the two sides (and the
@@ -35,10 +35,9 @@ impl Executor for HubCut {
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
         let table = Table::new(&target.hub(), Family::Bridge, &target.table_name());
         let mut applied = table.create()?;
-        let address = |e: &NodeEntry| e.host.parse::<IpAddr>().context("a node address");
         let sides = Sides { target, with: &self.with };
-        let ours: Vec<IpAddr> = sides.ours().map(|(_, e)| address(e)).collect::<anyhow::Result<_>>()?;
-        let mut theirs: Vec<IpAddr> = sides.theirs().map(|(_, e)| address(e)).collect::<anyhow::Result<_>>()?;
+        let ours: Vec<IpAddr> = sides.ours().map(|n| n.addr.ip()).collect();
+        let mut theirs: Vec<IpAddr> = sides.theirs().map(|n| n.addr.ip()).collect();
         if self.clients == Clients::Isolate {
             theirs.push(IpAddr::V4(Topology::client_addr()));
         }
@@ -57,18 +56,17 @@ impl Executor for HubCut {
     /// answers; from the client namespace its client port still does
     /// (unless clients are cut too).
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        let peer = SocketAddr::new(target.addr()?, target.entry.peer_port);
-        let client = SocketAddr::new(target.addr()?, target.entry.port);
-        let Some((_, other)) = (Sides { target, with: &self.with }).theirs().next() else {
+        let (peer, client) = (target.node.peer_addr(), target.node.addr);
+        let Some(other) = (Sides { target, with: &self.with }).theirs().next() else {
             return Ok("no other node to probe from".into());
         };
-        let other_ns = other.netns.clone().context("a namespaced node without a namespace")?;
+        let other_ns = other.entry.netns.clone().context("a namespaced node without a namespace")?;
         // On a local bridge a handshake takes microseconds; a dropped SYN
         // never answers, so a short timeout tells them apart.
         let probe = |addr: SocketAddr| TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok();
         let from_peer = netns::namespace::run_in(&other_ns, || probe(peer))?;
         anyhow::ensure!(!from_peer, "{other_ns} still connects to {peer}");
-        let client_ns = target.meta.client_netns.clone().context("no client namespace")?;
+        let client_ns = target.cluster.meta().client_netns.clone().context("no client namespace")?;
         let from_client = netns::namespace::run_in(&client_ns, || probe(client))?;
         anyhow::ensure!(from_client != (self.clients == Clients::Isolate), "clients reach {client}: {from_client}");
         Ok(format!(
@@ -91,7 +89,7 @@ impl Executor for NodeCut {
 
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
         target.running()?;
-        let side = std::iter::once(target.node).chain(self.with.iter().map(String::as_str));
+        let side = std::iter::once(target.name()).chain(self.with.iter().map(String::as_str));
         Ok(side.map(|node| Undo::HealApp { node: node.to_owned() }).collect())
     }
 
@@ -100,10 +98,10 @@ impl Executor for NodeCut {
         let body = if self.with.is_empty() {
             serde_json::json!({ "partition": "all" })
         } else {
-            let others: Vec<&String> = sides.theirs().map(|(id, _)| id).collect();
+            let others: Vec<&String> = sides.theirs().map(|n| &n.id).collect();
             serde_json::json!({ "partition": { "peers": others } })
         };
-        let commands = sides.ours().map(|(_, entry)| post_fault(target, entry, body.clone()));
+        let commands = sides.ours().map(|node| post_fault(target, node, body.clone()));
         Ok(commands.collect::<anyhow::Result<_>>()?)
     }
 
@@ -120,15 +118,15 @@ struct Sides<'a> {
 
 impl<'a> Sides<'a> {
     /// The target and the nodes grouped with it.
-    fn ours(&self) -> impl Iterator<Item = (&'a String, &'a NodeEntry)> + use<'a, '_> {
-        self.target.procs.iter().filter(|(id, _)| self.is_ours(id))
+    fn ours(&self) -> impl Iterator<Item = &'a Node> + use<'a, '_> {
+        self.target.cluster.nodes().iter().filter(|n| self.is_ours(&n.id))
     }
 
-    fn theirs(&self) -> impl Iterator<Item = (&'a String, &'a NodeEntry)> + use<'a, '_> {
-        self.target.procs.iter().filter(|(id, _)| !self.is_ours(id))
+    fn theirs(&self) -> impl Iterator<Item = &'a Node> + use<'a, '_> {
+        self.target.cluster.nodes().iter().filter(|n| !self.is_ours(&n.id))
     }
 
     fn is_ours(&self, id: &str) -> bool {
-        id == self.target.node || self.with.iter().any(|w| w == id)
+        id == self.target.name() || self.with.iter().any(|w| w == id)
     }
 }

@@ -19,7 +19,7 @@ impl Executor for Kill {
     }
 
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
-        Ok(if self.restart { vec![Undo::Restart { node: target.node.to_owned() }] } else { vec![] })
+        Ok(if self.restart { vec![Undo::Restart { node: target.name().to_owned() }] } else { vec![] })
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
@@ -27,7 +27,7 @@ impl Executor for Kill {
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        Ok(format!("{} is gone", target.node))
+        Ok(format!("{} is gone", target.name()))
     }
 }
 
@@ -49,7 +49,7 @@ impl Executor for Stop {
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        let node = target.node;
+        let node = target.name();
         let pid = target.process.map(|p| p.pid).unwrap_or_default();
         // A signal is delivered asynchronously: give it a moment.
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -67,10 +67,10 @@ impl Executor for Stop {
 fn send(target: &Target, signal: Signal) -> anyhow::Result<Vec<String>> {
     let process = target.running()?;
     if !process.signal(signal) {
-        bail!("{} (pid {}) is gone", target.node, process.pid);
+        bail!("{} (pid {}) is gone", target.name(), process.pid);
     }
     if signal == Signal::SIGKILL && !process.wait_gone(Duration::from_secs(5)) {
-        bail!("{} survived SIGKILL", target.node);
+        bail!("{} survived SIGKILL", target.name());
     }
     Ok(vec!["kill".into(), format!("-{}", signal.as_str().trim_start_matches("SIG")), process.pid.to_string()])
 }
