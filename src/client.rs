@@ -18,7 +18,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::node::http::{CLOCK, CONTEXT, COORDINATOR, DOT};
+use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
 
 /// Bytes of a key that must be escaped in a path segment.
 const KEY_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');

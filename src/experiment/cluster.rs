@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::client::Client;
 use crate::cluster::files::{self, Meta, NodeEntry};
 use crate::cluster::launch::client_addr;
-use crate::node::ring::Ring;
+use crate::api::ring::Ring;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -8,9 +8,8 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::cluster::ClusterView;
-use crate::node::version::Dot;
+use crate::api::dot::{Clock, Dot};
 use crate::workload::ops::key_name;
-use crate::workload::staleness::Clock;
 
 /// Replica reads in flight at once.
 const READERS: usize = 16;

@@ -20,7 +20,8 @@ use super::metrics::Counters;
 use super::peer::{PeerError, Traffic};
 use super::protocol::{ClientOp, OpKind, Outcome, RemoteError, Request, Response};
 use super::replica::{self, ReplicaError};
-use super::version::{Dot, Object, VersionVector};
+use super::version::{Object, VersionVector};
+use crate::api::dot::Dot;
 use super::Node;
 
 /// The result of a coordinated operation.

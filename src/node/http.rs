@@ -26,11 +26,7 @@ use super::protocol::{self, ClientOp, OpKind};
 use super::sync::Fanout;
 use super::version::{decode_context, encode_context, Object};
 use super::Node;
-
-pub const CONTEXT: &str = "x-dynamo-context";
-pub const CLOCK: &str = "x-dynamo-clock";
-pub const DOT: &str = "x-dynamo-dot";
-pub const COORDINATOR: &str = "x-dynamo-coordinator";
+use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
 
 type Reply = Response<Full<Bytes>>;
 

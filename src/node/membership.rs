@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::parse_node_id;
 use super::protocol::Digest;
-use super::ring::Ring;
+use crate::api::ring::Ring;
 
 /// One member as gossip carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

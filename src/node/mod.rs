@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod peer;
 pub mod protocol;
 pub mod replica;
-pub mod ring;
 pub mod storage;
 pub mod sync;
 pub mod version;

@@ -23,7 +23,7 @@ use super::ops::{key_name, value, Op, Routing, UpdateMode, Workload};
 use super::recorder::Message;
 use super::sample::{Outcome, Phase, PhaseCell, Sample};
 use crate::client::{Answer, Client, ClientError};
-use crate::node::ring::Ring;
+use crate::api::ring::Ring;
 
 /// Attempts at writing each key during the preload before the run gives up.
 const LOAD_ATTEMPTS: u32 = 5;
