@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::api::ring::Ring;
 use crate::client::Client;
 use crate::cluster::files::{self, Meta, NodeEntry};
 use crate::cluster::launch::client_addr;
-use crate::api::ring::Ring;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -21,8 +21,8 @@ use super::peer::{PeerError, Traffic};
 use super::protocol::{ClientOp, OpKind, Outcome, RemoteError, Request, Response};
 use super::replica::{self, ReplicaError};
 use super::version::{Object, VersionVector};
-use crate::api::dot::Dot;
 use super::Node;
+use crate::api::dot::Dot;
 
 /// The result of a coordinated operation.
 #[derive(Debug)]

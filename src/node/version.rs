@@ -16,9 +16,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::api::dot::{validate_entry, Dot, DotError};
 #[cfg(doc)]
 use crate::api::dot::validate_actor;
+use crate::api::dot::{validate_entry, Dot, DotError};
 
 /// Most siblings a decoded object may hold.
 pub const MAX_SIBLINGS: usize = 1024;
