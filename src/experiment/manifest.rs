@@ -57,7 +57,7 @@ impl Setup {
                 "partitions": cluster.meta.partitions,
                 "nodes": cluster.ids,
                 "client_netns": cluster.meta.client_netns,
-                "storage": statuses.first().map(|s| s["storage"].clone()),
+                "storage": statuses.first().map(|s| s.storage.clone()),
                 "node_command_lines": cluster.meta.nodes.iter().map(|(id, n)| (id.clone(), n.argv.clone())).collect::<BTreeMap<_, _>>(),
             },
             "machine": {

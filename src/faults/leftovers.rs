@@ -4,9 +4,9 @@
 //! rather than a surprise in the next experiment.
 
 use super::{admin, delay_daemon, Undo};
+use crate::api::admin::FaultState;
 use crate::cluster::files;
 use crate::cluster::runstate::RunState;
-use crate::node::faults::FaultState;
 
 /// Everything still in place that `records` (all healed) created; empty
 /// when the heals were complete. (Whether a crashed node came back is the

@@ -15,18 +15,22 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::coordinator::{CoordError, Coordinated};
-use super::faults::FaultState;
 use super::membership::MembershipError;
 use super::protocol::{self, ClientOp, OpKind};
-use super::sync::Fanout;
 use super::version::{decode_context, encode_context, Object};
 use super::Node;
+use crate::api::admin::{
+    Committed, FaultState, HandedOff, Held, MerkleRoots, RepairRound, ReplicaCopy, Replicas, StoredVersion,
+    SwitchChange,
+};
 use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
+use crate::api::status::{Counters, RingView, Status};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -76,7 +80,7 @@ async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
         admin_request(node, rest, request).await
     } else {
         match (request.method(), path.as_str()) {
-            (&Method::GET, "/status") => Ok(status(node)),
+            (&Method::GET, "/status") => Ok(json_reply(&status(node))),
             (&Method::GET, "/metrics") => Ok(metrics(node)),
             (_, "/status" | "/metrics") => Err(HttpError::method()),
             _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such path: {path}"))),
@@ -257,32 +261,23 @@ fn write_reply(done: &Coordinated) -> Result<Reply, HttpError> {
     Ok(reply)
 }
 
-fn status(node: &Node) -> Reply {
-    let counters: serde_json::Map<String, serde_json::Value> =
-        node.counters.snapshot().into_iter().map(|(name, _, value)| (name.to_owned(), value.into())).collect();
+fn status(node: &Node) -> Status {
+    let counters: Counters = node.counters.snapshot().into_iter().map(|(name, _, value)| (name, value)).collect();
     let ring = node.membership.ring();
-    json_reply(&json!({
-        "id": node.id(),
-        "pid": std::process::id(),
-        "actor": node.replica.actor(),
-        "members": node.membership.view(),
-        "hints_pending": node.replica.hints_pending().unwrap_or(0),
-        "hints_delivered": counters["hints_delivered"],
-        "counters": counters,
-        "ring": { "partitions": ring.partitions(), "n": node.membership.n(), "members": ring.members() },
-        "storage": node.replica.storage().kind().to_string(),
-        "storage_lost_records": node.replica.identity().lost_records(),
-        "storage_failure": node.replica.storage().health().failure(),
-        "switches": switches(node),
-    }))
-}
-
-fn switches(node: &Node) -> serde_json::Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    json!({
-        "hint_delivery": node.switches.hint_delivery.load(Relaxed),
-        "anti_entropy": node.switches.anti_entropy.load(Relaxed),
-    })
+    Status {
+        id: node.id().to_owned(),
+        pid: std::process::id(),
+        actor: node.replica.actor().to_owned(),
+        members: node.membership.view(),
+        hints_pending: node.replica.hints_pending().unwrap_or(0) as u64,
+        hints_delivered: counters.get("hints_delivered"),
+        counters,
+        ring: RingView { partitions: ring.partitions(), n: node.membership.n(), members: ring.members().to_vec() },
+        storage: node.replica.storage().kind().to_string(),
+        storage_lost_records: node.replica.identity().lost_records().cloned(),
+        storage_failure: node.replica.storage().health().failure().map(str::to_owned),
+        switches: node.switch_state(),
+    }
 }
 
 fn metrics(node: &Node) -> Reply {
@@ -313,30 +308,20 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
     }
     match (request.method(), route) {
         (&Method::POST, "config") => {
-            let body = read_body(node, request).await?;
-            let change: ConfigChange =
-                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad config JSON: {e}")))?;
-            node.configure(change.hint_delivery, change.anti_entropy);
-            Ok(json_reply(&switches(node)))
+            let change: SwitchChange = read_json(node, request, "config").await?;
+            Ok(json_reply(&node.configure(change)))
         }
-        (&Method::POST, "handoff") => {
-            let delivered = node.deliver_hints().await;
-            Ok(json_reply(&json!({ "delivered": delivered })))
-        }
+        (&Method::POST, "handoff") => Ok(json_reply(&HandedOff { delivered: node.deliver_hints().await })),
         (&Method::POST, "repair/round") => {
             let body = read_body(node, request).await?;
-            let round: RoundRequest = if body.is_empty() {
-                RoundRequest::default()
-            } else {
-                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad repair round JSON: {e}")))?
-            };
-            let stats = node.repair_round(round.seed, round.fanout, round.staged).await;
-            Ok(json_reply(&serde_json::to_value(stats).expect("stats serialise")))
+            let round: RepairRound =
+                if body.is_empty() { RepairRound::default() } else { parse_json(&body, "repair round")? };
+            Ok(json_reply(&node.repair_round(round.seed, round.fanout, round.staged).await))
         }
         (&Method::POST, "repair/commit") => {
             let merged =
                 node.commit_staged().map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            Ok(json_reply(&json!({ "merged": merged })))
+            Ok(json_reply(&Committed { merged }))
         }
         (&Method::GET, "merkle") => Ok(json_reply(&merkle_roots(node))),
         (&Method::POST, "leave") => {
@@ -354,24 +339,20 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 node.stop.notify_one();
             });
-            Ok(json_reply(&serde_json::to_value(stats).expect("stats serialise")))
+            Ok(json_reply(&stats))
         }
         (&Method::POST, "fault") => {
-            let body = read_body(node, request).await?;
-            let state: FaultState =
-                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad fault JSON: {e}")))?;
+            let state: FaultState = read_json(node, request, "fault").await?;
             tracing::warn!(?state, "application-level fault applied");
             node.faults.set(state);
-            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
+            Ok(json_reply(&node.faults.current()))
         }
         (&Method::DELETE, "fault") => {
             node.faults.heal();
             tracing::warn!("application-level faults healed");
-            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
+            Ok(json_reply(&node.faults.current()))
         }
-        (&Method::GET, "fault") => {
-            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
-        }
+        (&Method::GET, "fault") => Ok(json_reply(&node.faults.current())),
         (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle" | "fault" | "leave") => {
             Err(HttpError::method())
         }
@@ -379,32 +360,21 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigChange {
-    hint_delivery: Option<bool>,
-    anti_entropy: Option<bool>,
+/// A JSON request body; `what` names it in the error.
+async fn read_json<T: DeserializeOwned>(node: &Node, request: Request<Incoming>, what: &str) -> Result<T, HttpError> {
+    parse_json(&read_body(node, request).await?, what)
 }
 
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoundRequest {
-    #[serde(default)]
-    seed: u64,
-    #[serde(default)]
-    fanout: Fanout,
-    /// Keep what the round learns until `POST /admin/repair/commit`.
-    #[serde(default)]
-    staged: bool,
+fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::bad(format!("bad {what} JSON: {e}")))
 }
 
 /// The Merkle root of every partition this node replicates, in hex.
-fn merkle_roots(node: &Node) -> serde_json::Value {
+fn merkle_roots(node: &Node) -> MerkleRoots {
     let partitions = node.membership.ring().replicated_partitions(node.id(), node.membership.n());
-    let roots: serde_json::Map<String, serde_json::Value> = node.replica.with_trees(|trees| {
-        partitions.iter().map(|&p| (p.to_string(), format!("{:032x}", trees.root(p)).into())).collect()
-    });
-    json!({ "node": node.id(), "partitions": roots })
+    let roots =
+        node.replica.with_trees(|trees| partitions.iter().map(|&p| (p, format!("{:032x}", trees.root(p)))).collect());
+    MerkleRoots { node: node.id().to_owned(), partitions: roots }
 }
 
 fn authorize(node: &Node, request: &Request<Incoming>) -> Result<(), HttpError> {
@@ -425,7 +395,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// What every preference-list replica of `key` holds, read directly.
-async fn replicas(node: &Arc<Node>, key: Bytes) -> serde_json::Value {
+async fn replicas(node: &Arc<Node>, key: Bytes) -> Replicas {
     let ring = node.membership.ring();
     let partition = ring.partition_of(&key);
     let owners: Vec<String> =
@@ -444,33 +414,33 @@ async fn replicas(node: &Arc<Node>, key: Bytes) -> serde_json::Value {
                 None => Err("unreachable".to_owned()),
             }
         };
-        replicas.push(match held {
-            Ok(object) => json!({ "node": owner, "versions": versions(object.as_ref()) }),
-            Err(e) => json!({ "node": owner, "error": e }),
-        });
+        let held = match held {
+            Ok(object) => Held::Versions { versions: versions(object.as_ref()) },
+            Err(error) => Held::Unreadable { error },
+        };
+        replicas.push(ReplicaCopy { node: owner, held });
     }
-    json!({ "key": String::from_utf8_lossy(&key), "partition": partition, "replicas": replicas })
+    Replicas { key: String::from_utf8_lossy(&key).into_owned(), partition, replicas }
 }
 
-fn versions(object: Option<&Object>) -> Vec<serde_json::Value> {
+fn versions(object: Option<&Object>) -> Vec<StoredVersion> {
     let Some(object) = object else { return Vec::new() };
     let clock = object.clock.readable();
     object
         .siblings
         .iter()
-        .map(|s| {
-            json!({
-                "value": s.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
-                "dot": s.dot.to_string(),
-                "clock": clock,
-                "tombstone": s.value.is_none(),
-            })
+        .map(|s| StoredVersion {
+            value: s.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+            dot: s.dot.to_string(),
+            clock: clock.clone(),
+            tombstone: s.value.is_none(),
         })
         .collect()
 }
 
-fn json_reply(body: &serde_json::Value) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_reply(body: &impl Serialize) -> Reply {
+    let body = serde_json::to_vec(body).expect("admin and status bodies serialise");
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
     reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     reply
 }

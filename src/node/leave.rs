@@ -8,22 +8,11 @@
 
 use std::sync::Arc;
 
+use crate::api::admin::LeaveStats;
 use bytes::Bytes;
-use serde::Serialize;
 
 use super::protocol::{Request, Response};
 use super::Node;
-
-#[derive(Debug, Default, Serialize)]
-pub struct LeaveStats {
-    /// Members told directly that this node left.
-    pub told: usize,
-    pub keys: usize,
-    /// Replica writes that landed.
-    pub writes: usize,
-    pub failed_writes: usize,
-    pub hints_passed_on: usize,
-}
 
 impl Node {
     pub async fn leave(self: &Arc<Self>) -> anyhow::Result<LeaveStats> {

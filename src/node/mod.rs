@@ -35,6 +35,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
+use crate::api::admin::SwitchChange;
+use crate::api::status::Switches;
 pub use config::NodeConfig;
 use identity::Identity;
 use membership::{MemberRecord, Membership};
@@ -49,7 +51,7 @@ use storage::Storage;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Switches that experiments flip at run time through `POST /admin/config`.
-pub struct Switches {
+pub struct LiveSwitches {
     pub hint_delivery: AtomicBool,
     pub anti_entropy: AtomicBool,
 }
@@ -64,7 +66,7 @@ pub struct Node {
     /// Open client connections, up to `--max_client_connections`.
     pub client_gate: admission::ConnectionGate,
     pub counters: Arc<Counters>,
-    pub switches: Switches,
+    pub switches: LiveSwitches,
     /// `None` disables the admin API (no token was configured).
     pub admin_token: Option<String>,
     /// Application-level faults in force.
@@ -121,7 +123,7 @@ impl Node {
             peer_admission: Arc::new(peer::Admission::new(key, config.max_peer_connections as usize, counters.clone())),
             client_gate: admission::ConnectionGate::new("client", config.max_client_connections as usize),
             counters,
-            switches: Switches {
+            switches: LiveSwitches {
                 hint_delivery: AtomicBool::new(true),
                 anti_entropy: AtomicBool::new(config.anti_entropy),
             },
@@ -293,13 +295,22 @@ impl Node {
         }
     }
 
-    /// Flips run-time switches; `None` leaves a switch as it is.
-    pub fn configure(&self, hint_delivery: Option<bool>, anti_entropy: Option<bool>) {
-        if let Some(on) = hint_delivery {
+    /// Flips run-time switches (`None` leaves a switch as it is); returns
+    /// them as they now are.
+    pub fn configure(&self, change: SwitchChange) -> Switches {
+        if let Some(on) = change.hint_delivery {
             self.switches.hint_delivery.store(on, Ordering::Relaxed);
         }
-        if let Some(on) = anti_entropy {
+        if let Some(on) = change.anti_entropy {
             self.switches.anti_entropy.store(on, Ordering::Relaxed);
+        }
+        self.switch_state()
+    }
+
+    pub fn switch_state(&self) -> Switches {
+        Switches {
+            hint_delivery: self.switches.hint_delivery.load(Ordering::Relaxed),
+            anti_entropy: self.switches.anti_entropy.load(Ordering::Relaxed),
         }
     }
 }

@@ -23,12 +23,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::api::admin::{Fanout, SyncStats};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, Hash, GROUPS, LEAVES};
 use super::metrics::Counters;
@@ -39,34 +39,6 @@ use super::Node;
 
 /// Exchanges one repair round runs at once on this node.
 const ROUND_PARALLELISM: usize = 8;
-
-/// With whom a repair round reconciles each partition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fanout {
-    /// One other replica, drawn from the round's seed (DESIGN.md's round).
-    #[default]
-    One,
-    /// Every other replica.
-    All,
-}
-
-/// What one round (or one exchange) did, as `POST /admin/repair/round` reports it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SyncStats {
-    pub partitions: u64,
-    pub exchanges: u64,
-    pub in_sync: u64,
-    pub differing_leaves: u64,
-    pub keys_sent: u64,
-    pub keys_received: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub tombstones_reaped: u64,
-    pub failed: u64,
-    pub skipped: u64,
-    pub duration_ms: u64,
-}
 
 impl SyncStats {
     fn add(&mut self, other: &SyncStats) {
