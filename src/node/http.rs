@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use super::coordinator::{CoordError, Coordinated};
 use super::membership::MembershipError;
 use super::protocol::{self, ClientOp, OpKind};
+use super::rpc::Stored;
 use super::version::{decode_context, encode_context, Object};
 use super::Node;
 use crate::api::admin::{
@@ -405,13 +406,12 @@ async fn replicas(node: &Arc<Node>, key: Bytes) -> Replicas {
         let held = if owner == node.id() {
             node.replica.read(partition, &key).map_err(|e| e.to_string())
         } else {
-            match node.call(&owner, &protocol::Request::Read { key: key.clone() }, node.config.replica_timeout()).await
-            {
-                Some(protocol::Response::Object(bytes)) => {
+            let read = protocol::Request::Read { key: key.clone() };
+            match node.call(&owner, &read, node.config.replica_timeout()).await {
+                Ok(Stored(bytes)) => {
                     bytes.map(|b| super::replica::decode(&b, &key)).transpose().map_err(|e| e.to_string())
                 }
-                Some(other) => Err(format!("unexpected reply: {other:?}")),
-                None => Err("unreachable".to_owned()),
+                Err(e) => Err(e.to_string()),
             }
         };
         let held = match held {

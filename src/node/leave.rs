@@ -8,11 +8,12 @@
 
 use std::sync::Arc;
 
-use crate::api::admin::LeaveStats;
 use bytes::Bytes;
 
-use super::protocol::{Request, Response};
+use super::protocol::{Digest, Request};
+use super::rpc::Written;
 use super::Node;
+use crate::api::admin::LeaveStats;
 
 impl Node {
     pub async fn leave(self: &Arc<Self>) -> anyhow::Result<LeaveStats> {
@@ -24,7 +25,7 @@ impl Node {
         let others: Vec<String> =
             self.membership.view().into_iter().filter(|m| m.id != self.id() && !m.left).map(|m| m.id).collect();
         for member in &others {
-            if matches!(self.call(member, &digest, self.config.replica_timeout()).await, Some(Response::Gossip(_))) {
+            if self.call::<Digest>(member, &digest, self.config.replica_timeout()).await.is_ok() {
                 stats.told += 1;
             }
         }
@@ -36,9 +37,9 @@ impl Node {
                 stats.keys += 1;
                 let request = Request::Write { key: key.clone(), object: Bytes::from(encoded), hint_for: None };
                 for owner in &owners {
-                    match self.call(owner, &request, self.config.replica_timeout()).await {
-                        Some(Response::Written) => stats.writes += 1,
-                        _ => stats.failed_writes += 1,
+                    match self.call::<Written>(owner, &request, self.config.replica_timeout()).await {
+                        Ok(Written) => stats.writes += 1,
+                        Err(_) => stats.failed_writes += 1,
                     }
                 }
             }
@@ -61,7 +62,7 @@ impl Node {
                 object: hint.encoded.clone().into(),
                 hint_for: Some(hint.owner.clone()),
             };
-            if matches!(self.call(keeper, &request, self.config.replica_timeout()).await, Some(Response::Written)) {
+            if self.call::<Written>(keeper, &request, self.config.replica_timeout()).await.is_ok() {
                 self.replica.remove_hint(&hint)?;
                 passed += 1;
             }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod peer;
 pub mod protocol;
 pub mod replica;
+mod rpc;
 pub mod storage;
 pub mod sync;
 pub mod version;
@@ -35,16 +36,18 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
-use crate::api::admin::SwitchChange;
-use crate::api::status::Switches;
 pub use config::NodeConfig;
 use identity::Identity;
 use membership::{MemberRecord, Membership};
 use metrics::Counters;
 use peer::PeerPool;
-use protocol::{Request, Response};
+use protocol::{Digest, Request, Response};
 use replica::Replica;
+use rpc::RpcError;
 use storage::Storage;
+
+use crate::api::admin::SwitchChange;
+use crate::api::status::Switches;
 
 /// How often a node that changed anything records a checkpoint: what the
 /// engine held that long ago is known to be on disk.
@@ -261,21 +264,21 @@ impl Node {
     }
 
     async fn gossip_with(&self, id: Option<String>, addr: SocketAddr, digest: Request) {
-        let answer = self.send(addr, id.as_deref(), &digest, self.config.replica_timeout()).await.map(|(r, _)| r);
-        Counters::bump(if answer.is_some() {
-            &self.counters.gossip_answered
-        } else {
+        let answer = self.send::<Digest>(addr, id.as_deref(), &digest, self.config.replica_timeout()).await;
+        Counters::bump(if matches!(answer, Err(RpcError::Unreachable)) {
             &self.counters.gossip_unanswered
+        } else {
+            &self.counters.gossip_answered
         });
         match answer {
-            Some(Response::Gossip(theirs)) => {
+            Ok((theirs, _)) => {
                 if let Err(e) = self.membership.merge(&theirs) {
                     tracing::error!(%addr, "{e}");
                 }
             }
-            Some(Response::Error(e)) => tracing::error!(%addr, "peer refused our gossip: {e}"),
-            Some(other) => tracing::warn!(%addr, "unexpected reply to gossip: {other:?}"),
-            None => {}
+            Err(RpcError::Refused(e)) => tracing::error!(%addr, "peer refused our gossip: {e}"),
+            Err(RpcError::Unexpected(other)) => tracing::warn!(%addr, "unexpected reply to gossip: {other}"),
+            Err(RpcError::Unreachable) => {}
         }
     }
 
