@@ -22,16 +22,11 @@ use tokio::net::TcpListener;
 
 use super::coordinator::{CoordError, Coordinated};
 use super::membership::MembershipError;
-use super::protocol::{self, ClientOp, OpKind};
-use super::rpc::Stored;
-use super::version::{decode_context, encode_context, Object};
+use super::protocol::{ClientOp, OpKind};
+use super::version::{decode_context, encode_context};
 use super::Node;
-use crate::api::admin::{
-    Committed, FaultState, HandedOff, Held, MerkleRoots, RepairRound, ReplicaCopy, Replicas, StoredVersion,
-    SwitchChange,
-};
+use crate::api::admin::{Committed, FaultState, HandedOff, RepairRound, SwitchChange};
 use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
-use crate::api::status::{Counters, RingView, Status};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -81,7 +76,7 @@ async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
         admin_request(node, rest, request).await
     } else {
         match (request.method(), path.as_str()) {
-            (&Method::GET, "/status") => Ok(json_reply(&status(node))),
+            (&Method::GET, "/status") => Ok(json_reply(&node.status())),
             (&Method::GET, "/metrics") => Ok(metrics(node)),
             (_, "/status" | "/metrics") => Err(HttpError::method()),
             _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such path: {path}"))),
@@ -262,38 +257,8 @@ fn write_reply(done: &Coordinated) -> Result<Reply, HttpError> {
     Ok(reply)
 }
 
-fn status(node: &Node) -> Status {
-    let counters: Counters = node.counters.snapshot().into_iter().map(|(name, _, value)| (name, value)).collect();
-    let ring = node.membership.ring();
-    Status {
-        id: node.id().to_owned(),
-        pid: std::process::id(),
-        actor: node.replica.actor().to_owned(),
-        members: node.membership.view(),
-        hints_pending: node.replica.hints_pending().unwrap_or(0) as u64,
-        hints_delivered: counters.get("hints_delivered"),
-        counters,
-        ring: RingView { partitions: ring.partitions(), n: node.membership.n(), members: ring.members().to_vec() },
-        storage: node.replica.storage().kind().to_string(),
-        storage_lost_records: node.replica.identity().lost_records().cloned(),
-        storage_failure: node.replica.storage().health().failure().map(str::to_owned),
-        switches: node.switch_state(),
-    }
-}
-
 fn metrics(node: &Node) -> Reply {
-    let alive = node.membership.view().iter().filter(|m| m.alive).count() as u64;
-    let storage_ok = u64::from(node.replica.storage().health().failure().is_none());
-    let lost_records = u64::from(node.replica.identity().lost_records().is_some());
-    let gauges = [
-        ("hints_pending", "hints waiting for their owner", node.replica.hints_pending().unwrap_or(0) as u64),
-        ("members", "members known", node.membership.member_count() as u64),
-        ("members_alive", "members believed alive", alive),
-        ("storage_ok", "1 while the storage engine can make writes durable", storage_ok),
-        ("storage_lost_records", "1 if the engine was found to have lost records at start-up", lost_records),
-        ("client_connections", "client connections open", node.client_gate.open() as u64),
-    ];
-    let mut reply = Response::new(Full::new(Bytes::from(node.counters.prometheus(node.id(), &gauges))));
+    let mut reply = Response::new(Full::new(Bytes::from(node.prometheus())));
     reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     reply
 }
@@ -305,7 +270,7 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
             return Err(HttpError::method());
         }
         let key = parse_key(key, node.config.max_key_bytes)?;
-        return Ok(json_reply(&replicas(node, key).await));
+        return Ok(json_reply(&node.replicas(key).await));
     }
     match (request.method(), route) {
         (&Method::POST, "config") => {
@@ -324,7 +289,7 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
                 node.commit_staged().map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok(json_reply(&Committed { merged }))
         }
-        (&Method::GET, "merkle") => Ok(json_reply(&merkle_roots(node))),
+        (&Method::GET, "merkle") => Ok(json_reply(&node.merkle_roots())),
         (&Method::POST, "leave") => {
             let stats = node.leave().await.map_err(|e| {
                 let status = match e.downcast_ref::<MembershipError>() {
@@ -370,14 +335,6 @@ fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, HttpErr
     serde_json::from_slice(body).map_err(|e| HttpError::bad(format!("bad {what} JSON: {e}")))
 }
 
-/// The Merkle root of every partition this node replicates, in hex.
-fn merkle_roots(node: &Node) -> MerkleRoots {
-    let partitions = node.membership.ring().replicated_partitions(node.id(), node.membership.n());
-    let roots =
-        node.replica.with_trees(|trees| partitions.iter().map(|&p| (p, format!("{:032x}", trees.root(p)))).collect());
-    MerkleRoots { node: node.id().to_owned(), partitions: roots }
-}
-
 fn authorize(node: &Node, request: &Request<Incoming>) -> Result<(), HttpError> {
     let Some(token) = &node.admin_token else {
         return Err(HttpError::new(StatusCode::FORBIDDEN, "admin API disabled: this node has no admin token"));
@@ -393,49 +350,6 @@ fn authorize(node: &Node, request: &Request<Incoming>) -> Result<(), HttpError> 
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// What every preference-list replica of `key` holds, read directly.
-async fn replicas(node: &Arc<Node>, key: Bytes) -> Replicas {
-    let ring = node.membership.ring();
-    let partition = ring.partition_of(&key);
-    let owners: Vec<String> =
-        ring.preference_list(partition, node.membership.n()).into_iter().map(str::to_owned).collect();
-    let mut replicas = Vec::new();
-    for owner in owners {
-        let held = if owner == node.id() {
-            node.replica.read(partition, &key).map_err(|e| e.to_string())
-        } else {
-            let read = protocol::Request::Read { key: key.clone() };
-            match node.call(&owner, &read, node.config.replica_timeout()).await {
-                Ok(Stored(bytes)) => {
-                    bytes.map(|b| super::replica::decode(&b, &key)).transpose().map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        let held = match held {
-            Ok(object) => Held::Versions { versions: versions(object.as_ref()) },
-            Err(error) => Held::Unreadable { error },
-        };
-        replicas.push(ReplicaCopy { node: owner, held });
-    }
-    Replicas { key: String::from_utf8_lossy(&key).into_owned(), partition, replicas }
-}
-
-fn versions(object: Option<&Object>) -> Vec<StoredVersion> {
-    let Some(object) = object else { return Vec::new() };
-    let clock = object.clock.readable();
-    object
-        .siblings
-        .iter()
-        .map(|s| StoredVersion {
-            value: s.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
-            dot: s.dot.to_string(),
-            clock: clock.clone(),
-            tombstone: s.value.is_none(),
-        })
-        .collect()
 }
 
 fn json_reply(body: &impl Serialize) -> Reply {

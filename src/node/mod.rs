@@ -15,6 +15,7 @@ pub mod handoff;
 pub mod handshake;
 pub mod http;
 pub mod identity;
+mod inspect;
 pub mod leave;
 pub mod membership;
 pub mod merkle;
@@ -60,22 +61,22 @@ pub struct LiveSwitches {
 }
 
 pub struct Node {
-    pub config: NodeConfig,
-    pub replica: Replica,
-    pub membership: Membership,
-    pub peers: PeerPool,
+    config: NodeConfig,
+    replica: Replica,
+    membership: Membership,
+    peers: PeerPool,
     /// Who the peer server lets in, and how much of them it holds.
     peer_admission: Arc<peer::Admission>,
     /// Open client connections, up to `--max_client_connections`.
-    pub client_gate: admission::ConnectionGate,
-    pub counters: Arc<Counters>,
-    pub switches: LiveSwitches,
+    client_gate: admission::ConnectionGate,
+    counters: Arc<Counters>,
+    switches: LiveSwitches,
     /// `None` disables the admin API (no token was configured).
-    pub admin_token: Option<String>,
+    admin_token: Option<String>,
     /// Application-level faults in force.
-    pub faults: faults::AppFaults,
+    faults: faults::AppFaults,
     /// Notified when the node should stop serving (after a leave).
-    pub stop: tokio::sync::Notify,
+    stop: tokio::sync::Notify,
     /// Objects learnt in a staged repair round, merged when it is committed.
     staged: std::sync::Mutex<Vec<(u32, Bytes, version::Object)>>,
 }
