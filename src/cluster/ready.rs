@@ -42,6 +42,8 @@ impl Started<'_> {
     pub async fn look(&self) -> anyhow::Result<Look> {
         self.ensure_running()?;
         let mut client = Client::new(self.addr).with_timeout(Duration::from_secs(1));
+        // Read loosely, not as a typed `Status`: whatever answers here may
+        // be another program, or a node that does not report its pid.
         let answer = client
             .send(hyper::Method::GET, "/status", None, bytes::Bytes::new())
             .await

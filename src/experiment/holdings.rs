@@ -97,29 +97,30 @@ fn parse(answer: &Replicas, live: &[&str]) -> Holding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::api::admin::{ReplicaCopy, StoredVersion};
 
-    fn replicas(copies: serde_json::Value) -> Replicas {
-        serde_json::from_value(json!({"key": "k", "partition": 0, "replicas": copies})).unwrap()
+    /// A replica holding one live version, `dot`, under the clock `dot`.
+    fn holds(node: &str, dot: &str) -> ReplicaCopy {
+        let version =
+            StoredVersion { value: Some("dg==".into()), dot: dot.into(), clock: dot.into(), tombstone: false };
+        ReplicaCopy { node: node.into(), held: Held::Versions { versions: vec![version] } }
+    }
+
+    fn replicas(copies: Vec<ReplicaCopy>) -> Replicas {
+        Replicas { key: "k".into(), partition: 0, replicas: copies }
     }
 
     #[test]
     fn copies_are_compared_by_versions_and_clock_and_dead_nodes_are_skipped() {
-        let body = replicas(json!([
-            {"node": "node1", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
-            {"node": "node2", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
-            {"node": "node3", "error": "unreachable"},
-        ]));
+        let unreachable = ReplicaCopy { node: "node3".into(), held: Held::Unreadable { error: "unreachable".into() } };
+        let body = replicas(vec![holds("node1", "node1.a:2"), holds("node2", "node1.a:2"), unreachable]);
         let held = parse(&body, &["node1", "node2"]);
         assert!(held.converged(), "node3 is not live: skipped");
         assert!(held.copies[0].covers(&"node1.a:1".parse().unwrap()), "superseded by the clock");
         assert!(!held.copies[0].covers(&"node2.b:1".parse().unwrap()));
         let held = parse(&body, &["node1", "node2", "node3"]);
         assert!(!held.converged(), "a live replica that does not answer is not converged");
-        let behind = replicas(json!([
-            {"node": "node1", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
-            {"node": "node2", "versions": [{"dot": "node1.a:1", "clock": "node1.a:1", "tombstone": false}]},
-        ]));
+        let behind = replicas(vec![holds("node1", "node1.a:2"), holds("node2", "node1.a:1")]);
         assert!(!parse(&behind, &["node1", "node2"]).converged());
     }
 }

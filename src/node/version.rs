@@ -16,8 +16,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-#[cfg(doc)]
-use crate::api::dot::validate_actor;
 use crate::api::dot::{validate_entry, Dot, DotError};
 
 /// Most siblings a decoded object may hold.
@@ -202,7 +200,7 @@ impl Object {
     /// The coordinator's write of `value` (None deletes) under `dot`, which
     /// supersedes exactly the siblings `context` has seen.
     ///
-    /// `dot.actor` must pass [`validate_actor`] and `dot.counter` be at
+    /// `dot.actor` must pass [`validate_actor`](crate::api::dot::validate_actor) and `dot.counter` be at
     /// least [`min_counter`](Self::min_counter). Returns the number of clock
     /// entries pruned.
     pub fn update(
