@@ -213,11 +213,9 @@ impl Cluster {
             let mut ok = true;
             for node in &self.nodes {
                 let mut client = Client::new(node.addr).with_timeout(Duration::from_secs(1));
-                let sees_all = match client.status().await.ok().and_then(|a| a.json().ok()) {
-                    Some(status) => status["members"]
-                        .as_array()
-                        .is_some_and(|m| m.len() == self.nodes.len() && m.iter().all(|m| m["alive"] == true)),
-                    None => false,
+                let sees_all = match client.status().await {
+                    Ok(status) => status.members.len() == self.nodes.len() && status.down().next().is_none(),
+                    Err(_) => false,
                 };
                 ok &= sees_all;
             }

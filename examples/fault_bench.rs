@@ -136,10 +136,8 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 /// One round trip of GET /status; its time in ms.
 async fn round_trip(client: &mut Client) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let answer = client.status().await?;
-    let took = ms(started.elapsed());
-    ensure!(answer.status.is_success(), "GET /status: {}", answer.status);
-    Ok(took)
+    client.status().await?;
+    Ok(ms(started.elapsed()))
 }
 
 /// `n` round trips on the client's connection: (times of the good ones, errors).

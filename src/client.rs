@@ -17,8 +17,14 @@ use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::node::http::{CLOCK, CONTEXT, COORDINATOR, DOT};
+use crate::api::admin::{
+    Committed, FaultState, HandedOff, LeaveStats, MerkleRoots, RepairRound, Replicas, SwitchChange, SyncStats,
+};
+use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
+use crate::api::status::{Status, Switches};
 
 /// Bytes of a key that must be escaped in a path segment.
 const KEY_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -123,19 +129,81 @@ impl Client {
         self.send(Method::DELETE, &kv_path(key, "w", w), context, Bytes::new()).await
     }
 
-    pub async fn status(&mut self) -> Result<Answer, ClientError> {
-        self.send(Method::GET, "/status", None, Bytes::new()).await
+    pub async fn status(&mut self) -> Result<Status, ClientError> {
+        self.typed(Method::GET, "/status", Bytes::new()).await
     }
 
     /// What each replica of `key` holds, read without repair (admin API).
-    pub async fn replicas(&mut self, key: &str) -> Result<Answer, ClientError> {
+    pub async fn replicas(&mut self, key: &str) -> Result<Replicas, ClientError> {
         let path = format!("/admin/replicas/{}", utf8_percent_encode(key, KEY_ESCAPES));
-        self.send(Method::GET, &path, None, Bytes::new()).await
+        self.typed(Method::GET, &path, Bytes::new()).await
     }
 
-    /// `POST /admin/<route>` with a JSON body.
+    /// Sets the switches `change` names; answers all of them as they now are.
+    pub async fn set_switches(&mut self, change: SwitchChange) -> Result<Switches, ClientError> {
+        self.admin_post("config", &change).await
+    }
+
+    /// Runs one anti-entropy round on this node.
+    pub async fn repair_round(&mut self, round: RepairRound) -> Result<SyncStats, ClientError> {
+        self.admin_post("repair/round", &round).await
+    }
+
+    /// Merges what staged repair rounds learnt.
+    pub async fn repair_commit(&mut self) -> Result<Committed, ClientError> {
+        self.admin_post("repair/commit", &serde_json::Map::new()).await
+    }
+
+    /// Hands the node's hints to their owners now.
+    pub async fn handoff(&mut self) -> Result<HandedOff, ClientError> {
+        self.admin_post("handoff", &serde_json::Map::new()).await
+    }
+
+    /// Makes the node leave the cluster for good; it stops after answering.
+    pub async fn leave(&mut self) -> Result<LeaveStats, ClientError> {
+        self.admin_post("leave", &serde_json::Map::new()).await
+    }
+
+    /// The Merkle root of each partition the node replicates.
+    pub async fn merkle_roots(&mut self) -> Result<MerkleRoots, ClientError> {
+        self.typed(Method::GET, "/admin/merkle", Bytes::new()).await
+    }
+
+    /// Puts application-level faults in force (replacing any before).
+    pub async fn app_fault(&mut self, faults: &FaultState) -> Result<FaultState, ClientError> {
+        self.admin_post("fault", faults).await
+    }
+
+    /// Lifts every application-level fault.
+    pub async fn heal_app_fault(&mut self) -> Result<FaultState, ClientError> {
+        self.typed(Method::DELETE, "/admin/fault", Bytes::new()).await
+    }
+
+    /// The application-level faults in force.
+    pub async fn app_faults(&mut self) -> Result<FaultState, ClientError> {
+        self.typed(Method::GET, "/admin/fault", Bytes::new()).await
+    }
+
+    /// `POST /admin/<route>` with a JSON body; the raw door for tests and
+    /// for callers that keep the body as JSON.
     pub async fn admin(&mut self, route: &str, body: &serde_json::Value) -> Result<Answer, ClientError> {
         self.send(Method::POST, &format!("/admin/{route}"), None, Bytes::from(body.to_string())).await
+    }
+
+    async fn admin_post<T: DeserializeOwned>(&mut self, route: &str, body: &impl Serialize) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).expect("admin bodies serialise");
+        self.typed(Method::POST, &format!("/admin/{route}"), Bytes::from(body)).await
+    }
+
+    /// A request whose successful answer is JSON of type `T`; any other
+    /// answer is a protocol error saying what came instead.
+    async fn typed<T: DeserializeOwned>(&mut self, method: Method, path: &str, body: Bytes) -> Result<T, ClientError> {
+        let answer = self.send(method, path, None, body).await?;
+        let unexpected = |message: String| ClientError::Protocol { addr: self.addr, message };
+        if !answer.status.is_success() {
+            return Err(unexpected(format!("{path} answered {}: {}", answer.status, answer.reason())));
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| unexpected(format!("{path}: {e}: {}", answer.reason())))
     }
 
     /// Any request; the low-level door for tests of bad input.

@@ -130,7 +130,8 @@ async fn bad_input_gets_a_clear_4xx_and_the_node_keeps_serving() {
     assert_eq!(bad_quorum.status, 400, "{}", bad_quorum.reason());
     let long_key = client.get(&"k".repeat(2000), None).await.unwrap();
     assert_eq!(long_key.status, 414);
-    let no_token = common::TestCluster::client(&cluster, "node1").with_token(None).replicas("safe").await.unwrap();
+    let mut anonymous = common::TestCluster::client(&cluster, "node1").with_token(None);
+    let no_token = anonymous.send(Method::GET, "/admin/replicas/safe", None, Bytes::new()).await.unwrap();
     assert_eq!(no_token.status, 401);
 
     // Random bytes on the peer port: that connection is closed, nothing else.

@@ -63,13 +63,13 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
     let addr = cluster.nodes["node2"];
     // The harness' own client holds a connection too: fill the rest.
     let mut status = cluster.client("node2");
-    ok(&status.status().await.unwrap());
+    status.status().await.unwrap();
     let held: Vec<TcpStream> = (0..19).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let mut over = TcpStream::connect(addr).unwrap();
     over.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert!(closed_by_node(&mut over, Duration::from_secs(30)), "the connection over the cap was served");
-    let answer = status.status().await.unwrap().json().unwrap();
-    assert!(answer["counters"]["client_connections_refused"].as_u64().unwrap() >= 1, "{answer}");
+    let answer = status.status().await.unwrap();
+    assert!(answer.counters.get("client_connections_refused") >= 1, "{answer:?}");
     drop(held);
 }
 

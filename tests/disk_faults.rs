@@ -92,13 +92,13 @@ async fn new_writes_survive(slot: u8, damage: Damage) {
     let log = files::read_unlocked(&cluster.procs).unwrap().meta.unwrap().nodes["node2"].log.clone().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status = cluster.client("node2").status().await.ok().and_then(|a| a.json().ok()).unwrap_or_default();
-        if status["members"].as_array().is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["alive"] == true)) {
+        let status = cluster.client("node2").status().await.ok();
+        if status.as_ref().is_some_and(|s| s.members.len() == 3 && s.down().next().is_none()) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "node2 did not come back ({status}):\n{}",
+            "node2 did not come back ({status:?}):\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -22,7 +22,7 @@ pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
         let mut views = Vec::new();
         for node in cluster.nodes() {
             let mut client = Client::new(node.addr).with_timeout(Duration::from_secs(2));
-            views.push(client.status().await.ok().and_then(|a| a.json().ok()));
+            views.push(client.status().await.ok());
         }
         Ok(views)
     })?;
@@ -34,9 +34,8 @@ pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
         let running = node.running().is_some();
         let (reachable, ring, hints) = match &view {
             Some(s) => {
-                let members = s["members"].as_array().map(Vec::as_slice).unwrap_or_default();
-                let alive = members.iter().filter(|m| m["alive"] == true).count();
-                ("yes", format!("{} ({alive})", members.len()), s["hints_pending"].to_string())
+                let alive = s.members.len() - s.down().count();
+                ("yes", format!("{} ({alive})", s.members.len()), s.hints_pending.to_string())
             }
             None => ("no", "-".to_owned(), "-".to_owned()),
         };

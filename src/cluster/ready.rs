@@ -42,7 +42,13 @@ impl Started<'_> {
     pub async fn look(&self) -> anyhow::Result<Look> {
         self.ensure_running()?;
         let mut client = Client::new(self.addr).with_timeout(Duration::from_secs(1));
-        let answer = client.status().await.ok().filter(|a| a.status.is_success());
+        // Read loosely, not as a typed `Status`: whatever answers here may
+        // be another program, or a node that does not report its pid.
+        let answer = client
+            .send(hyper::Method::GET, "/status", None, bytes::Bytes::new())
+            .await
+            .ok()
+            .filter(|a| a.status.is_success());
         let Some(status) = answer.and_then(|a| a.json().ok()) else { return Ok(Look::Silent) };
         let pid = status["pid"].as_u64();
         let ours = status["id"] == self.id

@@ -30,7 +30,7 @@ pub struct Verdict {
 }
 
 pub async fn check(cluster: &ClusterView, live: &[usize], acked: &AckedWrites) -> anyhow::Result<Verdict> {
-    let mut by_key: Vec<(u32, Vec<crate::node::version::Dot>)> = acked.dots().collect();
+    let mut by_key: Vec<(u32, Vec<crate::api::dot::Dot>)> = acked.dots().collect();
     by_key.sort_by_key(|(key, _)| *key);
     let keys: Vec<u32> = by_key.iter().map(|(key, _)| *key).collect();
     let held = holdings::read(cluster, live, &keys).await?;

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
 
+use crate::api::admin::SwitchChange;
 use crate::api::cluster::{Meta, NodeEntry};
-use crate::client::Client;
+use crate::api::ring::Ring;
+use crate::api::status::{Status, Switches};
+use crate::client::{Client, ClientError};
 use crate::cluster::files;
 use crate::cluster::launch::client_addr;
-use crate::node::ring::Ring;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,17 +66,16 @@ impl ClusterView {
     }
 
     /// `GET /status` of every node, in order.
-    pub async fn statuses(&self) -> Vec<anyhow::Result<Value>> {
+    pub async fn statuses(&self) -> Vec<anyhow::Result<Status>> {
         let calls = (0..self.ids.len()).map(|i| async move {
             let mut client = self.admin(i).with_timeout(Duration::from_secs(3));
-            let answer = client.status().await.with_context(|| format!("{} does not answer", self.ids[i]))?;
-            answer.json().map_err(|e| anyhow::anyhow!("{}: bad /status: {e}", self.ids[i]))
+            client.status().await.with_context(|| format!("{} does not answer", self.ids[i]))
         });
         futures::future::join_all(calls).await
     }
 
     /// Every node's status; an error naming the nodes that do not answer.
-    pub async fn all_answer(&self) -> anyhow::Result<Vec<Value>> {
+    pub async fn all_answer(&self) -> anyhow::Result<Vec<Status>> {
         let mut answered = Vec::new();
         let mut silent = Vec::new();
         for (id, status) in self.ids.iter().zip(self.statuses().await) {
@@ -96,30 +96,27 @@ impl ClusterView {
         Ok(answered)
     }
 
-    /// `POST /admin/<route>` on the nodes `on`, in parallel.
-    pub async fn admin_on(&self, on: &[usize], route: &str, body: &Value) -> Vec<anyhow::Result<Value>> {
-        let calls = on.iter().map(|&i| async move {
-            let answer = self.admin(i).admin(route, body).await.with_context(|| format!("{}: {route}", self.ids[i]))?;
-            if !answer.status.is_success() {
-                bail!("{}: /admin/{route} answered {}: {}", self.ids[i], answer.status, answer.reason());
-            }
-            answer.json().map_err(|e| anyhow::anyhow!("{}: {e}", self.ids[i]))
+    /// One admin call (`what`, for errors) on each of the nodes `on`, in parallel.
+    pub async fn admin_on<T, F>(&self, on: &[usize], what: &str, call: impl Fn(Client) -> F) -> Vec<anyhow::Result<T>>
+    where
+        F: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let calls = on.iter().map(|&i| {
+            let answer = call(self.admin(i));
+            async move { answer.await.with_context(|| format!("{}: {what}", self.ids[i])) }
         });
         futures::future::join_all(calls).await
     }
 
     /// Sets hint delivery and background anti-entropy on the nodes `on`.
-    pub async fn switch(&self, on: &[usize], hint_delivery: bool, anti_entropy: bool) -> anyhow::Result<()> {
-        let body = json!({ "hint_delivery": hint_delivery, "anti_entropy": anti_entropy });
-        self.admin_on(on, "config", &body).await.into_iter().collect::<anyhow::Result<Vec<_>>>().map(drop)
+    pub async fn switch(&self, on: &[usize], to: Switches) -> anyhow::Result<()> {
+        let change = SwitchChange::from(to);
+        let set = self.admin_on(on, "config", |mut client| async move { client.set_switches(change).await }).await;
+        set.into_iter().collect::<anyhow::Result<Vec<_>>>().map(drop)
     }
 
     /// The ring the nodes agree on, from one node's status.
-    pub fn ring(status: &Value) -> anyhow::Result<Ring> {
-        let ring = &status["ring"];
-        let members: Vec<String> =
-            serde_json::from_value(ring["members"].clone()).context("status without ring members")?;
-        let partitions = ring["partitions"].as_u64().context("status without ring partitions")? as u32;
-        Ok(Ring::new(members, partitions)?)
+    pub fn ring(status: &Status) -> anyhow::Result<Ring> {
+        Ok(Ring::new(status.ring.members.iter().cloned(), status.ring.partitions)?)
     }
 }

@@ -5,12 +5,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Context;
-use serde_json::Value;
 
 use super::cluster::ClusterView;
-use crate::node::version::Dot;
+use crate::api::admin::{Held, Replicas};
+use crate::api::dot::{Clock, Dot};
 use crate::workload::ops::key_name;
-use crate::workload::staleness::Clock;
 
 /// Replica reads in flight at once.
 const READERS: usize = 16;
@@ -73,35 +72,23 @@ pub async fn read(cluster: &ClusterView, live: &[usize], keys: &[u32]) -> anyhow
     Ok(futures::future::join_all(readers).await.into_iter().flatten().collect())
 }
 
-async fn read_one(client: &mut crate::client::Client, key: u32) -> anyhow::Result<Value> {
-    let answer = client.replicas(&key_name(key)).await.with_context(|| format!("reading {}", key_name(key)))?;
-    anyhow::ensure!(answer.status.is_success(), "replicas of {}: {}", key_name(key), answer.reason());
-    answer.json().map_err(anyhow::Error::msg)
+async fn read_one(client: &mut crate::client::Client, key: u32) -> anyhow::Result<Replicas> {
+    client.replicas(&key_name(key)).await.with_context(|| format!("reading {}", key_name(key)))
 }
 
-fn parse(body: &Value, live: &[&str]) -> Holding {
+fn parse(answer: &Replicas, live: &[&str]) -> Holding {
     let mut holding = Holding { copies: Vec::new(), unreadable: Vec::new() };
-    for replica in body["replicas"].as_array().into_iter().flatten() {
-        let node = replica["node"].as_str().unwrap_or("?").to_owned();
-        if !live.contains(&node.as_str()) {
-            continue;
-        }
-        let Some(versions) = replica["versions"].as_array().filter(|_| replica.get("error").is_none()) else {
-            holding.unreadable.push(node);
-            continue;
+    for replica in answer.replicas.iter().filter(|r| live.contains(&r.node.as_str())) {
+        let versions = match &replica.held {
+            Held::Versions { versions } => versions,
+            Held::Unreadable { .. } => {
+                holding.unreadable.push(replica.node.clone());
+                continue;
+            }
         };
-        let clock = versions.first().and_then(|v| v["clock"].as_str()).unwrap_or("").to_owned();
-        let versions = versions
-            .iter()
-            .map(|v| {
-                let dot = v["dot"].as_str().unwrap_or("?");
-                if v["tombstone"] == true {
-                    format!("{dot}~")
-                } else {
-                    dot.to_owned()
-                }
-            })
-            .collect();
+        let clock = versions.first().map(|v| v.clock.clone()).unwrap_or_default();
+        let versions =
+            versions.iter().map(|v| if v.tombstone { format!("{}~", v.dot) } else { v.dot.clone() }).collect();
         holding.copies.push(Copy { versions, clock });
     }
     holding
@@ -110,25 +97,30 @@ fn parse(body: &Value, live: &[&str]) -> Holding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::api::admin::{ReplicaCopy, StoredVersion};
+
+    /// A replica holding one live version, `dot`, under the clock `dot`.
+    fn holds(node: &str, dot: &str) -> ReplicaCopy {
+        let version =
+            StoredVersion { value: Some("dg==".into()), dot: dot.into(), clock: dot.into(), tombstone: false };
+        ReplicaCopy { node: node.into(), held: Held::Versions { versions: vec![version] } }
+    }
+
+    fn replicas(copies: Vec<ReplicaCopy>) -> Replicas {
+        Replicas { key: "k".into(), partition: 0, replicas: copies }
+    }
 
     #[test]
     fn copies_are_compared_by_versions_and_clock_and_dead_nodes_are_skipped() {
-        let body = json!({"replicas": [
-            {"node": "node1", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
-            {"node": "node2", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
-            {"node": "node3", "error": "unreachable"},
-        ]});
+        let unreachable = ReplicaCopy { node: "node3".into(), held: Held::Unreadable { error: "unreachable".into() } };
+        let body = replicas(vec![holds("node1", "node1.a:2"), holds("node2", "node1.a:2"), unreachable]);
         let held = parse(&body, &["node1", "node2"]);
         assert!(held.converged(), "node3 is not live: skipped");
         assert!(held.copies[0].covers(&"node1.a:1".parse().unwrap()), "superseded by the clock");
         assert!(!held.copies[0].covers(&"node2.b:1".parse().unwrap()));
         let held = parse(&body, &["node1", "node2", "node3"]);
         assert!(!held.converged(), "a live replica that does not answer is not converged");
-        let behind = json!({"replicas": [
-            {"node": "node1", "versions": [{"dot": "node1.a:2", "clock": "node1.a:2", "tombstone": false}]},
-            {"node": "node2", "versions": [{"dot": "node1.a:1", "clock": "node1.a:1", "tombstone": false}]},
-        ]});
+        let behind = replicas(vec![holds("node1", "node1.a:2"), holds("node2", "node1.a:1")]);
         assert!(!parse(&behind, &["node1", "node2"]).converged());
     }
 }

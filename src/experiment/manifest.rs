@@ -54,7 +54,7 @@ impl Setup {
                 partitions: cluster.meta.partitions,
                 nodes: cluster.ids.clone(),
                 client_netns: cluster.meta.client_netns.clone(),
-                storage: self.statuses.first().and_then(|s| s["storage"].as_str().map(str::to_owned)),
+                storage: self.statuses.first().map(|s| s.storage.clone()),
                 node_command_lines: cluster.meta.nodes.iter().map(|(id, n)| (id.clone(), n.argv.clone())).collect(),
             },
             machine: machine(),

@@ -36,6 +36,7 @@ use self::timeline::{DriverHooks, Timeline};
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{Kind, Undo};
 use crate::api::run::{CpuReport, Files, RepairResults, TcpCounters};
+use crate::api::status::{Status, Switches};
 use crate::cluster::runstate::RunState;
 use crate::faults::plan;
 use crate::faults::{delay_daemon, journal};
@@ -68,7 +69,7 @@ struct Setup {
     plan: Vec<FaultEvent>,
     notes: Vec<String>,
     /// Every node's `/status` before the run.
-    statuses: Vec<Value>,
+    statuses: Vec<Status>,
     outputs: Outputs,
     nodes_dir: PathBuf,
 }
@@ -118,7 +119,8 @@ impl Setup {
     fn apply_switches(&self) -> anyhow::Result<()> {
         let (cluster, settings) = (&self.cluster, &self.settings);
         let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
-        cluster.reach(|| cluster.switch(&everyone, settings.hint_delivery, settings.anti_entropy))
+        let switches = Switches { hint_delivery: settings.hint_delivery, anti_entropy: settings.anti_entropy };
+        cluster.reach(|| cluster.switch(&everyone, switches))
     }
 
     /// Preloads, then runs the workload while the timeline applies and heals
@@ -411,29 +413,27 @@ fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>>
     Ok(processes)
 }
 
-fn by_node(cluster: &ClusterView, statuses: Vec<anyhow::Result<Value>>) -> Value {
-    let entries = cluster
-        .ids
-        .iter()
-        .zip(statuses)
-        .map(|(id, status)| (id.clone(), status.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))));
+/// Each node's status by id, or why it has none, for the nodes folder.
+fn by_node(cluster: &ClusterView, statuses: Vec<anyhow::Result<Status>>) -> Value {
+    let entries = cluster.ids.iter().zip(statuses).map(|(id, status)| {
+        let status = status.and_then(|s| Ok(serde_json::to_value(s)?));
+        (id.clone(), status.unwrap_or_else(|e| json!({ "error": format!("{e:#}") })))
+    });
     Value::Object(entries.collect())
 }
 
 /// Puts hint delivery and anti-entropy back as each node had them.
-fn restore_switches(cluster: &ClusterView, before: &[Value], live: &[usize]) -> anyhow::Result<()> {
+fn restore_switches(cluster: &ClusterView, before: &[Status], live: &[usize]) -> anyhow::Result<()> {
     cluster.reach(|| async {
         for &i in live {
-            let switches = &before[i]["switches"];
-            let on = |name: &str| switches[name].as_bool().unwrap_or(true);
-            cluster.switch(&[i], on("hint_delivery"), on("anti_entropy")).await?;
+            cluster.switch(&[i], before[i].switches).await?;
         }
         Ok(())
     })
 }
 
 /// Faults, rules, processes or dead nodes the run left behind.
-fn leftovers(cluster: &ClusterView, timeline: &Timeline, after: &[anyhow::Result<Value>]) -> Vec<String> {
+fn leftovers(cluster: &ClusterView, timeline: &Timeline, after: &[anyhow::Result<Status>]) -> Vec<String> {
     let records: Vec<_> = timeline.log().iter().flat_map(|e| e.faults.iter().cloned()).collect();
     let checked = RunState::existing(&cluster.meta.prefix)
         .and_then(|state| state.map_or(Ok(Vec::new()), |s| crate::faults::leftovers::leftovers(&s, &records)));

@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use super::cluster::ClusterView;
 use super::holdings;
+use crate::api::admin::RepairRound;
+use crate::api::status::Switches;
 
 /// The longest wait for pending hints to reach their owners.
 const HINT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -64,7 +65,7 @@ pub async fn run(
     max_rounds: u32,
     seed: u64,
 ) -> anyhow::Result<Repair> {
-    cluster.switch(live, false, false).await?;
+    cluster.switch(live, Switches { hint_delivery: false, anti_entropy: false }).await?;
     let hints_pending = hints_pending(cluster, live).await;
     let mut outcome = Repair { hints_pending, rounds: Vec::new(), keys: BTreeMap::new() };
     let mut pending: Vec<u32> = keys.to_vec();
@@ -74,14 +75,19 @@ pub async fn run(
             break;
         }
         let started = Instant::now();
-        let body = json!({ "seed": seed.wrapping_mul(1000).wrapping_add(round as u64), "staged": true });
-        let mut results = cluster.admin_on(live, "repair/round", &body).await;
-        results.extend(cluster.admin_on(live, "repair/commit", &json!({})).await);
+        let request = RepairRound {
+            seed: seed.wrapping_mul(1000).wrapping_add(round as u64),
+            staged: true,
+            ..Default::default()
+        };
+        let rounds = cluster.admin_on(live, "repair/round", |mut c| async move { c.repair_round(request).await }).await;
+        let commits = cluster.admin_on(live, "repair/commit", |mut c| async move { c.repair_commit().await }).await;
         let mut totals = BTreeMap::new();
         let mut errors = Vec::new();
-        for result in results {
-            match result {
-                Ok(stats) => add_numbers(&mut totals, &stats),
+        let answers = rounds.into_iter().map(|r| r.map(numbers)).chain(commits.into_iter().map(|c| c.map(numbers)));
+        for answer in answers {
+            match answer {
+                Ok(numbers) => numbers.into_iter().for_each(|(name, n)| *totals.entry(name).or_default() += n),
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
@@ -114,14 +120,14 @@ async fn settle(
 
 async fn hints_pending(cluster: &ClusterView, live: &[usize]) -> u64 {
     let statuses = cluster.statuses().await;
-    live.iter().filter_map(|&i| statuses[i].as_ref().ok()).map(|s| s["hints_pending"].as_u64().unwrap_or(0)).sum()
+    live.iter().filter_map(|&i| statuses[i].as_ref().ok()).map(|s| s.hints_pending).sum()
 }
 
 /// Switches hint delivery on and waits until no live node holds a hint,
 /// nudging delivery; gives up when the count stops falling (hints for a
 /// node left down never drain) or at the limit. Returns the hints left.
 pub async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> anyhow::Result<u64> {
-    cluster.switch(live, true, false).await?;
+    cluster.switch(live, Switches { hint_delivery: true, anti_entropy: false }).await?;
     let started = Instant::now();
     let mut last_progress = (u64::MAX, Instant::now());
     loop {
@@ -132,15 +138,16 @@ pub async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> anyhow::Resul
         if pending == 0 || last_progress.1.elapsed() > HINT_STALL || started.elapsed() > HINT_DRAIN_LIMIT {
             return Ok(pending);
         }
-        let _ = cluster.admin_on(live, "handoff", &json!({})).await;
+        let _ = cluster.admin_on(live, "handoff", |mut c| async move { c.handoff().await }).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-fn add_numbers(totals: &mut BTreeMap<String, u64>, stats: &Value) {
-    for (name, value) in stats.as_object().into_iter().flatten() {
-        if let Some(n) = value.as_u64() {
-            *totals.entry(name.clone()).or_default() += n;
-        }
-    }
+/// An admin answer's numbers by field name, for the round's totals.
+fn numbers(answer: impl Serialize) -> Vec<(String, u64)> {
+    let fields = match serde_json::to_value(answer) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    fields.into_iter().filter_map(|(name, value)| Some((name, value.as_u64()?))).collect()
 }

@@ -61,14 +61,8 @@ async fn poll(cluster: Arc<ClusterView>, t0: Instant, stop: Arc<AtomicBool>) -> 
         let answers = futures::future::join_all(clients.iter_mut().map(|c| c.status())).await;
         let t_us = t0.elapsed().as_micros() as i64;
         for (id, answer) in cluster.ids.iter().zip(answers) {
-            let Some(status) = answer.ok().and_then(|a| a.json().ok()) else { continue };
-            let down = status["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|m| m["alive"] == false)
-                .filter_map(|m| m["id"].as_str().map(str::to_owned))
-                .collect();
+            let Ok(status) = answer else { continue };
+            let down = status.down().map(str::to_owned).collect();
             sightings.push(Sighting { t_us, observer: id.clone(), down });
         }
     }

@@ -5,10 +5,10 @@
 
 use super::admin::admin;
 use super::{delay_daemon, journal};
+use crate::api::admin::FaultState;
 use crate::api::fault::{FaultRecord, Undo};
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
-use crate::node::faults::FaultState;
 
 /// Everything still in place that `records` (all healed) created; empty
 /// when the heals were complete. (Whether a crashed node came back is the

@@ -17,11 +17,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::metrics::Counters;
-use super::peer::{PeerError, Traffic};
-use super::protocol::{ClientOp, OpKind, Outcome, RemoteError, Request, Response};
+use super::protocol::{ClientOp, OpKind, Outcome, RemoteError, Request};
 use super::replica::{self, ReplicaError};
-use super::version::{Dot, Object, VersionVector};
+use super::rpc::{Forwarded, RpcError, Stored, Written};
+use super::version::{Object, VersionVector};
 use super::Node;
+use crate::api::dot::Dot;
 
 /// The result of a coordinated operation.
 #[derive(Debug)]
@@ -137,11 +138,11 @@ impl Node {
         let request = Request::Coordinate(op);
         for owner in placement.preference.iter().filter(|n| self.membership.is_alive(n)) {
             match self.call(owner, &request, self.config.forward_timeout()).await {
-                Some(Response::Coordinated(Ok(outcome))) => return Coordinated::from_outcome(outcome),
-                Some(Response::Coordinated(Err(e))) => {
+                Ok(Forwarded(Ok(outcome))) => return Coordinated::from_outcome(outcome),
+                Ok(Forwarded(Err(e))) => {
                     return Err(CoordError::Remote { status: e.status, message: format!("{owner}: {}", e.message) })
                 }
-                _ => continue,
+                Err(_) => continue,
             }
         }
         Err(CoordError::NoReachableReplica)
@@ -232,17 +233,18 @@ impl Node {
 
     /// What one replica holds, or `None` if it could not be read.
     async fn read_replica(&self, owner: &str, key: &Bytes) -> Option<Option<Object>> {
-        match self.call(owner, &Request::Read { key: key.clone() }, self.config.replica_timeout()).await? {
-            Response::Object(None) => Some(None),
-            Response::Object(Some(bytes)) => match replica::decode(&bytes, key) {
+        match self.call(owner, &Request::Read { key: key.clone() }, self.config.replica_timeout()).await {
+            Ok(Stored(None)) => Some(None),
+            Ok(Stored(Some(bytes))) => match replica::decode(&bytes, key) {
                 Ok(object) => Some(Some(object)),
                 Err(e) => {
                     tracing::warn!(peer = owner, "replica sent an invalid object: {e}");
                     None
                 }
             },
-            other => {
-                tracing::warn!(peer = owner, "unexpected reply to a read: {other:?}");
+            Err(RpcError::Unreachable) => None,
+            Err(e) => {
+                tracing::warn!(peer = owner, "reading a replica: {e}");
                 None
             }
         }
@@ -293,57 +295,8 @@ impl Node {
                 }
             } else {
                 let request = Request::Write { key: key.clone(), object: encoded.clone(), hint_for: None };
-                self.call(&owner, &request, self.config.replica_timeout()).await;
-            }
-        }
-    }
-
-    /// One peer request; a failure marks the peer down and yields `None`.
-    pub(super) async fn call(&self, peer: &str, request: &Request, timeout: std::time::Duration) -> Option<Response> {
-        self.call_counted(peer, request, timeout).await.map(|(response, _)| response)
-    }
-
-    /// Like [`call`](Self::call), also telling the bytes each way.
-    pub(super) async fn call_counted(
-        &self,
-        peer: &str,
-        request: &Request,
-        timeout: std::time::Duration,
-    ) -> Option<(Response, Traffic)> {
-        let addr = self.membership.peer_addr(peer)?;
-        self.send(addr, Some(peer), request, timeout).await
-    }
-
-    /// Every peer request goes through here, so that application-level
-    /// faults apply to all of them: a cut message is never sent and its
-    /// caller waits out its timeout, as across a real partition; a reply is
-    /// held like any received message. `peer` is `None` for a seed not yet
-    /// known by name. A failure marks a known peer down.
-    pub(super) async fn send(
-        &self,
-        addr: std::net::SocketAddr,
-        peer: Option<&str>,
-        request: &Request,
-        timeout: std::time::Duration,
-    ) -> Option<(Response, Traffic)> {
-        let outcome = if self.faults.cuts(peer) {
-            tokio::time::sleep(timeout).await;
-            Err(PeerError::Timeout(addr))
-        } else {
-            self.peers.call_counted(addr, request, timeout).await
-        };
-        match outcome {
-            Ok(answer) => {
-                self.faults.hold().await;
-                (!self.faults.cuts(peer)).then_some(answer)
-            }
-            Err(e) => {
-                Counters::bump(&self.counters.peer_errors);
-                tracing::debug!(%addr, "peer request failed: {e}");
-                if let Some(peer) = peer {
-                    self.membership.mark_unreachable(peer);
-                }
-                None
+                // A replica that misses it now gets it from anti-entropy later.
+                let _ = self.call::<Written>(&owner, &request, self.config.replica_timeout()).await;
             }
         }
     }
@@ -389,6 +342,6 @@ impl Replication {
 
     async fn send_to(&self, target: &str, hint_for: Option<String>) -> bool {
         let request = Request::Write { key: self.key.clone(), object: self.encoded.clone(), hint_for };
-        matches!(self.node.call(target, &request, self.node.config.replica_timeout()).await, Some(Response::Written))
+        self.node.call::<Written>(target, &request, self.node.config.replica_timeout()).await.is_ok()
     }
 }

@@ -12,33 +12,10 @@
 //! would; its clients still reach it. The admin API is never slowed or
 //! dropped, so an experiment can always heal.
 
-use std::collections::BTreeSet;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// The faults in force, as `POST /admin/fault` sets them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultState {
-    /// Delay for every received message, in milliseconds (0 = none).
-    #[serde(default)]
-    pub slow_ms: u64,
-    #[serde(default)]
-    pub partition: Partition,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Partition {
-    #[default]
-    None,
-    /// From every peer.
-    All,
-    /// From these peers only.
-    Peers(BTreeSet<String>),
-}
+use crate::api::admin::{FaultState, Partition};
 
 #[derive(Default)]
 pub struct AppFaults {
@@ -87,17 +64,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_admin_forms() {
-        let slow: FaultState = serde_json::from_str(r#"{"slow_ms": 200}"#).unwrap();
-        assert_eq!(slow.slow_ms, 200);
-        let all: FaultState = serde_json::from_str(r#"{"partition": "all"}"#).unwrap();
-        assert_eq!(all.partition, Partition::All);
+    fn a_partition_cuts_the_peers_it_names() {
         let some: FaultState = serde_json::from_str(r#"{"partition": {"peers": ["node2"]}}"#).unwrap();
         let faults = AppFaults::default();
         faults.set(some);
         assert!(faults.cuts(Some("node2")) && !faults.cuts(Some("node3")) && !faults.cuts(None));
         faults.heal();
         assert!(!faults.cuts(Some("node2")) && faults.delay().is_none());
-        assert!(serde_json::from_str::<FaultState>(r#"{"slow": 1}"#).is_err(), "unknown fields are refused");
     }
 }

@@ -1,10 +1,12 @@
-//! Fuzz targets for the store's decoders of outside bytes: peer frames and
-//! messages, client contexts, stored objects (see `crate::fuzzing`).
+//! Fuzz targets for what a node decodes from outside: peer frames and
+//! messages, client contexts and stored objects (see `crate::fuzzing`).
+
+use crate::api::dot::Dot;
+use crate::fuzzing::{bytes_near, run};
 
 use super::frame::{self, Direction};
 use super::protocol::{Request, Response};
-use super::version::{decode_context, encode_context, Dot, Object, VersionVector};
-use crate::fuzzing::{bytes_near, run};
+use super::version::{decode_context, encode_context, Object, VersionVector};
 
 #[test]
 fn fuzz_peer_frames_and_messages() {

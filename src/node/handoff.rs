@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::metrics::Counters;
-use super::protocol::{Request, Response};
+use super::protocol::Request;
 use super::replica::Hint;
+use super::rpc::Written;
 use super::Node;
 
 impl Node {
@@ -51,7 +52,7 @@ impl Node {
 
     async fn deliver(&self, hint: &Hint) -> bool {
         let request = Request::Write { key: hint.key.clone(), object: hint.encoded.clone().into(), hint_for: None };
-        if !matches!(self.call(&hint.owner, &request, self.config.replica_timeout()).await, Some(Response::Written)) {
+        if self.call::<Written>(&hint.owner, &request, self.config.replica_timeout()).await.is_err() {
             return false;
         }
         match self.replica.remove_hint(hint) {

@@ -15,22 +15,18 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::coordinator::{CoordError, Coordinated};
-use super::faults::FaultState;
 use super::membership::MembershipError;
-use super::protocol::{self, ClientOp, OpKind};
-use super::sync::Fanout;
-use super::version::{decode_context, encode_context, Object};
+use super::protocol::{ClientOp, OpKind};
+use super::version::{decode_context, encode_context};
 use super::Node;
-
-pub const CONTEXT: &str = "x-dynamo-context";
-pub const CLOCK: &str = "x-dynamo-clock";
-pub const DOT: &str = "x-dynamo-dot";
-pub const COORDINATOR: &str = "x-dynamo-coordinator";
+use crate::api::admin::{Committed, FaultState, HandedOff, RepairRound, SwitchChange};
+use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -80,7 +76,7 @@ async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
         admin_request(node, rest, request).await
     } else {
         match (request.method(), path.as_str()) {
-            (&Method::GET, "/status") => Ok(status(node)),
+            (&Method::GET, "/status") => Ok(json_reply(&node.status())),
             (&Method::GET, "/metrics") => Ok(metrics(node)),
             (_, "/status" | "/metrics") => Err(HttpError::method()),
             _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such path: {path}"))),
@@ -261,47 +257,8 @@ fn write_reply(done: &Coordinated) -> Result<Reply, HttpError> {
     Ok(reply)
 }
 
-fn status(node: &Node) -> Reply {
-    let counters: serde_json::Map<String, serde_json::Value> =
-        node.counters.snapshot().into_iter().map(|(name, _, value)| (name.to_owned(), value.into())).collect();
-    let ring = node.membership.ring();
-    json_reply(&json!({
-        "id": node.id(),
-        "pid": std::process::id(),
-        "actor": node.replica.actor(),
-        "members": node.membership.view(),
-        "hints_pending": node.replica.hints_pending().unwrap_or(0),
-        "hints_delivered": counters["hints_delivered"],
-        "counters": counters,
-        "ring": { "partitions": ring.partitions(), "n": node.membership.n(), "members": ring.members() },
-        "storage": node.replica.storage().kind().to_string(),
-        "storage_lost_records": node.replica.identity().lost_records(),
-        "storage_failure": node.replica.storage().health().failure(),
-        "switches": switches(node),
-    }))
-}
-
-fn switches(node: &Node) -> serde_json::Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    json!({
-        "hint_delivery": node.switches.hint_delivery.load(Relaxed),
-        "anti_entropy": node.switches.anti_entropy.load(Relaxed),
-    })
-}
-
 fn metrics(node: &Node) -> Reply {
-    let alive = node.membership.view().iter().filter(|m| m.alive).count() as u64;
-    let storage_ok = u64::from(node.replica.storage().health().failure().is_none());
-    let lost_records = u64::from(node.replica.identity().lost_records().is_some());
-    let gauges = [
-        ("hints_pending", "hints waiting for their owner", node.replica.hints_pending().unwrap_or(0) as u64),
-        ("members", "members known", node.membership.member_count() as u64),
-        ("members_alive", "members believed alive", alive),
-        ("storage_ok", "1 while the storage engine can make writes durable", storage_ok),
-        ("storage_lost_records", "1 if the engine was found to have lost records at start-up", lost_records),
-        ("client_connections", "client connections open", node.client_gate.open() as u64),
-    ];
-    let mut reply = Response::new(Full::new(Bytes::from(node.counters.prometheus(node.id(), &gauges))));
+    let mut reply = Response::new(Full::new(Bytes::from(node.prometheus())));
     reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     reply
 }
@@ -313,36 +270,26 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
             return Err(HttpError::method());
         }
         let key = parse_key(key, node.config.max_key_bytes)?;
-        return Ok(json_reply(&replicas(node, key).await));
+        return Ok(json_reply(&node.replicas(key).await));
     }
     match (request.method(), route) {
         (&Method::POST, "config") => {
-            let body = read_body(node, request).await?;
-            let change: ConfigChange =
-                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad config JSON: {e}")))?;
-            node.configure(change.hint_delivery, change.anti_entropy);
-            Ok(json_reply(&switches(node)))
+            let change: SwitchChange = read_json(node, request, "config").await?;
+            Ok(json_reply(&node.configure(change)))
         }
-        (&Method::POST, "handoff") => {
-            let delivered = node.deliver_hints().await;
-            Ok(json_reply(&json!({ "delivered": delivered })))
-        }
+        (&Method::POST, "handoff") => Ok(json_reply(&HandedOff { delivered: node.deliver_hints().await })),
         (&Method::POST, "repair/round") => {
             let body = read_body(node, request).await?;
-            let round: RoundRequest = if body.is_empty() {
-                RoundRequest::default()
-            } else {
-                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad repair round JSON: {e}")))?
-            };
-            let stats = node.repair_round(round.seed, round.fanout, round.staged).await;
-            Ok(json_reply(&serde_json::to_value(stats).expect("stats serialise")))
+            let round: RepairRound =
+                if body.is_empty() { RepairRound::default() } else { parse_json(&body, "repair round")? };
+            Ok(json_reply(&node.repair_round(round.seed, round.fanout, round.staged).await))
         }
         (&Method::POST, "repair/commit") => {
             let merged =
                 node.commit_staged().map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            Ok(json_reply(&json!({ "merged": merged })))
+            Ok(json_reply(&Committed { merged }))
         }
-        (&Method::GET, "merkle") => Ok(json_reply(&merkle_roots(node))),
+        (&Method::GET, "merkle") => Ok(json_reply(&node.merkle_roots())),
         (&Method::POST, "leave") => {
             let stats = node.leave().await.map_err(|e| {
                 let status = match e.downcast_ref::<MembershipError>() {
@@ -358,24 +305,20 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 node.stop.notify_one();
             });
-            Ok(json_reply(&serde_json::to_value(stats).expect("stats serialise")))
+            Ok(json_reply(&stats))
         }
         (&Method::POST, "fault") => {
-            let body = read_body(node, request).await?;
-            let state: FaultState =
-                serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("bad fault JSON: {e}")))?;
+            let state: FaultState = read_json(node, request, "fault").await?;
             tracing::warn!(?state, "application-level fault applied");
             node.faults.set(state);
-            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
+            Ok(json_reply(&node.faults.current()))
         }
         (&Method::DELETE, "fault") => {
             node.faults.heal();
             tracing::warn!("application-level faults healed");
-            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
+            Ok(json_reply(&node.faults.current()))
         }
-        (&Method::GET, "fault") => {
-            Ok(json_reply(&serde_json::to_value(node.faults.current()).expect("fault state serialises")))
-        }
+        (&Method::GET, "fault") => Ok(json_reply(&node.faults.current())),
         (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle" | "fault" | "leave") => {
             Err(HttpError::method())
         }
@@ -383,32 +326,13 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigChange {
-    hint_delivery: Option<bool>,
-    anti_entropy: Option<bool>,
+/// A JSON request body; `what` names it in the error.
+async fn read_json<T: DeserializeOwned>(node: &Node, request: Request<Incoming>, what: &str) -> Result<T, HttpError> {
+    parse_json(&read_body(node, request).await?, what)
 }
 
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RoundRequest {
-    #[serde(default)]
-    seed: u64,
-    #[serde(default)]
-    fanout: Fanout,
-    /// Keep what the round learns until `POST /admin/repair/commit`.
-    #[serde(default)]
-    staged: bool,
-}
-
-/// The Merkle root of every partition this node replicates, in hex.
-fn merkle_roots(node: &Node) -> serde_json::Value {
-    let partitions = node.membership.ring().replicated_partitions(node.id(), node.membership.n());
-    let roots: serde_json::Map<String, serde_json::Value> = node.replica.with_trees(|trees| {
-        partitions.iter().map(|&p| (p.to_string(), format!("{:032x}", trees.root(p)).into())).collect()
-    });
-    json!({ "node": node.id(), "partitions": roots })
+fn parse_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::bad(format!("bad {what} JSON: {e}")))
 }
 
 fn authorize(node: &Node, request: &Request<Incoming>) -> Result<(), HttpError> {
@@ -428,53 +352,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// What every preference-list replica of `key` holds, read directly.
-async fn replicas(node: &Arc<Node>, key: Bytes) -> serde_json::Value {
-    let ring = node.membership.ring();
-    let partition = ring.partition_of(&key);
-    let owners: Vec<String> =
-        ring.preference_list(partition, node.membership.n()).into_iter().map(str::to_owned).collect();
-    let mut replicas = Vec::new();
-    for owner in owners {
-        let held = if owner == node.id() {
-            node.replica.read(partition, &key).map_err(|e| e.to_string())
-        } else {
-            match node.call(&owner, &protocol::Request::Read { key: key.clone() }, node.config.replica_timeout()).await
-            {
-                Some(protocol::Response::Object(bytes)) => {
-                    bytes.map(|b| super::replica::decode(&b, &key)).transpose().map_err(|e| e.to_string())
-                }
-                Some(other) => Err(format!("unexpected reply: {other:?}")),
-                None => Err("unreachable".to_owned()),
-            }
-        };
-        replicas.push(match held {
-            Ok(object) => json!({ "node": owner, "versions": versions(object.as_ref()) }),
-            Err(e) => json!({ "node": owner, "error": e }),
-        });
-    }
-    json!({ "key": String::from_utf8_lossy(&key), "partition": partition, "replicas": replicas })
-}
-
-fn versions(object: Option<&Object>) -> Vec<serde_json::Value> {
-    let Some(object) = object else { return Vec::new() };
-    let clock = object.clock.readable();
-    object
-        .siblings
-        .iter()
-        .map(|s| {
-            json!({
-                "value": s.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
-                "dot": s.dot.to_string(),
-                "clock": clock,
-                "tombstone": s.value.is_none(),
-            })
-        })
-        .collect()
-}
-
-fn json_reply(body: &serde_json::Value) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_reply(body: &impl Serialize) -> Reply {
+    let body = serde_json::to_vec(body).expect("admin and status bodies serialise");
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
     reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     reply
 }

@@ -29,6 +29,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 
+use crate::api::status::LostRecords;
+
 use super::storage::{Storage, StorageError};
 
 /// Counters reserved per sync of the identity file: one small synced
@@ -59,15 +61,6 @@ struct Ledger {
     dots_reserved: u64,
     /// The last canary known to be on disk in the engine.
     checkpoint: u64,
-}
-
-/// Records the engine lost: it holds an older checkpoint than the identity
-/// file recorded, or journals had to be moved aside to open it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LostRecords {
-    pub checkpoint_recorded: u64,
-    pub checkpoint_found: u64,
-    pub quarantined_journals: Vec<PathBuf>,
 }
 
 struct State {

@@ -9,21 +9,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Serialize;
 
-use super::protocol::{Request, Response};
+use super::protocol::{Digest, Request};
+use super::rpc::Written;
 use super::Node;
-
-#[derive(Debug, Default, Serialize)]
-pub struct LeaveStats {
-    /// Members told directly that this node left.
-    pub told: usize,
-    pub keys: usize,
-    /// Replica writes that landed.
-    pub writes: usize,
-    pub failed_writes: usize,
-    pub hints_passed_on: usize,
-}
+use crate::api::admin::LeaveStats;
 
 impl Node {
     pub async fn leave(self: &Arc<Self>) -> anyhow::Result<LeaveStats> {
@@ -35,7 +25,7 @@ impl Node {
         let others: Vec<String> =
             self.membership.view().into_iter().filter(|m| m.id != self.id() && !m.left).map(|m| m.id).collect();
         for member in &others {
-            if matches!(self.call(member, &digest, self.config.replica_timeout()).await, Some(Response::Gossip(_))) {
+            if self.call::<Digest>(member, &digest, self.config.replica_timeout()).await.is_ok() {
                 stats.told += 1;
             }
         }
@@ -47,9 +37,9 @@ impl Node {
                 stats.keys += 1;
                 let request = Request::Write { key: key.clone(), object: Bytes::from(encoded), hint_for: None };
                 for owner in &owners {
-                    match self.call(owner, &request, self.config.replica_timeout()).await {
-                        Some(Response::Written) => stats.writes += 1,
-                        _ => stats.failed_writes += 1,
+                    match self.call::<Written>(owner, &request, self.config.replica_timeout()).await {
+                        Ok(Written) => stats.writes += 1,
+                        Err(_) => stats.failed_writes += 1,
                     }
                 }
             }
@@ -72,7 +62,7 @@ impl Node {
                 object: hint.encoded.clone().into(),
                 hint_for: Some(hint.owner.clone()),
             };
-            if matches!(self.call(keeper, &request, self.config.replica_timeout()).await, Some(Response::Written)) {
+            if self.call::<Written>(keeper, &request, self.config.replica_timeout()).await.is_ok() {
                 self.replica.remove_hint(&hint)?;
                 passed += 1;
             }

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::parse_node_id;
 use super::protocol::Digest;
-use super::ring::Ring;
+use crate::api::ring::Ring;
+use crate::api::status::MemberView;
 
 /// One member as gossip carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,15 +51,6 @@ impl MemberRecord {
     fn version(&self) -> (u64, u64) {
         (self.generation, self.heartbeat)
     }
-}
-
-/// A member as this node sees it, for `/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct MemberView {
-    pub id: String,
-    pub addr: String,
-    pub alive: bool,
-    pub left: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

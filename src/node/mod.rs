@@ -15,6 +15,7 @@ pub mod handoff;
 pub mod handshake;
 pub mod http;
 pub mod identity;
+mod inspect;
 pub mod leave;
 pub mod membership;
 pub mod merkle;
@@ -22,7 +23,7 @@ pub mod metrics;
 pub mod peer;
 pub mod protocol;
 pub mod replica;
-pub mod ring;
+mod rpc;
 pub mod storage;
 pub mod sync;
 pub mod version;
@@ -41,37 +42,41 @@ use identity::Identity;
 use membership::{MemberRecord, Membership};
 use metrics::Counters;
 use peer::PeerPool;
-use protocol::{Request, Response};
+use protocol::{Digest, Request, Response};
 use replica::Replica;
+use rpc::RpcError;
 use storage::Storage;
+
+use crate::api::admin::SwitchChange;
+use crate::api::status::Switches;
 
 /// How often a node that changed anything records a checkpoint: what the
 /// engine held that long ago is known to be on disk.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Switches that experiments flip at run time through `POST /admin/config`.
-pub struct Switches {
+pub struct LiveSwitches {
     pub hint_delivery: AtomicBool,
     pub anti_entropy: AtomicBool,
 }
 
 pub struct Node {
-    pub config: NodeConfig,
-    pub replica: Replica,
-    pub membership: Membership,
-    pub peers: PeerPool,
+    config: NodeConfig,
+    replica: Replica,
+    membership: Membership,
+    peers: PeerPool,
     /// Who the peer server lets in, and how much of them it holds.
     peer_admission: Arc<peer::Admission>,
     /// Open client connections, up to `--max_client_connections`.
-    pub client_gate: admission::ConnectionGate,
-    pub counters: Arc<Counters>,
-    pub switches: Switches,
+    client_gate: admission::ConnectionGate,
+    counters: Arc<Counters>,
+    switches: LiveSwitches,
     /// `None` disables the admin API (no token was configured).
-    pub admin_token: Option<String>,
+    admin_token: Option<String>,
     /// Application-level faults in force.
-    pub faults: faults::AppFaults,
+    faults: faults::AppFaults,
     /// Notified when the node should stop serving (after a leave).
-    pub stop: tokio::sync::Notify,
+    stop: tokio::sync::Notify,
     /// Objects learnt in a staged repair round, merged when it is committed.
     staged: std::sync::Mutex<Vec<(u32, Bytes, version::Object)>>,
 }
@@ -122,7 +127,7 @@ impl Node {
             peer_admission: Arc::new(peer::Admission::new(key, config.max_peer_connections as usize, counters.clone())),
             client_gate: admission::ConnectionGate::new("client", config.max_client_connections as usize),
             counters,
-            switches: Switches {
+            switches: LiveSwitches {
                 hint_delivery: AtomicBool::new(true),
                 anti_entropy: AtomicBool::new(config.anti_entropy),
             },
@@ -260,21 +265,21 @@ impl Node {
     }
 
     async fn gossip_with(&self, id: Option<String>, addr: SocketAddr, digest: Request) {
-        let answer = self.send(addr, id.as_deref(), &digest, self.config.replica_timeout()).await.map(|(r, _)| r);
-        Counters::bump(if answer.is_some() {
-            &self.counters.gossip_answered
-        } else {
+        let answer = self.send::<Digest>(addr, id.as_deref(), &digest, self.config.replica_timeout()).await;
+        Counters::bump(if matches!(answer, Err(RpcError::Unreachable)) {
             &self.counters.gossip_unanswered
+        } else {
+            &self.counters.gossip_answered
         });
         match answer {
-            Some(Response::Gossip(theirs)) => {
+            Ok((theirs, _)) => {
                 if let Err(e) = self.membership.merge(&theirs) {
                     tracing::error!(%addr, "{e}");
                 }
             }
-            Some(Response::Error(e)) => tracing::error!(%addr, "peer refused our gossip: {e}"),
-            Some(other) => tracing::warn!(%addr, "unexpected reply to gossip: {other:?}"),
-            None => {}
+            Err(RpcError::Refused(e)) => tracing::error!(%addr, "peer refused our gossip: {e}"),
+            Err(RpcError::Unexpected(other)) => tracing::warn!(%addr, "unexpected reply to gossip: {other}"),
+            Err(RpcError::Unreachable) => {}
         }
     }
 
@@ -294,13 +299,22 @@ impl Node {
         }
     }
 
-    /// Flips run-time switches; `None` leaves a switch as it is.
-    pub fn configure(&self, hint_delivery: Option<bool>, anti_entropy: Option<bool>) {
-        if let Some(on) = hint_delivery {
+    /// Flips run-time switches (`None` leaves a switch as it is); returns
+    /// them as they now are.
+    pub fn configure(&self, change: SwitchChange) -> Switches {
+        if let Some(on) = change.hint_delivery {
             self.switches.hint_delivery.store(on, Ordering::Relaxed);
         }
-        if let Some(on) = anti_entropy {
+        if let Some(on) = change.anti_entropy {
             self.switches.anti_entropy.store(on, Ordering::Relaxed);
+        }
+        self.switch_state()
+    }
+
+    pub fn switch_state(&self) -> Switches {
+        Switches {
+            hint_delivery: self.switches.hint_delivery.load(Ordering::Relaxed),
+            anti_entropy: self.switches.anti_entropy.load(Ordering::Relaxed),
         }
     }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::membership::MemberRecord;
 use super::merkle::Hash;
-use super::version::{Dot, VersionVector};
+use super::version::VersionVector;
+use crate::api::dot::Dot;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {

@@ -16,7 +16,8 @@ use super::identity::{Identity, IdentityError};
 use super::merkle::{self, Hash, Trees};
 use super::metrics::Counters;
 use super::storage::{Storage, StorageError};
-use super::version::{Dot, Object, VersionError, VersionVector};
+use super::version::{Object, VersionError, VersionVector};
+use crate::api::dot::Dot;
 
 const STRIPES: usize = 1024;
 /// Separates the owner's name from the key in a hint's storage key; node

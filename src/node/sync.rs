@@ -28,45 +28,18 @@ use futures::stream::{self, StreamExt};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, Hash, GROUPS, LEAVES};
 use super::metrics::Counters;
 use super::peer::Traffic;
 use super::protocol::{Request, Response};
 use super::replica::{self, ReplicaError};
+use super::rpc::{Reaped, Stored};
 use super::Node;
+use crate::api::admin::{Fanout, SyncStats};
 
 /// Exchanges one repair round runs at once on this node.
 const ROUND_PARALLELISM: usize = 8;
-
-/// With whom a repair round reconciles each partition.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fanout {
-    /// One other replica, drawn from the round's seed (DESIGN.md's round).
-    #[default]
-    One,
-    /// Every other replica.
-    All,
-}
-
-/// What one round (or one exchange) did, as `POST /admin/repair/round` reports it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SyncStats {
-    pub partitions: u64,
-    pub exchanges: u64,
-    pub in_sync: u64,
-    pub differing_leaves: u64,
-    pub keys_sent: u64,
-    pub keys_received: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub tombstones_reaped: u64,
-    pub failed: u64,
-    pub skipped: u64,
-    pub duration_ms: u64,
-}
 
 impl SyncStats {
     fn add(&mut self, other: &SyncStats) {
@@ -215,9 +188,9 @@ impl Node {
 
     async fn ask(&self, peer: &str, request: Request, stats: &mut SyncStats) -> Result<Response, SyncError> {
         let (response, traffic) = self
-            .call_counted(peer, &request, self.config.sync_timeout())
+            .call_counted::<Response>(peer, &request, self.config.sync_timeout())
             .await
-            .ok_or_else(|| SyncError::Unreachable(peer.to_owned()))?;
+            .map_err(|_| SyncError::Unreachable(peer.to_owned()))?;
         stats.count(traffic);
         Ok(response)
     }
@@ -360,7 +333,7 @@ impl Node {
     async fn everyone_holds(&self, others: &[String], key: &Bytes, encoded: &[u8]) -> bool {
         for peer in others {
             let held = self.call(peer, &Request::Read { key: key.clone() }, self.config.replica_timeout()).await;
-            if !matches!(held, Some(Response::Object(Some(bytes))) if bytes.as_ref() == encoded) {
+            if !matches!(held, Ok(Stored(Some(bytes))) if bytes.as_ref() == encoded) {
                 return false;
             }
         }
@@ -374,7 +347,7 @@ impl Node {
         for peer in &replicas[1..] {
             let answer =
                 self.call(peer, &Request::Reap { key: key.clone(), hash }, self.config.replica_timeout()).await;
-            all &= matches!(answer, Some(Response::Reaped(true)));
+            all &= matches!(answer, Ok(Reaped(true)));
         }
         let partition = self.membership.ring().partition_of(key);
         let here = matches!(self.replica.remove_if_unchanged(partition, key, hash), Ok(true));

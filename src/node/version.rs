@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -17,8 +16,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Longest actor (node) name accepted from storage or the network.
-pub const MAX_ACTOR_LEN: usize = 64;
+use crate::api::dot::{validate_entry, Dot, DotError};
+
 /// Most siblings a decoded object may hold.
 pub const MAX_SIBLINGS: usize = 1024;
 /// Most entries a decoded clock or context may hold.
@@ -36,14 +35,8 @@ const CHECKSUM_LEN: usize = 4;
 /// Why a dot, object or context was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
-    #[error("invalid dot: {0}")]
-    BadDot(&'static str),
-    #[error("actor name must be 1 to {MAX_ACTOR_LEN} bytes, got {0} bytes")]
-    BadActorLength(usize),
-    #[error("actor name {0:?} has a character other than printable ASCII (and no ',')")]
-    BadActorCharacter(String),
-    #[error("counter for actor {0:?} is 0; counters start at 1")]
-    ZeroCounter(String),
+    #[error(transparent)]
+    Dot(#[from] DotError),
     #[error("context is {0} bytes, over the {MAX_CONTEXT_LEN}-byte limit")]
     ContextTooLong(usize),
     #[error("context is not valid URL-safe unpadded base64")]
@@ -74,53 +67,6 @@ pub enum VersionError {
     SiblingOrder(Dot),
     #[error("sibling {0} is not covered by the object's clock")]
     UncoveredSibling(Dot),
-}
-
-/// Checks a name before it becomes an actor. Actors end up in header
-/// values and in the readable clock (`a:1,b:2`), so they are printable
-/// ASCII without commas; contexts, dots and objects from outside are
-/// checked with this before anything uses them.
-pub fn validate_actor(actor: &str) -> Result<(), VersionError> {
-    if actor.is_empty() || actor.len() > MAX_ACTOR_LEN {
-        return Err(VersionError::BadActorLength(actor.len()));
-    }
-    if !actor.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-        return Err(VersionError::BadActorCharacter(actor.to_owned()));
-    }
-    Ok(())
-}
-
-fn validate_entry(actor: &str, counter: u64) -> Result<(), VersionError> {
-    validate_actor(actor)?;
-    if counter == 0 {
-        return Err(VersionError::ZeroCounter(actor.to_owned()));
-    }
-    Ok(())
-}
-
-/// One event: the `counter`-th write coordinated by `actor`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Dot {
-    pub actor: String,
-    pub counter: u64,
-}
-
-impl fmt::Display for Dot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.actor, self.counter)
-    }
-}
-
-impl FromStr for Dot {
-    type Err = VersionError;
-
-    /// Splits at the last ':' so actor names such as `10.0.0.1:7000` work.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (actor, counter) = s.rsplit_once(':').ok_or(VersionError::BadDot("expected actor:counter"))?;
-        let counter = counter.parse::<u64>().map_err(|_| VersionError::BadDot("counter is not an unsigned integer"))?;
-        validate_entry(actor, counter)?;
-        Ok(Dot { actor: actor.to_owned(), counter })
-    }
 }
 
 /// An actor's position in a clock.
@@ -182,7 +128,7 @@ impl VersionVector {
         if self.entries.len() > MAX_CLOCK_ENTRIES {
             return Err(VersionError::TooManyClockEntries(self.entries.len()));
         }
-        self.entries.iter().try_for_each(|(actor, e)| validate_entry(actor, e.counter))
+        self.entries.iter().try_for_each(|(actor, e)| Ok(validate_entry(actor, e.counter)?))
     }
 }
 
@@ -254,7 +200,7 @@ impl Object {
     /// The coordinator's write of `value` (None deletes) under `dot`, which
     /// supersedes exactly the siblings `context` has seen.
     ///
-    /// `dot.actor` must pass [`validate_actor`] and `dot.counter` be at
+    /// `dot.actor` must pass [`validate_actor`](crate::api::dot::validate_actor) and `dot.counter` be at
     /// least [`min_counter`](Self::min_counter). Returns the number of clock
     /// entries pruned.
     pub fn update(
@@ -265,7 +211,7 @@ impl Object {
         now_ms: u64,
         prune_limit: usize,
     ) -> usize {
-        debug_assert!(validate_actor(&dot.actor).is_ok(), "invalid actor {:?}", dot.actor);
+        debug_assert!(crate::api::dot::validate_actor(&dot.actor).is_ok(), "invalid actor {:?}", dot.actor);
         debug_assert!(dot.counter >= self.min_counter(context, &dot.actor), "dot {dot} is not new to this object");
         self.siblings.retain(|s| !context.covers(&s.dot));
         // The counter exceeds every dot of the actor this object holds, so
@@ -468,6 +414,7 @@ fn counters_to_clock(counters: Vec<(String, u64)>) -> Result<VersionVector, Vers
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::dot::MAX_ACTOR_LEN;
     use proptest::prelude::*;
 
     const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
@@ -850,16 +797,6 @@ mod tests {
     }
 
     #[test]
-    fn dot_parses_its_display_form() {
-        let dot: Dot = "10.0.0.1:7000:3".parse().expect("dot");
-        assert_eq!((dot.actor.as_str(), dot.counter), ("10.0.0.1:7000", 3));
-        assert_eq!(dot.to_string(), "10.0.0.1:7000:3");
-        for bad in ["", "n1", "n1:", ":3", "n1:x", "n1:0", "n1:-1"] {
-            assert!(bad.parse::<Dot>().is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
     fn decode_rejects_broken_invariants() {
         let sibling =
             |actor: &str, counter| Sibling { dot: Dot { actor: actor.into(), counter }, value: val("v"), ts_ms: 0 };
@@ -869,10 +806,10 @@ mod tests {
         assert!(matches!(err(broken(vec![sibling("b", 1), sibling("a", 1)])), VersionError::SiblingOrder(_)));
         assert!(matches!(err(broken(vec![sibling("a", 1), sibling("a", 1)])), VersionError::SiblingOrder(_)));
         assert!(matches!(err(broken(vec![sibling("a", 3)])), VersionError::UncoveredSibling(_)));
-        assert!(matches!(err(broken(vec![sibling("a", 0)])), VersionError::ZeroCounter(_)));
+        assert!(matches!(err(broken(vec![sibling("a", 0)])), VersionError::Dot(DotError::ZeroCounter(_))));
         let long = "x".repeat(MAX_ACTOR_LEN + 1);
         let bad_clock = Object { clock: clock_of(&[(&long, 1)]), siblings: vec![] }.encode();
-        assert_eq!(err(bad_clock), VersionError::BadActorLength(65));
+        assert_eq!(err(bad_clock), VersionError::Dot(DotError::BadActorLength(65)));
         let mut trailing = broken(vec![sibling("a", 1)]);
         trailing.push(0);
         assert_eq!(err(trailing), VersionError::ObjectTrailingBytes(1));
@@ -914,16 +851,16 @@ mod tests {
         assert_eq!(decode_context(&seal(2, b"")), Err(ContextVersion(2)));
         assert!(matches!(decode_context(&seal(CONTEXT_VERSION, &[0x05])), Err(ContextPayload(_))));
         assert_eq!(decode_context(&seal(CONTEXT_VERSION, &[0, 0])), Err(ContextTrailingBytes(1)));
-        assert_eq!(decode_context(&sealed_counters(&[("", 1)])), Err(BadActorLength(0)));
+        assert_eq!(decode_context(&sealed_counters(&[("", 1)])), Err(Dot(DotError::BadActorLength(0))));
         let long = "x".repeat(MAX_ACTOR_LEN + 1);
-        assert_eq!(decode_context(&sealed_counters(&[(&long, 1)])), Err(BadActorLength(65)));
+        assert_eq!(decode_context(&sealed_counters(&[(&long, 1)])), Err(Dot(DotError::BadActorLength(65))));
         for unprintable in ["a\nb", "a,b", "a b", "é"] {
             let err = decode_context(&sealed_counters(&[(unprintable, 1)]));
-            assert_eq!(err, Err(BadActorCharacter(unprintable.into())));
+            assert_eq!(err, Err(Dot(DotError::BadActorCharacter(unprintable.into()))));
             assert!(!err.unwrap_err().to_string().contains('\n'), "one line");
         }
         assert_eq!(decode_context(&sealed_counters(&[("n1", u64::MAX)])), Err(ContextCounterTooLarge(u64::MAX)));
-        assert_eq!(decode_context(&sealed_counters(&[("n1", 0)])), Err(ZeroCounter("n1".into())));
+        assert_eq!(decode_context(&sealed_counters(&[("n1", 0)])), Err(Dot(DotError::ZeroCounter("n1".into()))));
         assert_eq!(decode_context(&sealed_counters(&[("b", 1), ("a", 1)])), Err(ContextNotCanonical));
         assert_eq!(decode_context(&sealed_counters(&[("a", 1), ("a", 2)])), Err(ContextNotCanonical));
         let names: Vec<String> = (0..=MAX_CLOCK_ENTRIES).map(|i| format!("{i:05}")).collect();
@@ -932,7 +869,7 @@ mod tests {
         let huge = "A".repeat(MAX_CONTEXT_LEN + 1);
         assert_eq!(decode_context(&huge), Err(ContextTooLong(MAX_CONTEXT_LEN + 1)));
         // Every message is one line.
-        for e in [ContextBase64, ContextChecksum, ContextNotCanonical, BadDot("x")] {
+        for e in [ContextBase64, ContextChecksum, ContextNotCanonical, Dot(DotError::BadDot("x"))] {
             assert!(!e.to_string().contains('\n'));
         }
     }

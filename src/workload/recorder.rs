@@ -19,9 +19,9 @@ use anyhow::Context;
 
 use super::ops::{key_name, Op};
 use super::sample::Sample;
-use super::staleness::{AckedWrites, Clock};
+use super::staleness::AckedWrites;
 use super::stats::{Row, Stats};
-use crate::node::version::Dot;
+use crate::api::dot::{Clock, Dot};
 
 /// How long a sample waits for samples that finished before it.
 const HOLD: Duration = Duration::from_secs(1);

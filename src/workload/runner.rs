@@ -22,8 +22,8 @@ use super::keys::{KeyChooser, KeyDistribution};
 use super::ops::{key_name, value, Op, Routing, UpdateMode, Workload};
 use super::recorder::Message;
 use super::sample::{Outcome, Phase, PhaseCell, Sample};
+use crate::api::ring::Ring;
 use crate::client::{Answer, Client, ClientError};
-use crate::node::ring::Ring;
 
 /// Attempts at writing each key during the preload before the run gives up.
 const LOAD_ATTEMPTS: u32 = 5;

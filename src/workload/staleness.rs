@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::node::version::Dot;
+use crate::api::dot::{Clock, Dot};
 
 #[derive(Debug, Default)]
 pub struct AckedWrites {
@@ -30,37 +30,6 @@ pub struct Staleness {
     pub versions: u32,
     /// When the oldest of them was acknowledged.
     pub oldest_acked_us: i64,
-}
-
-/// A readable clock (`node1.a:5,node3.b:2`) as actor → counter.
-#[derive(Debug, Default)]
-pub struct Clock(Vec<(String, u64)>);
-
-impl Clock {
-    pub fn parse(text: &str) -> Result<Clock, String> {
-        let entries = text
-            .split(',')
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| entry.parse::<Dot>().map(|d| (d.actor, d.counter)).map_err(|e| format!("{entry:?}: {e}")))
-            .collect::<Result<_, _>>()?;
-        Ok(Clock(entries))
-    }
-
-    pub fn get(&self, actor: &str) -> u64 {
-        self.0.iter().find(|(a, _)| a == actor).map_or(0, |(_, c)| *c)
-    }
-
-    pub fn covers(&self, dot: &Dot) -> bool {
-        self.get(&dot.actor) >= dot.counter
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl AckedWrites {
@@ -143,14 +112,5 @@ mod tests {
         assert_eq!(acked.missed(3, &behind, 1000), None, "a key never written");
         assert_eq!(acked.missed(2, &Clock::default(), 1000).unwrap().versions, 1, "a 404 misses everything");
         assert_eq!(acked.len(), 5);
-    }
-
-    #[test]
-    fn clocks_parse_from_the_readable_header() {
-        let clock = Clock::parse("node1.k3x9:5,node3.ab:2").unwrap();
-        assert_eq!((clock.get("node1.k3x9"), clock.get("node3.ab"), clock.get("node2")), (5, 2, 0));
-        assert_eq!(clock.len(), 2);
-        assert!(Clock::parse("").unwrap().is_empty());
-        assert!(Clock::parse("node1").is_err());
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod experiment;
 
+use dynabed::api::admin::Held;
 use dynabed::client::{Answer, Client};
 use dynabed::cluster::{files, launch::client_addr, manage, runstate};
 use nix::sys::signal::Signal;
@@ -92,16 +93,15 @@ impl TestCluster {
     }
 
     pub async fn status(&self, id: &str) -> serde_json::Value {
-        self.client(id).status().await.expect("status").json().expect("status JSON")
+        serde_json::to_value(self.client(id).status().await.expect("status")).expect("status JSON")
     }
 
     /// Waits until `id` sees every member alive.
     pub async fn wait_all_alive(&self, id: &str) {
         let want = self.nodes.len();
         wait_until(&format!("{id} sees all {want} members alive"), Duration::from_secs(15), || async {
-            let Ok(answer) = self.client(id).status().await else { return false };
-            let status = answer.json().unwrap_or_default();
-            status["members"].as_array().is_some_and(|m| m.len() == want && m.iter().all(|m| m["alive"] == true))
+            let Ok(status) = self.client(id).status().await else { return false };
+            status.members.len() == want && status.down().next().is_none()
         })
         .await;
     }
@@ -110,17 +110,12 @@ impl TestCluster {
     /// every replica must answer.
     pub async fn replicas(&self, via: &str, key: &str) -> BTreeMap<String, Vec<Option<Vec<u8>>>> {
         let answer = self.client(via).replicas(key).await.expect("replicas");
-        assert_eq!(answer.status, 200, "replicas: {}", answer.reason());
-        let json = answer.json().unwrap();
-        json["replicas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                assert!(r.get("error").is_none(), "replica unreadable: {r}");
-                let versions = r["versions"].as_array().cloned().unwrap_or_default();
-                let values = versions.iter().map(|v| v["value"].as_str().map(b64)).collect();
-                (r["node"].as_str().unwrap().to_owned(), values)
+        answer
+            .replicas
+            .into_iter()
+            .map(|r| match r.held {
+                Held::Versions { versions } => (r.node, versions.iter().map(|v| v.value.as_deref().map(b64)).collect()),
+                Held::Unreadable { error } => panic!("replica {} unreadable: {error}", r.node),
             })
             .collect()
     }
@@ -196,10 +191,9 @@ impl TestCluster {
     /// (values, dots, clocks and tombstones).
     pub async fn converged(&self, key: &str) -> bool {
         let answer = self.client("node1").replicas(key).await.expect("replicas");
-        let json = answer.json().unwrap();
-        let replicas = json["replicas"].as_array().unwrap();
-        assert!(replicas.iter().all(|r| r.get("error").is_none()), "replica unreadable: {json}");
-        replicas.windows(2).all(|w| w[0]["versions"] == w[1]["versions"])
+        let held: Vec<&Held> = answer.replicas.iter().map(|r| &r.held).collect();
+        assert!(held.iter().all(|h| matches!(h, Held::Versions { .. })), "replica unreadable: {answer:?}");
+        held.windows(2).all(|w| w[0] == w[1])
     }
 }
 

@@ -1,0 +1,108 @@
+//! What a node tells about itself: its status, its metrics, its Merkle
+//! roots and what the replicas of a key hold. Built here from the node's
+//! parts, so the HTTP layer only serves them.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::protocol::Request;
+use super::rpc::Stored;
+use super::version::Object;
+use super::Node;
+use crate::api::admin::{Held, MerkleRoots, ReplicaCopy, Replicas, StoredVersion};
+use crate::api::status::{Counters, RingView, Status};
+
+impl Node {
+    /// The body of `GET /status`.
+    pub fn status(&self) -> Status {
+        let counters: Counters = self.counters.snapshot().into_iter().map(|(name, _, value)| (name, value)).collect();
+        let ring = self.membership.ring();
+        Status {
+            id: self.id().to_owned(),
+            pid: std::process::id(),
+            actor: self.replica.actor().to_owned(),
+            members: self.membership.view(),
+            hints_pending: self.hints_pending(),
+            hints_delivered: counters.get("hints_delivered"),
+            counters,
+            ring: RingView { partitions: ring.partitions(), n: self.membership.n(), members: ring.members().to_vec() },
+            storage: self.replica.storage().kind().to_string(),
+            storage_lost_records: self.replica.identity().lost_records().cloned(),
+            storage_failure: self.replica.storage().health().failure().map(str::to_owned),
+            switches: self.switch_state(),
+        }
+    }
+
+    /// The counters and gauges in Prometheus text (`GET /metrics`).
+    pub fn prometheus(&self) -> String {
+        let alive = self.membership.view().iter().filter(|m| m.alive).count() as u64;
+        let storage_ok = u64::from(self.replica.storage().health().failure().is_none());
+        let lost_records = u64::from(self.replica.identity().lost_records().is_some());
+        let gauges = [
+            ("hints_pending", "hints waiting for their owner", self.hints_pending()),
+            ("members", "members known", self.membership.member_count() as u64),
+            ("members_alive", "members believed alive", alive),
+            ("storage_ok", "1 while the storage engine can make writes durable", storage_ok),
+            ("storage_lost_records", "1 if the engine was found to have lost records at start-up", lost_records),
+            ("client_connections", "client connections open", self.client_gate.open() as u64),
+        ];
+        self.counters.prometheus(self.id(), &gauges)
+    }
+
+    /// The Merkle root of every partition this node replicates, in hex.
+    pub fn merkle_roots(&self) -> MerkleRoots {
+        let partitions = self.membership.ring().replicated_partitions(self.id(), self.membership.n());
+        let roots = self
+            .replica
+            .with_trees(|trees| partitions.iter().map(|&p| (p, format!("{:032x}", trees.root(p)))).collect());
+        MerkleRoots { node: self.id().to_owned(), partitions: roots }
+    }
+
+    /// What every preference-list replica of `key` holds, read directly.
+    pub async fn replicas(self: &Arc<Self>, key: Bytes) -> Replicas {
+        let ring = self.membership.ring();
+        let partition = ring.partition_of(&key);
+        let owners: Vec<String> =
+            ring.preference_list(partition, self.membership.n()).into_iter().map(str::to_owned).collect();
+        let mut replicas = Vec::new();
+        for owner in owners {
+            let held = match self.held_by(&owner, partition, &key).await {
+                Ok(object) => Held::Versions { versions: versions(object.as_ref()) },
+                Err(error) => Held::Unreadable { error },
+            };
+            replicas.push(ReplicaCopy { node: owner, held });
+        }
+        Replicas { key: String::from_utf8_lossy(&key).into_owned(), partition, replicas }
+    }
+
+    /// One replica's object for `key`, this node's read locally.
+    async fn held_by(&self, owner: &str, partition: u32, key: &Bytes) -> Result<Option<Object>, String> {
+        if owner == self.id() {
+            return self.replica.read(partition, key).map_err(|e| e.to_string());
+        }
+        let read = Request::Read { key: key.clone() };
+        let Stored(bytes) = self.call(owner, &read, self.config.replica_timeout()).await.map_err(|e| e.to_string())?;
+        bytes.map(|b| super::replica::decode(&b, key)).transpose().map_err(|e| e.to_string())
+    }
+
+    fn hints_pending(&self) -> u64 {
+        self.replica.hints_pending().unwrap_or(0) as u64
+    }
+}
+
+fn versions(object: Option<&Object>) -> Vec<StoredVersion> {
+    let Some(object) = object else { return Vec::new() };
+    let clock = object.clock.readable();
+    object
+        .siblings
+        .iter()
+        .map(|s| StoredVersion {
+            value: s.value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+            dot: s.dot.to_string(),
+            clock: clock.clone(),
+            tombstone: s.value.is_none(),
+        })
+        .collect()
+}

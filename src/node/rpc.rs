@@ -1,0 +1,173 @@
+//! The node's side of the peer transport: one request to one peer, and
+//! the answer the request expects.
+//!
+//! Every peer request goes through here, so that application-level faults
+//! apply to all of them: a cut message is never sent and its caller waits
+//! out its timeout, as across a real partition; a reply is held like any
+//! received message. A transport failure marks a known peer down. Callers
+//! name the answer they expect (`call::<Written>`) and get it, or an
+//! [`RpcError`] saying why not — never a `Response` to pattern-match.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::metrics::Counters;
+use super::peer::{PeerError, Traffic};
+use super::protocol::{Digest, Outcome, RemoteError, Request, Response};
+use super::Node;
+
+/// Why a peer request brought no answer of the expected kind.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RpcError {
+    /// The transport failed, timed out or was cut; or the peer is unknown.
+    #[error("unreachable")]
+    Unreachable,
+    /// The peer answered with an error.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+/// An answer a request expects, picked out of the peer's `Response`.
+pub(super) trait Answer: Sized {
+    /// The answer, or the response given back when it is of another kind.
+    fn pick(response: Response) -> Result<Self, Response>;
+}
+
+/// Any response: for exchanges with more than one possible answer.
+impl Answer for Response {
+    fn pick(response: Response) -> Result<Self, Response> {
+        Ok(response)
+    }
+}
+
+/// The peer merged the object (or kept it as a hint).
+pub(super) struct Written;
+
+impl Answer for Written {
+    fn pick(response: Response) -> Result<Self, Response> {
+        match response {
+            Response::Written => Ok(Written),
+            other => Err(other),
+        }
+    }
+}
+
+/// The encoded object a replica holds for a key, if any.
+pub(super) struct Stored(pub Option<Bytes>);
+
+impl Answer for Stored {
+    fn pick(response: Response) -> Result<Self, Response> {
+        match response {
+            Response::Object(bytes) => Ok(Stored(bytes)),
+            other => Err(other),
+        }
+    }
+}
+
+/// Whether the peer removed the tombstone.
+pub(super) struct Reaped(pub bool);
+
+impl Answer for Reaped {
+    fn pick(response: Response) -> Result<Self, Response> {
+        match response {
+            Response::Reaped(done) => Ok(Reaped(done)),
+            other => Err(other),
+        }
+    }
+}
+
+/// The peer's membership view, in answer to ours.
+impl Answer for Digest {
+    fn pick(response: Response) -> Result<Self, Response> {
+        match response {
+            Response::Gossip(digest) => Ok(digest),
+            other => Err(other),
+        }
+    }
+}
+
+/// The outcome of a client operation a peer coordinated for us.
+pub(super) struct Forwarded(pub Result<Outcome, RemoteError>);
+
+impl Answer for Forwarded {
+    fn pick(response: Response) -> Result<Self, Response> {
+        match response {
+            Response::Coordinated(outcome) => Ok(Forwarded(outcome)),
+            other => Err(other),
+        }
+    }
+}
+
+impl Node {
+    /// One request to the member `peer`.
+    pub(super) async fn call<A: Answer>(
+        &self,
+        peer: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<A, RpcError> {
+        self.call_counted(peer, request, timeout).await.map(|(answer, _)| answer)
+    }
+
+    /// Like [`call`](Self::call), also telling the bytes each way.
+    pub(super) async fn call_counted<A: Answer>(
+        &self,
+        peer: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(A, Traffic), RpcError> {
+        let addr = self.membership.peer_addr(peer).ok_or(RpcError::Unreachable)?;
+        self.send(addr, Some(peer), request, timeout).await
+    }
+
+    /// One request to `addr`; `peer` is `None` for a seed not yet known by name.
+    pub(super) async fn send<A: Answer>(
+        &self,
+        addr: SocketAddr,
+        peer: Option<&str>,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(A, Traffic), RpcError> {
+        let (response, traffic) = self.transport(addr, peer, request, timeout).await.ok_or(RpcError::Unreachable)?;
+        match A::pick(response) {
+            Ok(answer) => Ok((answer, traffic)),
+            Err(Response::Error(e)) => Err(RpcError::Refused(e)),
+            Err(other) => Err(RpcError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The exchange itself, with the faults in force; `None` when no
+    /// answer came (or it was cut on its way back).
+    async fn transport(
+        &self,
+        addr: SocketAddr,
+        peer: Option<&str>,
+        request: &Request,
+        timeout: Duration,
+    ) -> Option<(Response, Traffic)> {
+        let outcome = if self.faults.cuts(peer) {
+            tokio::time::sleep(timeout).await;
+            Err(PeerError::Timeout(addr))
+        } else {
+            self.peers.call_counted(addr, request, timeout).await
+        };
+        match outcome {
+            Ok(answer) => {
+                self.faults.hold().await;
+                (!self.faults.cuts(peer)).then_some(answer)
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.peer_errors);
+                tracing::debug!(%addr, "peer request failed: {e}");
+                if let Some(peer) = peer {
+                    self.membership.mark_unreachable(peer);
+                }
+                None
+            }
+        }
+    }
+}
