@@ -14,11 +14,11 @@ const RULES: &[(&str, &[&str])] = &[
     ("client", &["api"]),
     ("workload", &["api", "client"]),
     ("cluster", &["api", "client", "node"]),
-    ("faults", &["api", "client", "cluster"]),
+    ("faults", &["api", "cluster"]),
     ("experiment", &["api", "client", "cluster", "faults", "workload"]),
     ("report", &["api"]),
-    ("matrix", &["api", "cluster", "experiment"]),
-    ("doctor", &["api", "cluster", "faults"]),
+    ("matrix", &["api", "cluster", "experiment", "report"]),
+    ("doctor", &[]),
     ("cli", &["api", "client", "cluster", "doctor", "experiment", "faults", "matrix", "node", "report", "workload"]),
 ];
 

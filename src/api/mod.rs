@@ -13,3 +13,11 @@ pub mod headers;
 pub mod ring;
 pub mod run;
 pub mod status;
+
+/// Milliseconds since the Unix epoch: the wall-clock unit of every
+/// timestamp the contract carries (a clock entry's `ts_ms`, a fault's
+/// `applied_at_ms`).
+pub fn now_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,25 +1,34 @@
-//! Admin requests to one node, for the application-level faults and their
-//! heals and probes.
+//! A node's application-level fault hooks (`/admin/fault`), called from
+//! where the cluster is reachable: to make, lift and probe the faults of
+//! the application layer.
 
 use std::time::Duration;
 
+use anyhow::Context;
+
+use crate::api::admin::FaultState;
 use crate::cluster::running::{Cluster, Node};
 
-/// An admin request to one node, from where the cluster is reachable.
-pub fn admin(
-    cluster: &Cluster,
-    node: &Node,
-    method: hyper::Method,
-    route: &str,
-    body: Option<serde_json::Value>,
-) -> anyhow::Result<serde_json::Value> {
-    let path = format!("/admin/{route}");
-    let addr = node.addr;
-    cluster.reach(|| async move {
+/// What to ask of a node's fault hooks.
+#[derive(Debug, Clone, Copy)]
+pub enum AppFaultCall<'a> {
+    /// Put these faults in force (replacing any before).
+    Set(&'a FaultState),
+    /// Lift every fault.
+    Lift,
+    /// Read the faults in force.
+    Read,
+}
+
+/// Makes `call` on `node`; returns the faults in force after it.
+pub fn app_fault(cluster: &Cluster, node: &Node, call: AppFaultCall) -> anyhow::Result<FaultState> {
+    cluster.reach(|| async {
         let mut client = cluster.admin(node, Duration::from_secs(5));
-        let body = body.map(|b| bytes::Bytes::from(b.to_string())).unwrap_or_default();
-        let answer = client.send(method, &path, None, body).await?;
-        anyhow::ensure!(answer.status.is_success(), "{path} on {addr}: {} {}", answer.status, answer.reason());
-        answer.json().map_err(anyhow::Error::msg)
+        let answer = match call {
+            AppFaultCall::Set(faults) => client.app_fault(faults).await,
+            AppFaultCall::Lift => client.heal_app_fault().await,
+            AppFaultCall::Read => client.app_faults().await,
+        };
+        answer.with_context(|| format!("/admin/fault on {} ({})", node.id, node.addr))
     })
 }

@@ -10,9 +10,9 @@ use super::fault::{Fault, FaultRequest};
 use super::heal::{heal, HealFor};
 use super::journal;
 use crate::api::fault::{FaultRecord, Layer};
+use crate::api::now_ms;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
-use crate::node::replica::now_ms;
 
 /// The executor that makes `request`'s fault: chosen once, here.
 fn executor(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {

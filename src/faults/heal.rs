@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{admin::admin, delay_daemon, journal};
+use super::admin::{app_fault, AppFaultCall};
+use super::{delay_daemon, journal};
 use crate::api::fault::{FaultRecord, Undo};
 use crate::cluster::manage;
 use crate::cluster::running::Cluster;
@@ -89,7 +90,7 @@ impl Undoer<'_> {
             }
             Undo::HealApp { node } if !teardown => {
                 let cluster = self.cluster.context("the cluster files are gone")?;
-                admin(cluster, cluster.node(node)?, hyper::Method::DELETE, "fault", None)?;
+                app_fault(cluster, cluster.node(node)?, AppFaultCall::Lift)?;
             }
             Undo::Restart { .. } | Undo::HealApp { .. } => {}
         }

@@ -3,7 +3,7 @@
 //! this after every run, so a heal that silently failed is a reported error
 //! rather than a surprise in the next experiment.
 
-use super::admin::admin;
+use super::admin::{app_fault, AppFaultCall};
 use super::{delay_daemon, journal};
 use crate::api::admin::FaultState;
 use crate::api::fault::{FaultRecord, Undo};
@@ -58,8 +58,7 @@ fn still_there(step: &Undo, cluster: Option<&Cluster>) -> anyhow::Result<Option<
         }
         Undo::HealApp { node } => {
             let Some((cluster, found)) = cluster.and_then(|c| Some((c, c.node(node).ok()?))) else { return Ok(None) };
-            let current: FaultState =
-                serde_json::from_value(admin(cluster, found, hyper::Method::GET, "fault", None)?)?;
+            let current = app_fault(cluster, found, AppFaultCall::Read)?;
             (current != FaultState::default()).then(|| format!("{node} still applies {current:?}"))
         }
         Undo::Restart { .. } | Undo::DelayClear { .. } | Undo::StopIdleDelayLine => None,

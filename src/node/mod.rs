@@ -108,7 +108,7 @@ impl Node {
             host: config.host,
             port: config.port,
             peer_port: config.peer_port(),
-            generation: replica::now_ms(),
+            generation: crate::api::now_ms(),
             heartbeat: 0,
             left: false,
         };

@@ -6,9 +6,9 @@
 //! same key must not interleave, or the second would overwrite what the
 //! first merged in; a striped lock serialises them without a lock per key.
 
+use crate::api::now_ms;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -290,8 +290,4 @@ fn hint_key(owner: &str, key: &[u8]) -> Vec<u8> {
     k.push(HINT_SEPARATOR);
     k.extend_from_slice(key);
     k
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -1,9 +1,10 @@
 //! Application-level faults: the node's own `/admin/fault` hooks.
 
 use super::{ChangeError, Commands, Executor, Target};
+use crate::api::admin::FaultState;
 use crate::api::fault::{Backend, Undo};
 use crate::cluster::running::Node;
-use crate::faults::admin::admin;
+use crate::faults::admin::{app_fault, AppFaultCall};
 
 /// The node delays every message it sends or handles by `slow_ms`.
 pub struct AppSlow {
@@ -21,7 +22,7 @@ impl Executor for AppSlow {
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
-        Ok(vec![post_fault(target, target.node, serde_json::json!({ "slow_ms": self.slow_ms }))?])
+        Ok(vec![post_fault(target, target.node, &FaultState { slow_ms: self.slow_ms, ..FaultState::default() })?])
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
@@ -29,14 +30,14 @@ impl Executor for AppSlow {
     }
 }
 
-/// `POST /admin/fault` with `body` to `entry`; returns the request as a command.
-pub fn post_fault(target: &Target, node: &Node, body: serde_json::Value) -> anyhow::Result<Vec<String>> {
-    admin(target.cluster, node, hyper::Method::POST, "fault", Some(body.clone()))?;
-    Ok(vec!["POST".into(), format!("http://{}/admin/fault", node.addr), body.to_string()])
+/// Puts `faults` in force on `node`; returns the request as a command.
+pub fn post_fault(target: &Target, node: &Node, faults: &FaultState) -> anyhow::Result<Vec<String>> {
+    app_fault(target.cluster, node, AppFaultCall::Set(faults))?;
+    Ok(vec!["POST".into(), format!("http://{}/admin/fault", node.addr), serde_json::to_string(faults)?])
 }
 
 /// What the target node says it applies.
 pub fn reported_faults(target: &Target) -> anyhow::Result<String> {
-    let now = admin(target.cluster, target.node, hyper::Method::GET, "fault", None)?;
-    Ok(format!("{} reports faults {now}", target.name()))
+    let now = app_fault(target.cluster, target.node, AppFaultCall::Read)?;
+    Ok(format!("{} reports faults {}", target.name(), serde_json::to_string(&now)?))
 }

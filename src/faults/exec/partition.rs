@@ -10,6 +10,7 @@ use netns::firewall::{Family, Rule, Table};
 
 use super::app::{post_fault, reported_faults};
 use super::{ChangeError, Commands, Executor, Target};
+use crate::api::admin::{FaultState, Partition};
 use crate::api::fault::{Backend, Undo};
 use crate::api::fault::{Clients, CutDirection};
 use crate::cluster::running::Node;
@@ -95,13 +96,13 @@ impl Executor for NodeCut {
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
         let sides = Sides { target, with: &self.with };
-        let body = if self.with.is_empty() {
-            serde_json::json!({ "partition": "all" })
+        let partition = if self.with.is_empty() {
+            Partition::All
         } else {
-            let others: Vec<&String> = sides.theirs().map(|n| &n.id).collect();
-            serde_json::json!({ "partition": { "peers": others } })
+            Partition::Peers(sides.theirs().map(|n| n.id.clone()).collect())
         };
-        let commands = sides.ours().map(|node| post_fault(target, node, body.clone()));
+        let faults = FaultState { partition, ..FaultState::default() };
+        let commands = sides.ours().map(|node| post_fault(target, node, &faults));
         Ok(commands.collect::<anyhow::Result<_>>()?)
     }
 
