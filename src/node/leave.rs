@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::protocol::{Digest, Request};
+use super::membership::Digest;
+use super::protocol::Request;
 use super::rpc::Written;
 use super::Node;
 use crate::api::admin::LeaveStats;

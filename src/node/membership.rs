@@ -20,7 +20,6 @@ use rand::seq::IteratorRandom;
 use serde::{Deserialize, Serialize};
 
 use super::config::parse_node_id;
-use super::protocol::Digest;
 use crate::api::ring::Ring;
 use crate::api::status::MemberView;
 
@@ -51,6 +50,14 @@ impl MemberRecord {
     fn version(&self) -> (u64, u64) {
         (self.generation, self.heartbeat)
     }
+}
+
+/// A membership view: who the sender knows, with their heartbeats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Digest {
+    pub partitions: u32,
+    pub n: usize,
+    pub members: Vec<MemberRecord>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -39,10 +39,10 @@ use tokio::net::TcpListener;
 
 pub use config::NodeConfig;
 use identity::Identity;
-use membership::{MemberRecord, Membership};
+use membership::{Digest, MemberRecord, Membership};
 use metrics::Counters;
 use peer::PeerPool;
-use protocol::{Digest, Request, Response};
+use protocol::{Request, Response};
 use replica::Replica;
 use rpc::RpcError;
 use storage::Storage;

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::membership::MemberRecord;
+use super::membership::Digest;
 use super::merkle::Hash;
 use super::version::VersionVector;
 use crate::api::dot::Dot;
@@ -74,14 +74,6 @@ pub enum Response {
     SyncKeys { objects: Vec<(Bytes, Bytes)>, wanted: Vec<Bytes> },
     Reaped(bool),
     Error(String),
-}
-
-/// A membership view: who the sender knows, with their heartbeats.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Digest {
-    pub partitions: u32,
-    pub n: usize,
-    pub members: Vec<MemberRecord>,
 }
 
 /// A client request as the HTTP layer parsed it, forwardable as it is.

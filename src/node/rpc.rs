@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::membership::Digest;
 use super::metrics::Counters;
 use super::peer::{PeerError, Traffic};
-use super::protocol::{Digest, Outcome, RemoteError, Request, Response};
+use super::protocol::{Outcome, RemoteError, Request, Response};
 use super::Node;
 
 /// Why a peer request brought no answer of the expected kind.
