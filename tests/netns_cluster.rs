@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{ok_output as ok, privileged, NetnsCluster, BIN};
 use dynabed::client::Client;
-use dynabed::cluster::{cleanup, files, reach::reach, runstate};
+use dynabed::cluster::{cleanup, reach::reach, running::Cluster, runstate};
 
 /// Addresses and routes of the host's own namespace, as text lines.
 fn host_network() -> BTreeSet<String> {
@@ -38,9 +38,10 @@ fn five_nodes_in_namespaces_reach_each_other_and_leave_nothing() {
     assert_eq!(host_network(), before, "the host namespace got no new address or route");
     assert!(!host_network().iter().any(|l| l.contains("198.18.")), "no 198.18.0.0/15 in the host namespace");
 
-    let (procs, meta) = files::read_cluster(&cluster.procs()).unwrap();
-    assert_eq!(meta.client_netns.as_deref(), Some("tn1-client"));
-    for (id, entry) in &procs {
+    let read = Cluster::read(&cluster.procs()).unwrap();
+    assert_eq!(read.client_netns(), Some("tn1-client"));
+    for node in read.nodes() {
+        let (id, entry) = (&node.id, &node.entry);
         let node_ns = entry.netns.as_deref().unwrap();
         let inside =
             std::fs::metadata(format!("/proc/{}/ns/net", entry.pid)).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
@@ -49,9 +50,8 @@ fn five_nodes_in_namespaces_reach_each_other_and_leave_nothing() {
     // Every node answers from the client namespace and sees the other four alive.
     let views = reach(Some("tn1-client"), || async {
         let mut views = Vec::new();
-        for entry in procs.values() {
-            let addr = dynabed::cluster::launch::client_addr(entry)?;
-            views.push(Client::new(addr).status().await?);
+        for node in read.nodes() {
+            views.push(Client::new(node.addr).status().await?);
         }
         Ok(views)
     })
@@ -68,9 +68,8 @@ fn five_nodes_in_namespaces_reach_each_other_and_leave_nothing() {
 
     ok(&cluster.dynabed(&["cluster", "down"]));
     assert!(namespaces.iter().all(|n| !netns::namespace::exists(n)), "namespaces removed");
-    for (id, entry) in &procs {
-        let record = netns::process::Spawned { pid: entry.pid, start_time: meta.nodes[id].start_time };
-        assert!(!record.is_alive(), "{id} stopped");
+    for node in read.nodes() {
+        assert!(node.running().is_none(), "{} stopped", node.id);
     }
     assert!(runstate::RunState::existing("tn1").unwrap().is_none(), "run state removed");
     assert!(!cluster.procs().exists(), "cluster files removed");

@@ -14,7 +14,7 @@ use clap::Args;
 use hyper::StatusCode;
 
 use crate::client::{Answer, Client};
-use crate::cluster::{files, launch::client_addr, reach::reach};
+use crate::cluster::{reach::reach, running::Cluster};
 
 /// Which node to talk to.
 #[derive(Debug, Clone, Args)]
@@ -146,17 +146,15 @@ where
     F: FnOnce(Client) -> Fut + Send,
     Fut: std::future::Future<Output = anyhow::Result<Answer>>,
 {
-    let files = files::read_unlocked(&target.cluster_procs)?;
-    let client_netns = files.meta.as_ref().and_then(|m| m.client_netns.clone());
-    let candidates: Vec<SocketAddr> = match target.node {
-        Some(addr) => vec![addr],
-        None if files.procs.is_empty() => {
-            bail!(
-                "no cluster described by {}: pass --node HOST:PORT or --cluster_procs",
-                target.cluster_procs.display()
-            )
-        }
-        None => files.procs.values().map(client_addr).collect::<anyhow::Result<_>>()?,
+    let cluster = Cluster::read_if_any(&target.cluster_procs)?;
+    let client_netns = cluster.as_ref().and_then(|c| c.client_netns().map(str::to_owned));
+    let candidates: Vec<SocketAddr> = match (target.node, &cluster) {
+        (Some(addr), _) => vec![addr],
+        (None, Some(cluster)) => cluster.nodes().iter().map(|node| node.addr).collect(),
+        (None, None) => bail!(
+            "no cluster described by {}: pass --node HOST:PORT or --cluster_procs",
+            target.cluster_procs.display()
+        ),
     };
     reach(client_netns.as_deref(), || async move {
         for addr in &candidates {

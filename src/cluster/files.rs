@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::api::cluster::{Meta, NodeEntry};
@@ -107,18 +107,6 @@ pub fn read_unlocked(procs: &Path) -> anyhow::Result<ClusterFiles> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", meta_file.display())),
     };
     Ok(ClusterFiles { procs: procs_map, meta })
-}
-
-/// Reads the files of a running cluster, or says what to do.
-pub fn read_cluster(procs: &Path) -> anyhow::Result<(BTreeMap<String, NodeEntry>, Meta)> {
-    let files = read_unlocked(procs)?;
-    match files.meta {
-        Some(meta) if !files.procs.is_empty() => Ok((files.procs, meta)),
-        _ => bail!(
-            "no cluster described by {}: start one with `dynabed cluster up --nodes 3` or pass --cluster_procs",
-            procs.display()
-        ),
-    }
 }
 
 /// Entries in natural order (node2 before node10), as people expect.
@@ -218,7 +206,7 @@ mod tests {
             if let Ok(procs) = serde_json::from_str::<std::collections::BTreeMap<String, NodeEntry>>(&text) {
                 for (name, entry) in &procs {
                     let _ = natural_key(name);
-                    let _ = crate::cluster::launch::client_addr(entry);
+                    let _ = crate::cluster::running::client_addr(entry);
                 }
             }
             let _ = serde_json::from_str::<Meta>(&text);

@@ -300,17 +300,6 @@ fn entry(node: &Planned, args: &UpArgs, pid: u32) -> NodeEntry {
     }
 }
 
-pub fn record_of(meta: &Meta, id: &str, entry: &NodeEntry) -> Option<ProcessRecord> {
-    meta.nodes.get(id).map(|m| ProcessRecord { pid: entry.pid, start_time: m.start_time })
-}
-
-pub fn client_addr(entry: &NodeEntry) -> anyhow::Result<SocketAddr> {
-    Ok(SocketAddr::new(
-        entry.host.parse().with_context(|| format!("bad host {:?} in the cluster file", entry.host))?,
-        entry.port,
-    ))
-}
-
 /// Polls every node until each — the very process started, see
 /// [`ready`](super::ready) — sees all of them alive; a node that exits
 /// meanwhile ends the wait at once, with the end of its log.

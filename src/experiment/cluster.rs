@@ -2,7 +2,7 @@
 //! and the admin calls it makes on all of them at once.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -12,24 +12,23 @@ use crate::api::cluster::{Meta, NodeEntry};
 use crate::api::ring::Ring;
 use crate::api::status::{Status, Switches};
 use crate::client::{Client, ClientError};
-use crate::cluster::files;
-use crate::cluster::launch::client_addr;
+use crate::cluster::running::Cluster;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct ClusterView {
-    pub procs_path: PathBuf,
+    cluster: Cluster,
     /// Node ids in natural order (node2 before node10); indices everywhere
     /// else refer to this order.
     pub ids: Vec<String>,
     pub addrs: Vec<SocketAddr>,
-    pub meta: Meta,
 }
 
 impl ClusterView {
     /// Reads the cluster files and checks that `n` is the cluster's N.
     pub fn open(procs_path: &Path, n: usize) -> anyhow::Result<ClusterView> {
-        let (procs, meta) = files::read_cluster(procs_path)?;
+        let cluster = Cluster::read(procs_path)?;
+        let meta = cluster.meta();
         if meta.n as usize != n {
             bail!(
                 "--N {n} does not match the cluster's N = {} (set by `cluster up --N`): pass --N {} or start a cluster with --N {n}",
@@ -37,20 +36,23 @@ impl ClusterView {
                 meta.n
             );
         }
-        let mut ids: Vec<String> = procs.keys().cloned().collect();
-        ids.sort_by_key(|id| files::natural_key(id));
-        let addrs = ids.iter().map(|id| client_addr(&procs[id])).collect::<anyhow::Result<_>>()?;
-        Ok(ClusterView { procs_path: procs_path.to_owned(), ids, addrs, meta })
+        let ids = cluster.ids();
+        let addrs = cluster.nodes().iter().map(|node| node.addr).collect();
+        Ok(ClusterView { cluster, ids, addrs })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        self.cluster.meta()
+    }
+
+    pub fn procs_path(&self) -> &Path {
+        self.cluster.procs_path()
     }
 
     /// The current node entries (pids change when a crashed node restarts).
     pub fn entries(&self) -> anyhow::Result<Vec<(String, NodeEntry)>> {
-        let (mut procs, _) = files::read_cluster(&self.procs_path)?;
-        Ok(self.ids.iter().filter_map(|id| procs.remove(id).map(|e| (id.clone(), e))).collect())
-    }
-
-    pub fn client_netns(&self) -> Option<&str> {
-        self.meta.client_netns.as_deref()
+        let now = Cluster::read(self.procs_path())?;
+        Ok(now.nodes().iter().filter(|n| self.ids.contains(&n.id)).map(|n| (n.id.clone(), n.entry.clone())).collect())
     }
 
     /// Runs client code where the nodes can be reached.
@@ -58,11 +60,11 @@ impl ClusterView {
     where
         F: std::future::Future<Output = anyhow::Result<T>>,
     {
-        crate::cluster::reach::reach(self.client_netns(), make)
+        self.cluster.reach(make)
     }
 
     pub fn admin(&self, index: usize) -> Client {
-        Client::new(self.addrs[index]).with_token(Some(self.meta.admin_token.clone())).with_timeout(ADMIN_TIMEOUT)
+        self.cluster.admin(&self.cluster.nodes()[index], ADMIN_TIMEOUT)
     }
 
     /// `GET /status` of every node, in order.
@@ -90,7 +92,7 @@ impl ClusterView {
                 silent.len(),
                 self.ids.len(),
                 silent.join(", "),
-                self.procs_path.display()
+                self.procs_path().display()
             );
         }
         Ok(answered)

@@ -191,7 +191,7 @@ impl Setup {
         let targets =
             Arc::new(Targets::new(cluster.ids.clone(), cluster.addrs.clone(), coordinator_ring, settings.keyspace));
         let spec = Arc::new(spec_of(settings));
-        let (shared, sender, netns) = (shared.clone(), recorder.sender(), cluster.client_netns().map(str::to_owned));
+        let (shared, sender, netns) = (shared.clone(), recorder.sender(), cluster.meta().client_netns.clone());
         Ok(std::thread::spawn(move || runner::run(spec, targets, netns, origin, shared, sender)))
     }
 
@@ -206,7 +206,7 @@ impl Setup {
         let processes = || measured_processes(cluster).unwrap_or_default();
         let mut cpu = CpuMeter::start(&processes());
         let mut timeline =
-            Timeline::new(self.plan.clone(), cluster.procs_path.clone(), cluster.meta.prefix.clone(), t0)
+            Timeline::new(self.plan.clone(), cluster.procs_path().to_owned(), cluster.meta().prefix.clone(), t0)
                 .with_nominal_window(nominal_window(&self.settings));
         let mut hooks = DriverHooks {
             shared,
@@ -298,16 +298,16 @@ impl Setup {
 /// A fault left in force (by hand, or by a run killed outright) would blur
 /// this run's results and be blamed on it.
 fn refuse_faults_in_force(cluster: &ClusterView) -> anyhow::Result<()> {
-    let Some(state) = RunState::existing(&cluster.meta.prefix)? else { return Ok(()) };
+    let Some(state) = RunState::existing(&cluster.meta().prefix)? else { return Ok(()) };
     let faults = journal::records(&state)?;
     if !faults.is_empty() {
         let ids: Vec<String> =
             faults.iter().map(|f| format!("{} ({:?} on {})", f.id, f.kind, f.targets.join(","))).collect();
         bail!(
             "faults are in force on {}: {}; heal them first with `dynabed fault heal --cluster_procs {}`",
-            cluster.meta.prefix,
+            cluster.meta().prefix,
             ids.join(", "),
-            cluster.procs_path.display()
+            cluster.procs_path().display()
         );
     }
     Ok(())
@@ -405,7 +405,7 @@ fn wait_for_start(shared: &Shared, clients: &std::thread::JoinHandle<anyhow::Res
 /// The nodes and the delay line, whose CPU the run reports.
 fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>> {
     let mut processes: Vec<(Role, u32)> = cluster.entries()?.into_iter().map(|(_, e)| (Role::Node, e.pid)).collect();
-    if let Some(state) = RunState::existing(&cluster.meta.prefix)? {
+    if let Some(state) = RunState::existing(&cluster.meta().prefix)? {
         let owned = state.owned()?;
         processes
             .extend(owned.processes.iter().filter(|p| p.role == delay_daemon::ROLE).map(|p| (Role::DelayLine, p.pid)));
@@ -435,7 +435,7 @@ fn restore_switches(cluster: &ClusterView, before: &[Status], live: &[usize]) ->
 /// Faults, rules, processes or dead nodes the run left behind.
 fn leftovers(cluster: &ClusterView, timeline: &Timeline, after: &[anyhow::Result<Status>]) -> Vec<String> {
     let records: Vec<_> = timeline.log().iter().flat_map(|e| e.faults.iter().cloned()).collect();
-    let checked = RunState::existing(&cluster.meta.prefix)
+    let checked = RunState::existing(&cluster.meta().prefix)
         .and_then(|state| state.map_or(Ok(Vec::new()), |s| crate::faults::leftovers::leftovers(&s, &records)));
     let mut found = checked.unwrap_or_else(|e| vec![format!("could not check what the faults left: {e:#}")]);
     // Crashes healed without a restart (--no_restart, or a plan's no_restart) are meant to stay down.
@@ -453,7 +453,7 @@ fn leftovers(cluster: &ClusterView, timeline: &Timeline, after: &[anyhow::Result
 }
 
 fn copy_logs(cluster: &ClusterView, dir: &Path) -> anyhow::Result<()> {
-    for (id, node) in &cluster.meta.nodes {
+    for (id, node) in &cluster.meta().nodes {
         if let Some(log) = &node.log {
             std::fs::copy(log, dir.join(format!("{id}.log"))).with_context(|| format!("copying {}", log.display()))?;
         }

@@ -18,7 +18,7 @@ pub mod experiment;
 
 use dynabed::api::admin::Held;
 use dynabed::client::{Answer, Client};
-use dynabed::cluster::{files, launch::client_addr, manage, runstate};
+use dynabed::cluster::{files, manage, running::Cluster, runstate};
 use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
@@ -55,16 +55,17 @@ impl TestCluster {
 
     /// Takes ownership of whatever cluster the file describes.
     pub fn adopt(dir: tempfile::TempDir, procs: PathBuf) -> Self {
-        let files = files::read_unlocked(&procs).expect("cluster files");
-        let token = files.meta.map(|m| m.admin_token).unwrap_or_default();
-        let nodes = files.procs.iter().map(|(id, e)| (id.clone(), client_addr(e).unwrap())).collect();
-        TestCluster { startup: String::new(), dir, procs, token, nodes }
+        let mut cluster =
+            TestCluster { startup: String::new(), dir, procs, token: String::new(), nodes: BTreeMap::new() };
+        cluster.refresh();
+        cluster
     }
 
+    /// Reads the cluster files again (addresses and token; none when no cluster runs).
     pub fn refresh(&mut self) {
-        let files = files::read_unlocked(&self.procs).expect("cluster files");
-        self.token = files.meta.map(|m| m.admin_token).unwrap_or_default();
-        self.nodes = files.procs.iter().map(|(id, e)| (id.clone(), client_addr(e).unwrap())).collect();
+        let Some(read) = Cluster::read_if_any(&self.procs).expect("cluster files") else { return };
+        self.token = read.meta().admin_token.clone();
+        self.nodes = read.nodes().iter().map(|node| (node.id.clone(), node.addr)).collect();
     }
 
     pub fn client(&self, id: &str) -> Client {
