@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use dynabed::client::Client;
-use dynabed::cluster::files::read_cluster;
+use dynabed::cluster::running::Cluster;
 use dynabed::cluster::reach::reach;
 
 #[derive(Parser, Debug, Clone)]
@@ -67,14 +67,10 @@ struct Target {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (procs, meta) = read_cluster(&args.cluster_procs)?;
-    let entry = procs.get(&args.node).with_context(|| format!("no {} in the cluster file", args.node))?;
-    let client_ns = meta.client_netns.clone().context("not a namespaced cluster (no client namespace)")?;
-    let target = Target {
-        addr: SocketAddr::new(entry.host.parse()?, entry.port),
-        client_ns,
-        hub: format!("{}-hub", meta.prefix),
-    };
+    let cluster = Cluster::read(&args.cluster_procs)?;
+    let client_ns = cluster.client_netns().context("not a namespaced cluster (no client namespace)")?.to_owned();
+    let target =
+        Target { addr: cluster.node(&args.node)?.addr, client_ns, hub: format!("{}-hub", cluster.prefix()) };
 
     println!(
         "{:<6} {:<18} {:>5} | {:>8} {:>8} | {:>9} {:>9} {:>7} | {:>8} {:>10} {:>6} | {:>8} {:>11} {:>6}",
