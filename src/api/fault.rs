@@ -54,6 +54,21 @@ pub enum Kind {
     Cpu,
 }
 
+impl Kind {
+    /// The name on the command line and in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Crash => "crash",
+            Kind::Slow => "slow",
+            Kind::Partition => "partition",
+            Kind::Pause => "pause",
+            Kind::Loss => "loss",
+            Kind::Bandwidth => "bandwidth",
+            Kind::Cpu => "cpu",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {

@@ -5,11 +5,13 @@
 //! JSON literal on one side and string lookups on the other. Field order is
 //! the order on disk.
 
+mod faults;
 mod files;
 mod manifest;
 mod matrix;
 mod summary;
 
+pub use self::faults::{EventLog, FaultsFile, NodeSnapshot, NodeSnapshots};
 pub use self::files::{Files, RepairResults};
 pub use self::manifest::{ClusterRecord, Machine, Manifest, Quorum, Seeds, Settings, Timeouts};
 pub use self::matrix::{Cell, CellFile, CellRecord, MatrixPlan, PlannedCell, Row};

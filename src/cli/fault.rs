@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{Clients, CutDirection, Params};
 use crate::api::fault::{FaultRecord, Kind, Layer};
+use crate::api::run::EventLog;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 use crate::faults::apply::apply;
@@ -20,7 +21,7 @@ use crate::faults::fault::{defaults, FaultRequest};
 use crate::faults::heal::{heal, HealFor};
 use crate::faults::journal;
 use crate::faults::plan::{self, SeedFlags};
-use crate::faults::runner::{EventLog, Hooks, PlanRunner};
+use crate::faults::runner::{Hooks, PlanRunner};
 
 #[derive(Debug, Subcommand)]
 pub enum FaultCommand {

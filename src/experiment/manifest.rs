@@ -9,14 +9,19 @@ use std::time::SystemTime;
 use anyhow::Context;
 
 use super::args::Resolved;
-use super::timeline::Timeline;
 use super::Setup;
 use crate::api::run::{ClusterRecord, Files, Machine, Manifest, Quorum, Seeds, Settings, Timeouts};
+use crate::faults::runner::PlanRunner;
 use crate::workload::keys::KeyDistribution;
 
 impl Setup {
     /// `manifest_<stamp>.json`: what ran, with what, where.
-    pub(super) fn manifest(&self, timeline: &Timeline, t0_wall: SystemTime, files: Files) -> anyhow::Result<Manifest> {
+    pub(super) fn manifest(
+        &self,
+        timeline: &PlanRunner,
+        t0_wall: SystemTime,
+        files: Files,
+    ) -> anyhow::Result<Manifest> {
         let (settings, cluster, plan) = (&self.settings, &self.cluster, &self.plan);
         Ok(Manifest {
             tool: "dynabed experiment".to_owned(),

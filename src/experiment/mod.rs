@@ -26,19 +26,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
 
 use self::args::{ExperimentArgs, Resolved};
 use self::cluster::ClusterView;
 use self::cpu::{CpuMeter, Role};
 use self::outputs::Outputs;
-use self::timeline::{DriverHooks, Timeline};
+use self::timeline::DriverHooks;
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{Kind, Undo};
-use crate::api::run::{CpuReport, Files, RepairResults, TcpCounters};
+use crate::api::run::{CpuReport, FaultsFile, Files, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters};
 use crate::api::status::{Status, Switches};
 use crate::cluster::runstate::RunState;
 use crate::faults::plan;
+use crate::faults::runner::PlanRunner;
 use crate::faults::{delay_daemon, journal};
 use crate::workload::ops::Routing;
 
@@ -76,7 +76,7 @@ struct Setup {
 
 /// What ran from t0 beside the workload.
 struct Measured {
-    timeline: Timeline,
+    timeline: PlanRunner,
     cpu: CpuMeter,
     watch: watch::Watch,
     failure: Option<anyhow::Error>,
@@ -87,7 +87,7 @@ struct Measured {
 struct Driven {
     recorded: Recorded,
     requests_sent: u64,
-    timeline: Timeline,
+    timeline: PlanRunner,
     cpu: CpuReport,
     tcp: BTreeMap<String, TcpCounters>,
     sightings: Vec<watch::Sighting>,
@@ -148,10 +148,7 @@ impl Setup {
         let Measured { timeline, mut cpu, watch, failure, tcp_at_t0 } = measured.context("the run never started")?;
         let sightings = watch.finish();
         self.snapshot_counters("at_end.json");
-        write_json(
-            &self.outputs.file("faults", "json"),
-            &json!({ "clock": "µs since t0, the start of warmup", "events": timeline.log() }),
-        )?;
+        write_json(&self.outputs.file("faults", "json"), &FaultsFile::new(timeline.log().to_vec()))?;
         if let Some(e) = failure {
             return Err(e);
         }
@@ -206,7 +203,7 @@ impl Setup {
         let processes = || measured_processes(cluster).unwrap_or_default();
         let mut cpu = CpuMeter::start(&processes());
         let mut timeline =
-            Timeline::new(self.plan.clone(), cluster.procs_path().to_owned(), cluster.meta().prefix.clone(), t0)
+            PlanRunner::new(self.plan.clone(), cluster.procs_path().to_owned(), cluster.meta().prefix.clone(), t0)
                 .with_nominal_window(nominal_window(&self.settings));
         let mut hooks = DriverHooks {
             shared,
@@ -414,12 +411,12 @@ fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>>
 }
 
 /// Each node's status by id, or why it has none, for the nodes folder.
-fn by_node(cluster: &ClusterView, statuses: Vec<anyhow::Result<Status>>) -> Value {
-    let entries = cluster.ids.iter().zip(statuses).map(|(id, status)| {
-        let status = status.and_then(|s| Ok(serde_json::to_value(s)?));
-        (id.clone(), status.unwrap_or_else(|e| json!({ "error": format!("{e:#}") })))
-    });
-    Value::Object(entries.collect())
+fn by_node(cluster: &ClusterView, statuses: Vec<anyhow::Result<Status>>) -> NodeSnapshots {
+    let snapshot = |status: anyhow::Result<Status>| match status {
+        Ok(status) => NodeSnapshot::Status(Box::new(status)),
+        Err(e) => NodeSnapshot::Unreachable { error: format!("{e:#}") },
+    };
+    cluster.ids.iter().cloned().zip(statuses.into_iter().map(snapshot)).collect()
 }
 
 /// Puts hint delivery and anti-entropy back as each node had them.
@@ -433,7 +430,7 @@ fn restore_switches(cluster: &ClusterView, before: &[Status], live: &[usize]) ->
 }
 
 /// Faults, rules, processes or dead nodes the run left behind.
-fn leftovers(cluster: &ClusterView, timeline: &Timeline, after: &[anyhow::Result<Status>]) -> Vec<String> {
+fn leftovers(cluster: &ClusterView, timeline: &PlanRunner, after: &[anyhow::Result<Status>]) -> Vec<String> {
     let records: Vec<_> = timeline.log().iter().flat_map(|e| e.faults.iter().cloned()).collect();
     let checked = RunState::existing(&cluster.meta().prefix)
         .and_then(|state| state.map_or(Ok(Vec::new()), |s| crate::faults::leftovers::leftovers(&s, &records)));

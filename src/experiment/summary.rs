@@ -33,7 +33,7 @@ pub struct Inputs<'a> {
     pub post_repair: bool,
     pub verdict: &'a Verdict,
     pub leftovers: &'a [String],
-    /// Fault events that lapsed before their heal (see `Timeline::lapses`).
+    /// Fault events that lapsed before their heal (see `PlanRunner::lapses`).
     pub lapses: &'a [String],
     pub detections: Vec<Detection>,
     pub tcp: &'a BTreeMap<String, TcpCounters>,

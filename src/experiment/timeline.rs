@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 
 use super::interrupt;
 use crate::api::fault::FaultRecord;
-pub use crate::faults::runner::PlanRunner as Timeline;
-use crate::faults::runner::{EventLog, Hooks};
+use crate::api::run::EventLog;
+use crate::faults::runner::Hooks;
 use crate::workload::runner::Shared;
 use crate::workload::sample::Phase;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::cluster::ClusterView;
 use crate::api::run::Detection;
-use crate::faults::runner::EventLog;
+use crate::api::run::EventLog;
 
 const EVERY: Duration = Duration::from_millis(100);
 

@@ -13,37 +13,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::apply::apply;
 use super::heal::{heal, HealFor};
 use super::plan::{self, Step};
-use crate::api::fault::FaultEvent;
-use crate::api::fault::{FaultRecord, Kind, Layer};
+use crate::api::fault::{FaultEvent, FaultRecord};
+use crate::api::run::EventLog;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
-
-/// One event of the plan as it went, on the run's clock (µs since t0).
-#[derive(Debug, Clone, Serialize)]
-pub struct EventLog {
-    pub event: usize,
-    pub kind: Kind,
-    pub targets: Vec<String>,
-    pub layer: Layer,
-    pub planned_at_s: f64,
-    pub planned_duration_s: f64,
-    pub apply_started_us: Option<i64>,
-    pub applied_us: Option<i64>,
-    pub heal_started_us: Option<i64>,
-    pub healed_us: Option<i64>,
-    /// When the fault was first seen no longer in force, unhealed.
-    pub lapsed_us: Option<i64>,
-    /// Why it lapsed.
-    pub lapse: Option<String>,
-    /// What was applied, with the exact commands, backend and verification.
-    pub faults: Vec<FaultRecord>,
-    pub error: Option<String>,
-}
 
 impl EventLog {
     fn planned(event: usize, e: &FaultEvent) -> EventLog {

@@ -6,9 +6,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
-use crate::api::run::{Manifest, Summary};
+use crate::api::run::{FaultsFile, Manifest, NodeSnapshot, NodeSnapshots, Summary};
 
 /// One measured request.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +20,7 @@ pub struct Request {
 
 pub struct RunData {
     pub summary: Summary,
-    pub faults: Value,
+    pub faults: FaultsFile,
     pub manifest: Manifest,
     pub requests: Vec<Request>,
     /// Node counters summed over nodes, over the measured run (t0 to the
@@ -42,11 +41,9 @@ impl RunData {
     pub fn load(dir: &Path) -> anyhow::Result<RunData> {
         let stamp = newest_stamp(dir)?;
         let file = |kind: &str| dir.join(format!("{kind}_{stamp}.json"));
-        let nodes = |which: &str| -> Value {
-            std::fs::read(dir.join(format!("nodes_{stamp}")).join(which))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(Value::Null)
+        // A run whose nodes could not be asked has no counters, not no report.
+        let nodes = |which: &str| -> NodeSnapshots {
+            read_json(&dir.join(format!("nodes_{stamp}")).join(which)).unwrap_or_default()
         };
         Ok(RunData {
             requests: requests(&dir.join(format!("workload_{stamp}.csv")))?,
@@ -62,18 +59,15 @@ impl RunData {
     /// was never healed).
     pub fn windows(&self) -> Vec<Window> {
         let end_s = self.summary.duration_s;
-        let seconds = |v: &Value| v.as_i64().map(|us| us as f64 / 1e6);
-        self.faults["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let seconds = |us: i64| us as f64 / 1e6;
+        self.faults
+            .events
+            .iter()
             .filter_map(|e| {
-                let start_s = seconds(&e["apply_started_us"])?;
-                let targets: Vec<&str> = e["targets"].as_array()?.iter().filter_map(Value::as_str).collect();
                 Some(Window {
-                    start_s,
-                    end_s: seconds(&e["healed_us"]).unwrap_or(end_s),
-                    label: format!("{} {} ({})", e["kind"].as_str()?, targets.join(","), e["layer"].as_str()?),
+                    start_s: seconds(e.apply_started_us?),
+                    end_s: e.healed_us.map_or(end_s, seconds),
+                    label: format!("{} {} ({})", e.kind.as_str(), e.targets.join(","), e.layer.as_str()),
                 })
             })
             .collect()
@@ -134,13 +128,19 @@ fn requests(csv_path: &Path) -> anyhow::Result<Vec<Request>> {
     Ok(requests)
 }
 
-fn counter_deltas(before: &Value, after: &Value) -> Vec<(String, u64)> {
+fn counter_deltas(before: &NodeSnapshots, after: &NodeSnapshots) -> Vec<(String, u64)> {
+    let counters = |snapshot: Option<&NodeSnapshot>| match snapshot {
+        Some(NodeSnapshot::Status(status)) => Some(status.counters.clone()),
+        _ => None,
+    };
     let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
-    for (node, status) in after.as_object().into_iter().flatten() {
-        for (name, value) in status["counters"].as_object().into_iter().flatten() {
-            let now = value.as_u64().unwrap_or(0);
-            let then = before[node]["counters"][name].as_u64().unwrap_or(0);
-            *totals.entry(name.clone()).or_default() += if now >= then { now - then } else { now };
+    for (node, snapshot) in after {
+        let Some(now) = counters(Some(snapshot)) else { continue };
+        let then = counters(before.get(node)).unwrap_or_default();
+        for (name, value) in now.iter() {
+            let was = then.get(name);
+            // A restarted node counts from zero again.
+            *totals.entry(name.to_owned()).or_default() += if value >= was { value - was } else { value };
         }
     }
     totals.into_iter().collect()
