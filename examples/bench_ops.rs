@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use dynabed::api::admin::{Fanout, RepairRound, SwitchChange, SyncStats};
+use dynabed::api::status::Switches;
 use dynabed::client::Client;
+use dynabed::cluster::running::Cluster;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark helpers for a running dynabed cluster")]
@@ -105,128 +107,76 @@ struct PreloadArgs {
     seed: u64,
 }
 
-/// One node as the cluster file describes it.
-#[derive(Debug, Clone)]
-struct NodeInfo {
-    id: String,
-    addr: SocketAddr,
-    pid: u32,
-    netns: bool,
+/// How long an admin call may take: a repair round over many keys is slow.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The cluster, refused when its nodes live in namespaces: their addresses
+/// are not to be dialled from the host.
+fn reachable(path: &Path) -> anyhow::Result<Cluster> {
+    let cluster = Cluster::read(path)?;
+    ensure!(
+        cluster.client_netns().is_none(),
+        "{} is a netns cluster: its nodes are not reachable from here",
+        path.display()
+    );
+    Ok(cluster)
 }
 
-struct Cluster {
-    path: PathBuf,
-    nodes: Vec<NodeInfo>,
-    token: Option<String>,
+fn admin_client(cluster: &Cluster, id: &str) -> anyhow::Result<Client> {
+    Ok(cluster.admin(cluster.node(id)?, ADMIN_TIMEOUT))
 }
 
-impl Cluster {
-    fn read(path: &Path) -> anyhow::Result<Cluster> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let parsed: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let entries = parsed.as_object().with_context(|| format!("{} is not a JSON object", path.display()))?;
-        let mut nodes = Vec::new();
-        for (id, entry) in entries {
-            let host = entry["host"].as_str().with_context(|| format!("{id}: no host"))?;
-            let port = entry["port"].as_u64().with_context(|| format!("{id}: no port"))? as u16;
-            nodes.push(NodeInfo {
-                id: id.clone(),
-                addr: SocketAddr::new(host.parse()?, port),
-                pid: entry["pid"].as_u64().unwrap_or(0) as u32,
-                netns: entry["netns"].as_str().is_some(),
-            });
+async fn set_switches(cluster: &Cluster, id: &str, change: SwitchChange) -> anyhow::Result<Switches> {
+    admin_client(cluster, id)?.set_switches(change).await.with_context(|| format!("{id}: /admin/config"))
+}
+
+async fn repair_round(cluster: &Cluster, id: &str, round: RepairRound) -> anyhow::Result<SyncStats> {
+    admin_client(cluster, id)?.repair_round(round).await.with_context(|| format!("{id}: /admin/repair/round"))
+}
+
+/// Partitions whose roots differ between any two nodes that both replicate them.
+async fn differing_partitions(cluster: &Cluster) -> anyhow::Result<usize> {
+    let mut all: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for node in cluster.nodes() {
+        let roots = cluster
+            .admin(node, ADMIN_TIMEOUT)
+            .merkle_roots()
+            .await
+            .with_context(|| format!("{}: /admin/merkle", node.id))?;
+        for (p, root) in roots.partitions {
+            all.entry(p).or_default().push(root);
         }
-        // node2 before node10.
-        nodes.sort_by_key(|n| {
-            let digits: String = n.id.chars().filter(char::is_ascii_digit).collect();
-            (n.id.trim_end_matches(|c: char| c.is_ascii_digit()).to_owned(), digits.parse::<u64>().unwrap_or(0))
-        });
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let meta_path = path.with_file_name(format!("{}.meta.json", name.strip_suffix(".json").unwrap_or(&name)));
-        let token = std::fs::read_to_string(&meta_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|m| m["admin_token"].as_str().map(str::to_owned));
-        Ok(Cluster { path: path.to_owned(), nodes, token })
     }
+    Ok(all.values().filter(|roots| roots.iter().any(|r| r != &roots[0])).count())
+}
 
-    /// Refuses clusters whose nodes live in namespaces: their addresses are
-    /// not to be dialled from the host.
-    fn reachable(self) -> anyhow::Result<Cluster> {
-        if self.nodes.iter().any(|n| n.netns) {
-            bail!("{} is a netns cluster: its nodes are not reachable from here", self.path.display());
+async fn configure(cluster: &Cluster, ids: &[String], change: SwitchChange) -> anyhow::Result<()> {
+    for id in ids {
+        set_switches(cluster, id, change).await?;
+    }
+    Ok(())
+}
+
+/// Waits until every node answers and sees every member alive.
+async fn wait_all_alive(cluster: &Cluster, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut ok = true;
+        for node in cluster.nodes() {
+            let mut client = Client::new(node.addr).with_timeout(Duration::from_secs(1));
+            let sees_all = match client.status().await {
+                Ok(status) => status.members.len() == cluster.nodes().len() && status.down().next().is_none(),
+                Err(_) => false,
+            };
+            ok &= sees_all;
         }
-        Ok(self)
-    }
-
-    fn node(&self, id: &str) -> anyhow::Result<&NodeInfo> {
-        self.nodes.iter().find(|n| n.id == id).with_context(|| format!("no node {id} in {}", self.path.display()))
-    }
-
-    fn admin_client(&self, id: &str) -> anyhow::Result<Client> {
-        let token = self.token.clone().context("no admin token in the meta file")?;
-        Ok(Client::new(self.node(id)?.addr).with_token(Some(token)).with_timeout(Duration::from_secs(120)))
-    }
-
-    async fn admin(&self, id: &str, route: &str, body: Value) -> anyhow::Result<Value> {
-        let answer =
-            self.admin_client(id)?.admin(route, &body).await.with_context(|| format!("{id}: /admin/{route}"))?;
-        ensure!(answer.status.is_success(), "{id}: /admin/{route}: {} {}", answer.status, answer.reason());
-        answer.json().map_err(anyhow::Error::msg)
-    }
-
-    async fn merkle(&self, id: &str) -> anyhow::Result<BTreeMap<String, String>> {
-        let mut client = self.admin_client(id)?;
-        let answer = client.send(hyper::Method::GET, "/admin/merkle", None, Bytes::new()).await?;
-        ensure!(answer.status.is_success(), "{id}: /admin/merkle: {} {}", answer.status, answer.reason());
-        let parsed = answer.json().map_err(anyhow::Error::msg)?;
-        let roots = parsed["partitions"].as_object().context("merkle answer without partitions")?;
-        Ok(roots.iter().map(|(p, r)| (p.clone(), r.as_str().unwrap_or_default().to_owned())).collect())
-    }
-
-    /// Partitions whose roots differ between any two nodes that both replicate them.
-    async fn differing_partitions(&self) -> anyhow::Result<usize> {
-        let mut all: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for node in &self.nodes {
-            for (p, root) in self.merkle(&node.id).await? {
-                all.entry(p).or_default().push(root);
-            }
+        if ok {
+            return Ok(());
         }
-        Ok(all.values().filter(|roots| roots.iter().any(|r| r != &roots[0])).count())
-    }
-
-    async fn configure(&self, ids: &[String], change: &Value) -> anyhow::Result<()> {
-        for id in ids {
-            self.admin(id, "config", change.clone()).await?;
+        if Instant::now() > deadline {
+            bail!("after {timeout:?} not every node sees all members alive");
         }
-        Ok(())
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.id.clone()).collect()
-    }
-
-    /// Waits until every node answers and sees every member alive.
-    async fn wait_all_alive(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut ok = true;
-            for node in &self.nodes {
-                let mut client = Client::new(node.addr).with_timeout(Duration::from_secs(1));
-                let sees_all = match client.status().await {
-                    Ok(status) => status.members.len() == self.nodes.len() && status.down().next().is_none(),
-                    Err(_) => false,
-                };
-                ok &= sees_all;
-            }
-            if ok {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("after {timeout:?} not every node sees all members alive");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -241,8 +191,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Rss => {
             let cluster = Cluster::read(&args.cluster_procs)?;
             let mut rss = Vec::new();
-            for node in &cluster.nodes {
-                let kb = vm_rss_kb(node.pid).with_context(|| format!("{}: pid {} gone?", node.id, node.pid))?;
+            for node in cluster.nodes() {
+                let pid = node.entry.pid;
+                let kb = vm_rss_kb(pid).with_context(|| format!("{}: pid {pid} gone?", node.id))?;
                 rss.push((kb, node.id.clone()));
             }
             let total: u64 = rss.iter().map(|r| r.0).sum();
@@ -259,22 +210,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("{:.1}", used * 1000.0 / started.elapsed().as_secs_f64());
         }
         Cmd::Config { hint_delivery, anti_entropy } => {
-            let cluster = Cluster::read(&args.cluster_procs)?.reachable()?;
-            let mut change = serde_json::Map::new();
-            if let Some(h) = hint_delivery {
-                change.insert("hint_delivery".into(), h.into());
-            }
-            if let Some(a) = anti_entropy {
-                change.insert("anti_entropy".into(), a.into());
-            }
-            let change = Value::Object(change);
+            let cluster = reachable(&args.cluster_procs)?;
+            let change = SwitchChange { hint_delivery, anti_entropy };
             for id in cluster.ids() {
-                let now = cluster.admin(&id, "config", change.clone()).await?;
-                eprintln!("{id}: {now}");
+                let now = set_switches(&cluster, &id, change).await?;
+                eprintln!("{id}: {}", serde_json::to_string(&now)?);
             }
         }
         Cmd::Preload(p) => {
-            let cluster = Cluster::read(&args.cluster_procs)?.reachable()?;
+            let cluster = reachable(&args.cluster_procs)?;
             let started = Instant::now();
             let errors = preload(&cluster, &p, 0..p.keys).await?;
             ensure!(errors == 0, "{errors} writes failed");
@@ -282,7 +226,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("preloaded {} keys (w={}) in {s:.2} s, {:.0} writes/s", p.keys, p.w, p.keys as f64 / s);
         }
         Cmd::Repair { dynabed, diffs, keys, value_size, concurrency, seed, fanout, victim, coordinator } => {
-            let cluster = Cluster::read(&args.cluster_procs)?.reachable()?;
+            let cluster = reachable(&args.cluster_procs)?;
             let setup = RepairSetup { dynabed, keys, value_size, concurrency, seed, fanout, victim, coordinator };
             repair(cluster, setup, &diffs).await?;
         }
@@ -293,8 +237,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// CPU seconds (user + system) of every node process.
 fn nodes_cpu_s(cluster: &Cluster) -> anyhow::Result<f64> {
     let mut ticks = 0;
-    for node in &cluster.nodes {
-        let stat = netns::process::stat(node.pid).with_context(|| format!("{}: pid {} gone?", node.id, node.pid))?;
+    for node in cluster.nodes() {
+        let pid = node.entry.pid;
+        let stat = netns::process::stat(pid).with_context(|| format!("{}: pid {pid} gone?", node.id))?;
         ticks += stat.cpu_ticks;
     }
     Ok(ticks as f64 / netns::process::ticks_per_second() as f64)
@@ -320,7 +265,7 @@ fn value(size: usize, rng: &mut SmallRng) -> Bytes {
 async fn preload(cluster: &Cluster, p: &PreloadArgs, range: std::ops::Range<usize>) -> anyhow::Result<u64> {
     let addrs: Arc<Vec<SocketAddr>> = Arc::new(match &p.via {
         Some(id) => vec![cluster.node(id)?.addr],
-        None => cluster.nodes.iter().map(|n| n.addr).collect(),
+        None => cluster.nodes().iter().map(|n| n.addr).collect(),
     });
     let workers = p.concurrency.clamp(1, range.len().max(1));
     let mut tasks = Vec::new();
@@ -369,7 +314,7 @@ struct RepairSetup {
 struct RepairRow {
     d: usize,
     partitions_differing: usize,
-    stats: Value,
+    stats: SyncStats,
     reset_rounds: usize,
 }
 
@@ -383,11 +328,13 @@ struct RepairRow {
 /// non-staged repair round with a fixed seed. Its stats are the cost. Then
 /// rounds on all nodes until every Merkle root agrees, for the next d.
 async fn repair(mut cluster: Cluster, s: RepairSetup, diffs: &[usize]) -> anyhow::Result<()> {
-    ensure!(cluster.nodes.len() >= 3, "the repair experiment wants at least 3 nodes");
+    ensure!(cluster.nodes().len() >= 3, "the repair experiment wants at least 3 nodes");
     cluster.node(&s.victim)?;
     cluster.node(&s.coordinator)?;
-    let off = json!({ "hint_delivery": false, "anti_entropy": false });
-    cluster.configure(&cluster.ids(), &off).await?;
+    let fanout: Fanout = serde_json::from_value(s.fanout.as_str().into())
+        .with_context(|| format!("--fanout is all or one, not {:?}", s.fanout))?;
+    let off = SwitchChange { hint_delivery: Some(false), anti_entropy: Some(false) };
+    configure(&cluster, &cluster.ids(), off).await?;
 
     let started = Instant::now();
     let load = PreloadArgs {
@@ -403,13 +350,13 @@ async fn repair(mut cluster: Cluster, s: RepairSetup, diffs: &[usize]) -> anyhow
     ensure!(errors == 0, "{errors} preload writes failed");
     let preload_s = started.elapsed().as_secs_f64();
     eprintln!("preloaded {} keys (w=3) in {preload_s:.2} s ({:.0} writes/s)", s.keys, s.keys as f64 / preload_s);
-    let differing = cluster.differing_partitions().await?;
+    let differing = differing_partitions(&cluster).await?;
     ensure!(differing == 0, "after the W=3 preload {differing} partitions still differ");
 
     let mut rows = Vec::new();
     for &d in diffs {
         // Kill the victim, only by the pid the cluster file records.
-        let pid = cluster.node(&s.victim)?.pid;
+        let pid = cluster.node(&s.victim)?.entry.pid;
         ensure!(pid > 0, "no pid for {}", s.victim);
         eprintln!("d={d}: SIGKILL {} (pid {pid})", s.victim);
         // SAFETY: plain kill(2) on the recorded pid.
@@ -431,29 +378,29 @@ async fn repair(mut cluster: Cluster, s: RepairSetup, diffs: &[usize]) -> anyhow
 
         let out = Command::new(&s.dynabed)
             .args(["cluster", "restart", &s.victim, "--cluster_procs"])
-            .arg(&cluster.path)
+            .arg(cluster.procs_path())
             .output()
             .context("running dynabed cluster restart")?;
         ensure!(out.status.success(), "cluster restart {}: {}", s.victim, String::from_utf8_lossy(&out.stderr).trim());
-        cluster = Cluster::read(&cluster.path)?.reachable()?;
-        cluster.wait_all_alive(Duration::from_secs(30)).await?;
+        cluster = reachable(cluster.procs_path())?;
+        wait_all_alive(&cluster, Duration::from_secs(30)).await?;
         // A restarted node starts with its default switches.
-        cluster.configure(std::slice::from_ref(&s.victim), &off).await?;
-        let partitions_differing = cluster.differing_partitions().await?;
+        configure(&cluster, std::slice::from_ref(&s.victim), off).await?;
+        let partitions_differing = differing_partitions(&cluster).await?;
 
-        let round = json!({ "seed": s.seed, "staged": false, "fanout": s.fanout });
-        let stats = cluster.admin(&s.coordinator, "repair/round", round).await?;
-        eprintln!("d={d}: {stats}");
+        let round = RepairRound { seed: s.seed, staged: false, fanout };
+        let stats = repair_round(&cluster, &s.coordinator, round).await?;
+        eprintln!("d={d}: {}", serde_json::to_string(&stats)?);
 
         // Reset: rounds everywhere until every root agrees.
         let mut reset_rounds = 0;
-        while cluster.differing_partitions().await? > 0 {
+        while differing_partitions(&cluster).await? > 0 {
             ensure!(reset_rounds < 10, "d={d}: roots still differ after 10 full rounds");
             reset_rounds += 1;
-            let round = json!({ "seed": s.seed + reset_rounds as u64, "staged": false, "fanout": "all" });
+            let round = RepairRound { seed: s.seed + reset_rounds as u64, staged: false, fanout: Fanout::All };
             let all = futures::future::join_all(cluster.ids().into_iter().map(|id| {
-                let (cluster, round) = (&cluster, round.clone());
-                async move { cluster.admin(&id, "repair/round", round).await }
+                let cluster = &cluster;
+                async move { repair_round(cluster, &id, round).await }
             }))
             .await;
             for result in all {
@@ -463,12 +410,11 @@ async fn repair(mut cluster: Cluster, s: RepairSetup, diffs: &[usize]) -> anyhow
         rows.push(RepairRow { d, partitions_differing, stats, reset_rounds });
     }
 
-    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
-    let base_bytes = rows.iter().find(|r| r.d == 0).map(|r| n(&r.stats, "bytes_sent") + n(&r.stats, "bytes_received"));
+    let base_bytes = rows.iter().find(|r| r.d == 0).map(|r| r.stats.bytes_sent + r.stats.bytes_received);
     println!();
     println!(
         "anti-entropy cost: {} nodes, {} keys x {} B (fjall), one round on {} (fanout {}, seed {}), {} behind by d keys",
-        cluster.nodes.len(),
+        cluster.nodes().len(),
         s.keys,
         s.value_size,
         s.coordinator,
@@ -495,31 +441,31 @@ async fn repair(mut cluster: Cluster, s: RepairSetup, diffs: &[usize]) -> anyhow
     );
     for r in &rows {
         let st = &r.stats;
-        let bytes = n(st, "bytes_sent") + n(st, "bytes_received");
+        let bytes = st.bytes_sent + st.bytes_received;
         let per_key = |b: u64| if r.d == 0 { "-".to_owned() } else { format!("{:.0}", b as f64 / r.d as f64) };
         println!(
             "{:>5} | {:>6} | {:>5} {:>7} | {:>10} {:>9} {:>9} | {:>6} | {:>5} {:>5} | {:>6} | {:>8} {:>10} | {:>5}",
             r.d,
             r.partitions_differing,
-            n(st, "exchanges"),
-            n(st, "in_sync"),
+            st.exchanges,
+            st.in_sync,
             bytes,
-            n(st, "bytes_sent"),
-            n(st, "bytes_received"),
-            n(st, "differing_leaves"),
-            n(st, "keys_received"),
-            n(st, "keys_sent"),
-            n(st, "duration_ms"),
+            st.bytes_sent,
+            st.bytes_received,
+            st.differing_leaves,
+            st.keys_received,
+            st.keys_sent,
+            st.duration_ms,
             per_key(bytes),
             base_bytes.map(|b0| per_key(bytes.saturating_sub(b0))).unwrap_or_else(|| "-".into()),
             r.reset_rounds,
         );
-        if n(st, "failed") > 0 {
-            println!("      ^ {} exchanges failed", n(st, "failed"));
+        if st.failed > 0 {
+            println!("      ^ {} exchanges failed", st.failed);
         }
     }
     if let Some(r0) = rows.iter().find(|r| r.d == 0) {
-        let (ex, ins) = (n(&r0.stats, "exchanges"), n(&r0.stats, "in_sync"));
+        let (ex, ins) = (r0.stats.exchanges, r0.stats.in_sync);
         println!(
             "d=0: {} (in_sync {ins} of {ex} exchanges: {})",
             if ex == ins && ex > 0 { "PASS" } else { "FAIL" },

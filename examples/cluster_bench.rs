@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use dynabed::client::Client;
+use dynabed::cluster::running::{Cluster, Node};
 use dynabed::workload::keys::{KeyChooser, KeyDistribution};
 use hdrhistogram::Histogram;
 use hyper::StatusCode;
@@ -83,30 +84,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// One node as the cluster file describes it.
-struct NodeAddr {
-    addr: SocketAddr,
-    pid: u32,
-}
-
-fn read_cluster(path: &Path) -> anyhow::Result<Vec<NodeAddr>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let parsed: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let entries = parsed.as_object().with_context(|| format!("{} is not a JSON object", path.display()))?;
-    let mut nodes = Vec::new();
-    for (id, entry) in entries {
-        let host = entry["host"].as_str().with_context(|| format!("{id}: no host"))?;
-        let port = entry["port"].as_u64().with_context(|| format!("{id}: no port"))? as u16;
-        let pid = entry["pid"].as_u64().unwrap_or(0) as u32;
-        nodes.push(NodeAddr { addr: SocketAddr::new(host.parse()?, port), pid });
-    }
-    if nodes.is_empty() {
-        bail!("{} lists no nodes", path.display());
-    }
-    Ok(nodes)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = match args.runtime.as_str() {
@@ -123,7 +100,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let nodes = Arc::new(read_cluster(&args.cluster_procs)?);
+    let cluster = Cluster::read(&args.cluster_procs)?;
+    let nodes = cluster.nodes();
     let addrs: Arc<Vec<SocketAddr>> = Arc::new(nodes.iter().map(|n| n.addr).collect());
     if !args.no_preload {
         let started = Instant::now();
@@ -134,7 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         print_header();
     }
     for &concurrency in &args.concurrency {
-        let point = run_point(&args, &addrs, &nodes, concurrency).await?;
+        let point = run_point(&args, &addrs, nodes, concurrency).await?;
         point.print(&args.storage, &args.runtime);
     }
     Ok(())
@@ -226,7 +204,7 @@ struct Point {
 async fn run_point(
     args: &Args,
     addrs: &Arc<Vec<SocketAddr>>,
-    nodes: &[NodeAddr],
+    nodes: &[Node],
     concurrency: usize,
 ) -> anyhow::Result<Point> {
     let start = Instant::now();
@@ -344,8 +322,9 @@ async fn worker_loop(
 }
 
 /// CPU seconds (user + system) of every node process, if all are readable.
-fn nodes_cpu(nodes: &[NodeAddr]) -> Option<f64> {
-    let ticks: u64 = nodes.iter().map(|n| netns::process::stat(n.pid).map(|s| s.cpu_ticks)).sum::<Option<u64>>()?;
+fn nodes_cpu(nodes: &[Node]) -> Option<f64> {
+    let ticks: u64 =
+        nodes.iter().map(|n| netns::process::stat(n.entry.pid).map(|s| s.cpu_ticks)).sum::<Option<u64>>()?;
     Some(ticks as f64 / netns::process::ticks_per_second() as f64)
 }
 

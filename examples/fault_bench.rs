@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use dynabed::client::Client;
-use dynabed::cluster::running::Cluster;
 use dynabed::cluster::reach::reach;
+use dynabed::cluster::running::Cluster;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Slow-fault accuracy, reaction time and delay-line rate")]
@@ -69,8 +69,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cluster = Cluster::read(&args.cluster_procs)?;
     let client_ns = cluster.client_netns().context("not a namespaced cluster (no client namespace)")?.to_owned();
-    let target =
-        Target { addr: cluster.node(&args.node)?.addr, client_ns, hub: format!("{}-hub", cluster.prefix()) };
+    let target = Target { addr: cluster.node(&args.node)?.addr, client_ns, hub: format!("{}-hub", cluster.prefix()) };
 
     println!(
         "{:<6} {:<18} {:>5} | {:>8} {:>8} | {:>9} {:>9} {:>7} | {:>8} {:>10} {:>6} | {:>8} {:>11} {:>6}",
