@@ -57,7 +57,19 @@ async fn restarting_a_node_whose_port_is_taken_fails_with_the_nodes_own_error() 
     let cluster = TestCluster::up(72, 3, "memory", &[]);
     cluster.signal("node2", Signal::SIGKILL);
     let addr = cluster.nodes["node2"];
-    let squatter = std::net::TcpListener::bind(addr).expect("node2's port is free once it is killed");
+    // The killed node's listening socket is released as its process is torn
+    // down, which may finish just after the process is gone: retry briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let squatter = loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => break listener,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("node2's port is not free yet ({e}); retrying");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("node2's port is still taken 10 s after it was killed: {e}"),
+        }
+    };
     let restart =
         || Command::new(BIN).args(["cluster", "restart", "node2", "--cluster_procs"]).arg(&cluster.procs).output();
 
