@@ -34,7 +34,9 @@ use self::outputs::Outputs;
 use self::timeline::DriverHooks;
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{Kind, Undo};
-use crate::api::run::{CpuReport, FaultsFile, Files, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters};
+use crate::api::run::{
+    CpuReport, FaultsFile, Files, LostWrites, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters,
+};
 use crate::api::status::{Status, Switches};
 use crate::cluster::runstate::RunState;
 use crate::faults::plan;
@@ -312,7 +314,7 @@ fn refuse_faults_in_force(cluster: &ClusterView) -> anyhow::Result<()> {
 
 /// The run's outcome: interrupted, lost writes, a fault that lapsed,
 /// leftovers, or fine.
-fn verdict_of(verdict: &checker::Verdict, lapses: &[String], leftovers: &[String]) -> anyhow::Result<()> {
+fn verdict_of(verdict: &LostWrites, lapses: &[String], leftovers: &[String]) -> anyhow::Result<()> {
     if interrupt::requested() {
         bail!("interrupted: the files above hold what was recorded until then");
     }

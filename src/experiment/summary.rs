@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use super::checker::Verdict;
 use super::repair::{Repair, RoundLog};
 use crate::api::run::{
     Availability, ClockSize, CpuReport, Detection, Files, LostWrites, OpSummary, Operations, Quantiles, RepairRound,
@@ -31,7 +30,7 @@ pub struct Inputs<'a> {
     pub cpu: &'a CpuReport,
     pub repair: &'a Repair,
     pub post_repair: bool,
-    pub verdict: &'a Verdict,
+    pub verdict: &'a LostWrites,
     pub leftovers: &'a [String],
     /// Fault events that lapsed before their heal (see `PlanRunner::lapses`).
     pub lapses: &'a [String],
@@ -84,7 +83,7 @@ pub fn build(inputs: Inputs) -> Summary {
         repair: repair_summary(inputs.repair, inputs.post_repair),
         failure_detection: inputs.detections,
         tcp: Tcp::of(inputs.tcp.clone()),
-        lost_writes: lost_writes(inputs.verdict),
+        lost_writes: inputs.verdict.clone(),
         leftovers: inputs.leftovers.to_vec(),
         lapsed_faults: inputs.lapses.to_vec(),
         files: inputs.files,
@@ -149,17 +148,6 @@ fn repair_round(r: &RoundLog) -> RepairRound {
         converged: r.converged,
         totals: r.totals.clone(),
         errors: r.errors.clone(),
-    }
-}
-
-fn lost_writes(v: &Verdict) -> LostWrites {
-    LostWrites {
-        acknowledged: v.acknowledged,
-        lost: v.lost,
-        unverified: v.unverified,
-        missing_somewhere: v.missing_somewhere,
-        examples: v.examples.clone(),
-        hints_left: v.hints_left,
     }
 }
 
@@ -332,7 +320,7 @@ mod tests {
             cpu: &cpu,
             repair: &repair,
             post_repair: true,
-            verdict: &Verdict::default(),
+            verdict: &LostWrites::default(),
             leftovers: &[],
             lapses: &[],
             detections: Vec::new(),

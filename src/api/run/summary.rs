@@ -201,7 +201,7 @@ pub struct TcpCounters {
 }
 
 /// The lost-write check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LostWrites {
     pub acknowledged: u64,
     /// Writes that no live replica holds or supersedes.
