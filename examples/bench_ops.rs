@@ -211,7 +211,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Cmd::Config { hint_delivery, anti_entropy } => {
             let cluster = reachable(&args.cluster_procs)?;
-            let change = SwitchChange { hint_delivery, anti_entropy };
+            let change = SwitchChange { hint_delivery, anti_entropy, read_repair: None };
             for id in cluster.ids() {
                 let now = set_switches(&cluster, &id, change).await?;
                 eprintln!("{id}: {}", serde_json::to_string(&now)?);
@@ -333,7 +333,7 @@ async fn repair(mut cluster: Cluster, s: RepairSetup, diffs: &[usize]) -> anyhow
     cluster.node(&s.coordinator)?;
     let fanout: Fanout = serde_json::from_value(s.fanout.as_str().into())
         .with_context(|| format!("--fanout is all or one, not {:?}", s.fanout))?;
-    let off = SwitchChange { hint_delivery: Some(false), anti_entropy: Some(false) };
+    let off = SwitchChange { hint_delivery: Some(false), anti_entropy: Some(false), read_repair: Some(false) };
     configure(&cluster, &cluster.ids(), off).await?;
 
     let started = Instant::now();

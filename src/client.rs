@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::api::admin::{
     Committed, FaultState, HandedOff, LeaveStats, MerkleRoots, RepairRound, Replicas, SwitchChange, SyncStats,
 };
-use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
+use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT, SIBLINGS};
 use crate::api::status::{Status, Switches};
 
 /// Bytes of a key that must be escaped in a path segment.
@@ -50,6 +50,8 @@ pub struct Answer {
     pub clock: Option<String>,
     pub dot: Option<String>,
     pub coordinator: Option<String>,
+    /// After a write: how many versions the key holds (`X-Dynamo-Siblings`).
+    pub siblings_after: Option<u32>,
 }
 
 impl Answer {
@@ -273,6 +275,7 @@ impl Client {
             clock: header(CLOCK),
             dot: header(DOT),
             coordinator: header(COORDINATOR),
+            siblings_after: header(SIBLINGS).and_then(|n| n.parse().ok()),
             body,
         })
     }

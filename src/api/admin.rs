@@ -19,11 +19,17 @@ pub struct SwitchChange {
     pub hint_delivery: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anti_entropy: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_repair: Option<bool>,
 }
 
 impl From<Switches> for SwitchChange {
     fn from(to: Switches) -> Self {
-        SwitchChange { hint_delivery: Some(to.hint_delivery), anti_entropy: Some(to.anti_entropy) }
+        SwitchChange {
+            hint_delivery: Some(to.hint_delivery),
+            anti_entropy: Some(to.anti_entropy),
+            read_repair: Some(to.read_repair),
+        }
     }
 }
 

@@ -9,5 +9,8 @@ pub const CONTEXT: &str = "x-dynamo-context";
 pub const CLOCK: &str = "x-dynamo-clock";
 /// The dot a write was given.
 pub const DOT: &str = "x-dynamo-dot";
+/// How many versions (siblings) the key holds after a write: above 1, the
+/// write was concurrent with another one.
+pub const SIBLINGS: &str = "x-dynamo-siblings";
 /// The node that coordinated the request.
 pub const COORDINATOR: &str = "x-dynamo-coordinator";

@@ -121,7 +121,8 @@ impl Setup {
     fn apply_switches(&self) -> anyhow::Result<()> {
         let (cluster, settings) = (&self.cluster, &self.settings);
         let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
-        let switches = Switches { hint_delivery: settings.hint_delivery, anti_entropy: settings.anti_entropy };
+        let switches =
+            Switches { hint_delivery: settings.hint_delivery, anti_entropy: settings.anti_entropy, read_repair: true };
         cluster.reach(|| cluster.switch(&everyone, switches))
     }
 

@@ -65,7 +65,7 @@ pub async fn run(
     max_rounds: u32,
     seed: u64,
 ) -> anyhow::Result<Repair> {
-    cluster.switch(live, Switches { hint_delivery: false, anti_entropy: false }).await?;
+    cluster.switch(live, Switches { hint_delivery: false, anti_entropy: false, read_repair: false }).await?;
     let hints_pending = hints_pending(cluster, live).await;
     let mut outcome = Repair { hints_pending, rounds: Vec::new(), keys: BTreeMap::new() };
     let mut pending: Vec<u32> = keys.to_vec();
@@ -127,7 +127,7 @@ async fn hints_pending(cluster: &ClusterView, live: &[usize]) -> u64 {
 /// nudging delivery; gives up when the count stops falling (hints for a
 /// node left down never drain) or at the limit. Returns the hints left.
 pub async fn drain_hints(cluster: &ClusterView, live: &[usize]) -> anyhow::Result<u64> {
-    cluster.switch(live, Switches { hint_delivery: true, anti_entropy: false }).await?;
+    cluster.switch(live, Switches { hint_delivery: true, anti_entropy: false, read_repair: true }).await?;
     let started = Instant::now();
     let mut last_progress = (u64::MAX, Instant::now());
     loop {

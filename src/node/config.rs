@@ -88,6 +88,10 @@ pub struct NodeConfig {
     /// Whether background anti-entropy starts switched on.
     #[arg(long = "anti_entropy", alias = "anti-entropy", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub anti_entropy: bool,
+    /// Whether a read writes the merged version back to the replicas it
+    /// found stale (switchable at run time like anti-entropy).
+    #[arg(long = "read_repair", alias = "read-repair", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub read_repair: bool,
     /// A tombstone held by every replica is reaped once it is this old.
     #[arg(long = "tombstone_grace_ms", alias = "tombstone-grace-ms", default_value_t = 10_000)]
     pub tombstone_grace_ms: u64,

@@ -225,6 +225,9 @@ impl Node {
             return Err(CoordError::Unavailable { acks: replies.len(), needed });
         }
         let merged = self.merge_all(&replies);
+        if !self.switches.read_repair.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Coordinated { coordinator: self.id().to_owned(), object: merged, dot: None });
+        }
         let node = self.clone();
         let partition = placement.partition;
         tokio::spawn(async move { node.read_repair(partition, key, replies, replies_in, outstanding).await });

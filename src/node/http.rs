@@ -26,7 +26,7 @@ use super::protocol::{ClientOp, OpKind};
 use super::version::{decode_context, encode_context};
 use super::Node;
 use crate::api::admin::{Committed, FaultState, HandedOff, RepairRound, SwitchChange};
-use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT};
+use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT, SIBLINGS};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -254,6 +254,7 @@ fn write_reply(done: &Coordinated) -> Result<Reply, HttpError> {
     if let Some(dot) = &done.dot {
         reply.headers_mut().insert(DOT, header(&dot.to_string())?);
     }
+    reply.headers_mut().insert(SIBLINGS, header(&done.object.siblings.len().to_string())?);
     Ok(reply)
 }
 

@@ -58,6 +58,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct LiveSwitches {
     pub hint_delivery: AtomicBool,
     pub anti_entropy: AtomicBool,
+    pub read_repair: AtomicBool,
 }
 
 pub struct Node {
@@ -130,6 +131,7 @@ impl Node {
             switches: LiveSwitches {
                 hint_delivery: AtomicBool::new(true),
                 anti_entropy: AtomicBool::new(config.anti_entropy),
+                read_repair: AtomicBool::new(config.read_repair),
             },
             admin_token,
             staged: Default::default(),
@@ -308,6 +310,9 @@ impl Node {
         if let Some(on) = change.anti_entropy {
             self.switches.anti_entropy.store(on, Ordering::Relaxed);
         }
+        if let Some(on) = change.read_repair {
+            self.switches.read_repair.store(on, Ordering::Relaxed);
+        }
         self.switch_state()
     }
 
@@ -315,6 +320,7 @@ impl Node {
         Switches {
             hint_delivery: self.switches.hint_delivery.load(Ordering::Relaxed),
             anti_entropy: self.switches.anti_entropy.load(Ordering::Relaxed),
+            read_repair: self.switches.read_repair.load(Ordering::Relaxed),
         }
     }
 }
