@@ -110,13 +110,16 @@ fn cleanup_after_the_launcher_is_killed_mid_way_removes_everything() {
         .args(["cluster", "up", "--netns", "--nodes", "60", "--prefix", "tn4", "--storage", "memory"])
         .current_dir(cluster.dir.path())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(cluster.dir.path().join("launcher.log")).unwrap())
         .spawn()
         .unwrap();
     // Kill it once it has started building.
-    common_wait(|| cluster.namespaces().len() >= 5);
+    let started = || cluster.namespaces().len() >= 5;
+    let said = || std::fs::read_to_string(cluster.dir.path().join("launcher.log")).unwrap_or_default();
+    let made_some = wait_until(started);
     launcher.kill().unwrap();
     launcher.wait().unwrap();
+    assert!(made_some, "the launcher made no 5 namespaces in 20 s; it said: {}", said());
     let owned = runstate::RunState::existing("tn4").unwrap().unwrap().owned().unwrap();
     assert!(!owned.namespaces.is_empty());
 
@@ -179,10 +182,14 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     }
 }
 
-fn common_wait(mut done: impl FnMut() -> bool) {
+/// Whether `done` became true within 20 s.
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out");
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
+    true
 }

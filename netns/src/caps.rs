@@ -5,6 +5,7 @@ use std::fs;
 /// Capability bits from `linux/capability.h`.
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_RESOURCE: u32 = 24;
 
 /// Whether this process holds both CAP_NET_ADMIN and CAP_SYS_ADMIN in its
 /// effective set — what namespaced clusters need. Checked as capabilities,
@@ -18,6 +19,14 @@ pub fn has_netns_capabilities() -> bool {
 fn both_in(status: &str) -> bool {
     effective_capabilities(status)
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0 && caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Whether RLIMIT_NPROC does not bind this process: the kernel exempts
+/// holders of CAP_SYS_ADMIN or CAP_SYS_RESOURCE (root in a privileged container).
+pub fn exempt_from_nproc() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        effective_capabilities(&status).is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN | 1 << CAP_SYS_RESOURCE) != 0)
+    })
 }
 
 fn effective_capabilities(status: &str) -> Option<u64> {

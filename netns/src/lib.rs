@@ -29,5 +29,5 @@ pub mod process;
 pub mod qdisc;
 pub mod throwaway;
 
-pub use caps::has_netns_capabilities;
+pub use caps::{exempt_from_nproc, has_netns_capabilities};
 pub use error::{Error, Result};

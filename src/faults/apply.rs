@@ -58,6 +58,7 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
         undo: executor.undo(&target)?,
         held_by: None,
     };
+    executor.available(&target).map_err(|reason| unavailable(request, reason))?;
     // The journal first: a heal must be possible whatever happens next.
     journal::record(&state, record)?;
     match change(executor, &target) {
@@ -76,6 +77,21 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
             Err(e)
         }
     }
+}
+
+/// Fails when this machine lacks the mechanism `request` needs, before any
+/// of it is made: an experiment asks before its workload starts.
+pub fn precheck(cluster: &Cluster, request: &FaultRequest) -> anyhow::Result<()> {
+    let node = cluster.node(&request.node)?;
+    let state = RunState::open(cluster.prefix())?;
+    let target = Target { id: 0, state: &state, cluster, node, process: node.running() };
+    let executor = executor(request)?;
+    executor.undo(&target)?;
+    executor.available(&target).map_err(|reason| unavailable(request, reason))
+}
+
+fn unavailable(request: &FaultRequest, reason: String) -> anyhow::Error {
+    anyhow::anyhow!("the {} fault cannot be made on this machine: {reason}", request.fault.kind().as_str())
 }
 
 /// Makes the change of the journaled fault and probes it. An executor the

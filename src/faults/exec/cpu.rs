@@ -24,6 +24,12 @@ impl Executor for CpuQuota {
         Ok(vec![Undo::RemoveCgroup { name: group_name(target) }])
     }
 
+    fn available(&self, _target: &Target) -> Result<(), String> {
+        netns::cgroup::probe()
+            .map(drop)
+            .map_err(|e| format!("no CPU quota can be set here: {e} (see `dynabed doctor`, cgroup cpu quota)"))
+    }
+
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
         let process = target.running()?;
         let (group, mut applied) = CpuGroup::create(&group_name(target), self.pct)?;

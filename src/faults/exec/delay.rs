@@ -47,6 +47,16 @@ impl Executor for Netem {
         verify_slow(target, self.slow_ms)
     }
 
+    /// The delay line is checked first: its check is a file read, netem's
+    /// a throwaway namespace.
+    fn available(&self, target: &Target) -> Result<(), String> {
+        let delay_line = DelayLine { slow_ms: self.slow_ms }.available(target);
+        match (delay_line, qdisc::probe_netem()) {
+            (Ok(()), _) | (_, qdisc::Support::Supported) => Ok(()),
+            (Err(line), qdisc::Support::Unsupported { reason }) => Err(format!("neither netem ({reason}) nor {line}")),
+        }
+    }
+
     fn fallback(&self) -> Option<Box<dyn Executor>> {
         Some(Box::new(DelayLine { slow_ms: self.slow_ms }))
     }
@@ -75,6 +85,16 @@ impl Executor for DelayLine {
         target.namespaced()?;
         let chain = Undo::RemoveForwardChain { namespace: target.hub(), name: chain_name(target) };
         Ok(vec![chain, Undo::DelayClear { addr: ipv4(target)? }, Undo::StopIdleDelayLine])
+    }
+
+    fn available(&self, target: &Target) -> Result<(), String> {
+        match firewall::bridge_nf_call_iptables(&target.hub()) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("the NFQUEUE delay line: the hub has no bridge netfilter (br_netfilter is not loaded; \
+                             `modprobe br_netfilter` on the host; see `dynabed doctor`)"
+                .into()),
+            Err(e) => Err(format!("the NFQUEUE delay line: {e}")),
+        }
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {

@@ -54,6 +54,12 @@ pub trait Executor {
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError>;
     /// A probe that the change took effect, as text for the record.
     fn verify(&self, target: &Target) -> anyhow::Result<String>;
+    /// Whether this machine has the mechanism, asked before anything is
+    /// journaled or changed; when not, the reason (as `dynabed doctor`
+    /// gives it). Most mechanisms are checked by `cluster up` already.
+    fn available(&self, _target: &Target) -> Result<(), String> {
+        Ok(())
+    }
     /// The executor to use when this one is [`ChangeError::Unsupported`].
     fn fallback(&self) -> Option<Box<dyn Executor>> {
         None

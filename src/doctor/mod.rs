@@ -7,13 +7,14 @@
 //! actually ran.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 
 use netns::firewall::{Chain, Direction, Family, NfqueueRule, QueueMatch, Rule, Table};
 use netns::nfqueue::{NfQueue, QueueConfig};
 use netns::qdisc::{self, Support};
 use netns::throwaway::Throwaway;
 use serde::Serialize;
+
+mod container;
 
 /// One mechanism and whether it works here.
 #[derive(Debug, Clone, Serialize)]
@@ -22,25 +23,61 @@ pub struct Finding {
     pub works: bool,
     /// What was seen: a version, or the reason it does not work.
     pub detail: String,
+    /// What to change when it does not work (a flag, a mount, a capability).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<&'static str>,
 }
 
-type Probe = fn(&mut Scratch) -> Result<String, String>;
+/// Why a mechanism does not work, and what to change if we know.
+#[derive(Debug)]
+pub struct Failed {
+    reason: String,
+    fix: Option<&'static str>,
+}
+
+impl Failed {
+    fn with_fix(reason: impl Into<String>, fix: &'static str) -> Self {
+        Failed { reason: reason.into(), fix: Some(fix) }
+    }
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Self {
+        Failed { reason, fix: None }
+    }
+}
+
+impl From<&str> for Failed {
+    fn from(reason: &str) -> Self {
+        reason.to_owned().into()
+    }
+}
+
+type Probe = fn(&mut Scratch) -> Result<String, Failed>;
 
 /// The probes, in the order they are shown.
 const PROBES: &[(&str, Probe)] = &[
+    ("container", container::runtime),
     ("capabilities (CAP_NET_ADMIN, CAP_SYS_ADMIN)", capabilities),
+    // Before any namespace is made: `ip netns add` makes /run/netns shared.
+    ("/run/netns mount propagation", container::propagation),
     ("network namespaces, veth", namespaces),
-    ("/run/netns mount propagation", propagation),
+    ("/sys writable", container::sys_writable),
+    ("file-descriptor and process limits", container::limits),
     ("tc netem (delay, loss)", netem),
     ("tc tbf (bandwidth)", tbf),
     ("nftables drop between addresses", nft_drop),
     ("nftables random loss", nft_loss),
     ("nftables bridge family", nft_bridge),
     ("iptables NFQUEUE target", iptables_nfqueue),
+    ("iptables backend", container::iptables_backend),
     ("bridge-nf-call-iptables", bridge_netfilter),
     ("NFQUEUE reader socket", nfqueue_socket),
-    ("cgroup cpu quota", cgroup),
+    ("cgroup cpu quota", container::cgroups),
 ];
+
+/// Probes that read only what this process sees and need no capability.
+const UNPRIVILEGED: &[&str] = &["container", "capabilities", "/run/netns", "/sys", "file-descriptor"];
 
 /// Runs every probe; nothing is left behind whatever the outcome.
 pub fn probe_all() -> Vec<Finding> {
@@ -48,14 +85,17 @@ pub fn probe_all() -> Vec<Finding> {
     PROBES
         .iter()
         .map(|(mechanism, probe)| {
-            let outcome = if mechanism.starts_with("capabilities") || netns::has_netns_capabilities() {
+            let outcome = if UNPRIVILEGED.iter().any(|p| mechanism.starts_with(p)) || netns::has_netns_capabilities() {
                 probe(&mut scratch)
             } else {
-                Err("needs CAP_NET_ADMIN and CAP_SYS_ADMIN".to_owned())
+                Err(Failed::with_fix(
+                    "needs CAP_NET_ADMIN and CAP_SYS_ADMIN",
+                    "run as root, or the container privileged",
+                ))
             };
             match outcome {
-                Ok(detail) => Finding { mechanism, works: true, detail },
-                Err(detail) => Finding { mechanism, works: false, detail },
+                Ok(detail) => Finding { mechanism, works: true, detail, fix: None },
+                Err(Failed { reason, fix }) => Finding { mechanism, works: false, detail: reason, fix },
             }
         })
         .collect()
@@ -82,7 +122,7 @@ fn text<E: std::fmt::Display>(e: E) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
 }
 
-fn capabilities(_: &mut Scratch) -> Result<String, String> {
+fn capabilities(_: &mut Scratch) -> Result<String, Failed> {
     if netns::has_netns_capabilities() {
         Ok("both present: namespaced clusters and kernel faults are possible".into())
     } else {
@@ -90,20 +130,9 @@ fn capabilities(_: &mut Scratch) -> Result<String, String> {
     }
 }
 
-fn namespaces(scratch: &mut Scratch) -> Result<String, String> {
+fn namespaces(scratch: &mut Scratch) -> Result<String, Failed> {
     let pair = scratch.pair()?;
     Ok(format!("made {} and {} joined by a veth pair", pair.a, pair.b))
-}
-
-fn propagation(_: &mut Scratch) -> Result<String, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(text)?;
-    match mountinfo.lines().find(|l| l.split_whitespace().nth(4) == Some("/run/netns")) {
-        Some(line) if line.contains("shared:") => {
-            Ok("shared mount: namespaces are visible to other mount namespaces".into())
-        }
-        Some(_) => Err("a private mount: namespaces made here are invisible elsewhere in the container".into()),
-        None => Ok("not yet a mount point; made shared on first namespace".into()),
-    }
 }
 
 fn support(s: Support) -> Result<String, String> {
@@ -113,15 +142,16 @@ fn support(s: Support) -> Result<String, String> {
     }
 }
 
-fn netem(_: &mut Scratch) -> Result<String, String> {
-    support(qdisc::probe_netem()).map_err(|reason| format!("{reason} (slow faults use the NFQUEUE delay line)"))
+fn netem(_: &mut Scratch) -> Result<String, Failed> {
+    support(qdisc::probe_netem())
+        .map_err(|reason| Failed::from(format!("{reason} (slow faults use the NFQUEUE delay line)")))
 }
 
-fn tbf(_: &mut Scratch) -> Result<String, String> {
-    support(qdisc::probe_tbf())
+fn tbf(_: &mut Scratch) -> Result<String, Failed> {
+    Ok(support(qdisc::probe_tbf())?)
 }
 
-fn with_table(scratch: &mut Scratch, family: Family, rule: Option<Rule>) -> Result<String, String> {
+fn with_table(scratch: &mut Scratch, family: Family, rule: Option<Rule>) -> Result<String, Failed> {
     let pair = scratch.pair()?;
     let table = Table::new(&pair.a, family, "dynabed_doctor");
     let result = table.create().map_err(text).and_then(|_| match &rule {
@@ -130,45 +160,39 @@ fn with_table(scratch: &mut Scratch, family: Family, rule: Option<Rule>) -> Resu
     });
     let removed = table.delete().map_err(text);
     let what = if rule.is_some() { "table created, rule added, table deleted" } else { "table created and deleted" };
-    result.and(removed).map(|_| what.into())
+    result.and(removed)?;
+    Ok(what.into())
 }
 
 fn scratch_addrs() -> (IpAddr, IpAddr) {
     (netns::throwaway::ADDR_A.parse().expect("constant"), netns::throwaway::ADDR_B.parse().expect("constant"))
 }
 
-fn nft_drop(scratch: &mut Scratch) -> Result<String, String> {
+fn nft_drop(scratch: &mut Scratch) -> Result<String, Failed> {
     let (a, b) = scratch_addrs();
     with_table(scratch, Family::Inet, Some(Rule::DropBetween { a, b }))
 }
 
-fn nft_loss(scratch: &mut Scratch) -> Result<String, String> {
+fn nft_loss(scratch: &mut Scratch) -> Result<String, Failed> {
     let (a, _) = scratch_addrs();
     with_table(scratch, Family::Inet, Some(Rule::RandomLoss { addr: a, direction: Direction::From, percent: 10 }))
 }
 
-fn nft_bridge(scratch: &mut Scratch) -> Result<String, String> {
+fn nft_bridge(scratch: &mut Scratch) -> Result<String, Failed> {
     with_table(scratch, Family::Bridge, None)
 }
 
-fn iptables_nfqueue(scratch: &mut Scratch) -> Result<String, String> {
+fn iptables_nfqueue(scratch: &mut Scratch) -> Result<String, Failed> {
     let pair = scratch.pair()?;
     let chain = Chain::forward(&pair.a, "DYNABED_DOCTOR").map_err(text)?;
     let rule = NfqueueRule { matcher: QueueMatch::Source(Ipv4Addr::new(198, 18, 0, 1)), queue_num: 3, bypass: true };
     let result = chain.create().map_err(text).and_then(|_| chain.add_nfqueue(&rule).map_err(text));
     let removed = chain.remove().map_err(text);
     result.and(removed)?;
-    Ok(format!("rule added and removed; {}", iptables_backend()))
+    Ok("rule added and removed".into())
 }
 
-fn iptables_backend() -> String {
-    match Command::new("iptables").arg("--version").output() {
-        Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        Err(e) => format!("iptables: {e}"),
-    }
-}
-
-fn bridge_netfilter(scratch: &mut Scratch) -> Result<String, String> {
+fn bridge_netfilter(scratch: &mut Scratch) -> Result<String, Failed> {
     let pair = scratch.pair()?;
     match netns::firewall::bridge_nf_call_iptables(&pair.a).map_err(text)? {
         Some(_) => Ok("present: iptables in a hub can see bridged traffic".into()),
@@ -176,7 +200,7 @@ fn bridge_netfilter(scratch: &mut Scratch) -> Result<String, String> {
     }
 }
 
-fn nfqueue_socket(scratch: &mut Scratch) -> Result<String, String> {
+fn nfqueue_socket(scratch: &mut Scratch) -> Result<String, Failed> {
     let pair = scratch.pair()?;
     let opened = netns::namespace::run_in(&pair.a, || NfQueue::open(QueueConfig::new(3, 64)).map(|q| q.close()))
         .map_err(text)?;
@@ -184,16 +208,17 @@ fn nfqueue_socket(scratch: &mut Scratch) -> Result<String, String> {
     Ok("bound, configured and released a queue".into())
 }
 
-fn cgroup(_: &mut Scratch) -> Result<String, String> {
-    let version = netns::cgroup::probe().map_err(text)?;
-    Ok(format!("{version:?}: a group made, its quota set, removed"))
-}
-
 /// The findings as a table for people.
 pub fn render(findings: &[Finding]) -> String {
     let width = findings.iter().map(|f| f.mechanism.len()).max().unwrap_or(0);
     findings
         .iter()
-        .map(|f| format!("{:<width$}  {:<3}  {}\n", f.mechanism, if f.works { "yes" } else { "no" }, f.detail))
+        .map(|f| {
+            let line = format!("{:<width$}  {:<3}  {}\n", f.mechanism, if f.works { "yes" } else { "no" }, f.detail);
+            match f.fix {
+                Some(fix) => format!("{line}{:<width$}       fix: {fix}\n", ""),
+                None => line,
+            }
+        })
         .collect()
 }
