@@ -358,7 +358,8 @@ mod tests {
     /// real run), in file order; the contents of maps keyed by data (error
     /// classes, phases, rounds, nodes) and of arrays are left out.
     const PREVIOUS_KEYS: &str = include_str!("testdata/summary_keys.txt");
-    const KEYED_BY_DATA: [&str; 4] = ["errors", "phases", "repair.keys_by_rounds", "tcp.nodes"];
+    const KEYED_BY_DATA: [&str; 6] =
+        ["errors", "phases", "repair.keys_by_rounds", "tcp.nodes", "availability.by_entry", "write_conflicts.by_phase"];
 
     fn key_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
         let Value::Object(map) = value else { return };
@@ -388,8 +389,14 @@ mod tests {
     #[test]
     fn a_built_summary_has_the_keys_of_the_previous_literal_in_its_order() {
         let mut stats = Stats::default();
-        for h in [&mut stats.reads.latency, &mut stats.updates.latency, &mut stats.stale_age, &mut stats.vclock_entries]
-        {
+        let histograms = [
+            &mut stats.reads.latency,
+            &mut stats.updates.latency,
+            &mut stats.update_reads.latency,
+            &mut stats.stale_age,
+            &mut stats.vclock_entries,
+        ];
+        for h in histograms {
             h.record(3).unwrap();
         }
         let cpu = CpuReport {
@@ -404,6 +411,10 @@ mod tests {
         let repair = Repair { hints_pending: 0, rounds: Vec::new(), keys: BTreeMap::from([(1, Some(0))]) };
         let summary = build(Inputs {
             stats: &stats,
+            history: &History::default(),
+            nodes: &[],
+            fault_windows: Vec::new(),
+            prune_events: None,
             duration_s: 1.0,
             target_rate: None,
             interrupted: false,
