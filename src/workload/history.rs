@@ -143,7 +143,7 @@ impl History {
                 ClockSecond {
                     second,
                     requests: sizes.len() as u64,
-                    p50: sizes[(sizes.len() + 1) / 2 - 1],
+                    p50: sizes[sizes.len().div_ceil(2) - 1],
                     max: *sizes.last().expect("a second with requests"),
                 }
             })
