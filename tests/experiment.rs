@@ -504,6 +504,8 @@ fn read_modify_write_keeps_conflicts_rare_and_its_reads_apart_from_the_workloads
         assert_eq!(ops["update"]["count"].as_u64(), Some(count("update")));
         assert_eq!(ops["update_read"]["count"].as_u64(), Some(count("update_read")));
         assert!(count("update_read") > 0 && updates_with_their_reads(&run.rows).len() as u64 == count("update"));
+        let judged = |r: &&Row| r.op == "update_read" && r.ok;
+        assert!(measured(&run.rows).filter(judged).all(|r| r.stale.is_some()), "an update's read is judged as a read");
         assert!(run.stdout().contains("[UPDATE_READ], Operations,"), "{}", run.stdout());
         assert!(run.stdout().contains("[WRITES], ConflictRate,"), "{}", run.stdout());
     }

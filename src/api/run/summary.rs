@@ -183,6 +183,9 @@ pub struct ClockSecond {
     pub max: u16,
 }
 
+/// Over the workload's reads. An update's own read (`update_read`) is
+/// judged too, and its CSV row says whether it was stale, but it is not
+/// counted here.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Staleness {
     pub reads_judged: u64,
