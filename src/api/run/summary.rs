@@ -31,12 +31,15 @@ pub struct Summary {
     pub phases: BTreeMap<String, Tally>,
     pub availability: Availability,
     /// The longest times without a successful request completing.
+    #[serde(default)]
     pub stalls: Stalls,
     pub staleness: Staleness,
     pub siblings: Siblings,
     /// Acknowledged writes that left the key with siblings.
+    #[serde(default)]
     pub write_conflicts: WriteConflicts,
     pub vclock_entries: ClockSize,
+    #[serde(default)]
     pub clock_growth: ClockGrowth,
     pub cpu: CpuReport,
     pub repair: RepairSummary,
@@ -69,10 +72,11 @@ pub struct Operations {
     pub update: OpSummary,
     /// The reads of read-modify-write updates (`--update_mode rmw`), apart
     /// from the workload's reads.
+    #[serde(default)]
     pub update_read: OpSummary,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSummary {
     pub count: u64,
     pub ok: u64,
@@ -106,6 +110,7 @@ pub struct Availability {
     pub outside_failure: Option<f64>,
     pub overall: Option<f64>,
     /// The same, per entry node (the node the client contacted).
+    #[serde(default)]
     pub by_entry: BTreeMap<String, EntryAvailability>,
 }
 
@@ -129,7 +134,7 @@ pub struct EntryAvailability {
 
 /// The longest intervals in which no request succeeded anywhere: whatever
 /// availability says, a stall is the time the clients got nothing done.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stalls {
     /// From t0 to the end of the workload.
     pub overall: Option<Stall>,
@@ -151,13 +156,13 @@ pub struct Stall {
 /// Write conflicts, measured at the write: the share of acknowledged
 /// writes whose answer said the key held more than one version after it
 /// (`X-Dynamo-Siblings` > 1), overall and by phase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WriteConflicts {
     pub overall: ConflictRate,
     pub by_phase: BTreeMap<String, ConflictRate>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConflictRate {
     pub acknowledged_writes: u64,
     pub writes_with_siblings: u64,
@@ -166,7 +171,7 @@ pub struct ConflictRate {
 
 /// Clock size over the run: per whole second (by start), the p50 and max
 /// of `vclock_entries` over successful requests of every kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClockGrowth {
     pub per_second: Vec<ClockSecond>,
     /// Clock entries the nodes pruned between t0 and the workload's end
@@ -328,6 +333,22 @@ mod tests {
         let summary: Summary = serde_json::from_str(WRITTEN).unwrap();
         let again: Summary = serde_json::from_str(&pretty(&summary)).unwrap();
         assert_eq!(again, summary);
+    }
+
+    /// Runs written before the write-conflict, stall, per-entry and clock
+    /// growth figures still open in the report.
+    #[test]
+    fn a_summary_without_the_newer_figures_reads_with_them_empty() {
+        let mut json: serde_json::Value = serde_json::from_str(WRITTEN).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for newer in ["stalls", "write_conflicts", "clock_growth"] {
+            object.remove(newer).unwrap();
+        }
+        object["operations"].as_object_mut().unwrap().remove("update_read").unwrap();
+        object["availability"].as_object_mut().unwrap().remove("by_entry").unwrap();
+        let summary: Summary = serde_json::from_value(json).unwrap();
+        assert_eq!((summary.stalls.overall, summary.write_conflicts.overall.rate), (None, None));
+        assert!(summary.clock_growth.per_second.is_empty() && summary.availability.by_entry.is_empty());
     }
 
     #[test]
