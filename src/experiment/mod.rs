@@ -35,7 +35,7 @@ use self::timeline::DriverHooks;
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{Kind, Undo};
 use crate::api::run::{
-    CpuReport, FaultsFile, Files, LostWrites, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters,
+    CpuReport, EventLog, FaultsFile, Files, LostWrites, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters,
 };
 use crate::api::status::{Status, Switches};
 use crate::cluster::runstate::RunState;
@@ -399,12 +399,7 @@ fn nominal_window(s: &Resolved) -> (f64, f64) {
 /// Each fault event from the start of its apply to the start of its heal
 /// (the workload's end if it never began), µs; the nominal window when the
 /// run has no faults.
-fn fault_windows(
-    log: &[crate::api::run::EventLog],
-    plan: &[FaultEvent],
-    s: &Resolved,
-    measured_s: f64,
-) -> Vec<(i64, i64)> {
+fn fault_windows(log: &[EventLog], plan: &[FaultEvent], s: &Resolved, measured_s: f64) -> Vec<(i64, i64)> {
     let end_us = (measured_s * 1e6).round() as i64;
     if plan.is_empty() {
         let (at_s, duration_s) = nominal_window(s);

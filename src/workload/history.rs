@@ -66,14 +66,6 @@ impl History {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.briefs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.briefs.is_empty()
-    }
-
     /// The longest interval within `from_us..to_us` in which no successful
     /// request completed, counting the window's edges as its bounds; `None`
     /// for an empty window.
