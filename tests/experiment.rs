@@ -32,7 +32,8 @@ fn key_counts(cluster: &TestCluster, out: &std::path::Path, dist: &str, at_least
             drive(&cluster.procs, out, &["--dist", dist, "--duration", "5", "--concurrency", "8", "--seed", &seed]);
         run.assert_clean();
         assert_eq!(run.manifest["settings"]["dist"], dist);
-        for row in measured(&run.rows) {
+        // One draw per operation: an update's read is the same draw as its PUT.
+        for row in measured(&run.rows).filter(|r| r.op != "update_read") {
             *counts.entry(row.key.clone()).or_default() += 1;
         }
     }
@@ -131,10 +132,11 @@ fn zipf_sends_the_hottest_key_about_four_percent_uniform_a_tenth_of_one_and_an_o
     let against_uniform = chi2(&counts, &uniform);
     assert!(against_uniform > chi2_limit, "zipf is far from uniform: χ² = {against_uniform:.0}");
 
-    // An open loop: requests start on a 5 ms grid, however long each takes.
+    // An open loop: operations start on a 5 ms grid, however long each
+    // takes (an update starts with its read; its PUT counts from its send).
     let run = drive(&cluster.procs, out.path(), &["--target_rate", "200", "--duration", "3", "--concurrency", "4"]);
     run.assert_clean();
-    let mut starts: Vec<i64> = measured(&run.rows).map(|r| r.t_start_us).collect();
+    let mut starts: Vec<i64> = measured(&run.rows).filter(|r| r.op != "update").map(|r| r.t_start_us).collect();
     starts.sort_unstable();
     for (i, start) in starts.iter().enumerate() {
         assert!((start - i as i64 * 5000).abs() <= 1, "request {i} was meant to start at {} µs, not {start}", i * 5000);
@@ -281,7 +283,11 @@ fn coordinator_routing_enters_at_the_coordinator_and_rmw_reads_before_each_updat
     for rows in by_client.values_mut() {
         rows.sort_by_key(|r| r.t_start_us);
         for pair in rows.windows(2).filter(|p| p[1].op == "update") {
-            assert_eq!((pair[0].op.as_str(), &pair[0].key), ("read", &pair[1].key), "an update follows its read");
+            assert_eq!(
+                (pair[0].op.as_str(), &pair[0].key),
+                ("update_read", &pair[1].key),
+                "an update follows its read"
+            );
             updates += 1;
         }
     }
@@ -412,15 +418,212 @@ fn a_node_a_plan_leaves_down_is_not_a_leftover_and_an_open_loop_that_falls_behin
     // and the throughput it reports is what was sent, not the target.
     let run = drive(&cluster.procs, out.path(), &["--target_rate", "1000000", "--duration", "2", "--concurrency", "2"]);
     run.assert_clean();
-    // A client starts a request only before the end, so only its last one
-    // may end after it, however slow the machine: a loop that went on
-    // through its overdue slots would end many.
+    // A client starts an operation only before the end, so only its last
+    // one may end after it, however slow the machine: a loop that went on
+    // through its overdue slots would end many. (An update's read is part
+    // of its operation: the PUT after it ends later still.)
     let mut late: HashMap<u32, usize> = HashMap::new();
-    for row in measured(&run.rows).filter(|r| r.t_end_us >= 2_000_000) {
+    for row in measured(&run.rows).filter(|r| r.t_end_us >= 2_000_000 && r.op != "update_read") {
         *late.entry(row.client).or_default() += 1;
     }
     assert!(late.values().all(|&n| n <= 1), "requests ending after the run's 2 s, per client: {late:?}");
     let throughput = run.summary["throughput_ops_s"].as_f64().unwrap();
     assert!(throughput < 100_000.0, "throughput is what was sent: {throughput}");
     assert_eq!(throughput, run.summary["requests"].as_f64().unwrap() / 2.0);
+}
+
+/// Each client's measured rows in the order it made them (a client waits
+/// for each answer, so by their ends: an open loop that fell behind starts
+/// a request at a slot earlier than the last request's send).
+fn by_client(rows: &[Row]) -> HashMap<u32, Vec<&Row>> {
+    let mut clients: HashMap<u32, Vec<&Row>> = HashMap::new();
+    for row in measured(rows) {
+        clients.entry(row.client).or_default().push(row);
+    }
+    clients.values_mut().for_each(|rows| rows.sort_by_key(|r| r.t_end_us));
+    clients
+}
+
+/// Each update with the read made for it (the client's row before it).
+fn updates_with_their_reads(rows: &[Row]) -> Vec<(&Row, &Row)> {
+    let mut pairs = Vec::new();
+    for rows in by_client(rows).into_values() {
+        for pair in rows.windows(2).filter(|p| p[1].op == "update") {
+            assert_eq!(
+                (pair[0].op.as_str(), &pair[0].key),
+                ("update_read", &pair[1].key),
+                "an update follows its read"
+            );
+            pairs.push((pair[0], pair[1]));
+        }
+    }
+    pairs
+}
+
+/// Acknowledged writes, and those whose answer said the key held siblings
+/// after them, as the CSV has them; and the same pair from the summary.
+fn conflicts(run: &common::experiment::Run) -> ((u64, u64), (u64, u64)) {
+    let acked: Vec<&Row> = measured(&run.rows).filter(|r| r.op == "update" && r.ok).collect();
+    assert!(acked.iter().all(|r| r.siblings_after_write.is_some_and(|n| n >= 1)), "every acknowledged write says");
+    assert!(measured(&run.rows).filter(|r| r.op != "update").all(|r| r.siblings_after_write.is_none()));
+    let csv = (acked.len() as u64, acked.iter().filter(|r| r.siblings_after_write > Some(1)).count() as u64);
+    let overall = &run.summary["write_conflicts"]["overall"];
+    let summary = (overall["acknowledged_writes"].as_u64().unwrap(), overall["writes_with_siblings"].as_u64().unwrap());
+    (csv, summary)
+}
+
+#[test]
+fn read_modify_write_keeps_conflicts_rare_and_its_reads_apart_from_the_workloads() {
+    let cluster = TestCluster::up(140, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    // The control run of the matrix (A, uniform, 1000 keys, 10 clients, no
+    // fault, default flags), repeated until it has made enough writes for
+    // a rate. A write conflicts only when another client's write to the
+    // same key lands between its read and its write: with 10 clients on
+    // 1000 keys that is a few in a thousand (the old `context` default made
+    // most writes conflict). Slowness stretches every request alike, so the
+    // odds do not depend on the machine's speed.
+    let (mut acked, mut with_siblings) = (0, 0);
+    for seed in 1.. {
+        if acked >= 2000 {
+            break;
+        }
+        assert!(seed <= 10, "only {acked} acknowledged writes in {} runs", seed - 1);
+        let seed = seed.to_string();
+        let run = drive(&cluster.procs, out.path(), &["--duration", "4", "--seed", &seed]);
+        run.assert_clean();
+        assert_eq!(run.manifest["settings"]["update_mode"], "rmw", "rmw is the default");
+        let (csv, summary) = conflicts(&run);
+        assert_eq!(csv, summary, "the summary counts what the CSV holds");
+        (acked, with_siblings) = (acked + csv.0, with_siblings + csv.1);
+
+        // Update reads are requests of their own, outside the READ figures.
+        let count = |op: &str| measured(&run.rows).filter(|r| r.op == op).count() as u64;
+        let ops = &run.summary["operations"];
+        assert_eq!(ops["read"]["count"].as_u64(), Some(count("read")));
+        assert_eq!(ops["update"]["count"].as_u64(), Some(count("update")));
+        assert_eq!(ops["update_read"]["count"].as_u64(), Some(count("update_read")));
+        assert!(count("update_read") > 0 && updates_with_their_reads(&run.rows).len() as u64 == count("update"));
+        let judged = |r: &&Row| r.op == "update_read" && r.ok;
+        assert!(measured(&run.rows).filter(judged).all(|r| r.stale.is_some()), "an update's read is judged as a read");
+        assert!(run.stdout().contains("[UPDATE_READ], Operations,"), "{}", run.stdout());
+        assert!(run.stdout().contains("[WRITES], ConflictRate,"), "{}", run.stdout());
+    }
+    let rate = with_siblings as f64 / acked as f64;
+    assert!(rate < 0.01, "{with_siblings} of {acked} writes left siblings ({:.2} %)", rate * 100.0);
+
+    // An open loop: the update's read counts from the slot, its PUT from
+    // when the PUT was sent, after the read's answer.
+    let run = drive(&cluster.procs, out.path(), &["--target_rate", "200", "--duration", "2", "--concurrency", "2"]);
+    run.assert_clean();
+    let pairs = updates_with_their_reads(&run.rows);
+    assert!(!pairs.is_empty());
+    for (read, update) in pairs {
+        assert!((read.t_start_us + 1) % 5000 <= 2, "the update's read starts at its slot: {read:?}");
+        assert!(update.t_start_us >= read.t_end_us, "the PUT is measured from its send: {read:?} {update:?}");
+        assert_eq!(update.latency_us, update.t_end_us - update.t_start_us);
+    }
+}
+
+#[test]
+fn two_clients_on_one_key_conflict_only_when_their_writes_overlap() {
+    let cluster = TestCluster::up(141, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let run = drive(&cluster.procs, out.path(), &["--keyspace", "1", "--concurrency", "2", "--duration", "3"]);
+    run.assert_clean();
+    assert!(measured(&run.rows).all(|r| r.ok), "a healthy cluster answers everything");
+    let (csv, summary) = conflicts(&run);
+    assert_eq!(csv, summary);
+    // Two clients reading and writing one key back to back race all the
+    // time: some writes must find the other's write in the key.
+    assert!(csv.1 > 0, "no conflict in {} writes", csv.0);
+    // With R + W > N (N = 3 on 3 nodes: no sloppy quorum), a read sees
+    // every write acknowledged before it began, and an update writes with
+    // its read's context: each version besides its own that the key holds
+    // after it is a write of the other client sent before it ended and not
+    // acknowledged before its read began.
+    let updates: Vec<&Row> = measured(&run.rows).filter(|r| r.op == "update").collect();
+    for (read, write) in updates_with_their_reads(&run.rows) {
+        let concurrent = updates
+            .iter()
+            .filter(|other| {
+                other.client != write.client && other.t_start_us < write.t_end_us && other.t_end_us > read.t_start_us
+            })
+            .count() as u32;
+        let others = write.siblings_after_write.unwrap() - 1;
+        assert!(others <= concurrent, "{write:?} left {others} other versions, {concurrent} concurrent writes");
+    }
+}
+
+#[test]
+fn phases_follow_the_faults_record_and_stalls_and_the_onset_match_the_csv() {
+    let cluster = TestCluster::up(142, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let plan = plan_file(out.path(), r#"[{"at_s": 1, "duration_s": 2, "kind": "pause", "targets": ["node3"]}]"#);
+    let run = drive(
+        &cluster.procs,
+        out.path(),
+        &["--plan", &plan, "--duration", "5", "--concurrency", "4", "--op_timeout_ms", "1000"],
+    );
+    run.assert_clean();
+    let event = &run.faults["events"][0];
+    let time = |name: &str| event[name].as_i64().unwrap_or_else(|| panic!("{name} in {event}"));
+    let (apply, applied, heal, healed) =
+        (time("apply_started_us"), time("applied_us"), time("heal_started_us"), time("healed_us"));
+    assert!(apply <= applied && applied <= heal && heal <= healed, "{event}");
+
+    // Each row's phase is the one in force when it started, on the faults
+    // file's own clock (a µs of rounding either way at the edges).
+    for row in measured(&run.rows) {
+        let (from, to) = match row.phase.as_str() {
+            "warmup" => (0, apply),
+            "fault_apply" => (apply, applied),
+            "failure" => (applied, heal),
+            "fault_heal" => (heal, healed),
+            "recovery" => (healed, i64::MAX),
+            other => panic!("unknown phase {other}"),
+        };
+        assert!((from..=to).contains(&row.t_start_us), "{row:?} outside {from}..{to}");
+    }
+    assert!(measured(&run.rows).any(|r| r.phase == "failure"));
+
+    // Stalls, recomputed from the CSV: the longest time without a
+    // successful request ending, within the run and within apply..heal.
+    let mut ends: Vec<i64> = measured(&run.rows).filter(|r| r.ok).map(|r| r.t_end_us).collect();
+    ends.sort_unstable();
+    let longest = |from: i64, to: i64| {
+        let inside = ends.iter().copied().filter(|e| (from..=to).contains(e));
+        let bounds: Vec<i64> = std::iter::once(from).chain(inside).chain(std::iter::once(to)).collect();
+        let gap = bounds
+            .windows(2)
+            .map(|w| (w[1] - w[0], w[0]))
+            .fold((0, from), |best, g| if g.0 > best.0 { g } else { best });
+        serde_json::json!({"longest_us": gap.0, "started_us": gap.1})
+    };
+    let stalls = &run.summary["stalls"];
+    assert_eq!(stalls["overall"], longest(0, 5_000_000));
+    assert_eq!(stalls["failure"], longest(apply, heal));
+    assert!(stalls["failure"]["longest_us"].as_i64().unwrap() > 0);
+
+    // The effect's onset: the first request through node3 that started
+    // after the apply began and failed, or outlasted the warmup's p99.9.
+    let mut warmup: Vec<i64> =
+        measured(&run.rows).filter(|r| r.phase == "warmup" && r.ok).map(|r| r.t_end_us - r.t_start_us).collect();
+    warmup.sort_unstable();
+    let slow = warmup[((0.999 * warmup.len() as f64).ceil() as usize).clamp(1, warmup.len()) - 1];
+    let onset = measured(&run.rows)
+        .filter(|r| (apply..heal).contains(&r.t_start_us) && (r.entry == "node3" || r.node == "node3"))
+        .filter(|r| !r.ok || r.t_end_us - r.t_start_us > slow)
+        .map(|r| r.t_start_us)
+        .min();
+    assert!(onset.is_some(), "a paused node's requests time out");
+    assert_eq!(event["effect_onset_us"].as_i64(), onset);
+
+    // Availability per entry node: node3's requests during the pause are
+    // the ones that failed.
+    let by_entry = &run.summary["availability"]["by_entry"];
+    let in_failure = |node: &str| measured(&run.rows).filter(|r| r.phase == "failure" && r.entry == node).count();
+    assert_eq!(by_entry["node3"]["failure_requests"].as_u64(), Some(in_failure("node3") as u64));
+    assert!(by_entry["node3"]["failure"].as_f64().unwrap() < 1.0, "{by_entry}");
+    assert!(run.stdout().contains("[AVAILABILITY], WorstEntryDuringFailure(node3)"), "{}", run.stdout());
 }

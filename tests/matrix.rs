@@ -75,9 +75,10 @@ fn the_quick_matrix_on_both_layers_writes_a_report_a_browser_renders() {
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("faults_"));
     let event = &json(&faults.unwrap())["events"][0];
     let windows = std::fs::read_to_string(matrix.join("plots/A-uniform-partition-c16-kernel/windows.csv")).unwrap();
-    let shaded: Vec<f64> = windows.lines().nth(1).unwrap().split(',').take(2).map(|v| v.parse().unwrap()).collect();
+    let times: Vec<f64> = windows.lines().nth(1).unwrap().split(',').take(4).map(|v| v.parse().unwrap()).collect();
     let seconds = |name: &str| event[name].as_i64().unwrap() as f64 / 1e6;
-    assert_eq!(shaded, [seconds("apply_started_us"), seconds("healed_us")]);
+    let recorded = ["apply_started_us", "applied_us", "heal_started_us", "healed_us"].map(seconds);
+    assert_eq!(times, recorded, "apply, in force (shaded) from verification to the heal's start, healed");
 
     let html = matrix.join("report.html");
     let page = std::fs::read_to_string(&html).unwrap();

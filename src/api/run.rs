@@ -19,3 +19,4 @@ pub use self::summary::{
     Availability, ClockSize, CpuReport, Detection, LostWrites, OpSummary, Operations, Quantiles, RepairRound,
     RepairSummary, Siblings, Staleness, Summary, Tally, Tcp, TcpCounters,
 };
+pub use self::summary::{ClockGrowth, ClockSecond, ConflictRate, EntryAvailability, Stall, Stalls, WriteConflicts};

@@ -57,8 +57,13 @@ pub struct ExperimentArgs {
     /// Bytes per value.
     #[arg(long = "value_size", alias = "value-size", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub value_size: u32,
-    /// The context an update carries: the client's last (context), none (blind), or a fresh read's (rmw).
-    #[arg(long = "update_mode", alias = "update-mode", default_value = "context")]
+    /// The context an update carries. rmw (default): read the key first (an
+    /// `update_read` row, outside the READ statistics), then write with that
+    /// context; when that read fails, with the newest context this client
+    /// holds for the key, as an application caching its objects would (so
+    /// writes go on where reads fail). context: this client's last answer
+    /// for the key, often long stale. blind: none.
+    #[arg(long = "update_mode", alias = "update-mode", default_value = "rmw")]
     pub update_mode: UpdateMode,
     /// Entry node per request: random (seeded), fixed (client i → node i mod K) or coordinator.
     #[arg(long, default_value = "random")]

@@ -45,7 +45,8 @@ impl Setup {
             failure_phase: if plan.is_empty() {
                 "nominal: no fault is applied; the failure phase is the flags' window"
             } else {
-                "from the first fault's apply until no fault is in force"
+                "around each fault event: fault_apply from the start of its apply until it is verified in force, \
+                 failure from then until its heal starts, fault_heal until the heal is done, then recovery"
             }
             .to_owned(),
             backends: timeline.log().iter().flat_map(|e| e.faults.iter().map(|f| f.backend)).collect(),

@@ -35,7 +35,7 @@ use self::timeline::DriverHooks;
 use crate::api::fault::FaultEvent;
 use crate::api::fault::{Kind, Undo};
 use crate::api::run::{
-    CpuReport, FaultsFile, Files, LostWrites, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters,
+    CpuReport, EventLog, FaultsFile, Files, LostWrites, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters,
 };
 use crate::api::status::{Status, Switches};
 use crate::cluster::runstate::RunState;
@@ -83,6 +83,7 @@ struct Measured {
     watch: watch::Watch,
     failure: Option<anyhow::Error>,
     tcp_at_t0: BTreeMap<String, TcpCounters>,
+    nodes_at_t0: Option<NodeSnapshots>,
 }
 
 /// What the workload and the failure timeline left.
@@ -96,6 +97,8 @@ struct Driven {
     t0_wall: SystemTime,
     /// Seconds from t0 until the clients stopped (less than --duration when interrupted).
     measured_s: f64,
+    /// Clock entries the nodes pruned from t0 to the workload's end.
+    prune_events: Option<u64>,
 }
 
 impl Setup {
@@ -148,10 +151,14 @@ impl Setup {
         let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let recorded = recorder.finish()?;
         let requests_sent = sent?;
-        let Measured { timeline, mut cpu, watch, failure, tcp_at_t0 } = measured.context("the run never started")?;
+        let Measured { timeline, mut cpu, watch, failure, tcp_at_t0, nodes_at_t0 } =
+            measured.context("the run never started")?;
         let sightings = watch.finish();
-        self.snapshot_counters("at_end.json");
-        write_json(&self.outputs.file("faults", "json"), &FaultsFile::new(timeline.log().to_vec()))?;
+        let nodes_at_end = self.snapshot_counters("at_end.json");
+        let prune_events = nodes_at_t0.zip(nodes_at_end).map(|(t0, end)| counter_delta(&t0, &end, "prune_events"));
+        let mut events = timeline.log().to_vec();
+        timeline::note_onsets(&mut events, &recorded.history, &cluster.ids);
+        write_json(&self.outputs.file("faults", "json"), &FaultsFile::new(events))?;
         if let Some(e) = failure {
             return Err(e);
         }
@@ -164,19 +171,19 @@ impl Setup {
             sightings,
             t0_wall,
             measured_s,
+            prune_events,
         })
     }
 
     /// The nodes' `/status` into the nodes folder: the report takes its
     /// counters over the measured run, from t0 to the workload's end.
-    fn snapshot_counters(&self, file: &str) {
+    fn snapshot_counters(&self, file: &str) -> Option<NodeSnapshots> {
         let cluster = &self.cluster;
-        let written = cluster
-            .reach(|| async { Ok(cluster.statuses().await) })
-            .and_then(|statuses| write_json(&self.nodes_dir.join(file), &by_node(cluster, statuses)));
-        if let Err(e) = written {
-            eprintln!("warning: node counters for {file}: {e:#}");
-        }
+        let written = cluster.reach(|| async { Ok(cluster.statuses().await) }).and_then(|statuses| {
+            let snapshots = by_node(cluster, statuses);
+            write_json(&self.nodes_dir.join(file), &snapshots).map(|()| snapshots)
+        });
+        written.map_err(|e| eprintln!("warning: node counters for {file}: {e:#}")).ok()
     }
 
     fn start_clients(
@@ -201,7 +208,7 @@ impl Setup {
     fn measure(&self, shared: &Shared, t0: Instant) -> Measured {
         let cluster = &self.cluster;
         let tcp_at_t0 = tcp::snapshot(&cluster.entries().unwrap_or_default());
-        self.snapshot_counters("at_t0.json");
+        let nodes_at_t0 = self.snapshot_counters("at_t0.json");
         let watch = watch::Watch::start(cluster.clone(), t0);
         let processes = || measured_processes(cluster).unwrap_or_default();
         let mut cpu = CpuMeter::start(&processes());
@@ -225,7 +232,7 @@ impl Setup {
         if let Err(e) = timeline.heal_all(&mut hooks) {
             failure.get_or_insert(e);
         }
-        Measured { timeline, cpu, watch, failure, tcp_at_t0 }
+        Measured { timeline, cpu, watch, failure, tcp_at_t0, nodes_at_t0 }
     }
 
     /// Repair rounds, the lost-write checker, the leftovers check, and the
@@ -272,6 +279,10 @@ impl Setup {
         write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, files.clone())?)?;
         let summary = summary::build(summary::Inputs {
             stats: &run.recorded.stats,
+            history: &run.recorded.history,
+            nodes: &cluster.ids,
+            fault_windows: fault_windows(run.timeline.log(), &self.plan, settings, run.measured_s),
+            prune_events: run.prune_events,
             duration_s: run.measured_s,
             target_rate: settings.target_rate,
             interrupted: interrupt::requested(),
@@ -383,6 +394,34 @@ fn spec_of(s: &Resolved) -> Spec {
 fn nominal_window(s: &Resolved) -> (f64, f64) {
     let start = s.warmup_s.min(s.duration_s);
     (start, s.failure_duration_s.min(s.duration_s - start))
+}
+
+/// Each fault event from the start of its apply to the start of its heal
+/// (the workload's end if it never began), µs; the nominal window when the
+/// run has no faults.
+fn fault_windows(log: &[EventLog], plan: &[FaultEvent], s: &Resolved, measured_s: f64) -> Vec<(i64, i64)> {
+    let end_us = (measured_s * 1e6).round() as i64;
+    if plan.is_empty() {
+        let (at_s, duration_s) = nominal_window(s);
+        return vec![((at_s * 1e6).round() as i64, ((at_s + duration_s) * 1e6).round() as i64)];
+    }
+    log.iter().filter_map(|e| Some((e.apply_started_us?, e.heal_started_us.unwrap_or(end_us).min(end_us)))).collect()
+}
+
+/// A counter's growth summed over nodes (a restarted node counts from zero).
+fn counter_delta(before: &NodeSnapshots, after: &NodeSnapshots, name: &str) -> u64 {
+    let value = |snapshot: Option<&NodeSnapshot>| match snapshot {
+        Some(NodeSnapshot::Status(status)) => Some(status.counters.get(name)),
+        _ => None,
+    };
+    after
+        .iter()
+        .filter_map(|(node, snapshot)| {
+            let now = value(Some(snapshot))?;
+            let then = value(before.get(node)).unwrap_or(0);
+            Some(now.checked_sub(then).unwrap_or(now))
+        })
+        .sum()
 }
 
 /// Waits for the preload to finish; `None` when the clients stopped first

@@ -14,11 +14,25 @@ use crate::api::run::{
     Availability, ClockSize, CpuReport, Detection, Files, LostWrites, OpSummary, Operations, Quantiles, RepairRound,
     RepairSummary, Siblings, Staleness, Summary, Tally, Tcp, TcpCounters,
 };
+use crate::api::run::{ClockGrowth, ClockSecond, ConflictRate, EntryAvailability, Stall, Stalls, WriteConflicts};
+use crate::workload::history::{self, History};
 use crate::workload::sample::Phase;
-use crate::workload::stats::{self, OpStats, Stats};
+use crate::workload::stats::{self, Conflicts, OpStats, Stats};
+
+/// The phases availability counts as outside the failure: with no fault
+/// being applied, in force or healed.
+const OUTSIDE_FAILURE: [Phase; 2] = [Phase::Warmup, Phase::Recovery];
 
 pub struct Inputs<'a> {
     pub stats: &'a Stats,
+    pub history: &'a History,
+    /// The entry nodes' ids, by index.
+    pub nodes: &'a [String],
+    /// Each fault's window from the start of its apply to the start of its
+    /// heal (µs since t0); the nominal window in a run without faults.
+    pub fault_windows: Vec<(i64, i64)>,
+    /// Clock entries the nodes pruned during the run.
+    pub prune_events: Option<u64>,
     /// Seconds measured: --duration, or less when interrupted.
     pub duration_s: f64,
     pub target_rate: Option<f64>,
@@ -44,7 +58,7 @@ pub fn build(inputs: Inputs) -> Summary {
     let measured = s.measured();
     let phase = |p: Phase| s.phases.get(&p).copied().unwrap_or_default();
     let failure = phase(Phase::Failure);
-    let outside = [Phase::Warmup, Phase::Recovery].map(phase);
+    let outside = OUTSIDE_FAILURE.map(phase);
     let (outside_ok, outside_all) = (outside.iter().map(|t| t.ok).sum(), outside.iter().map(|t| t.requests).sum());
     Summary {
         duration_s: inputs.duration_s,
@@ -56,14 +70,20 @@ pub fn build(inputs: Inputs) -> Summary {
         requests_sent: inputs.requests_sent,
         rows_written: inputs.rows_written,
         load: tally(s.load),
-        operations: Operations { read: op_summary(&s.reads), update: op_summary(&s.updates) },
+        operations: Operations {
+            read: op_summary(&s.reads),
+            update: op_summary(&s.updates),
+            update_read: op_summary(&s.update_reads),
+        },
         errors: s.errors.clone(),
         phases: s.phases.iter().map(|(p, t)| (p.as_str().to_owned(), tally(*t))).collect(),
         availability: Availability {
             failure: fraction(failure.ok, failure.requests),
             outside_failure: fraction(outside_ok, outside_all),
             overall: fraction(measured.ok, measured.requests),
+            by_entry: by_entry(inputs.history, inputs.nodes),
         },
+        stalls: stalls(inputs.history, inputs.duration_s, &inputs.fault_windows),
         staleness: Staleness {
             reads_judged: s.reads_judged,
             stale_reads: s.stale_reads,
@@ -74,10 +94,18 @@ pub fn build(inputs: Inputs) -> Summary {
             reads_with_siblings: s.reads_with_siblings,
             rate: fraction(s.reads_with_siblings, s.reads.ok),
         },
+        write_conflicts: WriteConflicts {
+            overall: conflict_rate(s.all_conflicts()),
+            by_phase: s.conflicts.iter().map(|(p, c)| (p.as_str().to_owned(), conflict_rate(*c))).collect(),
+        },
         vclock_entries: ClockSize {
             mean: (!s.vclock_entries.is_empty()).then(|| s.vclock_entries.mean()),
             p99: s.vclock_entries.value_at_quantile(0.99),
             max: s.vclock_entries.max(),
+        },
+        clock_growth: ClockGrowth {
+            per_second: inputs.history.clock_per_second().into_iter().map(clock_second).collect(),
+            prune_events: inputs.prune_events,
         },
         cpu: inputs.cpu.clone(),
         repair: repair_summary(inputs.repair, inputs.post_repair),
@@ -88,6 +116,49 @@ pub fn build(inputs: Inputs) -> Summary {
         lapsed_faults: inputs.lapses.to_vec(),
         files: inputs.files,
     }
+}
+
+/// Availability per entry node, during the failure and outside it.
+fn by_entry(history: &History, nodes: &[String]) -> BTreeMap<String, EntryAvailability> {
+    let (failure, outside) = (history.by_entry(&[Phase::Failure]), history.by_entry(&OUTSIDE_FAILURE));
+    let entries: std::collections::BTreeSet<u16> = failure.keys().chain(outside.keys()).copied().collect();
+    entries
+        .into_iter()
+        .map(|entry| {
+            let (f, o) =
+                (failure.get(&entry).copied().unwrap_or_default(), outside.get(&entry).copied().unwrap_or_default());
+            let name = nodes.get(entry as usize).cloned().unwrap_or_else(|| format!("#{entry}"));
+            let availability = EntryAvailability {
+                failure: fraction(f.ok, f.requests),
+                failure_requests: f.requests,
+                outside_failure: fraction(o.ok, o.requests),
+                outside_failure_requests: o.requests,
+            };
+            (name, availability)
+        })
+        .collect()
+}
+
+/// The longest stall over the whole run, and the longest inside a fault window.
+fn stalls(history: &History, duration_s: f64, windows: &[(i64, i64)]) -> Stalls {
+    let stall = |s: history::Stall| Stall { longest_us: s.longest_us, started_us: s.started_us };
+    let failure = windows.iter().filter_map(|&(from, to)| history.longest_stall(from, to)).max_by_key(|s| s.longest_us);
+    Stalls {
+        overall: history.longest_stall(0, (duration_s * 1e6).round() as i64).map(stall),
+        failure: failure.map(stall),
+    }
+}
+
+fn conflict_rate(c: Conflicts) -> ConflictRate {
+    ConflictRate {
+        acknowledged_writes: c.acknowledged,
+        writes_with_siblings: c.with_siblings,
+        rate: fraction(c.with_siblings, c.acknowledged),
+    }
+}
+
+fn clock_second(c: history::ClockSecond) -> ClockSecond {
+    ClockSecond { second: c.second, requests: c.requests, p50: c.p50, max: c.max }
 }
 
 fn fraction(part: u64, whole: u64) -> Option<f64> {
@@ -190,7 +261,11 @@ pub fn text(summary: &Summary) -> String {
     line("OVERALL", "RunTime(s)", &summary.duration_s);
     line("OVERALL", "Operations", &summary.requests);
     line("OVERALL", "Throughput(ops/sec)", &summary.throughput_ops_s);
-    for (o, name) in [(&summary.operations.read, "READ"), (&summary.operations.update, "UPDATE")] {
+    let ops = &summary.operations;
+    for (o, name) in [(&ops.read, "READ"), (&ops.update, "UPDATE"), (&ops.update_read, "UPDATE_READ")] {
+        if name == "UPDATE_READ" && o.count == 0 {
+            continue; // not an rmw run
+        }
         line(name, "Operations", &o.count);
         line(name, "Ok", &o.ok);
         let q = o.latency_ms.as_ref();
@@ -208,15 +283,33 @@ pub fn text(summary: &Summary) -> String {
     let a = &summary.availability;
     line("AVAILABILITY", "DuringFailure", &a.failure);
     line("AVAILABILITY", "OutsideFailure", &a.outside_failure);
+    if let Some((node, share)) = a.worst_entry_in_failure() {
+        line("AVAILABILITY", &format!("WorstEntryDuringFailure({node})"), &share);
+    }
+    let ms = |stall: Option<Stall>| stall.map(|s| s.longest_us as f64 / 1000.0);
+    let at_s = |stall: Option<Stall>| stall.map(|s| s.started_us as f64 / 1e6);
+    line("STALL", "Longest(ms)", &ms(summary.stalls.overall));
+    line("STALL", "LongestStartedAt(s)", &at_s(summary.stalls.overall));
+    line("STALL", "LongestDuringFailure(ms)", &ms(summary.stalls.failure));
+    line("STALL", "LongestDuringFailureStartedAt(s)", &at_s(summary.stalls.failure));
     let st = &summary.staleness;
     line("STALENESS", "StaleReads", &st.stale_reads);
     line("STALENESS", "StaleRate", &st.stale_rate);
     line("STALENESS", "StaleMs(p50)", &st.stale_ms.map(|q| q.p50));
     line("STALENESS", "StaleMs(p99)", &st.stale_ms.map(|q| q.p99));
     line("SIBLINGS", "ReadsWithSiblings", &summary.siblings.reads_with_siblings);
-    line("SIBLINGS", "Rate", &summary.siblings.rate);
+    line("SIBLINGS", "ReadRate", &summary.siblings.rate);
+    let conflicts = &summary.write_conflicts;
+    line("WRITES", "AcknowledgedWithSiblings", &conflicts.overall.writes_with_siblings);
+    line("WRITES", "ConflictRate", &conflicts.overall.rate);
+    for (phase, rate) in &conflicts.by_phase {
+        line("WRITES", &format!("ConflictRate({phase})"), &rate.rate);
+    }
     line("VCLOCK", "MeanEntries", &summary.vclock_entries.mean);
     line("VCLOCK", "MaxEntries", &summary.vclock_entries.max);
+    let growth = &summary.clock_growth;
+    line("VCLOCK", "MaxEntriesAnyRequest", &growth.per_second.iter().map(|s| s.max as u64).max());
+    line("VCLOCK", "PruneEvents", &growth.prune_events);
     let cpu = &summary.cpu;
     line("CPU", "Nodes(s)", &cpu.nodes_s);
     line("CPU", "Driver(s)", &cpu.driver_s);
@@ -265,7 +358,8 @@ mod tests {
     /// real run), in file order; the contents of maps keyed by data (error
     /// classes, phases, rounds, nodes) and of arrays are left out.
     const PREVIOUS_KEYS: &str = include_str!("testdata/summary_keys.txt");
-    const KEYED_BY_DATA: [&str; 4] = ["errors", "phases", "repair.keys_by_rounds", "tcp.nodes"];
+    const KEYED_BY_DATA: [&str; 6] =
+        ["errors", "phases", "repair.keys_by_rounds", "tcp.nodes", "availability.by_entry", "write_conflicts.by_phase"];
 
     fn key_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
         let Value::Object(map) = value else { return };
@@ -295,8 +389,14 @@ mod tests {
     #[test]
     fn a_built_summary_has_the_keys_of_the_previous_literal_in_its_order() {
         let mut stats = Stats::default();
-        for h in [&mut stats.reads.latency, &mut stats.updates.latency, &mut stats.stale_age, &mut stats.vclock_entries]
-        {
+        let histograms = [
+            &mut stats.reads.latency,
+            &mut stats.updates.latency,
+            &mut stats.update_reads.latency,
+            &mut stats.stale_age,
+            &mut stats.vclock_entries,
+        ];
+        for h in histograms {
             h.record(3).unwrap();
         }
         let cpu = CpuReport {
@@ -311,6 +411,10 @@ mod tests {
         let repair = Repair { hints_pending: 0, rounds: Vec::new(), keys: BTreeMap::from([(1, Some(0))]) };
         let summary = build(Inputs {
             stats: &stats,
+            history: &History::default(),
+            nodes: &[],
+            fault_windows: Vec::new(),
+            prune_events: None,
             duration_s: 1.0,
             target_rate: None,
             interrupted: false,

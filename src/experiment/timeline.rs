@@ -7,11 +7,13 @@
 //! later (see `PlanRunner::lapses`).
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::interrupt;
 use crate::api::fault::FaultRecord;
 use crate::api::run::EventLog;
-use crate::faults::runner::Hooks;
+use crate::faults::runner::{Hooks, Stage};
+use crate::workload::history::History;
 use crate::workload::runner::Shared;
 use crate::workload::sample::Phase;
 
@@ -30,8 +32,15 @@ impl<B: FnMut(), A: FnMut()> Hooks for DriverHooks<'_, B, A> {
         (self.before_step)();
     }
 
-    fn failure_phase(&mut self, on: bool) {
-        self.shared.phase.set(if on { Phase::Failure } else { Phase::Recovery });
+    /// The phase requests are stamped with, entered at the instant the
+    /// faults file records for the step.
+    fn stage(&mut self, stage: Stage) -> Instant {
+        self.shared.phase.set(match stage {
+            Stage::Applying => Phase::FaultApply,
+            Stage::InForce => Phase::Failure,
+            Stage::Healing => Phase::FaultHeal,
+            Stage::Over => Phase::Recovery,
+        })
     }
 
     fn after_heal(&mut self) {
@@ -46,5 +55,18 @@ impl<B: FnMut(), A: FnMut()> Hooks for DriverHooks<'_, B, A> {
 
     fn should_stop(&mut self) -> anyhow::Result<bool> {
         Ok(interrupt::requested() || self.shared.stop.load(Ordering::Relaxed))
+    }
+}
+
+/// Writes into each event when the driver's requests first met its effect
+/// (see `EventLog::effect_onset_us`): "slow" is beyond the warmup's p99.9.
+pub fn note_onsets(events: &mut [EventLog], history: &History, nodes: &[String]) {
+    let slow_us = history.latency_quantile(Phase::Warmup, 0.999);
+    for event in events {
+        let Some(from) = event.apply_started_us else { continue };
+        let until = event.heal_started_us.unwrap_or(i64::MAX);
+        let targets: Vec<u16> =
+            event.targets.iter().filter_map(|t| nodes.iter().position(|n| n == t)).map(|i| i as u16).collect();
+        event.effect_onset_us = history.onset(&targets, from, until, slow_us);
     }
 }

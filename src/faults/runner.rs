@@ -36,6 +36,7 @@ impl EventLog {
             healed_us: None,
             lapsed_us: None,
             lapse: None,
+            effect_onset_us: None,
             faults: Vec::new(),
             error: None,
         }
@@ -46,9 +47,12 @@ impl EventLog {
 pub trait Hooks {
     /// Before each step.
     fn before_step(&mut self) {}
-    /// The failure phase starts (`true`: before each apply, or the nominal
-    /// window's start) or ends (`false`: no fault in force any more).
-    fn failure_phase(&mut self, _on: bool) {}
+    /// The faults enter `stage`; returns the instant they did, which the
+    /// event's record takes as its time (so a user stamping phases on its
+    /// own records agrees with the faults file to the microsecond).
+    fn stage(&mut self, _stage: Stage) -> Instant {
+        Instant::now()
+    }
     /// A fault was applied and verified, `at` into the run.
     fn applied(&mut self, _at: Duration, _record: &FaultRecord) {}
     /// A fault was healed.
@@ -66,6 +70,20 @@ pub trait Hooks {
     }
     /// Waiting `left` for the next step.
     fn waiting(&mut self, _left: Duration) {}
+}
+
+/// Where a run's faults stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A fault is being applied and verified.
+    Applying,
+    /// Every fault applied is verified in force (or the nominal window of a
+    /// run without faults has begun).
+    InForce,
+    /// A fault is being healed.
+    Healing,
+    /// No fault is in force any more.
+    Over,
 }
 
 enum Action {
@@ -123,18 +141,16 @@ impl PlanRunner {
             }
             hooks.before_step();
             match action {
-                Action::Enter => hooks.failure_phase(true),
-                Action::Leave => hooks.failure_phase(false),
-                Action::Apply(event) => {
-                    hooks.failure_phase(true);
-                    self.apply(event, hooks)?;
+                Action::Enter => {
+                    hooks.stage(Stage::InForce);
                 }
+                Action::Leave => {
+                    hooks.stage(Stage::Over);
+                }
+                Action::Apply(event) => self.apply(event, hooks)?,
                 Action::Heal(event) => {
                     self.heal(event, hooks)?;
                     hooks.after_heal();
-                    if self.in_force.iter().all(Vec::is_empty) {
-                        hooks.failure_phase(false);
-                    }
                 }
             }
         }
@@ -214,11 +230,15 @@ impl PlanRunner {
     }
 
     fn now_us(&self) -> i64 {
-        self.t0.elapsed().as_micros() as i64
+        self.us(Instant::now())
+    }
+
+    fn us(&self, at: Instant) -> i64 {
+        at.saturating_duration_since(self.t0).as_micros() as i64
     }
 
     fn apply(&mut self, event: usize, hooks: &mut impl Hooks) -> anyhow::Result<()> {
-        self.log[event].apply_started_us = Some(self.now_us());
+        self.log[event].apply_started_us = Some(self.us(hooks.stage(Stage::Applying)));
         let applied = self.plan[event]
             .requests()
             .map_err(anyhow::Error::from)
@@ -227,7 +247,7 @@ impl PlanRunner {
             self.log[event].error = Some(format!("{e:#}"));
             return Err(e.context(format!("applying fault event {event}")));
         }
-        self.log[event].applied_us = Some(self.now_us());
+        self.log[event].applied_us = Some(self.us(hooks.stage(Stage::InForce)));
         Ok(())
     }
 
@@ -245,7 +265,7 @@ impl PlanRunner {
     }
 
     fn heal(&mut self, event: usize, hooks: &mut impl Hooks) -> anyhow::Result<()> {
-        self.log[event].heal_started_us = Some(self.now_us());
+        self.log[event].heal_started_us = Some(self.us(hooks.stage(Stage::Healing)));
         let state = RunState::open(&self.prefix)?;
         while let Some(&id) = self.in_force[event].first() {
             match heal(&state, Some(id), HealFor::Service) {
@@ -257,7 +277,8 @@ impl PlanRunner {
             }
             self.in_force[event].remove(0);
         }
-        self.log[event].healed_us = Some(self.now_us());
+        let left = if self.in_force.iter().all(Vec::is_empty) { Stage::Over } else { Stage::InForce };
+        self.log[event].healed_us = Some(self.us(hooks.stage(left)));
         Ok(())
     }
 

@@ -14,24 +14,31 @@ pub struct Measure {
     pub value: fn(&RunData) -> Option<f64>,
 }
 
-/// Latency quantile `q` of successful requests (reads and updates) that
-/// started inside a fault window.
+/// Latency quantile `q` of successful requests (of every kind) that
+/// started while the fault was in force (the `failure` phase).
 fn failure_latency(run: &RunData, q: f64) -> Option<f64> {
-    let windows = run.windows();
-    let mut latencies: Vec<f64> = run
-        .requests
-        .iter()
-        .filter(|r| r.ok && windows.iter().any(|w| (w.start_s..w.end_s).contains(&r.t_s)))
-        .map(|r| r.latency_ms)
-        .collect();
+    let mut latencies: Vec<f64> = run.requests.iter().filter(|r| r.ok && r.in_failure).map(|r| r.latency_ms).collect();
     latencies.sort_by(f64::total_cmp);
     (!latencies.is_empty()).then(|| quantile(&latencies, q))
 }
 
 fn failed_in_failure(run: &RunData) -> Option<f64> {
-    let windows = run.windows();
-    let failed = run.requests.iter().filter(|r| !r.ok && windows.iter().any(|w| (w.start_s..w.end_s).contains(&r.t_s)));
-    Some(failed.count() as f64)
+    Some(run.requests.iter().filter(|r| !r.ok && r.in_failure).count() as f64)
+}
+
+/// The longest time without a successful request, from a fault's apply to its heal, ms.
+pub fn stall_in_failure_ms(run: &RunData) -> Option<f64> {
+    run.summary.stalls.failure.map(|s| s.longest_us as f64 / 1000.0)
+}
+
+/// The lowest availability of any entry node while the fault was in force.
+pub fn worst_entry_in_failure(run: &RunData) -> Option<f64> {
+    run.summary.availability.worst_entry_in_failure().map(|(_, a)| a)
+}
+
+/// The share of acknowledged writes that left siblings while the fault was in force.
+pub fn conflicts_in_failure(run: &RunData) -> Option<f64> {
+    run.summary.write_conflicts.by_phase.get("failure")?.rate
 }
 
 fn keys_repaired(run: &RunData) -> Option<f64> {
@@ -54,6 +61,17 @@ pub const MEASURES: &[Measure] = &[
         name: "availability during failure (%)",
         side: "client",
         value: |r| r.summary.availability.failure.map(|a| a * 100.0),
+    },
+    Measure { name: "longest stall during failure (ms)", side: "client", value: stall_in_failure_ms },
+    Measure {
+        name: "worst entry node's availability during failure (%)",
+        side: "client",
+        value: |r| worst_entry_in_failure(r).map(|a| a * 100.0),
+    },
+    Measure {
+        name: "write conflicts during failure (%)",
+        side: "client",
+        value: |r| conflicts_in_failure(r).map(|c| c * 100.0),
     },
     Measure {
         name: "all nodes noticed the fault (ms)",

@@ -1,8 +1,9 @@
 //! The report's figures: each a PNG and, beside it, the CSV of the numbers
 //! drawn, so anyone can re-plot them. Per run: latency over time (every
 //! request a dot, p50/p99 per second, the failure window shaded and the
-//! fault events marked, as Jepsen draws them), throughput over time, the
-//! latency CDF on a nines axis, the repair-rounds histogram. Per matrix:
+//! fault events marked, as Jepsen draws them), throughput and clock size
+//! over time, the latency CDF on a nines axis, the repair-rounds
+//! histogram. Per matrix:
 //! throughput and p99 against concurrency for each row, and staleness,
 //! siblings and clock size per cell.
 
@@ -13,14 +14,18 @@ use anyhow::Context;
 use super::plot::{self, Annotations, Chart, Scale, Series};
 use super::run::{RunData, Window};
 use super::Entry;
-use crate::api::run::Summary;
+use crate::api::run::{ClockSecond, Summary};
 
-/// What the latency and throughput plots of a run shade and mark: each
-/// fault's window, from `faults_<stamp>.json`.
+/// What the plots of a run over time shade and mark: each fault's window
+/// in force (shaded), its apply's start and its heal's end (marked), from
+/// `faults_<stamp>.json`.
 pub fn annotations(windows: &[Window]) -> Annotations {
     Annotations {
         shaded: windows.iter().map(|w| (w.start_s, w.end_s)).collect(),
-        marks: windows.iter().flat_map(|w| [(w.start_s, w.label.clone()), (w.end_s, "heal".to_owned())]).collect(),
+        marks: windows
+            .iter()
+            .flat_map(|w| [(w.apply_started_s, w.label.clone()), (w.healed_s, "healed".to_owned())])
+            .collect(),
     }
 }
 
@@ -30,13 +35,20 @@ pub fn run_figures(run: &RunData, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let windows = run.windows();
     write_csv(
         &dir.join("windows.csv"),
-        &["start_s", "end_s", "fault"],
-        windows.iter().map(|w| vec![w.start_s.to_string(), w.end_s.to_string(), w.label.clone()]),
+        &["apply_started_s", "in_force_s", "heal_started_s", "healed_s", "fault"],
+        windows.iter().map(|w| {
+            [w.apply_started_s, w.start_s, w.end_s, w.healed_s]
+                .map(|s| s.to_string())
+                .into_iter()
+                .chain([w.label.clone()])
+                .collect()
+        }),
     )?;
     let notes = annotations(&windows);
     Ok(vec![
         latency_over_time(run, dir, &notes)?,
         throughput_over_time(run, dir, &notes)?,
+        clock_over_time(run, dir, &notes)?,
         cdf(run, dir)?,
         repair_histogram(run, dir)?,
     ])
@@ -99,10 +111,41 @@ fn throughput_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyho
     Ok(path)
 }
 
+/// Clock entries of successful requests per second (p50 and max), from the summary.
+fn clock_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyhow::Result<PathBuf> {
+    let seconds = &run.summary.clock_growth.per_second;
+    write_csv(
+        &dir.join("clock.csv"),
+        &["second", "requests", "p50_entries", "max_entries"],
+        seconds
+            .iter()
+            .map(|s| vec![s.second.to_string(), s.requests.to_string(), s.p50.to_string(), s.max.to_string()]),
+    )?;
+    let line = |label: &str, pick: fn(&ClockSecond) -> u16| Series {
+        label: label.to_owned(),
+        points: seconds.iter().map(|s| (s.second as f64 + 0.5, f64::from(pick(s)))).collect(),
+    };
+    let path = dir.join("clock.png");
+    let chart = Chart {
+        title: "vector clock size of successful requests",
+        x_label: "seconds since the start of warmup",
+        y_label: "clock entries",
+        x_scale: Scale::Linear,
+        y_scale: Scale::Linear,
+        annotations: notes,
+    };
+    plot::lines(&path, &chart, &[line("p50", |s| s.p50), line("max", |s| s.max)])?;
+    Ok(path)
+}
+
 fn cdf(run: &RunData, dir: &Path) -> anyhow::Result<PathBuf> {
     let sorted = |read: bool| {
-        let mut latencies: Vec<f64> =
-            run.requests.iter().filter(|r| r.ok && r.read == read).map(|r| r.latency_ms).collect();
+        let mut latencies: Vec<f64> = run
+            .requests
+            .iter()
+            .filter(|r| r.ok && if read { r.read } else { r.update })
+            .map(|r| r.latency_ms)
+            .collect();
         latencies.sort_by(f64::total_cmp);
         latencies
     };

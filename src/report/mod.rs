@@ -186,7 +186,11 @@ pub const COLUMNS: &[Column] = &[
     Column { name: "avail. in failure %", value: |r| percent(r.summary.availability.failure) },
     Column { name: "avail. outside %", value: |r| percent(r.summary.availability.outside_failure) },
     Column { name: "stale reads %", value: |r| percent(r.summary.staleness.stale_rate) },
-    Column { name: "siblings %", value: |r| percent(r.summary.siblings.rate) },
+    Column { name: "reads with siblings %", value: |r| percent(r.summary.siblings.rate) },
+    Column { name: "write conflicts %", value: |r| percent(r.summary.write_conflicts.overall.rate) },
+    Column { name: "write conflicts in failure %", value: |r| percent(compare::conflicts_in_failure(r)) },
+    Column { name: "longest stall in failure ms", value: |r| number(compare::stall_in_failure_ms(r), 0) },
+    Column { name: "worst entry avail. in failure %", value: |r| percent(compare::worst_entry_in_failure(r)) },
     Column { name: "lost writes", value: |r| number(Some(r.summary.lost_writes.lost as f64), 0) },
     Column {
         name: "repair rounds (max)",

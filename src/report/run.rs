@@ -14,8 +14,13 @@ use crate::api::run::{FaultsFile, Manifest, NodeSnapshot, NodeSnapshots, Summary
 pub struct Request {
     pub t_s: f64,
     pub latency_ms: f64,
+    /// A workload read (an update's own read, `update_read`, is not one).
     pub read: bool,
+    /// A workload update (its PUT).
+    pub update: bool,
     pub ok: bool,
+    /// Started in the `failure` phase: a fault verified in force, its heal not begun.
+    pub in_failure: bool,
 }
 
 pub struct RunData {
@@ -31,8 +36,13 @@ pub struct RunData {
 /// A fault's interval on the run's clock, and what it was.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
+    /// The start of its apply.
+    pub apply_started_s: f64,
+    /// In force: verified (`start_s`) until its heal began (`end_s`).
     pub start_s: f64,
     pub end_s: f64,
+    /// The end of its heal.
+    pub healed_s: f64,
     pub label: String,
 }
 
@@ -54,9 +64,9 @@ impl RunData {
         })
     }
 
-    /// Each fault event from the start of its apply (it may bite before
-    /// the probe verifies it) to the end of its heal (the run's end when it
-    /// was never healed).
+    /// Each fault event: in force from its verification to the start of
+    /// its heal (the run's end when it was never healed), within its apply
+    /// and heal.
     pub fn windows(&self) -> Vec<Window> {
         let end_s = self.summary.duration_s;
         let seconds = |us: i64| us as f64 / 1e6;
@@ -64,9 +74,12 @@ impl RunData {
             .events
             .iter()
             .filter_map(|e| {
+                let apply_started_s = seconds(e.apply_started_us?);
                 Some(Window {
-                    start_s: seconds(e.apply_started_us?),
-                    end_s: e.healed_us.map_or(end_s, seconds),
+                    apply_started_s,
+                    start_s: e.applied_us.map_or(apply_started_s, seconds),
+                    end_s: e.heal_started_us.map_or(end_s, seconds),
+                    healed_s: e.healed_us.map_or(end_s, seconds),
                     label: format!("{} {} ({})", e.kind.as_str(), e.targets.join(","), e.layer.as_str()),
                 })
             })
@@ -121,7 +134,9 @@ fn requests(csv_path: &Path) -> anyhow::Result<Vec<Request>> {
                 t_s: row.t_start_us as f64 / 1e6,
                 latency_ms: row.latency_us as f64 / 1e3,
                 read: row.op == "read",
+                update: row.op == "update",
                 ok: row.ok,
+                in_failure: row.phase == "failure",
             });
         }
     }

@@ -2,6 +2,7 @@
 //! choosers, YCSB operations, the clients that issue them and the recorder
 //! that writes every request down.
 
+pub mod history;
 pub mod keys;
 pub mod ops;
 pub mod recorder;

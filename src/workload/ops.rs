@@ -26,13 +26,18 @@ impl Workload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpdateMode {
+    /// Read the key first (recorded as `update_read`), then write with that
+    /// context, as Dynamo's get → put intends. When that read fails, write
+    /// with the newest context this client holds for the key, as an
+    /// application caching its objects would: writes go on (and clocks
+    /// grow) where reads cannot be served, e.g. on a partition's minority side.
+    Rmw,
     /// The context of this client's last answer for the key (read or write);
-    /// none before the first.
+    /// none before the first. Often thousands of operations old, so most
+    /// updates conflict: a workload artifact more than the store's.
     Context,
     /// No context: every update is concurrent with what the store holds.
     Blind,
-    /// Read the key first (a recorded read), then write with that context.
-    Rmw,
 }
 
 /// Which node a request enters at.
@@ -48,10 +53,13 @@ pub enum Routing {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     Read,
     Update,
+    /// The read of a read-modify-write update (`--update_mode rmw`): a
+    /// request of its own, outside the workload's read/update mix.
+    UpdateRead,
 }
 
 impl Op {
@@ -59,7 +67,13 @@ impl Op {
         match self {
             Op::Read => "read",
             Op::Update => "update",
+            Op::UpdateRead => "update_read",
         }
+    }
+
+    /// Whether the request reads the key.
+    pub fn reads(self) -> bool {
+        matches!(self, Op::Read | Op::UpdateRead)
     }
 }
 

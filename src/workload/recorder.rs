@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::history::{Brief, History};
 use super::ops::{key_name, Op};
 use super::sample::Sample;
 use super::staleness::AckedWrites;
@@ -45,6 +46,8 @@ pub struct Recorded {
     pub rows: u64,
     pub stats: Stats,
     pub acked: AckedWrites,
+    /// Every measured request in brief.
+    pub history: History,
     /// Reads whose `X-Dynamo-Clock` could not be parsed (a store bug if any).
     pub unreadable_clocks: u64,
 }
@@ -77,7 +80,13 @@ impl Recorder {
 
 impl Recorded {
     fn empty() -> Self {
-        Recorded { rows: 0, stats: Stats::default(), acked: AckedWrites::default(), unreadable_clocks: 0 }
+        Recorded {
+            rows: 0,
+            stats: Stats::default(),
+            acked: AckedWrites::default(),
+            history: History::default(),
+            unreadable_clocks: 0,
+        }
     }
 }
 
@@ -143,6 +152,7 @@ impl State {
             ok,
             status: sample.outcome.label(),
             siblings: sample.siblings,
+            siblings_after_write: sample.siblings_after.filter(|_| ok && sample.op == Op::Update),
             vclock_entries: 0,
             stale: None,
             stale_versions: None,
@@ -155,8 +165,12 @@ impl State {
                 if let Some(dot) = sample.dot.as_deref().and_then(|d| d.parse::<Dot>().ok()) {
                     recorded.acked.acknowledge(sample.key, dot, sample.end_us);
                 }
+                if let Some(Ok(clock)) = sample.clock.as_deref().map(Clock::parse) {
+                    row.vclock_entries = clock.len() as u32;
+                }
             }
-            Op::Read if ok => match Clock::parse(sample.clock.as_deref().unwrap_or("")) {
+            // An update's read is judged as any read: its row says whether it was stale.
+            Op::Read | Op::UpdateRead if ok => match Clock::parse(sample.clock.as_deref().unwrap_or("")) {
                 Ok(clock) => {
                     row.vclock_entries = clock.len() as u32;
                     let missed = recorded.acked.missed(sample.key, &clock, sample.sent_us);
@@ -169,6 +183,15 @@ impl State {
             _ => {}
         }
         recorded.stats.observe(&row, sample.op, sample.phase);
+        recorded.history.push(Brief {
+            start_us: row.t_start_us,
+            end_us: row.t_end_us,
+            entry: sample.entry,
+            node: self.nodes.iter().position(|n| Some(n.as_str()) == sample.coordinator.as_deref()).map(|i| i as u16),
+            vclock_entries: row.vclock_entries.min(u16::MAX as u32) as u16,
+            phase: sample.phase,
+            ok,
+        });
         self.writer.serialize(&row).context("writing the workload CSV")?;
         recorded.rows += 1;
         Ok(())

@@ -172,9 +172,8 @@ fn drive(
         shared.stop.store(true, Ordering::Relaxed);
     }
     if barrier.wait().is_leader() && !shared.stop.load(Ordering::Relaxed) {
-        let t0 = Instant::now();
+        let t0 = shared.phase.set(Phase::Warmup);
         let _ = shared.t0.set(t0);
-        shared.phase.set(Phase::Warmup);
         let _ = recorder.send(Message::Start { t0_us: micros_since(origin, t0) });
     }
     barrier.wait();
@@ -310,9 +309,20 @@ impl Worker {
         let context = match self.spec.update_mode {
             UpdateMode::Context => self.contexts.get(&key).cloned(),
             UpdateMode::Blind => None,
-            UpdateMode::Rmw => self.request(Op::Read, key, intended, None).await.ok().and_then(|a| a.context),
+            UpdateMode::Rmw => {
+                let read = self.request(Op::UpdateRead, key, intended, None).await;
+                match read {
+                    Ok(answer) if Outcome::Status(answer.status.as_u16()).ok(Op::UpdateRead) => answer.context,
+                    // The read failed: write with what this client last saw of the key.
+                    _ => self.contexts.get(&key).cloned(),
+                }
+            }
         };
-        let _ = self.request(Op::Update, key, intended, context).await;
+        // The PUT's latency is its own, from its send: in an open loop the
+        // slot's wait and the update's read are in the `update_read` row,
+        // which counts from the slot.
+        let put_start = if self.spec.update_mode == UpdateMode::Rmw { None } else { intended };
+        let _ = self.request(Op::Update, key, put_start, context).await;
     }
 
     /// One recorded request to an entry node chosen by the routing policy.
@@ -324,12 +334,11 @@ impl Worker {
         context: Option<String>,
     ) -> Result<Answer, ClientError> {
         let entry = self.entry(key).await;
-        let phase = self.shared.phase.get();
         let name = key_name(key);
-        let sent = Instant::now();
+        let (sent, phase) = self.shared.phase.at(intended);
         let connection = &mut self.connections[entry];
         let result = match op {
-            Op::Read => connection.get(&name, self.spec.r).await,
+            Op::Read | Op::UpdateRead => connection.get(&name, self.spec.r).await,
             Op::Update => {
                 self.writes += 1;
                 let body = value(&format!("c{}-{}", self.id, self.writes), self.spec.value_size);
@@ -342,8 +351,9 @@ impl Worker {
             self.backoff_until[entry] = Some(end + self.spec.backoff);
         }
         let answer = result.as_ref().ok();
+        // Every answer's context is kept, except by blind updates that never send one.
         if let Some(context) = answer.filter(|_| outcome.ok(op)).and_then(|a| a.context.clone()) {
-            if self.spec.update_mode == UpdateMode::Context {
+            if self.spec.update_mode != UpdateMode::Blind {
                 self.contexts.insert(key, context);
             }
         }
@@ -359,6 +369,7 @@ impl Worker {
             outcome,
             phase,
             siblings: answer.map_or(0, siblings),
+            siblings_after: answer.filter(|_| op == Op::Update).and_then(|a| a.siblings_after),
             clock: answer.and_then(|a| a.clock.clone()),
             dot: answer.and_then(|a| a.dot.clone()),
         };

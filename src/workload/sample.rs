@@ -1,53 +1,80 @@
 //! One workload request as a client saw it, sent to the recorder; and the
 //! phases of a run.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use super::ops::Op;
 use crate::client::ClientError;
 
-/// The phase a request started in.
+/// The phase a request started in. Around each fault event: `fault_apply`
+/// from the start of its apply until it is verified in force, `failure`
+/// while it is in force (until its heal starts), `fault_heal` until the
+/// heal is done; `recovery` after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
-    Load = 0,
-    Warmup = 1,
-    Failure = 2,
-    Recovery = 3,
+    Load,
+    Warmup,
+    FaultApply,
+    Failure,
+    FaultHeal,
+    Recovery,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 4] = [Phase::Load, Phase::Warmup, Phase::Failure, Phase::Recovery];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Load => "load",
             Phase::Warmup => "warmup",
+            Phase::FaultApply => "fault_apply",
             Phase::Failure => "failure",
+            Phase::FaultHeal => "fault_heal",
             Phase::Recovery => "recovery",
         }
     }
 }
 
-/// The current phase, set by the driver and read by every client at the
-/// start of each request.
+/// The phases of the run so far, each with the instant it began: set by
+/// the driver, looked up by every client at the start of each request.
+///
+/// A transition's instant is taken under the same lock as a request's
+/// lookup, so the phase a request gets is exactly the one in force at its
+/// start: the times the driver records for a fault's apply, verification
+/// and heal are these instants, and no request stamped `failure` started
+/// before the fault was verified.
 #[derive(Clone)]
-pub struct PhaseCell(Arc<AtomicU8>);
+pub struct PhaseCell(Arc<Mutex<Vec<(Instant, Phase)>>>);
 
 impl PhaseCell {
     pub fn new(phase: Phase) -> Self {
-        PhaseCell(Arc::new(AtomicU8::new(phase as u8)))
+        PhaseCell(Arc::new(Mutex::new(vec![(Instant::now(), phase)])))
     }
 
-    pub fn set(&self, phase: Phase) {
-        self.0.store(phase as u8, Ordering::Relaxed);
+    /// Enters `phase` now; returns the instant it began.
+    pub fn set(&self, phase: Phase) -> Instant {
+        let mut transitions = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        transitions.push((now, phase));
+        now
     }
 
+    /// The phase now.
     pub fn get(&self) -> Phase {
-        Phase::ALL[self.0.load(Ordering::Relaxed) as usize]
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).last().expect("a first phase").1
+    }
+
+    /// Now, and the phase at `start` (now when `None`): an open loop's
+    /// request started at its slot, which may lie before a transition it
+    /// was late for.
+    pub fn at(&self, start: Option<Instant>) -> (Instant, Phase) {
+        let transitions = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let start = start.unwrap_or(now);
+        let begun = transitions.partition_point(|(at, _)| *at <= start);
+        (now, transitions[begun.saturating_sub(1)].1)
     }
 }
 
@@ -81,7 +108,7 @@ impl Outcome {
     /// acknowledged.
     pub fn ok(self, op: Op) -> bool {
         match (self, op) {
-            (Outcome::Status(s), Op::Read) => matches!(s, 200 | 300 | 404),
+            (Outcome::Status(s), Op::Read | Op::UpdateRead) => matches!(s, 200 | 300 | 404),
             (Outcome::Status(s), Op::Update) => (200..300).contains(&s),
             _ => false,
         }
@@ -104,7 +131,8 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Sample {
     /// When the request should have started: its send time in a closed
-    /// loop, its slot in the schedule in an open loop.
+    /// loop, its slot in the schedule in an open loop (an update's PUT
+    /// counts from its send: its read counts from the slot).
     pub intended_us: i64,
     /// When it was actually sent (staleness counts from here).
     pub sent_us: i64,
@@ -119,7 +147,9 @@ pub struct Sample {
     pub outcome: Outcome,
     pub phase: Phase,
     pub siblings: u32,
-    /// A read's `X-Dynamo-Clock`.
+    /// An update's `X-Dynamo-Siblings`: the versions the key held after it.
+    pub siblings_after: Option<u32>,
+    /// The answer's `X-Dynamo-Clock`.
     pub clock: Option<String>,
     /// An update's `X-Dynamo-Dot`.
     pub dot: Option<String>,

@@ -26,6 +26,9 @@ pub struct Row<'a> {
     pub ok: bool,
     pub status: String,
     pub siblings: u32,
+    /// An acknowledged update's `X-Dynamo-Siblings`: the versions the key
+    /// held after it (more than one: the write conflicted). Empty for reads.
+    pub siblings_after_write: Option<u32>,
     pub vclock_entries: u32,
     /// Empty for updates and failed reads: staleness is a property of answers.
     pub stale: Option<bool>,
@@ -61,11 +64,24 @@ pub struct Tally {
     pub ok: u64,
 }
 
+/// Acknowledged writes that said how many versions the key held after
+/// them, and those that left more than one.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Conflicts {
+    pub acknowledged: u64,
+    pub with_siblings: u64,
+}
+
 #[derive(Debug)]
 pub struct Stats {
     pub load: Tally,
     pub reads: OpStats,
     pub updates: OpStats,
+    /// The reads of read-modify-write updates: apart from `reads`, and
+    /// from the staleness and sibling figures below, which are the workload's reads'.
+    pub update_reads: OpStats,
+    /// Write conflicts by phase.
+    pub conflicts: BTreeMap<Phase, Conflicts>,
     pub phases: BTreeMap<Phase, Tally>,
     /// Failed requests by class (`503`, `timeout`, `connect`, …), measured phases only.
     pub errors: BTreeMap<String, u64>,
@@ -84,6 +100,8 @@ impl Default for Stats {
             load: Tally::default(),
             reads: OpStats::default(),
             updates: OpStats::default(),
+            update_reads: OpStats::default(),
+            conflicts: BTreeMap::new(),
             phases: BTreeMap::new(),
             errors: BTreeMap::new(),
             reads_judged: 0,
@@ -109,6 +127,7 @@ impl Stats {
         let per_op = match op {
             Op::Read => &mut self.reads,
             Op::Update => &mut self.updates,
+            Op::UpdateRead => &mut self.update_reads,
         };
         per_op.count += 1;
         if !row.ok {
@@ -117,6 +136,11 @@ impl Stats {
         }
         per_op.ok += 1;
         per_op.latency.saturating_record(row.latency_us.max(0) as u64);
+        if let Some(after) = row.siblings_after_write {
+            let conflicts = self.conflicts.entry(phase).or_default();
+            conflicts.acknowledged += 1;
+            conflicts.with_siblings += (after > 1) as u64;
+        }
         if op == Op::Read {
             self.reads_with_siblings += (row.siblings > 1) as u64;
             self.vclock_entries.saturating_record(row.vclock_entries as u64);
@@ -128,6 +152,14 @@ impl Stats {
                 }
             }
         }
+    }
+
+    /// Write conflicts over every measured phase.
+    pub fn all_conflicts(&self) -> Conflicts {
+        self.conflicts.values().fold(Conflicts::default(), |a, c| Conflicts {
+            acknowledged: a.acknowledged + c.acknowledged,
+            with_siblings: a.with_siblings + c.with_siblings,
+        })
     }
 
     pub fn measured(&self) -> Tally {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::BIN;
 
 /// The CSV's columns, in DESIGN.md's order.
-pub const COLUMNS: [&str; 16] = [
+pub const COLUMNS: [&str; 17] = [
     "t_start_us",
     "t_end_us",
     "latency_us",
@@ -21,6 +21,7 @@ pub const COLUMNS: [&str; 16] = [
     "ok",
     "status",
     "siblings",
+    "siblings_after_write",
     "vclock_entries",
     "stale",
     "stale_versions",
@@ -41,6 +42,7 @@ pub struct Row {
     pub ok: bool,
     pub status: String,
     pub siblings: u32,
+    pub siblings_after_write: Option<u32>,
     pub vclock_entries: u32,
     pub stale: Option<bool>,
     pub stale_versions: Option<u32>,

@@ -41,6 +41,13 @@ pub struct EventLog {
     pub lapsed_us: Option<i64>,
     /// Why it lapsed.
     pub lapse: Option<String>,
+    /// When the driver's own requests first met the effect: the start of
+    /// the first workload request touching a target (as entry node or
+    /// coordinator) after the apply began that failed or was slower than
+    /// every warmup request but one in a thousand (the warmup's p99.9).
+    /// `null` when none did, or for a run that recorded none.
+    #[serde(default)]
+    pub effect_onset_us: Option<i64>,
     /// What was applied, with the exact commands, backend and verification.
     pub faults: Vec<FaultRecord>,
     pub error: Option<String>,

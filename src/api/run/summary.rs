@@ -27,12 +27,20 @@ pub struct Summary {
     pub operations: Operations,
     /// Failed requests by class (`503`, `timeout`, `connect`, …).
     pub errors: BTreeMap<String, u64>,
-    /// By phase name: `warmup`, `failure`, `recovery`.
+    /// By phase name: `warmup`, `fault_apply`, `failure`, `fault_heal`, `recovery`.
     pub phases: BTreeMap<String, Tally>,
     pub availability: Availability,
+    /// The longest times without a successful request completing.
+    #[serde(default)]
+    pub stalls: Stalls,
     pub staleness: Staleness,
     pub siblings: Siblings,
+    /// Acknowledged writes that left the key with siblings.
+    #[serde(default)]
+    pub write_conflicts: WriteConflicts,
     pub vclock_entries: ClockSize,
+    #[serde(default)]
+    pub clock_growth: ClockGrowth,
     pub cpu: CpuReport,
     pub repair: RepairSummary,
     pub failure_detection: Vec<Detection>,
@@ -62,9 +70,13 @@ pub struct Tally {
 pub struct Operations {
     pub read: OpSummary,
     pub update: OpSummary,
+    /// The reads of read-modify-write updates (`--update_mode rmw`), apart
+    /// from the workload's reads.
+    #[serde(default)]
+    pub update_read: OpSummary,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpSummary {
     pub count: u64,
     pub ok: u64,
@@ -90,13 +102,95 @@ pub struct Quantiles {
 }
 
 /// Shares of successful requests; `null` for a phase without requests.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// `failure` is the phase of that name (every fault verified in force, to
+/// the start of a heal); `outside_failure` is warmup and recovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Availability {
     pub failure: Option<f64>,
     pub outside_failure: Option<f64>,
     pub overall: Option<f64>,
+    /// The same, per entry node (the node the client contacted).
+    #[serde(default)]
+    pub by_entry: BTreeMap<String, EntryAvailability>,
 }
 
+impl Availability {
+    /// The entry node with the lowest availability during the failure, and that share.
+    pub fn worst_entry_in_failure(&self) -> Option<(&str, f64)> {
+        self.by_entry
+            .iter()
+            .filter_map(|(node, a)| Some((node.as_str(), a.failure?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EntryAvailability {
+    pub failure: Option<f64>,
+    pub failure_requests: u64,
+    pub outside_failure: Option<f64>,
+    pub outside_failure_requests: u64,
+}
+
+/// The longest intervals in which no request succeeded anywhere: whatever
+/// availability says, a stall is the time the clients got nothing done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stalls {
+    /// From t0 to the end of the workload.
+    pub overall: Option<Stall>,
+    /// From the start of a fault's apply to the start of its heal (the
+    /// longest over the plan's events; the nominal window in a run without
+    /// faults); `null` without such a window.
+    pub failure: Option<Stall>,
+}
+
+/// No successful request completed from `started_us` for `longest_us`
+/// (the window's edges count as bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stall {
+    pub longest_us: i64,
+    /// µs since t0.
+    pub started_us: i64,
+}
+
+/// Write conflicts, measured at the write: the share of acknowledged
+/// writes whose answer said the key held more than one version after it
+/// (`X-Dynamo-Siblings` > 1), overall and by phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WriteConflicts {
+    pub overall: ConflictRate,
+    pub by_phase: BTreeMap<String, ConflictRate>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRate {
+    pub acknowledged_writes: u64,
+    pub writes_with_siblings: u64,
+    pub rate: Option<f64>,
+}
+
+/// Clock size over the run: per whole second (by start), the p50 and max
+/// of `vclock_entries` over successful requests of every kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClockGrowth {
+    pub per_second: Vec<ClockSecond>,
+    /// Clock entries the nodes pruned between t0 and the workload's end
+    /// (their `prune_events` counters); `null` when a snapshot is missing.
+    pub prune_events: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSecond {
+    /// Seconds since t0.
+    pub second: i64,
+    pub requests: u64,
+    pub p50: u16,
+    pub max: u16,
+}
+
+/// Over the workload's reads. An update's own read (`update_read`) is
+/// judged too, and its CSV row says whether it was stale, but it is not
+/// counted here.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Staleness {
     pub reads_judged: u64,
@@ -109,11 +203,11 @@ pub struct Staleness {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Siblings {
     pub reads_with_siblings: u64,
-    /// Over successful reads.
+    /// Over the workload's successful reads (an update's read is not one).
     pub rate: Option<f64>,
 }
 
-/// Entries of the clocks reads returned.
+/// Entries of the clocks the workload's reads returned.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClockSize {
     pub mean: Option<f64>,
@@ -239,6 +333,22 @@ mod tests {
         let summary: Summary = serde_json::from_str(WRITTEN).unwrap();
         let again: Summary = serde_json::from_str(&pretty(&summary)).unwrap();
         assert_eq!(again, summary);
+    }
+
+    /// Runs written before the write-conflict, stall, per-entry and clock
+    /// growth figures still open in the report.
+    #[test]
+    fn a_summary_without_the_newer_figures_reads_with_them_empty() {
+        let mut json: serde_json::Value = serde_json::from_str(WRITTEN).unwrap();
+        let object = json.as_object_mut().unwrap();
+        for newer in ["stalls", "write_conflicts", "clock_growth"] {
+            object.remove(newer).unwrap();
+        }
+        object["operations"].as_object_mut().unwrap().remove("update_read").unwrap();
+        object["availability"].as_object_mut().unwrap().remove("by_entry").unwrap();
+        let summary: Summary = serde_json::from_value(json).unwrap();
+        assert_eq!((summary.stalls.overall, summary.write_conflicts.overall.rate), (None, None));
+        assert!(summary.clock_growth.per_second.is_empty() && summary.availability.by_entry.is_empty());
     }
 
     #[test]
