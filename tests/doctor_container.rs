@@ -93,6 +93,27 @@ fn the_cpu_fault_refuses_where_no_quota_can_be_set() {
         "journaled: {}",
         String::from_utf8_lossy(&list.stdout)
     );
+
+    // An experiment whose plan needs it refuses before its workload starts.
+    let plan = cluster.dir.path().join("cpu.json");
+    std::fs::write(&plan, r#"[{"at_s": 1, "duration_s": 1, "kind": "cpu", "targets": ["node1"]}]"#).unwrap();
+    let out_dir = cluster.dir.path().join("run");
+    let script = script.replace(
+        "fault cpu --cpu_pct 20 --node node1 --cluster_procs \"$1\"",
+        "experiment --plan \"$2\" --duration 3 --warmup 1 --cluster_procs \"$1\" --out \"$3\"",
+    );
+    assert!(script.contains("experiment --plan"));
+    let (plan, out_dir_arg) = (plan.to_str().unwrap(), out_dir.to_str().unwrap());
+    let out = Command::new("unshare")
+        .args(PRIVATE_MOUNTS)
+        .args(["sh", "-c", &script, BIN, procs, plan, out_dir_arg])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the experiment ran: {stderr}");
+    assert!(stderr.contains("the cpu fault cannot be made on this machine"), "{stderr}");
+    let written = std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "the refused experiment wrote files");
 }
 
 #[test]

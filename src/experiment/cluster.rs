@@ -41,6 +41,10 @@ impl ClusterView {
         Ok(ClusterView { cluster, ids, addrs })
     }
 
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     pub fn meta(&self) -> &Meta {
         self.cluster.meta()
     }

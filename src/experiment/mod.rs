@@ -367,6 +367,10 @@ fn fault_plan(args: &ExperimentArgs, cluster: &ClusterView) -> anyhow::Result<(V
                 args.duration
             );
         }
+        // A mechanism this machine lacks refuses now, not mid-run.
+        for request in event.requests()? {
+            crate::faults::apply::precheck(cluster.cluster(), &request).with_context(|| format!("plan event {i}"))?;
+        }
     }
     Ok((events, notes))
 }
