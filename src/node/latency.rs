@@ -24,6 +24,13 @@ const MEAN_GAIN: f64 = 1.0 / 8.0;
 const DEVIATION_GAIN: f64 = 1.0 / 4.0;
 /// Deviations added to the mean: a round trip beyond it is unusual.
 const DEVIATIONS: f64 = 4.0;
+/// Extra wait per byte a request carries, beyond the round trip that small
+/// messages measure: a megabyte value may take a while to cross, decode
+/// and store on a busy machine (4 MiB/s, a pessimistic rate).
+const TRANSFER_ALLOWANCE_PER_MIB: Duration = Duration::from_millis(250);
+/// Requests larger than this are no round-trip samples: their transfer time
+/// would inflate the estimate for the small requests that follow.
+pub const LARGEST_SAMPLE_BYTES: usize = 64 << 10;
 
 /// One peer's round trips so far, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,6 +91,12 @@ impl Latency {
             Some(estimate) => Duration::from_secs_f64(estimate.unusual_us() / 1e6).clamp(self.floor, self.cap),
             None => self.cap,
         }
+    }
+
+    /// The timeout for a request carrying `bytes` to `peer`: its round-trip
+    /// timeout plus the time to move that much data.
+    pub fn timeout_carrying(&self, peer: &str, bytes: usize) -> Duration {
+        self.timeout(peer) + TRANSFER_ALLOWANCE_PER_MIB.mul_f64(bytes as f64 / f64::from(1u32 << 20))
     }
 
     /// The smoothed round trip to `peer`, if it was ever measured.
@@ -162,6 +175,13 @@ mod tests {
         let before = l.timeout("node2");
         l.observe("node2", before);
         assert!(l.timeout("node2") > before, "{:?} then {:?}", before, l.timeout("node2"));
+    }
+
+    #[test]
+    fn a_large_payload_gets_time_to_cross() {
+        let l = latency();
+        assert_eq!(l.timeout_carrying("node2", 0), 200 * MS);
+        assert_eq!(l.timeout_carrying("node2", 1 << 20), 450 * MS, "beyond the cap: the cap bounds round trips");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::membership::Digest;
 use super::metrics::Counters;
 use super::peer::{PeerError, Traffic};
 use super::protocol::{Outcome, RemoteError, Request, Response};
+use super::latency::LARGEST_SAMPLE_BYTES;
 use super::Node;
 
 /// Why a peer request brought no answer of the expected kind.
@@ -147,7 +148,7 @@ impl Node {
     /// One request to the member `peer`, waiting as long as its recent
     /// round trips say an answer takes (see [`latency`](super::latency)).
     pub(super) async fn call_fast<A: Answer>(&self, peer: &str, request: &Request) -> Result<A, RpcError> {
-        self.call(peer, request, self.latency.timeout(peer)).await
+        self.call(peer, request, self.latency.timeout_carrying(peer, payload_bytes(request))).await
     }
 
     /// The exchange itself, with the faults in force; `None` when no
@@ -196,8 +197,16 @@ impl Node {
             self.membership.mark_suspect(peer);
         }
         let plain = matches!(request, Request::Ping | Request::Gossip(_) | Request::Read { .. } | Request::Write { .. });
-        if plain && (answered || took >= timeout) {
+        if plain && payload_bytes(request) <= LARGEST_SAMPLE_BYTES && (answered || took >= timeout) {
             self.latency.observe(peer, took);
         }
+    }
+}
+
+/// The bulk a request carries (an object to write), beyond its headers.
+fn payload_bytes(request: &Request) -> usize {
+    match request {
+        Request::Write { object, .. } => object.len(),
+        _ => 0,
     }
 }
