@@ -83,7 +83,11 @@ async fn a_node_outside_the_preference_list_forwards_writes_and_coordinates_read
         let coordinator = put.coordinator.clone().unwrap();
         assert!(owners.contains(&coordinator), "{key}: {outsider} sent it to {coordinator}, owners {owners:?}");
         let get = cluster.client(&outsider).get(&key, None).await.unwrap();
-        assert_eq!(get.coordinator.as_deref(), Some(outsider.as_str()), "{key}: a read is coordinated where it arrives");
+        assert_eq!(
+            get.coordinator.as_deref(),
+            Some(outsider.as_str()),
+            "{key}: a read is coordinated where it arrives"
+        );
         assert_eq!(get.body, "v");
     }
     let forwarded: u64 = {

@@ -43,7 +43,10 @@ pub enum CoordError {
     BadRequest(String),
     #[error("quorum not reached: {acks} of the {needed} replicas required answered")]
     Unavailable { acks: usize, needed: usize },
-    #[error("only {reachable} of the {needed} replicas needed can be reached; unreachable: {}", list_unreachable(unreachable))]
+    #[error(
+        "only {reachable} of the {needed} replicas needed can be reached; unreachable: {}",
+        list_unreachable(unreachable)
+    )]
     TooFewReachable { needed: usize, reachable: usize, unreachable: Vec<(String, Reachability)> },
     #[error(transparent)]
     Replica(#[from] ReplicaError),

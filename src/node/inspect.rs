@@ -47,7 +47,11 @@ impl Node {
             ("storage_ok", "1 while the storage engine can make writes durable", storage_ok),
             ("storage_lost_records", "1 if the engine was found to have lost records at start-up", lost_records),
             ("client_connections", "client connections open", self.client_gate.open() as u64),
-            ("clock_entries_max", "most version-vector entries an object stored here has had", self.replica.largest_clock()),
+            (
+                "clock_entries_max",
+                "most version-vector entries an object stored here has had",
+                self.replica.largest_clock(),
+            ),
         ];
         self.counters.prometheus(self.id(), &gauges)
     }

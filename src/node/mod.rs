@@ -136,13 +136,7 @@ impl Node {
         let fail_after = Duration::from_millis(config.fail_after_ms);
         let membership = Membership::new(me, config.partitions, config.n as usize, fail_after, config.phi_threshold)?;
         Ok(Arc::new(Node {
-            replica: Replica::new(
-                storage,
-                identity,
-                prune,
-                config.max_siblings as usize,
-                counters.clone(),
-            )?,
+            replica: Replica::new(storage, identity, prune, config.max_siblings as usize, counters.clone())?,
             membership,
             latency: Latency::new(config.timeout_floor(), config.timeout_cap()),
             peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host), key.clone()),

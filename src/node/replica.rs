@@ -190,8 +190,7 @@ impl Replica {
     ) -> Result<(Object, Bytes, Dot), ReplicaError> {
         let storage_key = hint_key(owner, key);
         let _guard = self.lock(&storage_key);
-        let mut object =
-            self.read_with_hints(partition, key, owners.iter().map(String::as_str))?.unwrap_or_default();
+        let mut object = self.read_with_hints(partition, key, owners.iter().map(String::as_str))?.unwrap_or_default();
         let actor = self.identity.actor();
         let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
         let dot = Dot { actor: actor.to_owned(), counter };

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::latency::LARGEST_SAMPLE_BYTES;
 use super::membership::Digest;
 use super::metrics::Counters;
 use super::peer::{PeerError, Traffic};
 use super::protocol::{Outcome, RemoteError, Request, Response};
-use super::latency::LARGEST_SAMPLE_BYTES;
 use super::Node;
 
 /// Why a peer request brought no answer of the expected kind.
@@ -196,7 +196,8 @@ impl Node {
         if !answered {
             self.membership.mark_suspect(peer);
         }
-        let plain = matches!(request, Request::Ping | Request::Gossip(_) | Request::Read { .. } | Request::Write { .. });
+        let plain =
+            matches!(request, Request::Ping | Request::Gossip(_) | Request::Read { .. } | Request::Write { .. });
         if plain && payload_bytes(request) <= LARGEST_SAMPLE_BYTES && (answered || took >= timeout) {
             self.latency.observe(peer, took);
         }

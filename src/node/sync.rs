@@ -345,8 +345,7 @@ impl Node {
         let hash = merkle::entry_hash(key, encoded);
         let mut all = true;
         for peer in &replicas[1..] {
-            let answer =
-                self.call(peer, &Request::Reap { key: key.clone(), hash }, self.config.sync_timeout()).await;
+            let answer = self.call(peer, &Request::Reap { key: key.clone(), hash }, self.config.sync_timeout()).await;
             all &= matches!(answer, Ok(Reaped(true)));
         }
         let partition = self.membership.ring().partition_of(key);

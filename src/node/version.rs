@@ -679,6 +679,120 @@ mod tests {
         }
     }
 
+    /// A step of a history with more writers than the prune limit: any
+    /// actor may coordinate a write at any replica (as sloppy coordinators
+    /// do under partitions).
+    #[derive(Debug, Clone)]
+    enum Step {
+        Read { replica: usize },
+        Write { replica: usize, actor: usize, read: usize, value: u8 },
+        Sync { from: usize, to: usize },
+    }
+
+    const REPLICAS: usize = 3;
+    const ACTORS: usize = 12;
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            1 => (0..REPLICAS).prop_map(|replica| Step::Read { replica }),
+            3 => (0..REPLICAS, 0..ACTORS, any::<usize>(), any::<u8>())
+                .prop_map(|(replica, actor, read, value)| Step::Write { replica, actor, read, value }),
+            2 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
+        ]
+    }
+
+    /// Plays `steps` under `rule`: the merge of every replica at the end,
+    /// every acknowledged write's dot, and the entries pruned on the way.
+    fn play(steps: &[Step], rule: PruneRule) -> (Object, Vec<Dot>, usize) {
+        let mut replicas = vec![Object::default(); REPLICAS];
+        let mut reads = vec![VersionVector::default()];
+        let mut issued = [0u64; ACTORS];
+        let (mut acked, mut pruned) = (Vec::new(), 0);
+        for (now, step) in (1u64..).zip(steps) {
+            match *step {
+                Step::Read { replica } => reads.push(replicas[replica].clock.clone()),
+                Step::Write { replica, actor, read, value } => {
+                    let context = &reads[read % reads.len()];
+                    let name = format!("a{actor}");
+                    let object = &mut replicas[replica];
+                    let counter = object.min_counter(context, &name).max(issued[actor] + 1);
+                    issued[actor] = counter;
+                    let dot = Dot { actor: name, counter };
+                    pruned += object.update(context, dot.clone(), Some(Bytes::from(vec![value])), now, rule);
+                    acked.push(dot);
+                }
+                Step::Sync { from, to } => {
+                    let source = replicas[from].clone();
+                    pruned += replicas[to].merge(&source, rule, now);
+                }
+            }
+        }
+        let end = steps.len() as u64 + 1;
+        let mut merged = Object::default();
+        for replica in &replicas {
+            pruned += merged.merge(replica, rule, end);
+        }
+        (merged, acked, pruned)
+    }
+
+    proptest! {
+        /// Pruning never makes an acknowledged write disappear: each is
+        /// still held — as the lost-write checker decides it, a sibling with
+        /// its dot or a clock covering it — or was superseded in the same
+        /// history without pruning. Pruning may only add siblings.
+        #[test]
+        fn pruning_never_loses_an_acknowledged_write(steps in proptest::collection::vec(step(), 1..150)) {
+            let rule = PruneRule { limit: 4, max: 8, young_ms: 6 };
+            let (kept, acked, _) = play(&steps, rule);
+            let (full, _, _) = play(&steps, UNLIMITED);
+            let holds = |o: &Object, dot: &Dot| o.siblings.iter().any(|s| &s.dot == dot);
+            for dot in &acked {
+                let held = holds(&kept, dot) || kept.clock.covers(dot);
+                let superseded = full.clock.covers(dot) && !holds(&full, dot);
+                prop_assert!(held || superseded, "{} lost: kept {} {:?}", dot, kept.clock, dots(&kept));
+            }
+            for sibling in &full.siblings {
+                prop_assert!(holds(&kept, &sibling.dot), "pruning dropped the live sibling {}", sibling.dot);
+            }
+            prop_assert!(kept.clock.len() <= rule.max || prune_bound_holds(&kept, PruneRule::count(rule.max)));
+        }
+    }
+
+    #[test]
+    fn histories_with_many_writers_do_prune() {
+        let steps: Vec<Step> = (0..ACTORS)
+            .flat_map(|actor| {
+                [Step::Write { replica: 0, actor, read: usize::MAX, value: 1 }, Step::Read { replica: 0 }]
+            })
+            .chain([Step::Write { replica: 0, actor: 0, read: usize::MAX, value: 2 }])
+            .collect();
+        let (kept, _, pruned) = play(&steps, PruneRule { limit: 4, max: 8, young_ms: 6 });
+        assert!(pruned > 0, "the property above must see pruning fire");
+        assert!(kept.clock.len() < ACTORS, "{}", kept.clock);
+    }
+
+    #[test]
+    fn riak_rule_keeps_young_entries_up_to_the_hard_bound() {
+        let mut object = Object::default();
+        let mut clock = VersionVector::default();
+        for (i, actor) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+            clock.advance(actor, 1, 100 + i as u64);
+        }
+        object.write(&clock, "z", val("x"), 110, UNLIMITED);
+        let rule = PruneRule { limit: 2, max: 5, young_ms: 50 };
+        let mut young = object.clone();
+        // Seven entries, all younger than 50 ms: only the two beyond the hard bound go, oldest first.
+        assert_eq!(young.prune(rule, 120), 2);
+        assert_eq!(young.clock.readable(), "c:1,d:1,e:1,f:1,z:1");
+        // Once old, everything beyond the limit goes, sparing the sibling's actor.
+        assert_eq!(young.prune(rule, 200), 3);
+        assert_eq!(young.clock.readable(), "f:1,z:1");
+        // Partly old: the old ones beyond the limit go, the young stay.
+        let mut mixed = object.clone();
+        assert_eq!(mixed.prune(rule, 152), 3, "a, b and c are 50 ms old or more");
+        assert_eq!(mixed.clock.readable(), "d:1,e:1,f:1,z:1");
+    }
+
     #[test]
     fn concurrent_blind_writes_from_different_actors_are_siblings() {
         let mut object = Object::default();
