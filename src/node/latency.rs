@@ -26,8 +26,10 @@ const DEVIATION_GAIN: f64 = 1.0 / 4.0;
 const DEVIATIONS: f64 = 4.0;
 /// Extra wait per byte a request carries, beyond the round trip that small
 /// messages measure: a megabyte value may take a while to cross, decode
-/// and store on a busy machine (4 MiB/s, a pessimistic rate).
-const TRANSFER_ALLOWANCE_PER_MIB: Duration = Duration::from_millis(250);
+/// and store on a busy machine (1 MiB/s: pessimistic, but a debug build on
+/// a loaded 2-core machine has been seen to need more than 250 ms; for the
+/// usual values of a few hundred bytes it adds well under a millisecond).
+const TRANSFER_ALLOWANCE_PER_MIB: Duration = Duration::from_millis(1000);
 /// Requests larger than this are no round-trip samples: their transfer time
 /// would inflate the estimate for the small requests that follow.
 pub const LARGEST_SAMPLE_BYTES: usize = 64 << 10;
@@ -181,7 +183,7 @@ mod tests {
     fn a_large_payload_gets_time_to_cross() {
         let l = latency();
         assert_eq!(l.timeout_carrying("node2", 0), 200 * MS);
-        assert_eq!(l.timeout_carrying("node2", 1 << 20), 450 * MS, "beyond the cap: the cap bounds round trips");
+        assert_eq!(l.timeout_carrying("node2", 1 << 20), 1200 * MS, "beyond the cap: the cap bounds round trips");
     }
 
     #[test]
