@@ -77,6 +77,8 @@ async fn a_write_no_member_answers_is_coordinated_by_its_entry_node_and_the_cloc
         owners.iter().all(|o| held[o] == vec![Some(b"sloppy".to_vec())])
     })
     .await;
+    // The members were cut off from each other too: R=3 needs them to see each other again.
+    cluster.wait_all_alive(&owners[0]).await;
     let merged = cluster.client(&owners[0]).get(key, Some(3)).await.unwrap();
     assert_eq!(merged.body, "sloppy", "{}", merged.reason());
     assert!(clock_entries(&merged) > 3, "more entries than N=3 after merging: {:?}", merged.clock);
