@@ -88,7 +88,6 @@ impl From<CoordError> for RemoteError {
 }
 
 /// Where a key lives, as this node's ring sees it.
-#[derive(Clone)]
 pub(super) struct Placement {
     pub partition: u32,
     pub preference: Vec<String>,

@@ -162,17 +162,20 @@ impl Replica {
         let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
         let dot = Dot { actor: actor.to_owned(), counter };
         let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune);
-        if object.siblings.len() > self.max_siblings {
-            return Err(ReplicaError::TooManySiblings {
-                key: String::from_utf8_lossy(key).into_owned(),
-                limit: self.max_siblings,
-            });
-        }
+        self.refuse_too_many_siblings(&object, key)?;
         Counters::add(&self.counters.prune_events, pruned as u64);
         self.note_clock(&object);
         let encoded = Bytes::from(object.encode());
         self.store(partition, key, &storage_key, old.as_deref(), Some(&encoded))?;
         Ok((object, encoded, dot))
+    }
+
+    /// A write may not leave more siblings than `max_siblings`.
+    fn refuse_too_many_siblings(&self, object: &Object, key: &[u8]) -> Result<(), ReplicaError> {
+        if object.siblings.len() <= self.max_siblings {
+            return Ok(());
+        }
+        Err(ReplicaError::TooManySiblings { key: String::from_utf8_lossy(key).into_owned(), limit: self.max_siblings })
     }
 
     /// A sloppy coordinator's write (Dynamo §4.4): like [`update`](Self::update),
@@ -195,12 +198,7 @@ impl Replica {
         let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
         let dot = Dot { actor: actor.to_owned(), counter };
         let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune);
-        if object.siblings.len() > self.max_siblings {
-            return Err(ReplicaError::TooManySiblings {
-                key: String::from_utf8_lossy(key).into_owned(),
-                limit: self.max_siblings,
-            });
-        }
+        self.refuse_too_many_siblings(&object, key)?;
         Counters::add(&self.counters.prune_events, pruned as u64);
         self.note_clock(&object);
         let encoded = Bytes::from(object.encode());
