@@ -45,7 +45,12 @@ pub struct MemberView {
     pub id: String,
     /// Its client address, `host:port`.
     pub addr: String,
+    /// What this node's failure detector believes.
     pub alive: bool,
+    /// A request to it failed since its heartbeat last advanced: requests
+    /// go elsewhere first (it may still be alive).
+    #[serde(default)]
+    pub suspect: bool,
     /// Left the cluster for good.
     pub left: bool,
 }

@@ -1,26 +1,29 @@
-//! Quorum reads and writes, as in Dynamo §4.5–4.6.
+//! Where a client request is coordinated, and when it is refused at once
+//! (Dynamo §4.4–4.6).
 //!
-//! A request for a key is coordinated by a node of the key's preference
-//! list; any other node forwards it to the first reachable one. The
-//! coordinator writes locally, sends the new version to the other N−1
-//! replicas and answers once W have it; a replica that is down or does not
-//! answer in time is replaced by the next healthy node of the extended list,
-//! which keeps the version as a hint (sloppy quorum), or, when there is no
-//! such node, the coordinator keeps the hint itself. Reads ask the replicas,
-//! answer once R replied with the merge of what they hold, then write that
-//! merge back to any replica found stale (read repair).
+//! Reads are coordinated by whichever node receives them ([`read`](super::read)).
+//! Writes are coordinated by a preference-list member: a node outside the
+//! key's preference list forwards the write to the members it believes
+//! reachable, fastest first, each given a short latency-derived timeout; when
+//! none answers it coordinates the write itself, with its own dot, as
+//! Dynamo's sloppy coordinator ([`write`](super::write)).
+//!
+//! Both go to the key's *sloppy targets*: the first N reachable nodes of the
+//! extended list, each preference-list member that is down or suspect
+//! replaced by the next reachable fallback. A coordinator that has fewer
+//! sloppy targets than the R or W asked for answers 503 at once, naming the
+//! unreachable nodes, rather than waiting out timeouts it knows are coming.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
+use super::membership::Reachability;
 use super::metrics::Counters;
-use super::protocol::{ClientOp, OpKind, Outcome, RemoteError, Request};
+use super::protocol::{ClientOp, OpKind, Outcome, RemoteError};
 use super::replica::{self, ReplicaError};
-use super::rpc::{Forwarded, RpcError, Stored, Written};
-use super::version::{Object, VersionVector};
+use super::version::Object;
 use super::Node;
 use crate::api::dot::Dot;
 
@@ -40,19 +43,26 @@ pub enum CoordError {
     BadRequest(String),
     #[error("quorum not reached: {acks} of the {needed} replicas required answered")]
     Unavailable { acks: usize, needed: usize },
-    #[error("no node of this key's preference list is reachable")]
-    NoReachableReplica,
+    #[error(
+        "only {reachable} of the {needed} replicas needed can be reached; unreachable: {}",
+        list_unreachable(unreachable)
+    )]
+    TooFewReachable { needed: usize, reachable: usize, unreachable: Vec<(String, Reachability)> },
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("{message}")]
     Remote { status: u16, message: String },
 }
 
+fn list_unreachable(nodes: &[(String, Reachability)]) -> String {
+    nodes.iter().map(|(node, why)| format!("{node} ({why})")).collect::<Vec<_>>().join(", ")
+}
+
 impl CoordError {
     pub fn status(&self) -> u16 {
         match self {
             CoordError::BadRequest(_) => 400,
-            CoordError::Unavailable { .. } | CoordError::NoReachableReplica => 503,
+            CoordError::Unavailable { .. } | CoordError::TooFewReachable { .. } => 503,
             CoordError::Replica(ReplicaError::TooManySiblings { .. }) => 409,
             CoordError::Replica(_) => 500,
             CoordError::Remote { status, .. } => *status,
@@ -78,33 +88,78 @@ impl From<CoordError> for RemoteError {
 }
 
 /// Where a key lives, as this node's ring sees it.
-struct Placement {
-    partition: u32,
-    preference: Vec<String>,
-    fallbacks: Vec<String>,
+pub(super) struct Placement {
+    pub partition: u32,
+    pub preference: Vec<String>,
+    pub fallbacks: Vec<String>,
+}
+
+impl Placement {
+    pub fn is_member(&self, id: &str) -> bool {
+        self.preference.iter().any(|n| n == id)
+    }
+
+    /// The same placement without `node` (a coordinator's own copy is
+    /// already taken care of).
+    pub fn without(&self, node: &str) -> Placement {
+        Placement {
+            partition: self.partition,
+            preference: self.preference.iter().filter(|n| *n != node).cloned().collect(),
+            fallbacks: self.fallbacks.iter().filter(|n| *n != node).cloned().collect(),
+        }
+    }
+}
+
+/// Who serves each preference-list member for one request.
+pub(super) struct SloppyTargets {
+    /// Each member with the node that serves it: itself, a reachable
+    /// fallback standing in for it, or none when no fallback is left.
+    pub assignments: Vec<(String, Option<String>)>,
+    /// Reachable fallbacks not assigned, in ring order: next in line when
+    /// an assigned node fails.
+    pub spares: VecDeque<String>,
+    /// Nodes of the extended list passed over, and why.
+    pub unreachable: Vec<(String, Reachability)>,
+}
+
+impl SloppyTargets {
+    pub fn reachable(&self) -> usize {
+        self.assignments.iter().filter(|(_, node)| node.is_some()).count()
+    }
+
+    /// Refuses at once when fewer than `needed` nodes can be reached.
+    fn enough_for(&self, needed: usize) -> Result<(), CoordError> {
+        let reachable = self.reachable();
+        if reachable >= needed {
+            return Ok(());
+        }
+        Err(CoordError::TooFewReachable { needed, reachable, unreachable: self.unreachable.clone() })
+    }
 }
 
 impl Node {
-    /// Runs a client operation; `forwarded` operations are coordinated here
+    /// Runs a client operation. A `forwarded` write is coordinated here
     /// even if this node's ring disagrees, so that forwarding never loops.
     pub async fn execute(self: &Arc<Self>, op: ClientOp, forwarded: bool) -> Result<Coordinated, CoordError> {
         let needed = self.quorum(op.quorum)?;
         let placement = self.placement(&op.key);
-        if !forwarded && !placement.preference.iter().any(|n| n == self.id()) {
-            return self.forward(op, &placement).await;
+        let targets = self.sloppy_targets(&placement);
+        if let Err(refused) = targets.enough_for(needed) {
+            Counters::bump(&self.counters.fail_fast);
+            return Err(refused);
         }
-        match op.kind {
-            OpKind::Get => {
-                Counters::bump(&self.counters.gets);
-                self.coordinate_read(op.key, &placement, needed).await
-            }
-            OpKind::Put { value, context } => {
-                Counters::bump(&self.counters.puts);
-                self.coordinate_write(op.key, &placement, Some(value), Some(context), needed).await
-            }
-            OpKind::Delete { context } => {
-                Counters::bump(&self.counters.deletes);
-                self.coordinate_write(op.key, &placement, None, context, needed).await
+        if matches!(op.kind, OpKind::Get) {
+            Counters::bump(&self.counters.gets);
+            return self.coordinate_read(op.key, &placement, targets, needed).await;
+        }
+        if forwarded || placement.is_member(self.id()) {
+            return self.coordinate_write(op, &placement, needed, false).await;
+        }
+        match self.forward_write(&op, &placement).await {
+            Some(answer) => answer,
+            None => {
+                Counters::bump(&self.counters.sloppy_coordinated);
+                self.coordinate_write(op, &placement, needed, true).await
             }
         }
     }
@@ -120,7 +175,7 @@ impl Node {
         }
     }
 
-    fn placement(&self, key: &[u8]) -> Placement {
+    pub(super) fn placement(&self, key: &[u8]) -> Placement {
         let ring = self.membership.ring();
         let partition = ring.partition_of(key);
         let n = self.membership.n();
@@ -133,218 +188,26 @@ impl Node {
         }
     }
 
-    async fn forward(self: &Arc<Self>, op: ClientOp, placement: &Placement) -> Result<Coordinated, CoordError> {
-        Counters::bump(&self.counters.forwarded);
-        let request = Request::Coordinate(op);
-        for owner in placement.preference.iter().filter(|n| self.membership.is_alive(n)) {
-            match self.call(owner, &request, self.config.forward_timeout()).await {
-                Ok(Forwarded(Ok(outcome))) => return Coordinated::from_outcome(outcome),
-                Ok(Forwarded(Err(e))) => {
-                    return Err(CoordError::Remote { status: e.status, message: format!("{owner}: {}", e.message) })
-                }
-                Err(_) => continue,
+    /// Each member of `placement` if reachable, else the next reachable
+    /// fallback in its place (Dynamo's sloppy quorum).
+    pub(super) fn sloppy_targets(&self, placement: &Placement) -> SloppyTargets {
+        let mut unreachable = Vec::new();
+        let mut reachable = |node: &String| match self.membership.reachability(node) {
+            Reachability::Reachable => true,
+            why => {
+                unreachable.push((node.clone(), why));
+                false
             }
-        }
-        Err(CoordError::NoReachableReplica)
-    }
-
-    async fn coordinate_write(
-        self: &Arc<Self>,
-        key: Bytes,
-        placement: &Placement,
-        value: Option<Bytes>,
-        context: Option<VersionVector>,
-        needed: usize,
-    ) -> Result<Coordinated, CoordError> {
-        let context = match context {
-            Some(context) => context,
-            None => self.replica.local_context(placement.partition, &key)?,
         };
-        let (object, encoded, dot) = self.replica.update(placement.partition, &key, &context, value)?;
-        let object = Arc::new(object);
-        let fallbacks = Arc::new(Mutex::new(placement.fallbacks.iter().cloned().collect::<VecDeque<_>>()));
-        let (acked, mut acks_in) = mpsc::channel(placement.preference.len().max(1));
-        for owner in placement.preference.iter().filter(|n| *n != self.id()) {
-            let task = Replication {
-                node: self.clone(),
-                owner: owner.clone(),
-                key: key.clone(),
-                encoded: encoded.clone(),
-                object: object.clone(),
-                fallbacks: fallbacks.clone(),
-            };
-            let acked = acked.clone();
-            tokio::spawn(async move {
-                let _ = acked.send(task.run().await).await;
-            });
-        }
-        drop(acked);
-        let mut acks = 1;
-        while acks < needed {
-            match acks_in.recv().await {
-                Some(true) => acks += 1,
-                Some(false) => {}
-                None => break,
-            }
-        }
-        if acks < needed {
-            Counters::bump(&self.counters.quorum_failures);
-            return Err(CoordError::Unavailable { acks, needed });
-        }
-        let object = Arc::try_unwrap(object).unwrap_or_else(|shared| (*shared).clone());
-        Ok(Coordinated { coordinator: self.id().to_owned(), object, dot: Some(dot) })
-    }
-
-    async fn coordinate_read(
-        self: &Arc<Self>,
-        key: Bytes,
-        placement: &Placement,
-        needed: usize,
-    ) -> Result<Coordinated, CoordError> {
-        let mut replies = vec![(self.id().to_owned(), self.replica.read(placement.partition, &key)?)];
-        let (reply, mut replies_in) = mpsc::channel(placement.preference.len().max(1));
-        let mut outstanding = 0;
-        for owner in placement.preference.iter().filter(|n| *n != self.id() && self.membership.is_alive(n)) {
-            outstanding += 1;
-            let (node, owner, key, reply) = (self.clone(), owner.clone(), key.clone(), reply.clone());
-            tokio::spawn(async move {
-                let object = node.read_replica(&owner, &key).await;
-                let _ = reply.send((owner, object)).await;
-            });
-        }
-        drop(reply);
-        while replies.len() < needed && outstanding > 0 {
-            let Some((owner, object)) = replies_in.recv().await else { break };
-            outstanding -= 1;
-            if let Some(object) = object {
-                replies.push((owner, object));
-            }
-        }
-        if replies.len() < needed {
-            Counters::bump(&self.counters.quorum_failures);
-            return Err(CoordError::Unavailable { acks: replies.len(), needed });
-        }
-        let merged = self.merge_all(&replies);
-        if !self.switches.read_repair.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(Coordinated { coordinator: self.id().to_owned(), object: merged, dot: None });
-        }
-        let node = self.clone();
-        let partition = placement.partition;
-        tokio::spawn(async move { node.read_repair(partition, key, replies, replies_in, outstanding).await });
-        Ok(Coordinated { coordinator: self.id().to_owned(), object: merged, dot: None })
-    }
-
-    /// What one replica holds, or `None` if it could not be read.
-    async fn read_replica(&self, owner: &str, key: &Bytes) -> Option<Option<Object>> {
-        match self.call(owner, &Request::Read { key: key.clone() }, self.config.replica_timeout()).await {
-            Ok(Stored(None)) => Some(None),
-            Ok(Stored(Some(bytes))) => match replica::decode(&bytes, key) {
-                Ok(object) => Some(Some(object)),
-                Err(e) => {
-                    tracing::warn!(peer = owner, "replica sent an invalid object: {e}");
-                    None
-                }
-            },
-            Err(RpcError::Unreachable) => None,
-            Err(e) => {
-                tracing::warn!(peer = owner, "reading a replica: {e}");
-                None
-            }
-        }
-    }
-
-    fn merge_all(&self, replies: &[(String, Option<Object>)]) -> Object {
-        let mut merged = Object::default();
-        for object in replies.iter().filter_map(|(_, o)| o.as_ref()) {
-            merged.merge(object, self.config.prune_limit);
-        }
-        merged
-    }
-
-    /// Waits briefly for late replies, then writes the merge of everything
-    /// heard back to every replica that lacked part of it.
-    async fn read_repair(
-        self: Arc<Self>,
-        partition: u32,
-        key: Bytes,
-        mut replies: Vec<(String, Option<Object>)>,
-        mut replies_in: mpsc::Receiver<(String, Option<Option<Object>>)>,
-        mut outstanding: usize,
-    ) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(self.config.read_repair_wait_ms);
-        while outstanding > 0 {
-            match tokio::time::timeout_at(deadline, replies_in.recv()).await {
-                Ok(Some((owner, object))) => {
-                    outstanding -= 1;
-                    if let Some(object) = object {
-                        replies.push((owner, object));
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let merged = self.merge_all(&replies);
-        let stale: Vec<String> =
-            replies.into_iter().filter(|(_, held)| held.as_ref() != Some(&merged)).map(|(owner, _)| owner).collect();
-        if merged.is_empty() || stale.is_empty() {
-            return;
-        }
-        let encoded = Bytes::from(merged.encode());
-        for owner in stale {
-            Counters::bump(&self.counters.read_repairs);
-            if owner == self.id() {
-                if let Err(e) = self.replica.merge(partition, &key, &merged) {
-                    tracing::warn!("read repair of the local replica: {e}");
-                }
-            } else {
-                let request = Request::Write { key: key.clone(), object: encoded.clone(), hint_for: None };
-                // A replica that misses it now gets it from anti-entropy later.
-                let _ = self.call::<Written>(&owner, &request, self.config.replica_timeout()).await;
-            }
-        }
-    }
-}
-
-/// Getting one write to one preference-list node, or to a stand-in.
-struct Replication {
-    node: Arc<Node>,
-    owner: String,
-    key: Bytes,
-    encoded: Bytes,
-    object: Arc<Object>,
-    fallbacks: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Replication {
-    /// True when a node other than the coordinator now holds the write.
-    async fn run(self) -> bool {
-        let node = &self.node;
-        if node.membership.is_alive(&self.owner) && self.send_to(&self.owner, None).await {
-            return true;
-        }
-        while let Some(stand_in) = self.next_fallback() {
-            if self.send_to(&stand_in, Some(self.owner.clone())).await {
-                return true;
-            }
-        }
-        if let Err(e) = node.replica.add_hint(&self.owner, &self.key, &self.object) {
-            tracing::error!(owner = %self.owner, "cannot keep a hint: {e}");
-        }
-        false
-    }
-
-    fn next_fallback(&self) -> Option<String> {
-        let mut fallbacks = self.fallbacks.lock().expect("fallbacks lock");
-        while let Some(candidate) = fallbacks.pop_front() {
-            if self.node.membership.is_alive(&candidate) {
-                return Some(candidate);
-            }
-        }
-        None
-    }
-
-    async fn send_to(&self, target: &str, hint_for: Option<String>) -> bool {
-        let request = Request::Write { key: self.key.clone(), object: self.encoded.clone(), hint_for };
-        self.node.call::<Written>(target, &request, self.node.config.replica_timeout()).await.is_ok()
+        let members: Vec<(String, bool)> = placement.preference.iter().map(|m| (m.clone(), reachable(m))).collect();
+        let mut spares: VecDeque<String> = placement.fallbacks.iter().filter(|f| reachable(f)).cloned().collect();
+        let assignments = members
+            .into_iter()
+            .map(|(member, up)| {
+                let node = if up { Some(member.clone()) } else { spares.pop_front() };
+                (member, node)
+            })
+            .collect();
+        SloppyTargets { assignments, spares, unreachable }
     }
 }

@@ -46,7 +46,7 @@ fn fuzz_contexts() {
 fn fuzz_stored_objects() {
     let mut object = Object::default();
     let dot = Dot { actor: "node1.abc123".into(), counter: 3 };
-    object.update(&VersionVector::default(), dot, Some("value".into()), 1, 10);
+    object.update(&VersionVector::default(), dot, Some("value".into()), 1, super::version::PruneRule::count(10));
     run("stored objects", bytes_near(vec![object.encode()]), |bytes| {
         if let Ok(object) = Object::decode(&bytes) {
             assert_eq!(Object::decode(&object.encode()).as_ref(), Ok(&object), "decode-encode round trip");

@@ -38,7 +38,7 @@ impl Node {
         let mut delivered = 0;
         let mut failed_owner: Option<String> = None;
         for hint in hints {
-            if failed_owner.as_deref() == Some(&hint.owner) || !self.membership.is_alive(&hint.owner) {
+            if failed_owner.as_deref() == Some(&hint.owner) || !self.membership.is_reachable(&hint.owner) {
                 continue;
             }
             if self.deliver(&hint).await {
@@ -52,7 +52,7 @@ impl Node {
 
     async fn deliver(&self, hint: &Hint) -> bool {
         let request = Request::Write { key: hint.key.clone(), object: hint.encoded.clone().into(), hint_for: None };
-        if self.call::<Written>(&hint.owner, &request, self.config.replica_timeout()).await.is_err() {
+        if self.call_fast::<Written>(&hint.owner, &request).await.is_err() {
             return false;
         }
         match self.replica.remove_hint(hint) {

@@ -47,6 +47,11 @@ impl Node {
             ("storage_ok", "1 while the storage engine can make writes durable", storage_ok),
             ("storage_lost_records", "1 if the engine was found to have lost records at start-up", lost_records),
             ("client_connections", "client connections open", self.client_gate.open() as u64),
+            (
+                "clock_entries_max",
+                "most version-vector entries an object stored here has had",
+                self.replica.largest_clock(),
+            ),
         ];
         self.counters.prometheus(self.id(), &gauges)
     }
@@ -83,7 +88,7 @@ impl Node {
             return self.replica.read(partition, key).map_err(|e| e.to_string());
         }
         let read = Request::Read { key: key.clone() };
-        let Stored(bytes) = self.call(owner, &read, self.config.replica_timeout()).await.map_err(|e| e.to_string())?;
+        let Stored(bytes) = self.call(owner, &read, self.config.sync_timeout()).await.map_err(|e| e.to_string())?;
         bytes.map(|b| super::replica::decode(&b, key)).transpose().map_err(|e| e.to_string())
     }
 

@@ -26,7 +26,7 @@ impl Node {
         let others: Vec<String> =
             self.membership.view().into_iter().filter(|m| m.id != self.id() && !m.left).map(|m| m.id).collect();
         for member in &others {
-            if self.call::<Digest>(member, &digest, self.config.replica_timeout()).await.is_ok() {
+            if self.call::<Digest>(member, &digest, self.config.sync_timeout()).await.is_ok() {
                 stats.told += 1;
             }
         }
@@ -38,7 +38,7 @@ impl Node {
                 stats.keys += 1;
                 let request = Request::Write { key: key.clone(), object: Bytes::from(encoded), hint_for: None };
                 for owner in &owners {
-                    match self.call::<Written>(owner, &request, self.config.replica_timeout()).await {
+                    match self.call::<Written>(owner, &request, self.config.sync_timeout()).await {
                         Ok(Written) => stats.writes += 1,
                         Err(_) => stats.failed_writes += 1,
                     }
@@ -55,7 +55,7 @@ impl Node {
     async fn pass_on_hints(&self, members: &[String]) -> anyhow::Result<usize> {
         let mut passed = 0;
         for hint in self.replica.hints()? {
-            let Some(keeper) = members.iter().find(|m| **m != hint.owner && self.membership.is_alive(m)) else {
+            let Some(keeper) = members.iter().find(|m| **m != hint.owner && self.membership.is_reachable(m)) else {
                 continue;
             };
             let request = Request::Write {
@@ -63,7 +63,7 @@ impl Node {
                 object: hint.encoded.clone().into(),
                 hint_for: Some(hint.owner.clone()),
             };
-            if self.call::<Written>(keeper, &request, self.config.replica_timeout()).await.is_ok() {
+            if self.call::<Written>(keeper, &request, self.config.sync_timeout()).await.is_ok() {
                 self.replica.remove_hint(&hint)?;
                 passed += 1;
             }

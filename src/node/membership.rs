@@ -6,8 +6,16 @@
 //! intervals at which a member's heartbeat has been seen to advance, the
 //! silence so far gives a suspicion φ; past a threshold the member is
 //! believed down — sooner on a steady network, later on a jittery one, and
-//! never later than `fail_after`. A member a request could not reach is
-//! believed down at once. Either way it is back when its heartbeat advances. Being down
+//! never later than `fail_after`. Only this detector decides that a member
+//! is down (what `/status` shows).
+//!
+//! A member a request could not reach — refused, reset, or silent past its
+//! latency-derived timeout — is **suspect** until its heartbeat advances:
+//! requests go to other nodes first and do not wait for it, and a
+//! coordinator counts it unreachable when deciding to fail fast. A timeout
+//! only makes a member suspect, never down: with timeouts of tens of
+//! milliseconds a busy machine would otherwise flap members down and up;
+//! a live suspect clears itself within a few gossip rounds. Being down
 //! never removes a node from the ring: only the member set shapes the ring,
 //! so a failure moves no data, and sloppy quorum covers for the absent node.
 
@@ -82,8 +90,8 @@ struct MemberState {
     /// sum (liveness is asked on every request: keep the mean O(1)).
     intervals: std::collections::VecDeque<f64>,
     interval_sum: f64,
-    /// Set when a request failed: down until the heartbeat passes this version.
-    unreachable_at: Option<(u64, u64)>,
+    /// Set when a request failed: suspect until the heartbeat passes this version.
+    suspect_at: Option<(u64, u64)>,
 }
 
 impl MemberState {
@@ -93,7 +101,7 @@ impl MemberState {
             last_advance: Instant::now(),
             intervals: Default::default(),
             interval_sum: 0.0,
-            unreachable_at: None,
+            suspect_at: None,
         }
     }
 
@@ -116,6 +124,26 @@ impl MemberState {
         }
         let mean = self.interval_sum / self.intervals.len() as f64;
         Some(silence.as_secs_f64() / mean.max(1e-3) * std::f64::consts::LOG10_E)
+    }
+}
+
+/// Whether a member should be sent requests, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachability {
+    Reachable,
+    /// A request to it failed since its heartbeat last advanced.
+    Suspect,
+    /// The failure detector believes it down (or it is unknown).
+    Down,
+}
+
+impl std::fmt::Display for Reachability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reachability::Reachable => "reachable",
+            Reachability::Suspect => "suspect",
+            Reachability::Down => "down",
+        })
     }
 }
 
@@ -211,9 +239,26 @@ impl Membership {
         inner.members.values().find(|m| m.record.host == ip && m.record.id != self.me).map(|m| m.record.id.clone())
     }
 
+    /// Whether the failure detector believes `id` up.
     pub fn is_alive(&self, id: &str) -> bool {
         let inner = self.read();
         inner.members.get(id).is_some_and(|m| self.alive(m))
+    }
+
+    /// Whether requests should go to `id`: believed up and not suspect.
+    pub fn is_reachable(&self, id: &str) -> bool {
+        self.reachability(id) == Reachability::Reachable
+    }
+
+    /// Why `id` should or should not be sent requests.
+    pub fn reachability(&self, id: &str) -> Reachability {
+        let inner = self.read();
+        match inner.members.get(id) {
+            None => Reachability::Down,
+            Some(m) if !self.alive(m) => Reachability::Down,
+            Some(m) if m.suspect_at.is_some() => Reachability::Suspect,
+            Some(_) => Reachability::Reachable,
+        }
     }
 
     fn alive(&self, m: &MemberState) -> bool {
@@ -221,23 +266,22 @@ impl Membership {
             return true;
         }
         let silence = m.last_advance.elapsed();
-        m.unreachable_at.is_none()
-            && silence < self.fail_after
+        silence < self.fail_after
             // φ decides between a quarter of fail_after and fail_after.
             && (silence < self.fail_after / 4 || m.phi(silence).is_none_or(|phi| phi < self.phi_threshold))
     }
 
-    /// A request to `id` failed: believe it down until it shows a newer heartbeat.
-    pub fn mark_unreachable(&self, id: &str) {
+    /// A request to `id` failed: suspect it until it shows a newer heartbeat.
+    pub fn mark_suspect(&self, id: &str) {
         if id == self.me {
             return;
         }
         let mut inner = self.write();
         if let Some(m) = inner.members.get_mut(id) {
-            if m.unreachable_at.is_none() {
-                tracing::info!(node = id, "marking node down after a failed request");
+            if m.suspect_at.is_none() {
+                tracing::info!(node = id, "suspecting node after a failed request");
             }
-            m.unreachable_at = Some(m.record.version());
+            m.suspect_at = Some(m.record.version());
         }
     }
 
@@ -283,9 +327,9 @@ impl Membership {
             }
             match inner.members.get_mut(&record.id) {
                 Some(m) if record.version() > m.record.version() => {
-                    if m.unreachable_at.is_some_and(|at| record.version() > at) {
+                    if m.suspect_at.is_some_and(|at| record.version() > at) {
                         tracing::info!(node = %record.id, "node is reachable again");
-                        m.unreachable_at = None;
+                        m.suspect_at = None;
                     }
                     if record.left && !m.record.left {
                         tracing::info!(node = %record.id, "member left the cluster");
@@ -354,6 +398,7 @@ impl Membership {
                 id: m.record.id.clone(),
                 addr: m.record.client_addr().to_string(),
                 alive: self.alive(m),
+                suspect: m.suspect_at.is_some(),
                 left: m.record.left,
             })
             .collect()
@@ -389,15 +434,19 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_until_heartbeat_advances() {
+    fn suspect_until_heartbeat_advances_but_not_down() {
         let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
         m.merge(&digest(vec![record("b", 1, 5)])).unwrap();
-        m.mark_unreachable("b");
-        assert!(!m.is_alive("b"));
+        m.mark_suspect("b");
+        assert_eq!(m.reachability("b"), Reachability::Suspect);
+        assert!(m.is_alive("b") && !m.is_reachable("b"), "only the detector decides down");
+        assert!(m.view().iter().any(|v| v.id == "b" && v.alive && v.suspect));
         m.merge(&digest(vec![record("b", 1, 5)])).unwrap();
-        assert!(!m.is_alive("b"), "the same heartbeat is no proof of life");
+        assert!(!m.is_reachable("b"), "the same heartbeat is no proof of life");
         m.merge(&digest(vec![record("b", 2, 0)])).unwrap();
-        assert!(m.is_alive("b"), "a new incarnation is");
+        assert!(m.is_reachable("b"), "a new incarnation is");
+        m.mark_suspect("a");
+        assert!(m.is_reachable("a"), "a node never suspects itself");
         assert_eq!(m.ring().members().len(), 2, "a down node stays a member");
     }
 

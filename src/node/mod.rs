@@ -16,17 +16,20 @@ pub mod handshake;
 pub mod http;
 pub mod identity;
 mod inspect;
+pub mod latency;
 pub mod leave;
 pub mod membership;
 pub mod merkle;
 pub mod metrics;
 pub mod peer;
 pub mod protocol;
+mod read;
 pub mod replica;
 mod rpc;
 pub mod storage;
 pub mod sync;
 pub mod version;
+mod write;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +42,7 @@ use tokio::net::TcpListener;
 
 pub use config::NodeConfig;
 use identity::Identity;
+use latency::Latency;
 use membership::{Digest, MemberRecord, Membership};
 use metrics::Counters;
 use peer::PeerPool;
@@ -66,6 +70,8 @@ pub struct Node {
     replica: Replica,
     membership: Membership,
     peers: PeerPool,
+    /// Round trips to each peer, and the timeouts they give.
+    latency: Latency,
     /// Who the peer server lets in, and how much of them it holds.
     peer_admission: Arc<peer::Admission>,
     /// Open client connections, up to `--max_client_connections`.
@@ -113,17 +119,26 @@ impl Node {
             heartbeat: 0,
             left: false,
         };
+        anyhow::ensure!(
+            config.timeout_cap_ms >= config.timeout_floor_ms,
+            "--timeout_cap_ms ({}) must be at least --timeout_floor_ms ({})",
+            config.timeout_cap_ms,
+            config.timeout_floor_ms
+        );
+        anyhow::ensure!(
+            config.prune_max >= config.prune_limit,
+            "--prune_max ({}) must be at least --prune_limit ({})",
+            config.prune_max,
+            config.prune_limit
+        );
+        let prune =
+            version::PruneRule { limit: config.prune_limit, max: config.prune_max, young_ms: config.prune_young_ms };
         let fail_after = Duration::from_millis(config.fail_after_ms);
         let membership = Membership::new(me, config.partitions, config.n as usize, fail_after, config.phi_threshold)?;
         Ok(Arc::new(Node {
-            replica: Replica::new(
-                storage,
-                identity,
-                config.prune_limit,
-                config.max_siblings as usize,
-                counters.clone(),
-            )?,
+            replica: Replica::new(storage, identity, prune, config.max_siblings as usize, counters.clone())?,
             membership,
+            latency: Latency::new(config.timeout_floor(), config.timeout_cap()),
             peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host), key.clone()),
             peer_admission: Arc::new(peer::Admission::new(key, config.max_peer_connections as usize, counters.clone())),
             client_gate: admission::ConnectionGate::new("client", config.max_client_connections as usize),
@@ -213,9 +228,11 @@ impl Node {
             ));
         }
         Counters::bump(&self.counters.replica_reads);
-        let partition = self.membership.ring().partition_of(&key);
-        match self.replica.read_encoded(partition, &key) {
-            Ok(encoded) => Response::Object(encoded.map(Bytes::from)),
+        let ring = self.membership.ring();
+        let partition = ring.partition_of(&key);
+        let owners = ring.preference_list(partition, self.membership.n());
+        match self.replica.read_with_hints(partition, &key, owners.iter().copied()) {
+            Ok(known) => Response::Object(known.map(|object| Bytes::from(object.encode()))),
             Err(e) => Response::Error(e.to_string()),
         }
     }
@@ -267,7 +284,7 @@ impl Node {
     }
 
     async fn gossip_with(&self, id: Option<String>, addr: SocketAddr, digest: Request) {
-        let answer = self.send::<Digest>(addr, id.as_deref(), &digest, self.config.replica_timeout()).await;
+        let answer = self.send::<Digest>(addr, id.as_deref(), &digest, self.config.timeout_cap()).await;
         Counters::bump(if matches!(answer, Err(RpcError::Unreachable)) {
             &self.counters.gossip_unanswered
         } else {

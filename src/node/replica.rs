@@ -16,7 +16,7 @@ use super::identity::{Identity, IdentityError};
 use super::merkle::{self, Hash, Trees};
 use super::metrics::Counters;
 use super::storage::{Storage, StorageError};
-use super::version::{Object, VersionError, VersionVector};
+use super::version::{Object, PruneRule, VersionError, VersionVector};
 use crate::api::dot::Dot;
 
 const STRIPES: usize = 1024;
@@ -53,7 +53,10 @@ pub struct Replica {
     /// Changes made, and how many of them the last checkpoint covered.
     changes: AtomicU64,
     checkpointed: AtomicU64,
-    prune_limit: usize,
+    prune: PruneRule,
+    /// The most clock entries any object written here had: how far
+    /// clocks grow (under partitions, beyond N) despite pruning.
+    largest_clock: AtomicU64,
     /// Concurrent values a write may leave; beyond it the write is refused
     /// rather than letting objects grow without bound (Riak's max_siblings).
     max_siblings: usize,
@@ -65,7 +68,7 @@ impl Replica {
     pub fn new(
         storage: Storage,
         identity: Identity,
-        prune_limit: usize,
+        prune: PruneRule,
         max_siblings: usize,
         counters: std::sync::Arc<Counters>,
     ) -> Result<Self, ReplicaError> {
@@ -82,7 +85,8 @@ impl Replica {
             identity,
             changes: AtomicU64::new(0),
             checkpointed: AtomicU64::new(0),
-            prune_limit,
+            prune,
+            largest_clock: AtomicU64::new(0),
             max_siblings,
             counters,
         })
@@ -104,9 +108,40 @@ impl Replica {
         self.load(&data_key(partition, key), key)
     }
 
-    /// The stored bytes of a key, as a replica read sends them.
-    pub fn read_encoded(&self, partition: u32, key: &[u8]) -> Result<Option<Vec<u8>>, ReplicaError> {
-        Ok(self.storage.data.get(&data_key(partition, key))?)
+    /// Everything this node knows of a key, as a replica read answers: its
+    /// copy in the partition merged with any hint it keeps for one of
+    /// `owners` (the key's preference list) — a stand-in's or a sloppy
+    /// coordinator's data counts for a read like a replica's.
+    pub fn read_with_hints<'a>(
+        &self,
+        partition: u32,
+        key: &[u8],
+        owners: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<Object>, ReplicaError> {
+        let mut known = self.read(partition, key)?;
+        for owner in owners {
+            if let Some(bytes) = self.storage.hints.get(&hint_key(owner, key))? {
+                let hint = decode(&bytes, key)?;
+                self.merge_counted(known.get_or_insert_with(Object::default), &hint);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Merges `incoming` into `into` under the pruning rule, counting what
+    /// it prunes.
+    pub fn merge_counted(&self, into: &mut Object, incoming: &Object) {
+        let pruned = into.merge(incoming, self.prune, now_ms());
+        Counters::add(&self.counters.prune_events, pruned as u64);
+    }
+
+    /// The most clock entries an object stored here has had.
+    pub fn largest_clock(&self) -> u64 {
+        self.largest_clock.load(Ordering::Relaxed)
+    }
+
+    fn note_clock(&self, object: &Object) {
+        self.largest_clock.fetch_max(object.clock.len() as u64, Ordering::Relaxed);
     }
 
     /// The coordinator's own write: a new sibling superseding what `context`
@@ -126,23 +161,52 @@ impl Replica {
         let actor = self.identity.actor();
         let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
         let dot = Dot { actor: actor.to_owned(), counter };
-        let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune_limit);
-        if object.siblings.len() > self.max_siblings {
-            return Err(ReplicaError::TooManySiblings {
-                key: String::from_utf8_lossy(key).into_owned(),
-                limit: self.max_siblings,
-            });
-        }
+        let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune);
+        self.refuse_too_many_siblings(&object, key)?;
         Counters::add(&self.counters.prune_events, pruned as u64);
+        self.note_clock(&object);
         let encoded = Bytes::from(object.encode());
         self.store(partition, key, &storage_key, old.as_deref(), Some(&encoded))?;
         Ok((object, encoded, dot))
     }
 
-    /// The coordinator's write when the caller gave no context: supersede
-    /// whatever this replica has seen.
-    pub fn local_context(&self, partition: u32, key: &[u8]) -> Result<VersionVector, ReplicaError> {
-        Ok(self.read(partition, key)?.map(|o| o.clock).unwrap_or_default())
+    /// A write may not leave more siblings than `max_siblings`.
+    fn refuse_too_many_siblings(&self, object: &Object, key: &[u8]) -> Result<(), ReplicaError> {
+        if object.siblings.len() <= self.max_siblings {
+            return Ok(());
+        }
+        Err(ReplicaError::TooManySiblings { key: String::from_utf8_lossy(key).into_owned(), limit: self.max_siblings })
+    }
+
+    /// A sloppy coordinator's write (Dynamo §4.4): like [`update`](Self::update),
+    /// under this node's own dot and built on everything it knows of the
+    /// key, but kept as a hint for `owner`, since this node does not hold
+    /// the key's partition.
+    pub fn update_as_hint(
+        &self,
+        owner: &str,
+        partition: u32,
+        key: &[u8],
+        owners: &[String],
+        context: &VersionVector,
+        value: Option<Bytes>,
+    ) -> Result<(Object, Bytes, Dot), ReplicaError> {
+        let storage_key = hint_key(owner, key);
+        let _guard = self.lock(&storage_key);
+        let mut object = self.read_with_hints(partition, key, owners.iter().map(String::as_str))?.unwrap_or_default();
+        let actor = self.identity.actor();
+        let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
+        let dot = Dot { actor: actor.to_owned(), counter };
+        let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune);
+        self.refuse_too_many_siblings(&object, key)?;
+        Counters::add(&self.counters.prune_events, pruned as u64);
+        self.note_clock(&object);
+        let encoded = Bytes::from(object.encode());
+        // `object` includes the hint already kept for `owner`, so it replaces it.
+        self.storage.hints.insert(&storage_key, &encoded)?;
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        Counters::bump(&self.counters.hints_stored);
+        Ok((object, encoded, dot))
     }
 
     /// Merges a peer's version into ours; returns the merged object.
@@ -151,8 +215,8 @@ impl Replica {
         let _guard = self.lock(&storage_key);
         let old = self.storage.data.get(&storage_key)?;
         let mut merged = old.as_deref().map(|b| decode(b, key)).transpose()?.unwrap_or_default();
-        let pruned = merged.merge(incoming, self.prune_limit);
-        Counters::add(&self.counters.prune_events, pruned as u64);
+        self.merge_counted(&mut merged, incoming);
+        self.note_clock(&merged);
         let encoded = merged.encode();
         if old.as_deref() != Some(encoded.as_slice()) {
             self.store(partition, key, &storage_key, old.as_deref(), Some(&encoded))?;
@@ -224,8 +288,8 @@ impl Replica {
             Some(bytes) => decode(&bytes, key)?,
             None => Object::default(),
         };
-        let pruned = hint.merge(object, self.prune_limit);
-        Counters::add(&self.counters.prune_events, pruned as u64);
+        self.merge_counted(&mut hint, object);
+        self.note_clock(&hint);
         self.storage.hints.insert(&storage_key, &hint.encode())?;
         self.changes.fetch_add(1, Ordering::Relaxed);
         Counters::bump(&self.counters.hints_stored);

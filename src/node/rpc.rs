@@ -4,15 +4,19 @@
 //! Every peer request goes through here, so that application-level faults
 //! apply to all of them: a cut message is never sent and its caller waits
 //! out its timeout, as across a real partition; a reply is held like any
-//! received message. A transport failure marks a known peer down. Callers
+//! received message. A transport failure (refused, reset, timed out) makes a
+//! known peer suspect (see [`membership`](super::membership)), and every
+//! plain exchange's round trip feeds the peer's latency estimate (see
+//! [`latency`](super::latency)). Callers
 //! name the answer they expect (`call::<Written>`) and get it, or an
 //! [`RpcError`] saying why not — never a `Response` to pattern-match.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::latency::LARGEST_SAMPLE_BYTES;
 use super::membership::Digest;
 use super::metrics::Counters;
 use super::peer::{PeerError, Traffic};
@@ -141,8 +145,15 @@ impl Node {
         }
     }
 
+    /// One request to the member `peer`, waiting as long as its recent
+    /// round trips say an answer takes (see [`latency`](super::latency)).
+    pub(super) async fn call_fast<A: Answer>(&self, peer: &str, request: &Request) -> Result<A, RpcError> {
+        self.call(peer, request, self.latency.timeout_carrying(peer, payload_bytes(request))).await
+    }
+
     /// The exchange itself, with the faults in force; `None` when no
-    /// answer came (or it was cut on its way back).
+    /// answer came (or it was cut on its way back). `timeout` bounds the
+    /// whole exchange, dialling included.
     async fn transport(
         &self,
         addr: SocketAddr,
@@ -150,13 +161,16 @@ impl Node {
         request: &Request,
         timeout: Duration,
     ) -> Option<(Response, Traffic)> {
+        let started = Instant::now();
         let outcome = if self.faults.cuts(peer) {
             tokio::time::sleep(timeout).await;
             Err(PeerError::Timeout(addr))
         } else {
-            self.peers.call_counted(addr, request, timeout).await
+            tokio::time::timeout(timeout, self.peers.call_counted(addr, request, timeout))
+                .await
+                .unwrap_or(Err(PeerError::Timeout(addr)))
         };
-        match outcome {
+        let answer = match outcome {
             Ok(answer) => {
                 self.faults.hold().await;
                 (!self.faults.cuts(peer)).then_some(answer)
@@ -164,11 +178,36 @@ impl Node {
             Err(e) => {
                 Counters::bump(&self.counters.peer_errors);
                 tracing::debug!(%addr, "peer request failed: {e}");
-                if let Some(peer) = peer {
-                    self.membership.mark_unreachable(peer);
-                }
                 None
             }
+        };
+        if let Some(peer) = peer {
+            self.learn_from_exchange(peer, request, answer.is_some(), started.elapsed(), timeout);
         }
+        answer
+    }
+
+    /// What one exchange tells about `peer`: a failure makes it suspect;
+    /// the time a plain exchange took, or waited in vain, is a round-trip
+    /// sample (a refusal says nothing of round trips). Exchanges whose
+    /// answer takes work on the peer (a forwarded write, anti-entropy)
+    /// would inflate the estimate: they are not samples.
+    fn learn_from_exchange(&self, peer: &str, request: &Request, answered: bool, took: Duration, timeout: Duration) {
+        if !answered {
+            self.membership.mark_suspect(peer);
+        }
+        let plain =
+            matches!(request, Request::Ping | Request::Gossip(_) | Request::Read { .. } | Request::Write { .. });
+        if plain && payload_bytes(request) <= LARGEST_SAMPLE_BYTES && (answered || took >= timeout) {
+            self.latency.observe(peer, took);
+        }
+    }
+}
+
+/// The bulk a request carries (an object to write), beyond its headers.
+fn payload_bytes(request: &Request) -> usize {
+    match request {
+        Request::Write { object, .. } => object.len(),
+        _ => 0,
     }
 }

@@ -101,7 +101,7 @@ impl Node {
         let others: Vec<String> = ring
             .preference_list(partition, self.membership.n())
             .into_iter()
-            .filter(|p| *p != self.id() && self.membership.is_alive(p))
+            .filter(|p| *p != self.id() && self.membership.is_reachable(p))
             .map(str::to_owned)
             .collect();
         match fanout {
@@ -332,7 +332,7 @@ impl Node {
 
     async fn everyone_holds(&self, others: &[String], key: &Bytes, encoded: &[u8]) -> bool {
         for peer in others {
-            let held = self.call(peer, &Request::Read { key: key.clone() }, self.config.replica_timeout()).await;
+            let held = self.call(peer, &Request::Read { key: key.clone() }, self.config.sync_timeout()).await;
             if !matches!(held, Ok(Stored(Some(bytes))) if bytes.as_ref() == encoded) {
                 return false;
             }
@@ -345,8 +345,7 @@ impl Node {
         let hash = merkle::entry_hash(key, encoded);
         let mut all = true;
         for peer in &replicas[1..] {
-            let answer =
-                self.call(peer, &Request::Reap { key: key.clone(), hash }, self.config.replica_timeout()).await;
+            let answer = self.call(peer, &Request::Reap { key: key.clone(), hash }, self.config.sync_timeout()).await;
             all &= matches!(answer, Ok(Reaped(true)));
         }
         let partition = self.membership.ring().partition_of(key);

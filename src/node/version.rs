@@ -144,6 +144,28 @@ impl fmt::Display for VersionVector {
     }
 }
 
+/// When a clock's entries are pruned: Riak's rule. Beyond `limit` entries
+/// (small_vclock) the stalest are pruned once older than `young_ms`
+/// (young_vclock); beyond `max` (big_vclock) they are pruned whatever their
+/// age. Entries of actors that hold a current sibling are never pruned:
+/// they keep the siblings covered. The age condition keeps the entries of
+/// recent writers, whose loss would bring their superseded writes back as
+/// false siblings; the hard bound keeps metadata small under a burst of
+/// writers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PruneRule {
+    pub limit: usize,
+    pub max: usize,
+    pub young_ms: u64,
+}
+
+impl PruneRule {
+    /// Prune beyond `limit` entries whatever their age.
+    pub const fn count(limit: usize) -> Self {
+        PruneRule { limit, max: limit, young_ms: 0 }
+    }
+}
+
 /// One concurrent value of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sibling {
@@ -159,11 +181,9 @@ pub struct Sibling {
 /// the same state compare equal and encode to the same bytes. The fields are
 /// public for reading; change them only through `update` and `merge`.
 ///
-/// `prune_limit` caps the clock's entries beyond the actors of current
-/// siblings. Keep it at least the number of nodes that coordinate writes:
-/// once an actor's entry is pruned its counter restarts from what the write
-/// context knows, and a reused dot is taken as already seen by replicas that
-/// still hold the old entry, so that write could be dropped on merge.
+/// Clocks are bounded by a [`PruneRule`]. Actors issue counters node-wide
+/// (see `identity`), so a pruned actor never reuses a dot; pruning can only
+/// make a later merge keep a superseded value as a (false) sibling.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Object {
     pub clock: VersionVector,
@@ -209,7 +229,7 @@ impl Object {
         dot: Dot,
         value: Option<Bytes>,
         now_ms: u64,
-        prune_limit: usize,
+        rule: PruneRule,
     ) -> usize {
         debug_assert!(crate::api::dot::validate_actor(&dot.actor).is_ok(), "invalid actor {:?}", dot.actor);
         debug_assert!(dot.counter >= self.min_counter(context, &dot.actor), "dot {dot} is not new to this object");
@@ -220,7 +240,7 @@ impl Object {
         self.clock.join(context);
         self.clock.advance(&dot.actor, dot.counter, now_ms);
         self.siblings.insert(at, Sibling { dot, value, ts_ms: now_ms });
-        self.prune(prune_limit)
+        self.prune(rule, now_ms)
     }
 
     /// Folds in another replica's state; returns clock entries pruned.
@@ -228,35 +248,41 @@ impl Object {
     /// A sibling survives if both sides hold it or the other side has not
     /// seen it. Commutative and idempotent; associative as long as pruning
     /// does not fire (pruning forgets history, so order can then matter).
-    pub fn merge(&mut self, other: &Object, prune_limit: usize) -> usize {
+    pub fn merge(&mut self, other: &Object, rule: PruneRule, now_ms: u64) -> usize {
         self.siblings = merge_siblings(&self.siblings, &self.clock, &other.siblings, &other.clock);
         self.clock.join(&other.clock);
-        self.prune(prune_limit)
+        self.prune(rule, now_ms)
     }
 
-    /// Drops the stalest clock entries beyond the limit, sparing the actors
-    /// of current siblings: their entries are what keeps the siblings
-    /// covered. Forgetting an entry can only make later merges keep more
-    /// siblings (false concurrency), never fewer.
-    fn prune(&mut self, limit: usize) -> usize {
-        let excess = self.clock.len().saturating_sub(limit);
-        if excess == 0 {
+    /// Drops the stalest clock entries that `rule` lets go (see
+    /// [`PruneRule`]), sparing the actors of current siblings. Forgetting an
+    /// entry can only make later merges keep more siblings (false
+    /// concurrency), never fewer. Returns the entries dropped.
+    fn prune(&mut self, rule: PruneRule, now_ms: u64) -> usize {
+        let soft = self.clock.len().saturating_sub(rule.limit);
+        if soft == 0 {
             return 0;
         }
+        let hard = self.clock.len().saturating_sub(rule.max);
         let protected: BTreeSet<&str> = self.siblings.iter().map(|s| s.dot.actor.as_str()).collect();
-        let mut victims: Vec<(u64, String)> = self
+        let mut candidates: Vec<(u64, String)> = self
             .clock
             .entries
             .iter()
             .filter(|(actor, _)| !protected.contains(actor.as_str()))
             .map(|(actor, e)| (e.ts_ms, actor.clone()))
             .collect();
-        victims.sort_unstable();
-        victims.truncate(excess);
-        for (_, actor) in &victims {
+        candidates.sort_unstable();
+        let old_enough = |ts_ms: u64| now_ms.saturating_sub(ts_ms) >= rule.young_ms;
+        let victims = candidates
+            .iter()
+            .enumerate()
+            .take_while(|(i, (ts_ms, _))| *i < hard || (*i < soft && old_enough(*ts_ms)))
+            .count();
+        for (_, actor) in &candidates[..victims] {
             self.clock.entries.remove(actor);
         }
-        victims.len()
+        victims
     }
 
     /// Canonical bytes for storage and replication.
@@ -418,9 +444,9 @@ mod tests {
     use proptest::prelude::*;
 
     const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
-    const UNLIMITED: usize = usize::MAX;
-    const DEFAULT: usize = 10;
-    const TIGHT: usize = 2;
+    const UNLIMITED: PruneRule = PruneRule::count(usize::MAX);
+    const DEFAULT: PruneRule = PruneRule::count(10);
+    const TIGHT: PruneRule = PruneRule::count(2);
 
     /// A coordinator's write with the smallest counter the object allows,
     /// as an actor that never lost data issues it.
@@ -431,7 +457,7 @@ mod tests {
             actor: &str,
             value: Option<Bytes>,
             now: u64,
-            limit: usize,
+            limit: PruneRule,
         ) -> (Dot, usize);
     }
 
@@ -442,7 +468,7 @@ mod tests {
             actor: &str,
             value: Option<Bytes>,
             now: u64,
-            limit: usize,
+            limit: PruneRule,
         ) -> (Dot, usize) {
             let dot = Dot { actor: actor.to_owned(), counter: self.min_counter(context, actor) };
             let pruned = self.update(context, dot.clone(), value, now, limit);
@@ -506,7 +532,7 @@ mod tests {
         }
 
         /// Applies `op`, returning the touched replica and entries pruned.
-        fn apply(&mut self, op: &Op, limit: usize) -> (usize, usize) {
+        fn apply(&mut self, op: &Op, limit: PruneRule) -> (usize, usize) {
             self.now += 1;
             match *op {
                 Op::Read { replica } => {
@@ -527,13 +553,13 @@ mod tests {
                 }
                 Op::Sync { from, to } => {
                     let source = self.replicas[from].clone();
-                    (to, self.replicas[to].merge(&source, limit))
+                    (to, self.replicas[to].merge(&source, limit, self.now))
                 }
             }
         }
     }
 
-    fn simulate(replicas: usize, ops: &[Op], limit: usize) -> Vec<Object> {
+    fn simulate(replicas: usize, ops: &[Op], limit: PruneRule) -> Vec<Object> {
         let mut sim = Sim::new(replicas);
         for op in ops {
             sim.apply(op, limit);
@@ -542,20 +568,20 @@ mod tests {
     }
 
     /// Three replica states from one random history.
-    fn three_objects(replicas: usize, limit: usize) -> impl Strategy<Value = Vec<Object>> {
+    fn three_objects(replicas: usize, limit: PruneRule) -> impl Strategy<Value = Vec<Object>> {
         assert!(replicas >= 3);
         proptest::collection::vec(op(replicas), 0..60).prop_map(move |ops| simulate(replicas, &ops, limit))
     }
 
-    fn merged(a: &Object, b: &Object, limit: usize) -> Object {
+    fn merged(a: &Object, b: &Object, limit: PruneRule) -> Object {
         let mut out = a.clone();
-        out.merge(b, limit);
+        out.merge(b, limit, 0);
         out
     }
 
     /// Pruning may keep more entries than the limit only for sibling actors.
-    fn prune_bound_holds(object: &Object, limit: usize) -> bool {
-        object.clock.len() <= limit
+    fn prune_bound_holds(object: &Object, rule: PruneRule) -> bool {
+        object.clock.len() <= rule.limit
             || object.clock.entries.keys().all(|actor| object.siblings.iter().any(|s| &s.dot.actor == actor))
     }
 
@@ -653,6 +679,120 @@ mod tests {
         }
     }
 
+    /// A step of a history with more writers than the prune limit: any
+    /// actor may coordinate a write at any replica (as sloppy coordinators
+    /// do under partitions).
+    #[derive(Debug, Clone)]
+    enum Step {
+        Read { replica: usize },
+        Write { replica: usize, actor: usize, read: usize, value: u8 },
+        Sync { from: usize, to: usize },
+    }
+
+    const REPLICAS: usize = 3;
+    const ACTORS: usize = 12;
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            1 => (0..REPLICAS).prop_map(|replica| Step::Read { replica }),
+            3 => (0..REPLICAS, 0..ACTORS, any::<usize>(), any::<u8>())
+                .prop_map(|(replica, actor, read, value)| Step::Write { replica, actor, read, value }),
+            2 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
+        ]
+    }
+
+    /// Plays `steps` under `rule`: the merge of every replica at the end,
+    /// every acknowledged write's dot, and the entries pruned on the way.
+    fn play(steps: &[Step], rule: PruneRule) -> (Object, Vec<Dot>, usize) {
+        let mut replicas = vec![Object::default(); REPLICAS];
+        let mut reads = vec![VersionVector::default()];
+        let mut issued = [0u64; ACTORS];
+        let (mut acked, mut pruned) = (Vec::new(), 0);
+        for (now, step) in (1u64..).zip(steps) {
+            match *step {
+                Step::Read { replica } => reads.push(replicas[replica].clock.clone()),
+                Step::Write { replica, actor, read, value } => {
+                    let context = &reads[read % reads.len()];
+                    let name = format!("a{actor}");
+                    let object = &mut replicas[replica];
+                    let counter = object.min_counter(context, &name).max(issued[actor] + 1);
+                    issued[actor] = counter;
+                    let dot = Dot { actor: name, counter };
+                    pruned += object.update(context, dot.clone(), Some(Bytes::from(vec![value])), now, rule);
+                    acked.push(dot);
+                }
+                Step::Sync { from, to } => {
+                    let source = replicas[from].clone();
+                    pruned += replicas[to].merge(&source, rule, now);
+                }
+            }
+        }
+        let end = steps.len() as u64 + 1;
+        let mut merged = Object::default();
+        for replica in &replicas {
+            pruned += merged.merge(replica, rule, end);
+        }
+        (merged, acked, pruned)
+    }
+
+    proptest! {
+        /// Pruning never makes an acknowledged write disappear: each is
+        /// still held — as the lost-write checker decides it, a sibling with
+        /// its dot or a clock covering it — or was superseded in the same
+        /// history without pruning. Pruning may only add siblings.
+        #[test]
+        fn pruning_never_loses_an_acknowledged_write(steps in proptest::collection::vec(step(), 1..150)) {
+            let rule = PruneRule { limit: 4, max: 8, young_ms: 6 };
+            let (kept, acked, _) = play(&steps, rule);
+            let (full, _, _) = play(&steps, UNLIMITED);
+            let holds = |o: &Object, dot: &Dot| o.siblings.iter().any(|s| &s.dot == dot);
+            for dot in &acked {
+                let held = holds(&kept, dot) || kept.clock.covers(dot);
+                let superseded = full.clock.covers(dot) && !holds(&full, dot);
+                prop_assert!(held || superseded, "{} lost: kept {} {:?}", dot, kept.clock, dots(&kept));
+            }
+            for sibling in &full.siblings {
+                prop_assert!(holds(&kept, &sibling.dot), "pruning dropped the live sibling {}", sibling.dot);
+            }
+            prop_assert!(kept.clock.len() <= rule.max || prune_bound_holds(&kept, PruneRule::count(rule.max)));
+        }
+    }
+
+    #[test]
+    fn histories_with_many_writers_do_prune() {
+        let steps: Vec<Step> = (0..ACTORS)
+            .flat_map(|actor| {
+                [Step::Write { replica: 0, actor, read: usize::MAX, value: 1 }, Step::Read { replica: 0 }]
+            })
+            .chain([Step::Write { replica: 0, actor: 0, read: usize::MAX, value: 2 }])
+            .collect();
+        let (kept, _, pruned) = play(&steps, PruneRule { limit: 4, max: 8, young_ms: 6 });
+        assert!(pruned > 0, "the property above must see pruning fire");
+        assert!(kept.clock.len() < ACTORS, "{}", kept.clock);
+    }
+
+    #[test]
+    fn riak_rule_keeps_young_entries_up_to_the_hard_bound() {
+        let mut object = Object::default();
+        let mut clock = VersionVector::default();
+        for (i, actor) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+            clock.advance(actor, 1, 100 + i as u64);
+        }
+        object.write(&clock, "z", val("x"), 110, UNLIMITED);
+        let rule = PruneRule { limit: 2, max: 5, young_ms: 50 };
+        let mut young = object.clone();
+        // Seven entries, all younger than 50 ms: only the two beyond the hard bound go, oldest first.
+        assert_eq!(young.prune(rule, 120), 2);
+        assert_eq!(young.clock.readable(), "c:1,d:1,e:1,f:1,z:1");
+        // Once old, everything beyond the limit goes, sparing the sibling's actor.
+        assert_eq!(young.prune(rule, 200), 3);
+        assert_eq!(young.clock.readable(), "f:1,z:1");
+        // Partly old: the old ones beyond the limit go, the young stay.
+        let mut mixed = object.clone();
+        assert_eq!(mixed.prune(rule, 152), 3, "a, b and c are 50 ms old or more");
+        assert_eq!(mixed.clock.readable(), "d:1,e:1,f:1,z:1");
+    }
+
     #[test]
     fn concurrent_blind_writes_from_different_actors_are_siblings() {
         let mut object = Object::default();
@@ -740,7 +880,7 @@ mod tests {
 
     #[test]
     fn pruning_creates_false_concurrency_but_keeps_the_value() {
-        let p = 1;
+        let p = PruneRule::count(1);
         let mut a = Object::default();
         a.write(&VersionVector::default(), "n1", val("old"), 1, p);
         let stale = a.clone();
@@ -749,13 +889,13 @@ mod tests {
         assert_eq!(pruned, 1, "n1 has no sibling left, so it goes");
         assert_eq!(a.clock.readable(), "n2:1");
         // Both actors now hold siblings, so the limit cannot be met.
-        assert_eq!(a.merge(&stale, p), 0);
+        assert_eq!(a.merge(&stale, p, 3), 0);
         assert_eq!(dots(&a), ["n1:1", "n2:1"]);
         assert_eq!(a.clock.readable(), "n1:1,n2:1");
         // Without pruning the superseded value would have been dropped.
         let mut full = stale.clone();
         full.write(&read, "n2", val("new"), 2, UNLIMITED);
-        full.merge(&stale, UNLIMITED);
+        full.merge(&stale, UNLIMITED, 3);
         assert_eq!(dots(&full), ["n2:1"]);
     }
 
@@ -768,10 +908,10 @@ mod tests {
         }
         object.write(&clock, "d", val("x"), 9, DEFAULT);
         object.clock.entries.get_mut("d").expect("d").ts_ms = 0;
-        assert_eq!(object.prune(TIGHT), 2);
+        assert_eq!(object.prune(TIGHT, 9), 2);
         // d is oldest but holds the sibling; b and c tie on age, then c goes.
         assert_eq!(object.clock.readable(), "a:1,d:2");
-        assert_eq!(object.prune(0), 1);
+        assert_eq!(object.prune(PruneRule::count(0), 9), 1);
         assert_eq!(object.clock.readable(), "d:2");
     }
 
