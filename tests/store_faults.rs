@@ -48,7 +48,7 @@ async fn heal(cluster: &TestCluster, nodes: &[String]) {
 
 #[tokio::test]
 async fn a_write_no_member_answers_is_coordinated_by_its_entry_node_and_the_clock_grows_past_n() {
-    let cluster = TestCluster::up(140, 5, "memory", &[]);
+    let cluster = TestCluster::up(150, 5, "memory", &[]);
     let key = "sloppy";
     let (owners, others) = owners_and_others(&cluster, key).await;
     let entry = others[0].clone();
@@ -90,7 +90,7 @@ async fn a_coordinator_that_cannot_reach_w_or_r_nodes_answers_503_at_once() {
     // waited for any known-down node would take that long.
     let floor = Duration::from_secs(3);
     let cluster =
-        TestCluster::up(141, 5, "memory", &["--node_arg=--timeout_floor_ms=3000", "--node_arg=--timeout_cap_ms=6000"]);
+        TestCluster::up(151, 5, "memory", &["--node_arg=--timeout_floor_ms=3000", "--node_arg=--timeout_cap_ms=6000"]);
     let key = "fast";
     let (owners, others) = owners_and_others(&cluster, key).await;
     let entry = others[0].clone();
