@@ -8,6 +8,7 @@ pub mod args;
 mod checker;
 mod cluster;
 mod cpu;
+mod divergence;
 mod holdings;
 mod interrupt;
 mod manifest;
@@ -81,6 +82,7 @@ struct Measured {
     timeline: PlanRunner,
     cpu: CpuMeter,
     watch: watch::Watch,
+    divergence: divergence::Sampler,
     failure: Option<anyhow::Error>,
     tcp_at_t0: BTreeMap<String, TcpCounters>,
 }
@@ -93,6 +95,8 @@ struct Driven {
     cpu: CpuReport,
     tcp: BTreeMap<String, TcpCounters>,
     sightings: Vec<watch::Sighting>,
+    /// Still sampling: it stops when the repair rounds end.
+    divergence: divergence::Sampler,
     t0_wall: SystemTime,
     /// Seconds from t0 until the clients stopped (less than --duration when interrupted).
     measured_s: f64,
@@ -117,12 +121,16 @@ impl Setup {
         Ok(setup)
     }
 
-    /// Hint delivery and background anti-entropy as the run asks, on every node.
+    /// Hint delivery, read repair and background anti-entropy as the run
+    /// asks, on every node.
     fn apply_switches(&self) -> anyhow::Result<()> {
         let (cluster, settings) = (&self.cluster, &self.settings);
         let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
-        let switches =
-            Switches { hint_delivery: settings.hint_delivery, anti_entropy: settings.anti_entropy, read_repair: true };
+        let switches = Switches {
+            hint_delivery: settings.hint_delivery,
+            anti_entropy: settings.anti_entropy,
+            read_repair: settings.read_repair,
+        };
         cluster.reach(|| cluster.switch(&everyone, switches))
     }
 
@@ -148,7 +156,8 @@ impl Setup {
         let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let recorded = recorder.finish()?;
         let requests_sent = sent?;
-        let Measured { timeline, mut cpu, watch, failure, tcp_at_t0 } = measured.context("the run never started")?;
+        let Measured { timeline, mut cpu, watch, divergence, failure, tcp_at_t0 } =
+            measured.context("the run never started")?;
         let sightings = watch.finish();
         self.snapshot_counters("at_end.json");
         write_json(&self.outputs.file("faults", "json"), &FaultsFile::new(timeline.log().to_vec()))?;
@@ -162,6 +171,7 @@ impl Setup {
             tcp: tcp::delta(&tcp_at_t0, &tcp::snapshot(&cluster.entries()?)),
             timeline,
             sightings,
+            divergence,
             t0_wall,
             measured_s,
         })
@@ -203,6 +213,7 @@ impl Setup {
         let tcp_at_t0 = tcp::snapshot(&cluster.entries().unwrap_or_default());
         self.snapshot_counters("at_t0.json");
         let watch = watch::Watch::start(cluster.clone(), t0);
+        let divergence = divergence::Sampler::start(cluster.clone(), t0);
         let processes = || measured_processes(cluster).unwrap_or_default();
         let mut cpu = CpuMeter::start(&processes());
         let mut timeline =
@@ -225,7 +236,7 @@ impl Setup {
         if let Err(e) = timeline.heal_all(&mut hooks) {
             failure.get_or_insert(e);
         }
-        Measured { timeline, cpu, watch, failure, tcp_at_t0 }
+        Measured { timeline, cpu, watch, divergence, failure, tcp_at_t0 }
     }
 
     /// Repair rounds, the lost-write checker, the leftovers check, and the
@@ -244,6 +255,13 @@ impl Setup {
                 repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
             write_json(&outputs.repair_results(), &results)?;
         }
+        let samples = run.divergence.finish().unwrap_or_else(|e| {
+            eprintln!("warning: sampling divergence: {e:#}");
+            Vec::new()
+        });
+        divergence::write_csv(&outputs.file("divergence", "csv"), &samples)?;
+        let workload_end_us = (run.measured_s * 1e6) as i64;
+        let divergence = divergence::summarize(&samples, run.timeline.log(), workload_end_us);
         let verdict = cluster.reach(|| async {
             let hints_left = repair::drain_hints(cluster, &live).await?;
             let mut verdict = checker::check(cluster, &live, &run.recorded.acked).await?;
@@ -267,6 +285,7 @@ impl Setup {
             summary: outputs.file("summary", "json"),
             nodes: self.nodes_dir.clone(),
             membership: outputs.file("membership", "csv"),
+            divergence: Some(outputs.file("divergence", "csv")),
             repair_results: settings.post_repair.then(|| outputs.repair_results()),
         };
         write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, files.clone())?)?;
@@ -281,6 +300,7 @@ impl Setup {
             cpu: &run.cpu,
             repair: &repair,
             post_repair: settings.post_repair,
+            divergence: Some(divergence),
             verdict: &verdict,
             leftovers: &leftovers,
             lapses: &lapses,
