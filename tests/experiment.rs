@@ -424,3 +424,53 @@ fn a_node_a_plan_leaves_down_is_not_a_leftover_and_an_open_loop_that_falls_behin
     assert!(throughput < 100_000.0, "throughput is what was sent: {throughput}");
     assert_eq!(throughput, run.summary["requests"].as_f64().unwrap() / 2.0);
 }
+
+/// The divergence samples of a run, as (t_us, divergent partitions, divergent keys).
+fn divergence(run: &common::experiment::Run) -> Vec<(i64, u64, Option<u64>)> {
+    let path = run.summary["files"]["divergence"].as_str().expect("the divergence file is listed");
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(
+        header,
+        ["t_us", "divergent_partitions", "divergent_keys", "hints_pending", "read_repairs", "ae_repairs"]
+    );
+    reader
+        .deserialize::<(i64, u64, Option<u64>, u64, u64, u64)>()
+        .map(|r| r.unwrap())
+        .map(|r| (r.0, r.1, r.2))
+        .collect()
+}
+
+#[test]
+fn a_partitioned_node_shows_as_divergence_until_repair_and_without_hints_or_read_repair_the_rounds_heal_it() {
+    let cluster = TestCluster::up(96, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let partition = ["--failure_mode", "partition", "--fault_layer", "app", "--warmup", "1", "--failure_duration", "3"];
+    let common = ["--duration", "6", "--concurrency", "4", "--post_repair"];
+
+    let run = drive(&cluster.procs, out.path(), &[&partition[..], &common[..]].concat());
+    run.assert_clean();
+    let (_, applied, heal_started) = run.fault_window();
+    let samples = divergence(&run);
+    let in_fault: Vec<_> = samples.iter().filter(|s| (applied..heal_started).contains(&s.0)).collect();
+    assert!(in_fault.iter().any(|s| s.1 > 0), "the partition left replicas apart while in force: {samples:?}");
+    assert!(in_fault.iter().any(|s| s.2 > Some(0)), "and the differing leaves were counted: {samples:?}");
+    assert_eq!(samples.last().map(|s| (s.1, s.2)), Some((0, Some(0))), "converged at the end: {samples:?}");
+    let summary = &run.summary["divergence"];
+    assert!(summary["peak_partitions"].as_u64() > Some(0), "{summary}");
+    assert!(run.stdout().contains("[DIVERGENCE], Partitions(peak/atHeal/atEnd)/HealToZero(ms), "), "{}", run.stdout());
+    assert_eq!(run.manifest["settings"]["read_repair"], true);
+
+    let off = ["--hint_delivery", "off", "--read_repair", "off"];
+    let run = drive(&cluster.procs, out.path(), &[&partition[..], &common[..], &off[..]].concat());
+    run.assert_clean();
+    assert_eq!(
+        (&run.manifest["settings"]["read_repair"], &run.manifest["read_repair_during_run"]),
+        (&false.into(), &false.into())
+    );
+    let rounds = run.repair_results.as_ref().unwrap().as_object().unwrap();
+    assert!(rounds.values().all(|r| r.is_u64()), "every key converged within --max_repair_rounds");
+    assert!(rounds.values().any(|r| r.as_u64() >= Some(1)), "anti-entropy alone had divergence to repair");
+    let samples = divergence(&run);
+    assert_eq!(samples.last().map(|s| s.1), Some(0), "converged at the end: {samples:?}");
+}
