@@ -74,8 +74,10 @@ async fn poll(cluster: Arc<ClusterView>, t0: Instant, stop: Arc<AtomicBool>) -> 
     Ok(samples)
 }
 
-/// Asks every node for its roots, then the live replicas of the divergent
-/// partitions for their leaves there.
+/// Asks every node for its roots, then the live replicas of the partitions
+/// whose roots differ for their leaves there: a partition counts when its
+/// replicas still differ at that second look, so that a write caught on its
+/// way to the replicas (held by some, a few ms later by all) does not.
 async fn take_sample(clients: &mut [Client], t0: Instant) -> DivergenceSample {
     let asked = futures::future::join_all(clients.iter_mut().map(ask)).await;
     let (live, answers): (Vec<usize>, Vec<NodeAnswer>) =
@@ -95,14 +97,19 @@ async fn take_sample(clients: &mut [Client], t0: Instant) -> DivergenceSample {
                 client.merkle_leaves(&wanted).await.ok()
             }
         });
-    // A node that answered its roots but not its leaves leaves the keys uncounted.
+    // A node that answered its roots but not its leaves leaves the keys
+    // uncounted, and the roots alone decide.
     let leaves: Option<Vec<MerkleLeaves>> = futures::future::join_all(leaf_calls).await.into_iter().collect();
     let t_us = t0.elapsed().as_micros() as i64;
+    let differing = leaves.map(|leaves| differing_leaves(&divergent, &leaves));
     let sum = |count: fn(&Status) -> u64| answers.iter().map(|a| count(&a.status)).sum();
     DivergenceSample {
         t_us,
-        divergent_partitions: divergent.len() as u64,
-        divergent_keys: leaves.map(|leaves| divergent_leaves(&divergent, &leaves)),
+        divergent_partitions: differing
+            .as_ref()
+            .map_or(divergent.len(), |by_partition| by_partition.values().filter(|&&n| n > 0).count())
+            as u64,
+        divergent_keys: differing.map(|by_partition| by_partition.values().sum()),
         hints_pending: sum(|s| s.hints_pending),
         read_repairs: sum(|s| s.counters.get("read_repairs")),
         ae_repairs: sum(|s| s.counters.get("ae_keys_received")),
@@ -142,11 +149,11 @@ fn divergent_partitions(answers: &[NodeAnswer]) -> BTreeMap<u32, Vec<&str>> {
         .collect()
 }
 
-/// Leaves on which the live replicas of a divergent partition do not all
-/// agree (a leaf a replica does not list holds nothing there).
-fn divergent_leaves(divergent: &BTreeMap<u32, Vec<&str>>, leaves: &[MerkleLeaves]) -> u64 {
+/// For each divergent partition, the leaves on which its live replicas do
+/// not all agree (a leaf a replica does not list holds nothing there).
+fn differing_leaves(divergent: &BTreeMap<u32, Vec<&str>>, leaves: &[MerkleLeaves]) -> BTreeMap<u32, u64> {
     let empty = BTreeMap::new();
-    let mut count = 0;
+    let mut counts = BTreeMap::new();
     for (partition, replicas) in divergent {
         let held: Vec<&BTreeMap<u16, String>> = leaves
             .iter()
@@ -156,9 +163,10 @@ fn divergent_leaves(divergent: &BTreeMap<u32, Vec<&str>>, leaves: &[MerkleLeaves
         let mut indices: Vec<u16> = held.iter().flat_map(|h| h.keys().copied()).collect();
         indices.sort_unstable();
         indices.dedup();
-        count += indices.iter().filter(|i| held.iter().any(|h| h.get(i) != held[0].get(i))).count() as u64;
+        let differ = indices.iter().filter(|i| held.iter().any(|h| h.get(i) != held[0].get(i))).count();
+        counts.insert(*partition, differ as u64);
     }
-    count
+    counts
 }
 
 /// The summary's `divergence`: `heals` are the fault events (their last
@@ -291,7 +299,7 @@ mod tests {
             node: node.into(),
             partitions: BTreeMap::from([(7, held.iter().map(|(i, h)| (*i, h.to_string())).collect())]),
         };
-        let divergent = BTreeMap::from([(7, vec!["a", "b", "c"])]);
+        let divergent = BTreeMap::from([(7, vec!["a", "b", "c"]), (8, vec!["a", "b"])]);
         let answers = [
             leaves("a", &[(1, "x"), (2, "y"), (3, "z")]),
             leaves("b", &[(1, "x"), (2, "other")]),
@@ -299,8 +307,9 @@ mod tests {
             // Not a live replica of partition 7 in this sample: ignored.
             leaves("d", &[(1, "elsewhere")]),
         ];
-        // Leaf 2 differs on b, leaf 3 is missing on b, leaf 9 only c holds.
-        assert_eq!(divergent_leaves(&divergent, &answers), 3);
+        // Leaf 2 differs on b, leaf 3 is missing on b, leaf 9 only c holds;
+        // partition 8 agreed by the time its leaves were asked for.
+        assert_eq!(differing_leaves(&divergent, &answers), BTreeMap::from([(7, 3), (8, 0)]));
     }
 
     fn samples(counts: &[(i64, u64)]) -> Vec<DivergenceSample> {

@@ -210,10 +210,11 @@ impl Setup {
     /// are healed by then).
     fn measure(&self, shared: &Shared, t0: Instant) -> Measured {
         let cluster = &self.cluster;
+        // First, so that sampling starts at the start of warmup.
+        let divergence = divergence::Sampler::start(cluster.clone(), t0);
         let tcp_at_t0 = tcp::snapshot(&cluster.entries().unwrap_or_default());
         self.snapshot_counters("at_t0.json");
         let watch = watch::Watch::start(cluster.clone(), t0);
-        let divergence = divergence::Sampler::start(cluster.clone(), t0);
         let processes = || measured_processes(cluster).unwrap_or_default();
         let mut cpu = CpuMeter::start(&processes());
         let mut timeline =

@@ -13,7 +13,9 @@ pub struct DivergenceSample {
     /// µs since t0 (the start of warmup), when the sample's answers were in.
     pub t_us: i64,
     /// Partitions whose live preference-list replicas (two or more that
-    /// answered) hold different Merkle roots.
+    /// answered) hold different Merkle roots and, asked a moment later,
+    /// still different leaves (when every one answered that too): a write
+    /// on its way to the replicas, caught by one look, does not count.
     pub divergent_partitions: u64,
     /// Merkle leaves of the divergent partitions on which the live
     /// replicas differ: a lower bound on the keys that differ (a leaf
