@@ -473,4 +473,18 @@ fn a_partitioned_node_shows_as_divergence_until_repair_and_without_hints_or_read
     assert!(rounds.values().any(|r| r.as_u64() >= Some(1)), "anti-entropy alone had divergence to repair");
     let samples = divergence(&run);
     assert_eq!(samples.last().map(|s| s.1), Some(0), "converged at the end: {samples:?}");
+
+    // The report plots the samples and tabulates the peak.
+    let report = std::process::Command::new(common::BIN).arg("report").arg(out.path()).output().unwrap();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let plots: Vec<std::path::PathBuf> = std::fs::read_dir(out.path().join("plots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("divergence.png").exists() && p.join("hints.png").exists())
+        .collect();
+    assert_eq!(plots.len(), 1, "one run's divergence and hints plots");
+    let plotted = std::fs::read_to_string(plots[0].join("divergence.csv")).unwrap();
+    assert_eq!(plotted.lines().count(), samples.len() + 1, "every sample plotted: {plotted}");
+    let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(markdown.contains("| peak divergent partitions | heal to no divergence ms |"), "{markdown}");
 }

@@ -59,7 +59,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         // Whatever failed, the nodes get their switches back as they were.
         let everyone: Vec<usize> = (0..setup.cluster.ids.len()).collect();
         if let Err(e) = restore_switches(&setup.cluster, &setup.statuses, &everyone) {
-            eprintln!("warning: restoring hint delivery and anti-entropy: {e:#}");
+            eprintln!("warning: restoring the nodes' switches: {e:#}");
         }
     }
     outcome
