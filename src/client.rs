@@ -21,7 +21,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::admin::{
-    Committed, FaultState, HandedOff, LeaveStats, MerkleRoots, RepairRound, Replicas, SwitchChange, SyncStats,
+    Committed, FaultState, HandedOff, LeaveStats, MerkleLeaves, MerkleRoots, RepairRound, Replicas, SwitchChange,
+    SyncStats,
 };
 use crate::api::headers::{CLOCK, CONTEXT, COORDINATOR, DOT, SIBLINGS};
 use crate::api::status::{Status, Switches};
@@ -169,6 +170,12 @@ impl Client {
     /// The Merkle root of each partition the node replicates.
     pub async fn merkle_roots(&mut self) -> Result<MerkleRoots, ClientError> {
         self.typed(Method::GET, "/admin/merkle", Bytes::new()).await
+    }
+
+    /// The non-empty Merkle leaves of those of `partitions` the node replicates.
+    pub async fn merkle_leaves(&mut self, partitions: &[u32]) -> Result<MerkleLeaves, ClientError> {
+        let list: Vec<String> = partitions.iter().map(u32::to_string).collect();
+        self.typed(Method::GET, &format!("/admin/merkle/leaves?partitions={}", list.join(",")), Bytes::new()).await
     }
 
     /// Puts application-level faults in force (replacing any before).

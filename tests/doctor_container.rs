@@ -77,7 +77,7 @@ fn the_cpu_fault_refuses_where_no_quota_can_be_set() {
     if !privileged("the_cpu_fault_refuses_where_no_quota_can_be_set") {
         return;
     }
-    let cluster = TestCluster::up(96, 3, "memory", &[]);
+    let cluster = TestCluster::up(97, 3, "memory", &[]);
     let procs = cluster.procs.to_str().unwrap();
     let script = "set -e; if [ -d /sys/fs/cgroup/cpu ]; then mount -o remount,bind,ro /sys/fs/cgroup/cpu; \
                   else mount -o remount,bind,ro /sys/fs/cgroup; fi; \

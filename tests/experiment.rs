@@ -627,3 +627,67 @@ fn phases_follow_the_faults_record_and_stalls_and_the_onset_match_the_csv() {
     assert!(by_entry["node3"]["failure"].as_f64().unwrap() < 1.0, "{by_entry}");
     assert!(run.stdout().contains("[AVAILABILITY], WorstEntryDuringFailure(node3)"), "{}", run.stdout());
 }
+
+/// The divergence samples of a run, as (t_us, divergent partitions, divergent keys).
+fn divergence(run: &common::experiment::Run) -> Vec<(i64, u64, Option<u64>)> {
+    let path = run.summary["files"]["divergence"].as_str().expect("the divergence file is listed");
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(
+        header,
+        ["t_us", "divergent_partitions", "divergent_keys", "hints_pending", "read_repairs", "ae_repairs"]
+    );
+    reader
+        .deserialize::<(i64, u64, Option<u64>, u64, u64, u64)>()
+        .map(|r| r.unwrap())
+        .map(|r| (r.0, r.1, r.2))
+        .collect()
+}
+
+#[test]
+fn a_partitioned_node_shows_as_divergence_until_repair_and_without_hints_or_read_repair_the_rounds_heal_it() {
+    let cluster = TestCluster::up(96, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let partition = ["--failure_mode", "partition", "--fault_layer", "app", "--warmup", "1", "--failure_duration", "3"];
+    let common = ["--duration", "6", "--concurrency", "4", "--post_repair"];
+
+    let run = drive(&cluster.procs, out.path(), &[&partition[..], &common[..]].concat());
+    run.assert_clean();
+    let (_, applied, heal_started) = run.fault_window();
+    let samples = divergence(&run);
+    let in_fault: Vec<_> = samples.iter().filter(|s| (applied..heal_started).contains(&s.0)).collect();
+    assert!(in_fault.iter().any(|s| s.1 > 0), "the partition left replicas apart while in force: {samples:?}");
+    assert!(in_fault.iter().any(|s| s.2 > Some(0)), "and the differing leaves were counted: {samples:?}");
+    assert_eq!(samples.last().map(|s| (s.1, s.2)), Some((0, Some(0))), "converged at the end: {samples:?}");
+    let summary = &run.summary["divergence"];
+    assert!(summary["peak_partitions"].as_u64() > Some(0), "{summary}");
+    assert!(run.stdout().contains("[DIVERGENCE], Partitions(peak/atHeal/atEnd)/HealToZero(ms), "), "{}", run.stdout());
+    assert_eq!(run.manifest["settings"]["read_repair"], true);
+
+    let off = ["--hint_delivery", "off", "--read_repair", "off"];
+    let run = drive(&cluster.procs, out.path(), &[&partition[..], &common[..], &off[..]].concat());
+    run.assert_clean();
+    assert_eq!(
+        (&run.manifest["settings"]["read_repair"], &run.manifest["read_repair_during_run"]),
+        (&false.into(), &false.into())
+    );
+    let rounds = run.repair_results.as_ref().unwrap().as_object().unwrap();
+    assert!(rounds.values().all(|r| r.is_u64()), "every key converged within --max_repair_rounds");
+    assert!(rounds.values().any(|r| r.as_u64() >= Some(1)), "anti-entropy alone had divergence to repair");
+    let samples = divergence(&run);
+    assert_eq!(samples.last().map(|s| s.1), Some(0), "converged at the end: {samples:?}");
+
+    // The report plots the samples and tabulates the peak.
+    let report = std::process::Command::new(common::BIN).arg("report").arg(out.path()).output().unwrap();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let plots: Vec<std::path::PathBuf> = std::fs::read_dir(out.path().join("plots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("divergence.png").exists() && p.join("hints.png").exists())
+        .collect();
+    assert_eq!(plots.len(), 1, "one run's divergence and hints plots");
+    let plotted = std::fs::read_to_string(plots[0].join("divergence.csv")).unwrap();
+    assert_eq!(plotted.lines().count(), samples.len() + 1, "every sample plotted: {plotted}");
+    let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(markdown.contains("| peak divergent partitions | heal to no divergence ms |"), "{markdown}");
+}

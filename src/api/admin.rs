@@ -110,6 +110,17 @@ pub struct MerkleRoots {
     pub partitions: BTreeMap<u32, String>,
 }
 
+/// `GET /admin/merkle/leaves?partitions=3,17`: the leaves of the asked
+/// partitions that the node replicates, so that a watcher can tell how
+/// many leaves two replicas differ on without reading a key. Only leaves
+/// holding something are listed (by index, hash in hex): a partition of a
+/// few keys answers in a few lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerkleLeaves {
+    pub node: String,
+    pub partitions: BTreeMap<u32, BTreeMap<u16, String>>,
+}
+
 /// `GET /admin/replicas/{key}`: what every preference-list replica of a key
 /// holds, read directly (no read repair).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,12 +5,14 @@
 //! JSON literal on one side and string lookups on the other. Field order is
 //! the order on disk.
 
+mod divergence;
 mod faults;
 mod files;
 mod manifest;
 mod matrix;
 mod summary;
 
+pub use self::divergence::{DivergenceSample, DivergenceSummary};
 pub use self::faults::{EventLog, FaultsFile, NodeSnapshot, NodeSnapshots};
 pub use self::files::{Files, RepairResults};
 pub use self::manifest::{ClusterRecord, Machine, Manifest, Quorum, Seeds, Settings, Timeouts};

@@ -83,6 +83,9 @@ pub struct ExperimentArgs {
     /// Hinted handoff during the run (off: hints wait, and repair rounds alone must heal the divergence).
     #[arg(long = "hint_delivery", alias = "hint-delivery", default_value = "on", value_parser = ["on", "off"])]
     pub hint_delivery: String,
+    /// Read repair during the run (off: a read leaves stale replicas stale, for the repair rounds to find).
+    #[arg(long = "read_repair", alias = "read-repair", default_value = "on", value_parser = ["on", "off"])]
+    pub read_repair: String,
 }
 
 /// The resolved settings, as the manifest records them.
@@ -120,6 +123,7 @@ pub struct Resolved {
     pub backoff_ms: u64,
     pub anti_entropy: bool,
     pub hint_delivery: bool,
+    pub read_repair: bool,
     pub seed: u64,
 }
 
@@ -189,6 +193,7 @@ impl ExperimentArgs {
             backoff_ms: self.backoff_ms,
             anti_entropy: self.anti_entropy == "on",
             hint_delivery: self.hint_delivery == "on",
+            read_repair: self.read_repair == "on",
             seed: f.seed,
         })
     }

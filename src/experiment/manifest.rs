@@ -54,6 +54,7 @@ impl Setup {
             quorum: Quorum { n: settings.n, r: settings.r, w: settings.w },
             anti_entropy_during_run: settings.anti_entropy,
             hint_delivery_during_run: settings.hint_delivery,
+            read_repair_during_run: settings.read_repair,
             cluster: ClusterRecord {
                 mode: cluster.meta().mode,
                 prefix: cluster.meta().prefix.clone(),

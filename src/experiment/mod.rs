@@ -8,6 +8,7 @@ pub mod args;
 mod checker;
 mod cluster;
 mod cpu;
+mod divergence;
 mod holdings;
 mod interrupt;
 mod manifest;
@@ -58,7 +59,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         // Whatever failed, the nodes get their switches back as they were.
         let everyone: Vec<usize> = (0..setup.cluster.ids.len()).collect();
         if let Err(e) = restore_switches(&setup.cluster, &setup.statuses, &everyone) {
-            eprintln!("warning: restoring hint delivery and anti-entropy: {e:#}");
+            eprintln!("warning: restoring the nodes' switches: {e:#}");
         }
     }
     outcome
@@ -81,6 +82,7 @@ struct Measured {
     timeline: PlanRunner,
     cpu: CpuMeter,
     watch: watch::Watch,
+    divergence: divergence::Sampler,
     failure: Option<anyhow::Error>,
     tcp_at_t0: BTreeMap<String, TcpCounters>,
     nodes_at_t0: Option<NodeSnapshots>,
@@ -94,6 +96,8 @@ struct Driven {
     cpu: CpuReport,
     tcp: BTreeMap<String, TcpCounters>,
     sightings: Vec<watch::Sighting>,
+    /// Still sampling: it stops when the repair rounds end.
+    divergence: divergence::Sampler,
     t0_wall: SystemTime,
     /// Seconds from t0 until the clients stopped (less than --duration when interrupted).
     measured_s: f64,
@@ -120,12 +124,16 @@ impl Setup {
         Ok(setup)
     }
 
-    /// Hint delivery and background anti-entropy as the run asks, on every node.
+    /// Hint delivery, read repair and background anti-entropy as the run
+    /// asks, on every node.
     fn apply_switches(&self) -> anyhow::Result<()> {
         let (cluster, settings) = (&self.cluster, &self.settings);
         let everyone: Vec<usize> = (0..cluster.ids.len()).collect();
-        let switches =
-            Switches { hint_delivery: settings.hint_delivery, anti_entropy: settings.anti_entropy, read_repair: true };
+        let switches = Switches {
+            hint_delivery: settings.hint_delivery,
+            anti_entropy: settings.anti_entropy,
+            read_repair: settings.read_repair,
+        };
         cluster.reach(|| cluster.switch(&everyone, switches))
     }
 
@@ -151,7 +159,7 @@ impl Setup {
         let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let recorded = recorder.finish()?;
         let requests_sent = sent?;
-        let Measured { timeline, mut cpu, watch, failure, tcp_at_t0, nodes_at_t0 } =
+        let Measured { timeline, mut cpu, watch, divergence, failure, tcp_at_t0, nodes_at_t0 } =
             measured.context("the run never started")?;
         let sightings = watch.finish();
         let nodes_at_end = self.snapshot_counters("at_end.json");
@@ -169,6 +177,7 @@ impl Setup {
             tcp: tcp::delta(&tcp_at_t0, &tcp::snapshot(&cluster.entries()?)),
             timeline,
             sightings,
+            divergence,
             t0_wall,
             measured_s,
             prune_events,
@@ -207,6 +216,8 @@ impl Setup {
     /// are healed by then).
     fn measure(&self, shared: &Shared, t0: Instant) -> Measured {
         let cluster = &self.cluster;
+        // First, so that sampling starts at the start of warmup.
+        let divergence = divergence::Sampler::start(cluster.clone(), t0);
         let tcp_at_t0 = tcp::snapshot(&cluster.entries().unwrap_or_default());
         let nodes_at_t0 = self.snapshot_counters("at_t0.json");
         let watch = watch::Watch::start(cluster.clone(), t0);
@@ -232,7 +243,7 @@ impl Setup {
         if let Err(e) = timeline.heal_all(&mut hooks) {
             failure.get_or_insert(e);
         }
-        Measured { timeline, cpu, watch, failure, tcp_at_t0, nodes_at_t0 }
+        Measured { timeline, cpu, watch, divergence, failure, tcp_at_t0, nodes_at_t0 }
     }
 
     /// Repair rounds, the lost-write checker, the leftovers check, and the
@@ -251,6 +262,13 @@ impl Setup {
                 repair.keys.iter().map(|(k, rounds)| (crate::workload::ops::key_name(*k), *rounds)).collect();
             write_json(&outputs.repair_results(), &results)?;
         }
+        let samples = run.divergence.finish().unwrap_or_else(|e| {
+            eprintln!("warning: sampling divergence: {e:#}");
+            Vec::new()
+        });
+        divergence::write_csv(&outputs.file("divergence", "csv"), &samples)?;
+        let workload_end_us = (run.measured_s * 1e6) as i64;
+        let divergence = divergence::summarize(&samples, run.timeline.log(), workload_end_us);
         let verdict = cluster.reach(|| async {
             let hints_left = repair::drain_hints(cluster, &live).await?;
             let mut verdict = checker::check(cluster, &live, &run.recorded.acked).await?;
@@ -274,6 +292,7 @@ impl Setup {
             summary: outputs.file("summary", "json"),
             nodes: self.nodes_dir.clone(),
             membership: outputs.file("membership", "csv"),
+            divergence: Some(outputs.file("divergence", "csv")),
             repair_results: settings.post_repair.then(|| outputs.repair_results()),
         };
         write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, files.clone())?)?;
@@ -292,6 +311,7 @@ impl Setup {
             cpu: &run.cpu,
             repair: &repair,
             post_repair: settings.post_repair,
+            divergence: Some(divergence),
             verdict: &verdict,
             leftovers: &leftovers,
             lapses: &lapses,

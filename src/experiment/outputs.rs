@@ -7,8 +7,14 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-const KINDS: [(&str, &str); 5] =
-    [("workload", "csv"), ("faults", "json"), ("manifest", "json"), ("summary", "json"), ("membership", "csv")];
+const KINDS: [(&str, &str); 6] = [
+    ("workload", "csv"),
+    ("faults", "json"),
+    ("manifest", "json"),
+    ("summary", "json"),
+    ("membership", "csv"),
+    ("divergence", "csv"),
+];
 
 pub struct Outputs {
     dir: PathBuf,

@@ -11,8 +11,8 @@ use hdrhistogram::Histogram;
 
 use super::repair::{Repair, RoundLog};
 use crate::api::run::{
-    Availability, ClockSize, CpuReport, Detection, Files, LostWrites, OpSummary, Operations, Quantiles, RepairRound,
-    RepairSummary, Siblings, Staleness, Summary, Tally, Tcp, TcpCounters,
+    Availability, ClockSize, CpuReport, Detection, DivergenceSummary, Files, LostWrites, OpSummary, Operations,
+    Quantiles, RepairRound, RepairSummary, Siblings, Staleness, Summary, Tally, Tcp, TcpCounters,
 };
 use crate::api::run::{ClockGrowth, ClockSecond, ConflictRate, EntryAvailability, Stall, Stalls, WriteConflicts};
 use crate::workload::history::{self, History};
@@ -44,6 +44,7 @@ pub struct Inputs<'a> {
     pub cpu: &'a CpuReport,
     pub repair: &'a Repair,
     pub post_repair: bool,
+    pub divergence: Option<DivergenceSummary>,
     pub verdict: &'a LostWrites,
     pub leftovers: &'a [String],
     /// Fault events that lapsed before their heal (see `PlanRunner::lapses`).
@@ -109,6 +110,7 @@ pub fn build(inputs: Inputs) -> Summary {
         },
         cpu: inputs.cpu.clone(),
         repair: repair_summary(inputs.repair, inputs.post_repair),
+        divergence: inputs.divergence,
         failure_detection: inputs.detections,
         tcp: Tcp::of(inputs.tcp.clone()),
         lost_writes: inputs.verdict.clone(),
@@ -246,6 +248,12 @@ impl Figure for usize {
     }
 }
 
+impl Figure for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+}
+
 impl<T: Figure> Figure for Option<T> {
     fn text(&self) -> String {
         self.as_ref().map_or_else(|| "-".to_owned(), Figure::text)
@@ -322,6 +330,10 @@ pub fn text(summary: &Summary) -> String {
             line("REPAIR", &format!("KeysConvergedInRounds={rounds}"), keys);
         }
     }
+    if let Some(d) = &summary.divergence {
+        let figures = [d.peak_partitions.text(), d.at_heal.text(), d.at_workload_end.text(), d.heal_to_zero_ms.text()];
+        line("DIVERGENCE", "Partitions(peak/atHeal/atEnd)/HealToZero(ms)", &figures.join("/"));
+    }
     for detection in &summary.failure_detection {
         let target = &detection.target;
         line("DETECTOR", &format!("AllNoticed({target})(ms)"), &detection.all_noticed_ms);
@@ -382,6 +394,7 @@ mod tests {
             summary: path("summary.json"),
             nodes: path("nodes"),
             membership: path("membership.csv"),
+            divergence: None,
             repair_results: None,
         }
     }
@@ -424,6 +437,7 @@ mod tests {
             cpu: &cpu,
             repair: &repair,
             post_repair: true,
+            divergence: None,
             verdict: &LostWrites::default(),
             leftovers: &[],
             lapses: &[],

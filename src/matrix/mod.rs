@@ -97,7 +97,7 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<()> {
             bail!("interrupted before {}: run the same command again to resume", cell.name());
         }
         println!("\n== matrix cell {}/{}: {}", index + 1, cells.len(), cell.name());
-        run_cell(&args, cell, index, &dir)?;
+        run_cell(&args, &rows[cell.row], cell, index, &dir)?;
     }
     println!("\nmatrix: {} cells ran in {:.1} min", pending.len(), started.elapsed().as_secs_f64() / 60.0);
     let report = crate::report::matrix(&args.out)?;
@@ -116,13 +116,13 @@ fn is_done(dir: &Path) -> bool {
 
 /// Runs one cell from a clean folder; records it in `cell.json` unless
 /// the run was interrupted (then the matrix stops, and resumes here).
-fn run_cell(args: &MatrixArgs, cell: &Cell, index: usize, dir: &Path) -> anyhow::Result<()> {
+fn run_cell(args: &MatrixArgs, row: &Row, cell: &Cell, index: usize, dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let seed = args.seed + index as u64;
-    let command_line = command_line(args, cell, seed, dir);
+    let command_line = command_line(args, row, cell, seed, dir);
     let experiment = ExperimentCommand::try_parse_from(&command_line)
         .with_context(|| format!("cell {}: {}", cell.name(), command_line.join(" ")))?;
     let started = Instant::now();
@@ -144,7 +144,7 @@ fn run_cell(args: &MatrixArgs, cell: &Cell, index: usize, dir: &Path) -> anyhow:
     crate::experiment::write_json(&dir.join("cell.json"), &CellFile { cell: cell.clone(), record })
 }
 
-fn command_line(args: &MatrixArgs, cell: &Cell, seed: u64, dir: &Path) -> Vec<String> {
+fn command_line(args: &MatrixArgs, row: &Row, cell: &Cell, seed: u64, dir: &Path) -> Vec<String> {
     let (duration, warmup, failure) = timings(args);
     let mut line: Vec<String> = [
         "dynabed experiment",
@@ -178,6 +178,9 @@ fn command_line(args: &MatrixArgs, cell: &Cell, seed: u64, dir: &Path) -> Vec<St
     .to_vec();
     if let Some(layer) = cell.layer {
         line.extend(["--fault_layer".to_owned(), layer.as_str().to_owned()]);
+    }
+    for mechanism in row.mechanisms_off() {
+        line.extend([format!("--{mechanism}"), "off".to_owned()]);
     }
     line
 }

@@ -17,18 +17,27 @@ pub fn seed() -> Vec<Row> {
         failure_mode: f.into(),
         concurrency: c.into(),
         notes: n.into(),
+        without: String::new(),
+    };
+    // Hints and read repair would heal the partition's divergence before
+    // the repair rounds start: without them the rounds measure
+    // anti-entropy alone on what the partition left.
+    let divergence = Row {
+        without: "hint_delivery read_repair".into(),
+        ..row("A", "uniform", "partition", "16–128", "divergence & repair")
     };
     vec![
         row("A", "uniform", "none", "1–256", "baseline"),
         row("A", "zipf", "slow", "1–64", "hotspot behavior"),
-        row("A", "uniform", "partition", "16–128", "divergence & repair"),
+        divergence,
         row("B", "uniform", "crash", "1–64", "write conflict rates"),
         row("B", "zipf", "partition", "32", "vector clock growth"),
     ]
 }
 
 /// Reads a matrix: a JSON list of rows, or a CSV with the seed's columns
-/// (`workload,distribution,failure_mode,concurrency,notes`).
+/// (`workload,distribution,failure_mode,concurrency,notes`, and optionally
+/// `without`).
 pub fn load(path: &Path) -> anyhow::Result<Vec<Row>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the matrix {}", path.display()))?;
     let rows: Vec<Row> = if text.trim_start().starts_with('[') {
@@ -96,8 +105,14 @@ fn check(row: &Row) -> anyhow::Result<()> {
     if !modes.contains(&row.failure_mode.as_str()) {
         bail!("failure mode {:?}: one of {}", row.failure_mode, modes.join(", "));
     }
+    if let Some(other) = row.mechanisms_off().find(|m| !MECHANISMS_OFF.contains(m)) {
+        bail!("without {other:?}: the repair mechanisms a row can turn off are {}", MECHANISMS_OFF.join(", "));
+    }
     Ok(())
 }
+
+/// What a row's `without` may name: driver flags `--<name> off`.
+pub const MECHANISMS_OFF: [&str; 2] = ["hint_delivery", "read_repair"];
 
 /// `1–256` → 1, 2, 4, … 256 (`quick`: 1 and 256); `32` → 32; `1,8,64` as given.
 fn concurrency_levels(text: &str, quick: bool) -> anyhow::Result<Vec<u32>> {
@@ -144,6 +159,10 @@ mod tests {
         );
         assert!(names.contains(&"B-uniform-crash-c64".to_owned()), "crashes run once: {names:?}");
         assert_eq!(quick.len(), 2 + 4 + 4 + 2 + 2);
+        let without = |row: usize| seed()[row].mechanisms_off().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(seed()[2].notes, "divergence & repair");
+        assert_eq!(without(2), ["hint_delivery", "read_repair"], "the divergence row runs on anti-entropy alone");
+        assert!([0, 1, 3, 4].iter().all(|&row| without(row).is_empty()), "every other row keeps every mechanism");
     }
 
     #[test]
@@ -168,5 +187,13 @@ mod tests {
         assert!(concurrency_levels("64-16", false).is_err());
         let twice = [seed()[4].clone(), seed()[4].clone()];
         assert!(format!("{:#}", cells(&twice, false, &[Layer::Kernel]).unwrap_err()).contains("twice"));
+        let json = dir.path().join("w.json");
+        std::fs::write(
+            &json,
+            r#"[{"workload": "A", "distribution": "uniform", "failure_mode": "crash", "concurrency": "4", "without": "gossip"}]"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", cells(&load(&json).unwrap(), false, &[Layer::Kernel]).unwrap_err());
+        assert!(err.contains("\"gossip\"") && err.contains("hint_delivery, read_repair"), "{err}");
     }
 }

@@ -291,6 +291,10 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
             Ok(json_reply(&Committed { merged }))
         }
         (&Method::GET, "merkle") => Ok(json_reply(&node.merkle_roots())),
+        (&Method::GET, "merkle/leaves") => {
+            let partitions = leaf_partitions(request.uri().query().unwrap_or(""))?;
+            Ok(json_reply(&node.merkle_leaves(&partitions)))
+        }
         (&Method::POST, "leave") => {
             let stats = node.leave().await.map_err(|e| {
                 let status = match e.downcast_ref::<MembershipError>() {
@@ -320,11 +324,23 @@ async fn admin_request(node: &Arc<Node>, route: &str, request: Request<Incoming>
             Ok(json_reply(&node.faults.current()))
         }
         (&Method::GET, "fault") => Ok(json_reply(&node.faults.current())),
-        (_, "config" | "handoff" | "repair/round" | "repair/commit" | "merkle" | "fault" | "leave") => {
-            Err(HttpError::method())
-        }
+        (
+            _,
+            "config" | "handoff" | "repair/round" | "repair/commit" | "merkle" | "merkle/leaves" | "fault" | "leave",
+        ) => Err(HttpError::method()),
         _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such admin path: /admin/{route}"))),
     }
+}
+
+/// `partitions=3,17` (or nothing: no partition).
+fn leaf_partitions(query: &str) -> Result<Vec<u32>, HttpError> {
+    let bad = || HttpError::bad(format!("bad query {query:?}: merkle/leaves?partitions=3,17"));
+    let list = match query.split_once('=') {
+        None if query.is_empty() => return Ok(Vec::new()),
+        Some(("partitions", list)) => list,
+        _ => return Err(bad()),
+    };
+    list.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().map_err(|_| bad())).collect()
 }
 
 /// A JSON request body; `what` names it in the error.

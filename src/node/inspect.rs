@@ -11,7 +11,7 @@ use super::protocol::Request;
 use super::rpc::Stored;
 use super::version::Object;
 use super::Node;
-use crate::api::admin::{Held, MerkleRoots, ReplicaCopy, Replicas, StoredVersion};
+use crate::api::admin::{Held, MerkleLeaves, MerkleRoots, ReplicaCopy, Replicas, StoredVersion};
 use crate::api::status::{Counters, RingView, Status};
 
 impl Node {
@@ -63,6 +63,22 @@ impl Node {
             .replica
             .with_trees(|trees| partitions.iter().map(|&p| (p, format!("{:032x}", trees.root(p)))).collect());
         MerkleRoots { node: self.id().to_owned(), partitions: roots }
+    }
+
+    /// The non-empty Merkle leaves of those of `partitions` this node
+    /// replicates, in hex; copied under the trees' lock, nothing read.
+    pub fn merkle_leaves(&self, partitions: &[u32]) -> MerkleLeaves {
+        let ours = self.membership.ring().replicated_partitions(self.id(), self.membership.n());
+        let wanted: Vec<u32> = partitions.iter().copied().filter(|p| ours.contains(p)).collect();
+        let leaves = self.replica.with_trees(|trees| wanted.iter().map(|&p| (p, trees.leaves(p))).collect::<Vec<_>>());
+        let partitions = leaves
+            .into_iter()
+            .map(|(p, leaves)| {
+                let held = leaves.iter().enumerate().filter(|(_, h)| **h != 0);
+                (p, held.map(|(i, h)| (i as u16, format!("{h:032x}"))).collect())
+            })
+            .collect();
+        MerkleLeaves { node: self.id().to_owned(), partitions }
     }
 
     /// What every preference-list replica of `key` holds, read directly.

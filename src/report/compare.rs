@@ -94,6 +94,16 @@ pub const MEASURES: &[Measure] = &[
         side: "cluster",
         value: |r| Some(r.counter("gossip_unanswered") as f64),
     },
+    Measure {
+        name: "peak divergent partitions",
+        side: "cluster",
+        value: |r| Some(r.summary.divergence.as_ref()?.peak_partitions as f64),
+    },
+    Measure {
+        name: "heal to no divergence (ms)",
+        side: "cluster",
+        value: |r| r.summary.divergence.as_ref()?.heal_to_zero_ms,
+    },
     Measure { name: "keys that needed repair", side: "cluster", value: keys_repaired },
     Measure { name: "most repair rounds", side: "cluster", value: most_rounds },
     Measure {

@@ -2,8 +2,9 @@
 //! drawn, so anyone can re-plot them. Per run: latency over time (every
 //! request a dot, p50/p99 per second, the failure window shaded and the
 //! fault events marked, as Jepsen draws them), throughput and clock size
-//! over time, the latency CDF on a nines axis, the repair-rounds
-//! histogram. Per matrix:
+//! over time, the latency CDF on a nines axis, the repair-rounds histogram,
+//! and how far the replicas diverged over time (partitions, hints pending).
+//! Per matrix:
 //! throughput and p99 against concurrency for each row, and staleness,
 //! siblings and clock size per cell.
 
@@ -14,7 +15,7 @@ use anyhow::Context;
 use super::plot::{self, Annotations, Chart, Scale, Series};
 use super::run::{RunData, Window};
 use super::Entry;
-use crate::api::run::{ClockSecond, Summary};
+use crate::api::run::{ClockSecond, DivergenceSample, Summary};
 
 /// What the plots of a run over time shade and mark: each fault's window
 /// in force (shaded), its apply's start and its heal's end (marked), from
@@ -51,6 +52,8 @@ pub fn run_figures(run: &RunData, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         clock_over_time(run, dir, &notes)?,
         cdf(run, dir)?,
         repair_histogram(run, dir)?,
+        divergence_over_time(run, dir, &notes)?,
+        hints_over_time(run, dir, &notes)?,
     ])
 }
 
@@ -125,16 +128,62 @@ fn clock_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyhow::Re
         label: label.to_owned(),
         points: seconds.iter().map(|s| (s.second as f64 + 0.5, f64::from(pick(s)))).collect(),
     };
-    let path = dir.join("clock.png");
+    let series = [line("p50", |s| s.p50), line("max", |s| s.max)];
+    over_time(dir.join("clock.png"), "vector clock size of successful requests", "clock entries", notes, &series)
+}
+
+fn divergence_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyhow::Result<PathBuf> {
+    write_csv(
+        &dir.join("divergence.csv"),
+        &["t_s", "divergent_partitions", "divergent_keys", "hints_pending", "read_repairs", "ae_repairs"],
+        run.divergence.iter().map(|s| {
+            vec![
+                fmt(s.t_us as f64 / 1e6),
+                s.divergent_partitions.to_string(),
+                s.divergent_keys.map_or(String::new(), |k| k.to_string()),
+                s.hints_pending.to_string(),
+                s.read_repairs.to_string(),
+                s.ae_repairs.to_string(),
+            ]
+        }),
+    )?;
+    let mut series = vec![sampled("divergent partitions", run, |s| Some(s.divergent_partitions))];
+    if run.divergence.iter().any(|s| s.divergent_keys.is_some()) {
+        series.push(sampled("divergent keys (at least)", run, |s| s.divergent_keys));
+    }
+    over_time(dir.join("divergence.png"), "replicas that disagree", "count", notes, &series)
+}
+
+fn hints_over_time(run: &RunData, dir: &Path, notes: &Annotations) -> anyhow::Result<PathBuf> {
+    let series = [sampled("hints pending", run, |s| Some(s.hints_pending))];
+    over_time(dir.join("hints.png"), "hints waiting for their owner", "hints", notes, &series)
+}
+
+/// One column of the divergence samples against the run's clock.
+fn sampled(label: &str, run: &RunData, value: fn(&DivergenceSample) -> Option<u64>) -> Series {
+    Series {
+        label: label.to_owned(),
+        points: run.divergence.iter().filter_map(|s| Some((s.t_us as f64 / 1e6, value(s)? as f64))).collect(),
+    }
+}
+
+/// Lines over the run's clock with the fault windows shaded.
+fn over_time(
+    path: PathBuf,
+    title: &str,
+    y_label: &str,
+    notes: &Annotations,
+    series: &[Series],
+) -> anyhow::Result<PathBuf> {
     let chart = Chart {
-        title: "vector clock size of successful requests",
+        title,
         x_label: "seconds since the start of warmup",
-        y_label: "clock entries",
+        y_label,
         x_scale: Scale::Linear,
         y_scale: Scale::Linear,
         annotations: notes,
     };
-    plot::lines(&path, &chart, &[line("p50", |s| s.p50), line("max", |s| s.max)])?;
+    plot::lines(&path, &chart, series)?;
     Ok(path)
 }
 

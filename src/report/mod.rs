@@ -199,6 +199,14 @@ pub const COLUMNS: &[Column] = &[
             most.cloned().unwrap_or_else(|| "-".into())
         },
     },
+    Column {
+        name: "peak divergent partitions",
+        value: |r| number(r.summary.divergence.as_ref().map(|d| d.peak_partitions as f64), 0),
+    },
+    Column {
+        name: "heal to no divergence ms",
+        value: |r| number(r.summary.divergence.as_ref().and_then(|d| d.heal_to_zero_ms), 0),
+    },
     Column { name: "CPU saturated", value: |r| if r.summary.cpu.saturated { "yes".into() } else { "no".into() } },
 ];
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 
-use crate::api::run::{FaultsFile, Manifest, NodeSnapshot, NodeSnapshots, Summary};
+use crate::api::run::{DivergenceSample, FaultsFile, Manifest, NodeSnapshot, NodeSnapshots, Summary};
 
 /// One measured request.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,8 @@ pub struct RunData {
     /// Node counters summed over nodes, over the measured run (t0 to the
     /// workload's end; a restarted node counts from zero).
     pub counters: Vec<(String, u64)>,
+    /// The divergence samples; none for a run made before they were taken.
+    pub divergence: Vec<DivergenceSample>,
 }
 
 /// A fault's interval on the run's clock, and what it was.
@@ -58,6 +60,7 @@ impl RunData {
         Ok(RunData {
             requests: requests(&dir.join(format!("workload_{stamp}.csv")))?,
             counters: counter_deltas(&nodes("at_t0.json"), &nodes("at_end.json")),
+            divergence: divergence(&dir.join(format!("divergence_{stamp}.csv")))?,
             summary: read_json(&file("summary"))?,
             faults: read_json(&file("faults"))?,
             manifest: read_json(&file("manifest"))?,
@@ -141,6 +144,14 @@ fn requests(csv_path: &Path) -> anyhow::Result<Vec<Request>> {
         }
     }
     Ok(requests)
+}
+
+fn divergence(csv_path: &Path) -> anyhow::Result<Vec<DivergenceSample>> {
+    if !csv_path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut reader = csv::Reader::from_path(csv_path).with_context(|| format!("reading {}", csv_path.display()))?;
+    reader.deserialize().collect::<Result<_, _>>().with_context(|| format!("in {}", csv_path.display()))
 }
 
 fn counter_deltas(before: &NodeSnapshots, after: &NodeSnapshots) -> Vec<(String, u64)> {

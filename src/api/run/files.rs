@@ -16,6 +16,9 @@ pub struct Files {
     /// The folder of the nodes' `/status` snapshots and logs.
     pub nodes: PathBuf,
     pub membership: PathBuf,
+    /// `divergence_<stamp>.csv`; absent from runs made before it was sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<PathBuf>,
     /// `null` unless the run ran with `--post_repair`.
     pub repair_results: Option<PathBuf>,
 }

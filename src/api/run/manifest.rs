@@ -37,6 +37,9 @@ pub struct Manifest {
     pub quorum: Quorum,
     pub anti_entropy_during_run: bool,
     pub hint_delivery_during_run: bool,
+    /// Runs made before the switch existed had read repair on.
+    #[serde(default = "on")]
+    pub read_repair_during_run: bool,
     pub cluster: ClusterRecord,
     pub machine: Machine,
     pub files: Files,
@@ -84,6 +87,8 @@ pub struct Settings {
     pub backoff_ms: u64,
     pub anti_entropy: bool,
     pub hint_delivery: bool,
+    #[serde(default = "on")]
+    pub read_repair: bool,
     pub seed: u64,
 }
 
@@ -130,6 +135,11 @@ pub struct Machine {
     pub kernel: String,
 }
 
+/// serde's default for a switch that was always on before it was recorded.
+fn on() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +153,14 @@ mod tests {
         assert_eq!(serde_json::to_string_pretty(&manifest).unwrap() + "\n", WRITTEN);
         assert_eq!(manifest.settings.failure_mode, "slow");
         assert_eq!(manifest.settings.fault_layer, "app");
+    }
+
+    #[test]
+    fn a_manifest_from_before_the_read_repair_switch_had_it_on() {
+        let older =
+            WRITTEN.replace("    \"read_repair\": true,\n", "").replace("  \"read_repair_during_run\": true,\n", "");
+        assert_ne!(older, WRITTEN);
+        let manifest: Manifest = serde_json::from_str(&older).unwrap();
+        assert!(manifest.settings.read_repair && manifest.read_repair_during_run);
     }
 }

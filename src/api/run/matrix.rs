@@ -18,6 +18,18 @@ pub struct Row {
     pub concurrency: String,
     #[serde(default)]
     pub notes: String,
+    /// Repair mechanisms the row's cells run without, space-separated:
+    /// `hint_delivery`, `read_repair` (background anti-entropy is off in
+    /// every run), so that the repair rounds measure what is left.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub without: String,
+}
+
+impl Row {
+    /// The mechanisms of [`Row::without`], one by one.
+    pub fn mechanisms_off(&self) -> impl Iterator<Item = &str> {
+        self.without.split_whitespace()
+    }
 }
 
 /// One experiment of the matrix.

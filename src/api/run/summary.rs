@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::divergence::DivergenceSummary;
 use super::files::Files;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,10 @@ pub struct Summary {
     pub clock_growth: ClockGrowth,
     pub cpu: CpuReport,
     pub repair: RepairSummary,
+    /// How far the replicas drifted apart and how fast they healed; absent
+    /// from runs made before it was sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<DivergenceSummary>,
     pub failure_detection: Vec<Detection>,
     pub tcp: Tcp,
     pub lost_writes: LostWrites,
