@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_status_reads_back_as_it_was_sent() {
-        let sent = r#"{"id":"node1","pid":42,"actor":"node1.ab12","members":[{"id":"node1","addr":"10.0.0.1:7000","alive":true,"left":false},{"id":"node2","addr":"10.0.0.2:7000","alive":false,"left":false}],"hints_pending":3,"hints_delivered":7,"counters":{"puts":5,"gets":2,"hints_delivered":7},"ring":{"partitions":256,"n":3,"members":["node1","node2"]},"storage":"fjall","storage_lost_records":{"checkpoint_recorded":2,"checkpoint_found":1,"quarantined_journals":["/d/j1"]},"storage_failure":null,"switches":{"hint_delivery":true,"anti_entropy":false,"read_repair":true}}"#;
+        let sent = r#"{"id":"node1","pid":42,"actor":"node1.ab12","members":[{"id":"node1","addr":"10.0.0.1:7000","alive":true,"suspect":false,"left":false},{"id":"node2","addr":"10.0.0.2:7000","alive":false,"suspect":false,"left":false}],"hints_pending":3,"hints_delivered":7,"counters":{"puts":5,"gets":2,"hints_delivered":7},"ring":{"partitions":256,"n":3,"members":["node1","node2"]},"storage":"fjall","storage_lost_records":{"checkpoint_recorded":2,"checkpoint_found":1,"quarantined_journals":["/d/j1"]},"storage_failure":null,"switches":{"hint_delivery":true,"anti_entropy":false,"read_repair":true}}"#;
         let status: Status = serde_json::from_str(sent).unwrap();
         assert_eq!(serde_json::to_string(&status).unwrap(), sent);
         assert_eq!((status.counters.get("gets"), status.counters.get("nothing")), (2, 0));

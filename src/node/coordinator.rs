@@ -192,19 +192,28 @@ impl Node {
     /// fallback in its place (Dynamo's sloppy quorum).
     pub(super) fn sloppy_targets(&self, placement: &Placement) -> SloppyTargets {
         let mut unreachable = Vec::new();
-        let mut reachable = |node: &String| match self.membership.reachability(node) {
-            Reachability::Reachable => true,
-            why => {
+        let mut reachability = |node: &String| {
+            let why = self.membership.reachability(node);
+            if why != Reachability::Reachable {
                 unreachable.push((node.clone(), why));
-                false
             }
+            why
         };
-        let members: Vec<(String, bool)> = placement.preference.iter().map(|m| (m.clone(), reachable(m))).collect();
-        let mut spares: VecDeque<String> = placement.fallbacks.iter().filter(|f| reachable(f)).cloned().collect();
+        let members: Vec<(String, Reachability)> =
+            placement.preference.iter().map(|m| (m.clone(), reachability(m))).collect();
+        let mut spares: VecDeque<String> =
+            placement.fallbacks.iter().filter(|f| reachability(f) == Reachability::Reachable).cloned().collect();
         let assignments = members
             .into_iter()
-            .map(|(member, up)| {
-                let node = if up { Some(member.clone()) } else { spares.pop_front() };
+            .map(|(member, why)| {
+                // A suspect member with nobody to stand in is still asked:
+                // one late answer under load is no reason to refuse; only
+                // the detector's "down" is.
+                let node = match why {
+                    Reachability::Reachable => Some(member.clone()),
+                    Reachability::Suspect => spares.pop_front().or_else(|| Some(member.clone())),
+                    Reachability::Down => spares.pop_front(),
+                };
                 (member, node)
             })
             .collect();
