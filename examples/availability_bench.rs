@@ -77,7 +77,16 @@ fn main() -> anyhow::Result<()> {
     if !args.no_header {
         println!(
             "{:<10} {:<7} | {:>9} {:>8} | {:>8} {:>8} {:>6} | {:>8} {:>8} | {:>11}",
-            "fault", "layer", "stall ms", "at +ms", "ok/s bef", "ok/s dur", "ratio", "p99 bef", "p99 dur", "failed w/all"
+            "fault",
+            "layer",
+            "stall ms",
+            "at +ms",
+            "ok/s bef",
+            "ok/s dur",
+            "ratio",
+            "p99 bef",
+            "p99 dur",
+            "failed w/all"
         );
     }
     for run in &args.runs {
@@ -130,25 +139,20 @@ fn fault_of(json: &serde_json::Value) -> anyhow::Result<Fault> {
     Ok(fault)
 }
 
-/// The measured requests of the CSV (the preload's left out).
 fn read_requests(path: &Path) -> anyhow::Result<Vec<Request>> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut requests = Vec::new();
-    for (line, record) in reader.deserialize::<Request>().enumerate() {
-        let request = record.with_context(|| format!("{} row {}", path.display(), line + 1))?;
-        if request.phase != "load" {
-            requests.push(request);
-        }
-    }
-    Ok(requests)
+    let rows = reader.deserialize::<Request>().enumerate();
+    rows.map(|(line, row)| row.with_context(|| format!("{} row {}", path.display(), line + 1))).collect()
 }
 
-fn measure(fault: &Fault, requests: &[Request]) -> anyhow::Result<Availability> {
+/// The figures of one run; the preload's requests (phase `load`) do not count.
+fn measure(fault: &Fault, all: &[Request]) -> anyhow::Result<Availability> {
+    let requests: Vec<&Request> = all.iter().filter(|r| r.phase != "load").collect();
     let (apply, heal) = (fault.apply_started_us, fault.heal_started_us);
     let before = |r: &&Request| (0..apply).contains(&r.t_end_us);
     let during = |r: &&Request| (apply..=heal).contains(&r.t_end_us);
-    let ok_before: Vec<&Request> = requests.iter().filter(|r| r.ok).filter(before).collect();
-    let ok_during: Vec<&Request> = requests.iter().filter(|r| r.ok).filter(during).collect();
+    let ok_before: Vec<&Request> = requests.iter().copied().filter(|r| r.ok).filter(before).collect();
+    let ok_during: Vec<&Request> = requests.iter().copied().filter(|r| r.ok).filter(during).collect();
     ensure!(!ok_before.is_empty(), "no successful request in the warmup: nothing to compare with");
     let (longest_stall_us, stall_start_us) = longest_gap(apply, heal, ok_during.iter().map(|r| r.t_end_us));
     Ok(Availability {
@@ -158,7 +162,7 @@ fn measure(fault: &Fault, requests: &[Request]) -> anyhow::Result<Availability> 
         ok_per_s_during: per_second(ok_during.len(), heal - apply),
         p99_before_us: p99(ok_before.iter().map(|r| r.latency_us)),
         p99_during_us: p99(ok_during.iter().map(|r| r.latency_us)),
-        failed_during: requests.iter().filter(|r| !r.ok).filter(during).count() as u64,
+        failed_during: requests.iter().copied().filter(|r| !r.ok).filter(during).count() as u64,
         failed_all: requests.iter().filter(|r| !r.ok).count() as u64,
     })
 }
@@ -231,7 +235,8 @@ mod tests {
 
     #[test]
     fn measures_the_window_against_the_warmup_and_skips_the_preload() {
-        let fault = Fault { kind: "crash".into(), layer: "kernel".into(), apply_started_us: 1_000, heal_started_us: 2_000 };
+        let fault =
+            Fault { kind: "crash".into(), layer: "kernel".into(), apply_started_us: 1_000, heal_started_us: 2_000 };
         let requests = vec![
             request(-50, 1, false, "load"),
             request(200, 10, true, "warmup"),
@@ -263,7 +268,8 @@ mod tests {
     #[test]
     fn tolerates_extra_columns() {
         let text = "t_start_us,t_end_us,latency_us,op,ok,phase,new_column\n1,5,4,read,true,warmup,x\n";
-        let rows: Vec<Request> = csv::Reader::from_reader(text.as_bytes()).deserialize().collect::<Result<_, _>>().unwrap();
+        let rows: Vec<Request> =
+            csv::Reader::from_reader(text.as_bytes()).deserialize().collect::<Result<_, _>>().unwrap();
         assert_eq!((rows[0].t_end_us, rows[0].latency_us, rows[0].ok, rows[0].phase.as_str()), (5, 4, true, "warmup"));
     }
 }
