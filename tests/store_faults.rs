@@ -48,7 +48,8 @@ async fn heal(cluster: &TestCluster, nodes: &[String]) {
 
 #[tokio::test]
 async fn a_write_no_member_answers_is_coordinated_by_its_entry_node_and_the_clock_grows_past_n() {
-    let cluster = TestCluster::up(150, 5, "memory", &[]);
+    let cluster =
+        TestCluster::up(150, 5, "memory", &["--node_arg=--timeout_floor_ms=100", "--node_arg=--timeout_cap_ms=300"]);
     let key = "sloppy";
     let (owners, others) = owners_and_others(&cluster, key).await;
     let entry = others[0].clone();

@@ -32,6 +32,24 @@ pub struct TestCluster {
     pub nodes: BTreeMap<String, SocketAddr>,
 }
 
+/// Node flags for test clusters: the suite runs many clusters at once on
+/// two cores, where the store's short default timeouts (made for a machine
+/// running one cluster) would fail requests that were only late. Tests of
+/// the timeouts themselves set their own (an `extra` flag overrides these).
+const LOADED_MACHINE: &[&str] = &[
+    "--node_arg=--fail_after_ms=1000",
+    "--node_arg=--gossip_ms=100",
+    "--node_arg=--handoff_ms=200",
+    "--node_arg=--timeout_floor_ms=500",
+    "--node_arg=--timeout_cap_ms=1500",
+];
+
+/// Whether `extra` sets the same node flag as `default`.
+fn overridden(default: &str, extra: &[&str]) -> bool {
+    let flag = |arg: &str| arg.split('=').take(2).collect::<Vec<_>>().join("=");
+    extra.iter().any(|e| flag(e) == flag(default))
+}
+
 impl TestCluster {
     /// Starts `nodes` nodes with `dynabed cluster up --loopback`.
     pub fn up(slot: u8, nodes: u16, storage: &str, extra: &[&str]) -> Self {
@@ -43,7 +61,7 @@ impl TestCluster {
             .args(["--prefix", &format!("t{slot}"), "--loopback_base", &format!("127.0.{slot}.2")])
             .arg("--cluster_procs")
             .arg(&procs)
-            .args(["--node_arg=--fail_after_ms=1000", "--node_arg=--gossip_ms=100", "--node_arg=--handoff_ms=200"])
+            .args(LOADED_MACHINE.iter().filter(|arg| !overridden(arg, extra)))
             .args(extra)
             .output()
             .expect("running dynabed cluster up");
