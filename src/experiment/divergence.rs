@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::cluster::ClusterView;
+use super::polling::Polling;
 use crate::api::admin::{MerkleLeaves, MerkleRoots};
 use crate::api::run::{DivergenceSample, DivergenceSummary, EventLog};
 use crate::api::status::Status;
@@ -30,34 +30,17 @@ struct NodeAnswer {
 }
 
 /// The sampling thread; stopped by [`Sampler::finish`] or when dropped.
-pub struct Sampler {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<anyhow::Result<Vec<DivergenceSample>>>>,
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+pub struct Sampler(Polling<DivergenceSample>);
 
 impl Sampler {
     /// Samples from now on, timed from `t0`.
     pub fn start(cluster: Arc<ClusterView>, t0: Instant) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let view = cluster.clone();
-            cluster.reach(move || poll(view, t0, flag))
-        });
-        Sampler { stop, thread: Some(thread) }
+        Sampler(Polling::start(cluster, move |view, stop| poll(view, t0, stop)))
     }
 
     /// Stops after the sample under way and returns them all.
-    pub fn finish(mut self) -> anyhow::Result<Vec<DivergenceSample>> {
-        self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread.take().expect("finished once");
-        thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    pub fn finish(self) -> anyhow::Result<Vec<DivergenceSample>> {
+        self.0.finish().unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 }
 

@@ -13,6 +13,7 @@ mod holdings;
 mod interrupt;
 mod manifest;
 mod outputs;
+mod polling;
 mod progress;
 mod repair;
 mod summary;

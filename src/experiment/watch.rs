@@ -5,10 +5,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::cluster::ClusterView;
+use super::polling::Polling;
 use crate::api::run::Detection;
 use crate::api::run::EventLog;
 
@@ -22,33 +22,17 @@ pub struct Sighting {
     pub down: Vec<String>,
 }
 
-pub struct Watch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<anyhow::Result<Vec<Sighting>>>>,
-}
-
-/// A run that ends by an error still stops the polling.
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+/// Every node's view of who is down, polled from t0 on.
+pub struct Watch(Polling<Sighting>);
 
 impl Watch {
     pub fn start(cluster: Arc<ClusterView>, t0: Instant) -> Watch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let view = cluster.clone();
-            cluster.reach(move || poll(view, t0, flag))
-        });
-        Watch { stop, thread: Some(thread) }
+        Watch(Polling::start(cluster, move |view, stop| poll(view, t0, stop)))
     }
 
-    pub fn finish(mut self) -> Vec<Sighting> {
-        self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread.take().expect("finished once");
-        thread.join().ok().and_then(Result::ok).unwrap_or_default()
+    /// What was seen; a watch that failed saw nothing to report.
+    pub fn finish(self) -> Vec<Sighting> {
+        self.0.finish().ok().and_then(Result::ok).unwrap_or_default()
     }
 }
 

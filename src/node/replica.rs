@@ -158,16 +158,29 @@ impl Replica {
         let _guard = self.lock(&storage_key);
         let old = self.storage.data.get(&storage_key)?;
         let mut object = old.as_deref().map(|b| decode(b, key)).transpose()?.unwrap_or_default();
+        let (encoded, dot) = self.write_over(&mut object, key, context, value)?;
+        self.store(partition, key, &storage_key, old.as_deref(), Some(&encoded))?;
+        Ok((object, encoded, dot))
+    }
+
+    /// The coordinator's new version of `object`, under a dot this node
+    /// never issued before: pruned, checked against `max_siblings`,
+    /// counted, and encoded for storing and replicating.
+    fn write_over(
+        &self,
+        object: &mut Object,
+        key: &[u8],
+        context: &VersionVector,
+        value: Option<Bytes>,
+    ) -> Result<(Bytes, Dot), ReplicaError> {
         let actor = self.identity.actor();
         let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
         let dot = Dot { actor: actor.to_owned(), counter };
         let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune);
-        self.refuse_too_many_siblings(&object, key)?;
+        self.refuse_too_many_siblings(object, key)?;
         Counters::add(&self.counters.prune_events, pruned as u64);
-        self.note_clock(&object);
-        let encoded = Bytes::from(object.encode());
-        self.store(partition, key, &storage_key, old.as_deref(), Some(&encoded))?;
-        Ok((object, encoded, dot))
+        self.note_clock(object);
+        Ok((Bytes::from(object.encode()), dot))
     }
 
     /// A write may not leave more siblings than `max_siblings`.
@@ -194,14 +207,7 @@ impl Replica {
         let storage_key = hint_key(owner, key);
         let _guard = self.lock(&storage_key);
         let mut object = self.read_with_hints(partition, key, owners.iter().map(String::as_str))?.unwrap_or_default();
-        let actor = self.identity.actor();
-        let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
-        let dot = Dot { actor: actor.to_owned(), counter };
-        let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune);
-        self.refuse_too_many_siblings(&object, key)?;
-        Counters::add(&self.counters.prune_events, pruned as u64);
-        self.note_clock(&object);
-        let encoded = Bytes::from(object.encode());
+        let (encoded, dot) = self.write_over(&mut object, key, context, value)?;
         // `object` includes the hint already kept for `owner`, so it replaces it.
         self.storage.hints.insert(&storage_key, &encoded)?;
         self.changes.fetch_add(1, Ordering::Relaxed);
