@@ -86,6 +86,14 @@ pub struct ExperimentArgs {
     /// Read repair during the run (off: a read leaves stale replicas stale, for the repair rounds to find).
     #[arg(long = "read_repair", alias = "read-repair", default_value = "on", value_parser = ["on", "off"])]
     pub read_repair: String,
+    /// After the last heal, the workload goes on until --duration (on) or
+    /// stops when the heal starts (off), leaving the repair rounds exactly
+    /// what the failure left. auto: off with --post_repair when hint
+    /// delivery and read repair are both off (anti-entropy alone: a recovery
+    /// phase's writes would repair every key they touch before the rounds
+    /// could count it), on otherwise.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub recovery: String,
 }
 
 /// The resolved settings, as the manifest records them.
@@ -124,6 +132,7 @@ pub struct Resolved {
     pub anti_entropy: bool,
     pub hint_delivery: bool,
     pub read_repair: bool,
+    pub recovery: bool,
     pub seed: u64,
 }
 
@@ -194,7 +203,41 @@ impl ExperimentArgs {
             anti_entropy: self.anti_entropy == "on",
             hint_delivery: self.hint_delivery == "on",
             read_repair: self.read_repair == "on",
+            recovery: match self.recovery.as_str() {
+                "on" => true,
+                "off" => false,
+                _ => !(self.post_repair && self.hint_delivery == "off" && self.read_repair == "off"),
+            },
             seed: f.seed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ExperimentArgs;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    }
+
+    fn recovery(flags: &[&str]) -> bool {
+        let line = std::iter::once("dynabed").chain(flags.iter().copied());
+        Command::parse_from(line).args.resolve().unwrap().recovery
+    }
+
+    #[test]
+    fn only_repair_rounds_on_anti_entropy_alone_go_without_a_recovery_phase_unless_asked() {
+        let alone = ["--post_repair", "--hint_delivery", "off", "--read_repair", "off"];
+        assert!(!recovery(&alone));
+        assert!(recovery(&alone[..3]), "read repair on");
+        assert!(recovery(&alone[1..]), "no repair rounds");
+        assert!(recovery(&[&alone[..], &["--recovery", "on"]].concat()));
+        assert!(!recovery(&["--recovery", "off"]));
+        assert!(recovery(&[]));
     }
 }

@@ -112,7 +112,14 @@ impl Setup {
     fn prepare(args: &ExperimentArgs) -> anyhow::Result<Setup> {
         let settings = args.resolve()?;
         let cluster = Arc::new(ClusterView::open(&args.cluster_procs, settings.n)?);
-        let (plan, notes) = fault_plan(args, &cluster)?;
+        let (plan, mut notes) = fault_plan(args, &cluster)?;
+        if !settings.recovery && !plan.is_empty() {
+            notes.push(format!(
+                "the workload stops at the heal, {:.1} s in (--recovery {}): the heal waits for the clients, and the repair rounds see what the failure left",
+                workload_end_s(&settings, &plan),
+                args.recovery
+            ));
+        }
         refuse_faults_in_force(&cluster)?;
         let statuses = cluster.reach(|| cluster.all_answer())?;
         let outputs = Outputs::new(&args.out)?;
@@ -147,15 +154,16 @@ impl Setup {
         let recorder = Recorder::start(&self.outputs.file("workload", "csv"), cluster.ids.clone(), origin)?;
         let shared = Shared::new();
         let clients = self.start_clients(&shared, &recorder, origin)?;
-        let progress = progress::Progress::start(shared.clone(), Duration::from_secs_f64(settings.duration_s));
-        let measured = wait_for_start(&shared, &clients).map(|t0| self.measure(&shared, t0));
+        let workload_s = workload_end_s(settings, &self.plan);
+        let progress = progress::Progress::start(shared.clone(), Duration::from_secs_f64(workload_s));
+        let measured = wait_for_start(&shared, &clients).map(|t0| self.measure(&shared, t0, &clients));
         while !clients.is_finished() {
             if interrupt::requested() {
                 shared.stop.store(true, Ordering::Relaxed);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let measured_s = shared.t0().map_or(0.0, |t0| t0.elapsed().as_secs_f64().min(settings.duration_s));
+        let measured_s = shared.t0().map_or(0.0, |t0| t0.elapsed().as_secs_f64().min(workload_s));
         progress.finish();
         let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let recorded = recorder.finish()?;
@@ -207,7 +215,7 @@ impl Setup {
         let coordinator_ring = (settings.routing == Routing::Coordinator).then_some((&ring, settings.n));
         let targets =
             Arc::new(Targets::new(cluster.ids.clone(), cluster.addrs.clone(), coordinator_ring, settings.keyspace));
-        let spec = Arc::new(spec_of(settings));
+        let spec = Arc::new(spec_of(settings, workload_end_s(settings, &self.plan)));
         let (shared, sender, netns) = (shared.clone(), recorder.sender(), cluster.meta().client_netns.clone());
         Ok(std::thread::spawn(move || runner::run(spec, targets, netns, origin, shared, sender)))
     }
@@ -215,7 +223,12 @@ impl Setup {
     /// From t0 on: the failure timeline, the CPU meter and the detector
     /// watch; returns them with the timeline's error, if any (its faults
     /// are healed by then).
-    fn measure(&self, shared: &Shared, t0: Instant) -> Measured {
+    fn measure(
+        &self,
+        shared: &Shared,
+        t0: Instant,
+        clients: &std::thread::JoinHandle<anyhow::Result<u64>>,
+    ) -> Measured {
         let cluster = &self.cluster;
         // First, so that sampling starts at the start of warmup.
         let divergence = divergence::Sampler::start(cluster.clone(), t0);
@@ -230,6 +243,11 @@ impl Setup {
         let mut hooks = DriverHooks {
             shared,
             before_step: || cpu.sample(&processes(), false),
+            before_heal: || {
+                if !self.settings.recovery {
+                    wait_for_clients(clients, Duration::from_millis(2 * self.settings.op_timeout_ms + 1000));
+                }
+            },
             after_heal: || {
                 // A node left down (--no_restart) cannot take them; say so and go on.
                 if let Err(e) = self.apply_switches() {
@@ -396,13 +414,23 @@ fn fault_plan(args: &ExperimentArgs, cluster: &ClusterView) -> anyhow::Result<(V
     Ok((events, notes))
 }
 
-fn spec_of(s: &Resolved) -> Spec {
+/// Seconds from t0 until the clients stop: --duration, or the last heal's
+/// start when the run has no recovery phase.
+fn workload_end_s(s: &Resolved, plan: &[FaultEvent]) -> f64 {
+    let last_heal = plan.iter().map(|e| e.at_s + e.duration_s).reduce(f64::max);
+    match last_heal {
+        Some(at_s) if !s.recovery => at_s.min(s.duration_s),
+        _ => s.duration_s,
+    }
+}
+
+fn spec_of(s: &Resolved, duration_s: f64) -> Spec {
     Spec {
         workload: s.workload,
         distribution: s.dist,
         keyspace: s.keyspace,
         concurrency: s.concurrency,
-        duration: Duration::from_secs_f64(s.duration_s),
+        duration: Duration::from_secs_f64(duration_s),
         value_size: s.value_size as usize,
         r: Some(s.r),
         w: Some(s.w),
@@ -451,6 +479,15 @@ fn counter_delta(before: &NodeSnapshots, after: &NodeSnapshots, name: &str) -> u
 
 /// Waits for the preload to finish; `None` when the clients stopped first
 /// (their error is then returned by the thread).
+/// Waits until the clients have stopped, at most `limit` (a client stuck
+/// past its timeout must not hold a heal back).
+fn wait_for_clients(clients: &std::thread::JoinHandle<anyhow::Result<u64>>, limit: Duration) {
+    let started = Instant::now();
+    while !clients.is_finished() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn wait_for_start(shared: &Shared, clients: &std::thread::JoinHandle<anyhow::Result<u64>>) -> Option<Instant> {
     loop {
         if let Some(t0) = shared.t0() {

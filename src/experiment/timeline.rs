@@ -18,16 +18,19 @@ use crate::workload::runner::Shared;
 use crate::workload::sample::Phase;
 
 /// The driver's side of the timeline.
-pub struct DriverHooks<'a, B, A> {
+pub struct DriverHooks<'a, B, H, A> {
     pub shared: &'a Shared,
     /// Before each step (the CPU meter samples there, before a process it
     /// measures may go away).
     pub before_step: B,
+    /// Before each heal starts (a run without a recovery phase waits there
+    /// for its clients to stop, so that no request meets the heal).
+    pub before_heal: H,
     /// After each heal (a restarted node starts with its default switches).
     pub after_heal: A,
 }
 
-impl<B: FnMut(), A: FnMut()> Hooks for DriverHooks<'_, B, A> {
+impl<B: FnMut(), H: FnMut(), A: FnMut()> Hooks for DriverHooks<'_, B, H, A> {
     fn before_step(&mut self) {
         (self.before_step)();
     }
@@ -35,6 +38,9 @@ impl<B: FnMut(), A: FnMut()> Hooks for DriverHooks<'_, B, A> {
     /// The phase requests are stamped with, entered at the instant the
     /// faults file records for the step.
     fn stage(&mut self, stage: Stage) -> Instant {
+        if stage == Stage::Healing {
+            (self.before_heal)();
+        }
         self.shared.phase.set(match stage {
             Stage::Applying => Phase::FaultApply,
             Stage::InForce => Phase::Failure,

@@ -89,6 +89,10 @@ pub struct Settings {
     pub hint_delivery: bool,
     #[serde(default = "on")]
     pub read_repair: bool,
+    /// Whether the workload went on after the last heal (runs made before
+    /// the switch existed did).
+    #[serde(default = "on")]
+    pub recovery: bool,
     pub seed: u64,
 }
 
@@ -156,11 +160,13 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_from_before_the_read_repair_switch_had_it_on() {
+    fn a_manifest_from_before_the_read_repair_and_recovery_switches_had_them_on() {
         let older =
-            WRITTEN.replace("    \"read_repair\": true,\n", "").replace("  \"read_repair_during_run\": true,\n", "");
-        assert_ne!(older, WRITTEN);
+            ["    \"read_repair\": true,\n", "  \"read_repair_during_run\": true,\n", "    \"recovery\": true,\n"]
+                .iter()
+                .fold(WRITTEN.to_owned(), |text, line| text.replace(line, ""));
+        assert_eq!(older.len(), WRITTEN.len() - 81, "all three lines were there to remove");
         let manifest: Manifest = serde_json::from_str(&older).unwrap();
-        assert!(manifest.settings.read_repair && manifest.read_repair_during_run);
+        assert!(manifest.settings.read_repair && manifest.read_repair_during_run && manifest.settings.recovery);
     }
 }
