@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::metrics::Counters;
 
 /// Open connections on one listener, up to a limit.
@@ -37,7 +39,7 @@ impl ConnectionGate {
 
     /// A slot for one accepted connection, held until it closes; `None`
     /// (and a count in `counter`) when the listener is full.
-    pub fn admit(&self, counter: &AtomicU64) -> Option<OwnedSemaphorePermit> {
+    pub fn admit(&self, counter: &Counter) -> Option<OwnedSemaphorePermit> {
         let permit = self.slots.clone().try_acquire_owned().ok();
         if permit.is_none() {
             Counters::bump(counter);
@@ -91,11 +93,11 @@ mod tests {
     #[test]
     fn a_full_gate_refuses_and_counts_until_a_slot_frees() {
         let gate = ConnectionGate::new("test", 2);
-        let refused = AtomicU64::new(0);
+        let refused = Counter::default();
         let first = gate.admit(&refused).unwrap();
         let _second = gate.admit(&refused).unwrap();
         assert!(gate.admit(&refused).is_none());
-        assert_eq!((gate.open(), refused.load(Ordering::Relaxed)), (2, 1));
+        assert_eq!((gate.open(), refused.get()), (2, 1));
         drop(first);
         assert!(gate.admit(&refused).is_some(), "a closed connection frees its slot");
     }

@@ -65,7 +65,36 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     }
 }
 
+/// Answers one request and records it in the request metrics.
 async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
+    let (started, op) = (std::time::Instant::now(), op_of(&request));
+    let reply = answer(node, request).await;
+    node.record_request(op, reply.status().as_u16(), started.elapsed().as_secs_f64());
+    reply
+}
+
+/// The metrics' name for what a request asks.
+fn op_of(request: &Request<Incoming>) -> &'static str {
+    let path = request.uri().path();
+    if path.starts_with("/kv/") {
+        match *request.method() {
+            Method::GET => "get",
+            Method::PUT => "put",
+            Method::DELETE => "delete",
+            _ => "other",
+        }
+    } else if path.starts_with("/admin/") {
+        "admin"
+    } else {
+        match path {
+            "/status" => "status",
+            "/metrics" => "metrics",
+            _ => "other",
+        }
+    }
+}
+
+async fn answer(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
     let path = request.uri().path().to_owned();
     if !path.starts_with("/admin/") {
         node.faults.hold().await;
@@ -260,7 +289,7 @@ fn write_reply(done: &Coordinated) -> Result<Reply, HttpError> {
 
 fn metrics(node: &Node) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(node.prometheus())));
-    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    reply.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));
     reply
 }
 

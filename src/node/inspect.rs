@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 
+use super::metrics::Readings;
 use super::protocol::Request;
 use super::rpc::Stored;
 use super::version::Object;
@@ -35,25 +36,23 @@ impl Node {
         }
     }
 
-    /// The counters and gauges in Prometheus text (`GET /metrics`).
+    /// Every metric in OpenMetrics text (`GET /metrics`).
     pub fn prometheus(&self) -> String {
-        let alive = self.membership.view().iter().filter(|m| m.alive).count() as u64;
-        let storage_ok = u64::from(self.replica.storage().health().failure().is_none());
-        let lost_records = u64::from(self.replica.identity().lost_records().is_some());
-        let gauges = [
-            ("hints_pending", "hints waiting for their owner", self.hints_pending()),
-            ("members", "members known", self.membership.member_count() as u64),
-            ("members_alive", "members believed alive", alive),
-            ("storage_ok", "1 while the storage engine can make writes durable", storage_ok),
-            ("storage_lost_records", "1 if the engine was found to have lost records at start-up", lost_records),
-            ("client_connections", "client connections open", self.client_gate.open() as u64),
-            (
-                "clock_entries_max",
-                "most version-vector entries an object stored here has had",
-                self.replica.largest_clock(),
-            ),
-        ];
-        self.counters.prometheus(self.id(), &gauges)
+        let storage = self.replica.storage().health();
+        self.metrics.encode(Readings {
+            hints_pending: self.hints_pending(),
+            members: self.membership.member_count() as u64,
+            members_alive: self.membership.view().iter().filter(|m| m.alive).count() as u64,
+            storage_ok: storage.failure().is_none(),
+            storage_lost_records: self.replica.identity().lost_records().is_some(),
+            client_connections: self.client_gate.open() as u64,
+            clock_entries_max: self.replica.largest_clock(),
+        })
+    }
+
+    /// A client request of kind `op` answered `status` after `seconds`.
+    pub fn record_request(&self, op: &'static str, status: u16, seconds: f64) {
+        self.metrics.request(op, status, seconds);
     }
 
     /// The Merkle root of every partition this node replicates, in hex.

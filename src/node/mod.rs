@@ -22,6 +22,7 @@ pub mod membership;
 pub mod merkle;
 pub mod metrics;
 pub mod peer;
+mod process_metrics;
 pub mod protocol;
 mod read;
 pub mod replica;
@@ -77,6 +78,8 @@ pub struct Node {
     /// Open client connections, up to `--max_client_connections`.
     client_gate: admission::ConnectionGate,
     counters: Arc<Counters>,
+    /// The counters, histograms and gauges `/metrics` exports.
+    metrics: metrics::Metrics,
     switches: LiveSwitches,
     /// `None` disables the admin API (no token was configured).
     admin_token: Option<String>,
@@ -142,6 +145,7 @@ impl Node {
             peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host), key.clone()),
             peer_admission: Arc::new(peer::Admission::new(key, config.max_peer_connections as usize, counters.clone())),
             client_gate: admission::ConnectionGate::new("client", config.max_client_connections as usize),
+            metrics: metrics::Metrics::new(&config.id, counters.clone()),
             counters,
             switches: LiveSwitches {
                 hint_delivery: AtomicBool::new(true),

@@ -61,6 +61,24 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The request's name in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Gossip(_) => "gossip",
+            Request::Read { .. } => "read",
+            Request::Write { .. } => "write",
+            Request::Coordinate(_) => "coordinate",
+            Request::TreeRoot { .. } => "tree_root",
+            Request::TreeLeaves { .. } => "tree_leaves",
+            Request::SyncKeys { .. } => "sync_keys",
+            Request::SyncPush { .. } => "sync_push",
+            Request::Reap { .. } => "reap",
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Pong,

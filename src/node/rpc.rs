@@ -137,12 +137,22 @@ impl Node {
         request: &Request,
         timeout: Duration,
     ) -> Result<(A, Traffic), RpcError> {
-        let (response, traffic) = self.transport(addr, peer, request, timeout).await.ok_or(RpcError::Unreachable)?;
-        match A::pick(response) {
-            Ok(answer) => Ok((answer, traffic)),
-            Err(Response::Error(e)) => Err(RpcError::Refused(e)),
-            Err(other) => Err(RpcError::Unexpected(format!("{other:?}"))),
-        }
+        let started = Instant::now();
+        let answered = self.transport(addr, peer, request, timeout).await.ok_or(RpcError::Unreachable).and_then(
+            |(response, traffic)| match A::pick(response) {
+                Ok(answer) => Ok((answer, traffic)),
+                Err(Response::Error(e)) => Err(RpcError::Refused(e)),
+                Err(other) => Err(RpcError::Unexpected(format!("{other:?}"))),
+            },
+        );
+        let outcome = match &answered {
+            Ok(_) => "ok",
+            Err(RpcError::Unreachable) => "unreachable",
+            Err(RpcError::Refused(_)) => "refused",
+            Err(RpcError::Unexpected(_)) => "unexpected",
+        };
+        self.metrics.peer_call(request.kind(), outcome, started.elapsed().as_secs_f64());
+        answered
     }
 
     /// One request to the member `peer`, waiting as long as its recent
