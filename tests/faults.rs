@@ -51,7 +51,7 @@ fn a_kernel_partition_cuts_peers_keeps_clients_and_heals_at_once() {
     assert!(!connects_from("tf1-n2", peer3), "node2 no longer reaches node3");
     assert!(connects_from("tf1-client", client3), "clients still reach node3");
     // The cluster goes on without node3: W=2 through node1.
-    ok(&cluster.dynabed(&["put", "--node", "198.18.0.2:60000", "--W", "2", "cut", "while cut"]));
+    ok(&cluster.dynabed(&["put", "--entry", "198.18.0.2:60000", "--W", "2", "cut", "while cut"]));
 
     // node1 must hear a heartbeat sent after the heal, not one from before.
     let client1 = node_addr(&cluster, "node1", false);

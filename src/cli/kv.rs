@@ -19,10 +19,14 @@ use crate::cluster::{reach::reach, running::Cluster};
 /// Which node to talk to.
 #[derive(Debug, Clone, Args)]
 pub struct Target {
-    /// A node's client address (host:port); default: the first reachable
-    /// node of --cluster_procs.
+    /// A node of --cluster_procs by its id (e.g. node2), as everywhere else;
+    /// default: the first node that answers.
+    #[arg(long, conflicts_with = "entry")]
+    pub node: Option<String>,
+    /// A node's client address (host:port) instead, e.g. for nodes started
+    /// by hand without a cluster file.
     #[arg(long)]
-    pub node: Option<SocketAddr>,
+    pub entry: Option<SocketAddr>,
     #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
 }
@@ -148,11 +152,12 @@ where
 {
     let cluster = Cluster::read_if_any(&target.cluster_procs)?;
     let client_netns = cluster.as_ref().and_then(|c| c.client_netns().map(str::to_owned));
-    let candidates: Vec<SocketAddr> = match (target.node, &cluster) {
-        (Some(addr), _) => vec![addr],
-        (None, Some(cluster)) => cluster.nodes().iter().map(|node| node.addr).collect(),
-        (None, None) => bail!(
-            "no cluster described by {}: pass --node HOST:PORT or --cluster_procs",
+    let candidates: Vec<SocketAddr> = match (target.entry, &target.node, &cluster) {
+        (Some(addr), _, _) => vec![addr],
+        (None, Some(id), Some(cluster)) => vec![cluster.node(id)?.addr],
+        (None, None, Some(cluster)) => cluster.nodes().iter().map(|node| node.addr).collect(),
+        (None, _, None) => bail!(
+            "no cluster described by {}: pass --cluster_procs, or --entry HOST:PORT for a node without one",
             target.cluster_procs.display()
         ),
     };

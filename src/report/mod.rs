@@ -12,7 +12,7 @@ mod run;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use self::run::RunData;
 use crate::api::fault::Layer;
@@ -119,7 +119,11 @@ pub fn runs(dirs: &[PathBuf], out: &Path) -> anyhow::Result<PathBuf> {
             let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
             load_entry(name.unwrap_or_else(|| dir.display().to_string()), dir, true)
         })
-        .collect();
+        .collect::<Vec<Entry>>();
+    if entries.iter().all(|e| e.run.is_none()) {
+        let problems: Vec<String> = entries.iter().filter_map(|e| e.problem.clone()).collect();
+        bail!("no experiment run to report: {}", problems.join("; "));
+    }
     write(out, entries)
 }
 

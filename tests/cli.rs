@@ -1,0 +1,55 @@
+//! The command line as a newcomer meets it: one meaning per flag, clear
+//! refusals, nothing written for nothing.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{TestCluster, BIN};
+
+fn dynabed(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("dynabed runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_report_of_folders_without_runs_is_refused_and_writes_nothing() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = dynabed(&["report", &empty.path().to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: no experiment run to report") && err.lines().count() == 1, "{err}");
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "no report, no plots folder");
+}
+
+#[test]
+fn node_names_a_node_of_the_cluster_and_entry_an_address() {
+    let cluster = TestCluster::up(186, 3, "memory", &[]);
+    let procs = cluster.procs.to_string_lossy().into_owned();
+    let put = dynabed(&["put", "k", "v", "--node", "node2", "--cluster_procs", &procs]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    assert!(stderr(&put).contains("coordinator: node2"), "the write entered at node2: {}", stderr(&put));
+
+    let node3 = cluster.nodes["node3"].to_string();
+    let get = dynabed(&["get", "k", "--entry", &node3]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "v");
+
+    let unknown = dynabed(&["get", "k", "--node", "node9", "--cluster_procs", &procs]);
+    let err = stderr(&unknown);
+    assert!(
+        !unknown.status.success() && err.contains("no node \"node9\"") && err.contains("node1, node2, node3"),
+        "{err}"
+    );
+    let address = dynabed(&["get", "k", "--node", &node3, "--cluster_procs", &procs]);
+    assert!(
+        stderr(&address).contains(&format!("no node \"{node3}\"")),
+        "an address is not a node id: {}",
+        stderr(&address)
+    );
+    let both = dynabed(&["get", "k", "--node", "node1", "--entry", &node3]);
+    assert_eq!(both.status.code(), Some(2), "clap refuses the pair: {}", stderr(&both));
+}
