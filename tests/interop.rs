@@ -67,7 +67,9 @@ fn a_run_speaks_ycsb_and_hdrhistogram_and_its_history_checks_as_the_run_did() {
     // YCSB's names and units, read as a YCSB parser would.
     let ycsb = ycsb_lines(&stdout);
     let value = |section: &str, name: &str| -> f64 {
-        *ycsb.get(&(section.to_owned(), name.to_owned())).unwrap_or_else(|| panic!("no [{section}], {name} in\n{stdout}"))
+        *ycsb
+            .get(&(section.to_owned(), name.to_owned()))
+            .unwrap_or_else(|| panic!("no [{section}], {name} in\n{stdout}"))
     };
     let duration_ms = run.summary["duration_s"].as_f64().unwrap() * 1000.0;
     assert_eq!(value("OVERALL", "RunTime(ms)"), duration_ms.round(), "RunTime in ms");
@@ -97,7 +99,9 @@ fn a_run_speaks_ycsb_and_hdrhistogram_and_its_history_checks_as_the_run_did() {
     for op in ["read", "update", "update_read"] {
         let log = std::fs::read(file(out.path(), &format!("latency_{op}"), "hlog")).unwrap();
         let text = String::from_utf8_lossy(&log);
-        assert!(text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""));
+        assert!(
+            text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"")
+        );
         assert!(text.contains("#[BaseTime: "), "{text}");
         let mut by_second: BTreeMap<u64, u64> = BTreeMap::new();
         for entry in IntervalLogIterator::new(&log) {
@@ -134,7 +138,10 @@ fn a_run_speaks_ycsb_and_hdrhistogram_and_its_history_checks_as_the_run_did() {
         let invoke = open.remove(&event.process).expect("a completion after its invoke");
         assert_eq!((invoke.f, &invoke.key, invoke.client), (event.f, &event.key, event.client));
         if let (EventType::Ok, Some(Value::Read(ids))) = (event.kind, &event.value) {
-            assert!(ids.iter().all(|id| written.contains(id.as_str())), "a read returns only values written before it: {ids:?}");
+            assert!(
+                ids.iter().all(|id| written.contains(id.as_str())),
+                "a read returns only values written before it: {ids:?}"
+            );
         }
         if event.kind == EventType::Ok && event.f == Function::Write {
             assert!(event.dot.is_some() && event.clock.is_some(), "an acknowledged write has its dot and clock");
@@ -143,7 +150,8 @@ fn a_run_speaks_ycsb_and_hdrhistogram_and_its_history_checks_as_the_run_did() {
     assert!(open.is_empty(), "every operation completed");
     let invokes = |f: Function| events.iter().filter(|e| e.kind == EventType::Invoke && e.f == f).count();
     assert_eq!(invokes(Function::Read) + invokes(Function::Write), run.rows.len(), "one operation per CSV row");
-    let keys_written: HashSet<&str> = run.rows.iter().filter(|r| r.op == "update" && r.ok).map(|r| r.key.as_str()).collect();
+    let keys_written: HashSet<&str> =
+        run.rows.iter().filter(|r| r.op == "update" && r.ok).map(|r| r.key.as_str()).collect();
     assert_eq!(invokes(Function::FinalRead), keys_written.len(), "a final read per key written");
 
     // dynabed check, from the file alone, finds what the run found.

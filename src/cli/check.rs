@@ -36,7 +36,8 @@ pub fn run(args: &CheckArgs) -> ! {
 
 fn render(path: &Path, f: &crate::experiment::Findings) -> String {
     let lost = &f.lost_writes;
-    let rate = |part: u64, whole: u64| if whole == 0 { "-".to_owned() } else { format!("{:.4}", part as f64 / whole as f64) };
+    let rate =
+        |part: u64, whole: u64| if whole == 0 { "-".to_owned() } else { format!("{:.4}", part as f64 / whole as f64) };
     let mut out = format!(
         "{}: {} operations ({} ok, {} fail, {} info), {} final reads\n",
         path.display(),
@@ -61,6 +62,10 @@ fn render(path: &Path, f: &crate::experiment::Findings) -> String {
         f.stale_update_reads,
         f.update_reads_judged
     );
-    out += if f.violated() { "VIOLATION: acknowledged writes were lost\n" } else { "valid: no acknowledged write was lost\n" };
+    out += if f.violated() {
+        "VIOLATION: acknowledged writes were lost\n"
+    } else {
+        "valid: no acknowledged write was lost\n"
+    };
     out
 }

@@ -259,7 +259,8 @@ mod tests {
         let path = dir.path().join("history.jsonl");
         let written = write(&spool, &path, clients).unwrap();
         assert!(!spool.exists(), "the spool is removed");
-        let events = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let events =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (events, Written { path: PathBuf::new(), ..written })
     }
 

@@ -54,7 +54,8 @@ pub fn check(path: &Path) -> anyhow::Result<Findings> {
         if text.trim().is_empty() {
             continue;
         }
-        let event: Event = serde_json::from_str(&text).with_context(|| format!("{} line {}", path.display(), no + 1))?;
+        let event: Event =
+            serde_json::from_str(&text).with_context(|| format!("{} line {}", path.display(), no + 1))?;
         checking.take(event).with_context(|| format!("{} line {}", path.display(), no + 1))?;
     }
     Ok(checking.finish())
@@ -144,4 +145,86 @@ fn holding(event: Event) -> Holding {
 /// `user17` → 17.
 fn key_index(key: &str) -> anyhow::Result<u32> {
     key.strip_prefix("user").and_then(|n| n.parse().ok()).with_context(|| format!("key {key:?} is not user<N>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::run::{ReplicaRead, Value};
+
+    fn event(kind: EventType, process: u64, f: Function, time: i64) -> Event {
+        Event {
+            index: 0,
+            kind,
+            process,
+            f,
+            key: "user1".into(),
+            value: None,
+            time,
+            client: Some(process as u32),
+            op: Some(if f == Function::Write { "update" } else { "read" }.into()),
+            phase: Some("warmup".into()),
+            entry: None,
+            node: None,
+            status: None,
+            dot: None,
+            clock: None,
+            replicas: None,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// A write acknowledged at 100; reads that miss it, invoked before and
+    /// after; then a final read whose replica holds `held` under that clock.
+    fn history(held: &str) -> Vec<Event> {
+        let read_ok = |time, clock: &str| Event {
+            clock: Some(clock.into()),
+            value: Some(Value::Read(Vec::new())),
+            ..event(EventType::Ok, 1, Function::Read, time)
+        };
+        let replica =
+            ReplicaRead { node: "node1".into(), versions: vec![held.into()], clock: held.into(), values: vec![] };
+        vec![
+            event(EventType::Invoke, 0, Function::Write, 10),
+            event(EventType::Invoke, 1, Function::Read, 50),
+            Event { dot: Some("n1.a:1".into()), ..event(EventType::Ok, 0, Function::Write, 100) },
+            read_ok(150, ""), // invoked before the acknowledgement: not stale
+            event(EventType::Invoke, 1, Function::Read, 200),
+            read_ok(250, ""), // misses it: stale
+            event(EventType::Invoke, 1, Function::Read, 300),
+            read_ok(350, "n1.a:1"),
+            event(EventType::Invoke, 2, Function::FinalRead, 400),
+            Event { replicas: Some(vec![replica]), ..event(EventType::Ok, 2, Function::FinalRead, 400) },
+        ]
+    }
+
+    fn checked(events: Vec<Event>) -> anyhow::Result<Findings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let text: String = events.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+        std::fs::write(&path, text).unwrap();
+        check(&path)
+    }
+
+    #[test]
+    fn a_read_missing_an_earlier_acknowledged_write_is_stale_and_a_write_no_replica_covers_is_lost() {
+        let found = checked(history("n1.a:2")).unwrap();
+        assert_eq!((found.operations, found.ok, found.final_reads), (5, 5, 1));
+        assert_eq!((found.stale_reads, found.reads_judged), (1, 3));
+        assert_eq!((found.lost_writes.acknowledged, found.lost_writes.lost), (1, 0), "n1.a:2 supersedes n1.a:1");
+        assert!(!found.violated());
+
+        let found = checked(history("n2.b:1")).unwrap();
+        assert_eq!(found.lost_writes.lost, 1, "a concurrent version does not cover it");
+        assert_eq!(found.lost_writes.examples, ["user1 n1.a:1"]);
+        assert!(found.violated());
+    }
+
+    #[test]
+    fn a_completion_without_its_invoke_is_an_error_not_a_verdict() {
+        let mut events = history("n1.a:1");
+        events.remove(4);
+        let error = checked(events).unwrap_err();
+        assert!(format!("{error:#}").contains("line 5: a completion of process 1 without an open invoke"), "{error:#}");
+    }
 }

@@ -42,11 +42,7 @@ struct Row {
 /// Writes one log per operation in `OPERATIONS` from the workload CSV;
 /// `path_of(op)` names each file and `t0` is the measured run's start
 /// (the logs' StartTime and BaseTime). Returns the files written.
-pub fn write(
-    csv: &std::path::Path,
-    t0: SystemTime,
-    path_of: impl Fn(&str) -> PathBuf,
-) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write(csv: &std::path::Path, t0: SystemTime, path_of: impl Fn(&str) -> PathBuf) -> anyhow::Result<Vec<PathBuf>> {
     let mut logs: Vec<Log> = OPERATIONS.iter().map(|op| Log::new(op, t0, path_of(op))).collect();
     let mut reader = csv::Reader::from_path(csv).with_context(|| format!("reading {}", csv.display()))?;
     for row in reader.deserialize::<Row>() {

@@ -49,8 +49,8 @@ use crate::faults::runner::PlanRunner;
 use crate::faults::{delay_daemon, journal};
 use crate::workload::ops::Routing;
 
-pub use self::interrupt::{install as install_interrupt, requested as interrupted};
 pub use self::history_check::{check as check_history, Findings};
+pub use self::interrupt::{install as install_interrupt, requested as interrupted};
 pub use self::outputs::write_json;
 use crate::workload::recorder::{Recorded, Recorder};
 use crate::workload::runner::{self, Shared, Spec, Targets};

@@ -180,3 +180,21 @@ impl Sample {
         self.outcome.ok(self.op)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_write_that_may_have_reached_replicas_is_indeterminate() {
+        let of = |outcome: Outcome, op: Op| outcome.completion(op);
+        assert_eq!(of(Outcome::Status(204), Op::Update), EventType::Ok);
+        assert_eq!(of(Outcome::Status(404), Op::Read), EventType::Ok, "an absent key is an answer");
+        assert_eq!(of(Outcome::Status(503), Op::Read), EventType::Fail, "a read changes nothing");
+        assert_eq!(of(Outcome::Status(412), Op::Update), EventType::Fail, "refused");
+        assert_eq!(of(Outcome::Connect, Op::Update), EventType::Fail, "never sent");
+        assert_eq!(of(Outcome::Status(503), Op::Update), EventType::Info, "some replicas may hold it");
+        assert_eq!(of(Outcome::Timeout, Op::Update), EventType::Info);
+        assert_eq!(of(Outcome::Timeout, Op::Read), EventType::Info);
+    }
+}
