@@ -201,6 +201,29 @@ fn a_run_speaks_ycsb_and_hdrhistogram_and_its_history_checks_as_the_run_did() {
     assert!(String::from_utf8_lossy(&checked.stderr).contains("broken.jsonl line 1"));
 }
 
+#[test]
+fn check_finds_the_writes_the_run_lost_when_every_replica_was_wiped() {
+    // Memory storage: crashing all three replicas at once loses every write
+    // acknowledged before (as in the experiment tests' checker test).
+    let cluster = TestCluster::up(171, 3, "memory", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let plan = common::experiment::plan_file(
+        out.path(),
+        r#"[{"at_s": 2, "duration_s": 1, "kind": "crash", "targets": ["node1", "node2", "node3"]}]"#,
+    );
+    let run = drive(&cluster.procs, out.path(), &["--plan", &plan, "--duration", "5", "--concurrency", "4"]);
+    assert!(!run.output.status.success(), "a lost write fails the run");
+    let lost = run.summary["lost_writes"]["lost"].as_u64().unwrap();
+    assert!(lost >= 1000, "at least the preload's writes are gone: {lost}");
+    let checked = check(&file(out.path(), "history", "jsonl"));
+    let report = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert_eq!(checked.status.code(), Some(1), "{report}");
+    assert_eq!(figure(&report, "lost writes:"), lost, "{report}");
+    assert_eq!(figure(&report, "of"), run.summary["lost_writes"]["acknowledged"].as_u64().unwrap(), "{report}");
+    let stale = figure(&report, "not a violation):");
+    assert_eq!(stale, run.summary["staleness"]["stale_reads"].as_u64().unwrap(), "{report}");
+}
+
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
