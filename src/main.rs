@@ -44,6 +44,9 @@ enum Command {
     /// Run a workload while injecting a failure; record every request
     /// (the seed's experiment_driver.py).
     Experiment(Box<dynabed::experiment::args::ExperimentArgs>),
+    /// Check a run's history_<stamp>.jsonl for lost writes and stale reads
+    /// (exit 0 valid, 1 lost writes, 2 error).
+    Check(dynabed::cli::check::CheckArgs),
     /// Run the evaluation matrix (the seed's, or --matrix FILE) and write its report.
     Matrix(Box<dynabed::matrix::MatrixArgs>),
     /// Write report.html, report.md and the plots for existing run folders.
@@ -113,7 +116,8 @@ fn main() {
     dynabed::cli::raise_descriptor_limit();
     if let Err(e) = run(Cli::parse().command) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let violation = e.downcast_ref::<dynabed::experiment::Violation>().is_some();
+        std::process::exit(if violation { dynabed::experiment::Violation::EXIT_CODE } else { 1 });
     }
 }
 
@@ -138,6 +142,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
         Command::Fault(command) => dynabed::cli::fault::run(command),
         Command::Experiment(args) => dynabed::experiment::run(*args),
+        Command::Check(args) => dynabed::cli::check::run(&args),
         Command::Matrix(args) => dynabed::matrix::run(*args),
         Command::Report { dirs, out } => {
             let out = out.unwrap_or_else(|| if dirs.len() == 1 { dirs[0].clone() } else { PathBuf::from("report") });

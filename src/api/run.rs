@@ -8,6 +8,7 @@
 mod divergence;
 mod faults;
 mod files;
+mod history;
 mod manifest;
 mod matrix;
 mod summary;
@@ -15,6 +16,7 @@ mod summary;
 pub use self::divergence::{DivergenceSample, DivergenceSummary};
 pub use self::faults::{EventLog, FaultsFile, NodeSnapshot, NodeSnapshots};
 pub use self::files::{Files, RepairResults};
+pub use self::history::{Event, EventType, Function, ReplicaRead, Request, Value};
 pub use self::manifest::{ClusterRecord, Machine, Manifest, Quorum, Seeds, Settings, Timeouts};
 pub use self::matrix::{Cell, CellFile, CellRecord, MatrixPlan, PlannedCell, Row};
 pub use self::summary::{

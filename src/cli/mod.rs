@@ -1,5 +1,6 @@
 //! Command-line front ends that are not a subsystem of their own.
 
+pub mod check;
 pub mod cleanup;
 pub mod exec;
 pub mod fault;

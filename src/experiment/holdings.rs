@@ -5,11 +5,12 @@
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Context;
+use base64::Engine;
 
 use super::cluster::ClusterView;
 use crate::api::admin::{Held, Replicas};
 use crate::api::dot::{Clock, Dot};
-use crate::workload::ops::key_name;
+use crate::workload::ops::{self, key_name};
 
 /// Replica reads in flight at once.
 const READERS: usize = 16;
@@ -17,9 +18,12 @@ const READERS: usize = 16;
 /// One replica's copy of a key.
 #[derive(Debug)]
 pub struct Copy {
+    pub node: String,
     /// Each sibling as `dot` (with `~` for a tombstone), sorted.
     pub versions: BTreeSet<String>,
     pub clock: String,
+    /// Each live sibling's value id, for the history's final reads.
+    pub values: Vec<String>,
 }
 
 impl Copy {
@@ -87,11 +91,20 @@ fn parse(answer: &Replicas, live: &[&str]) -> Holding {
             }
         };
         let clock = versions.first().map(|v| v.clock.clone()).unwrap_or_default();
+        let values = versions.iter().filter_map(|v| v.value.as_deref().map(value_id)).collect();
         let versions =
             versions.iter().map(|v| if v.tombstone { format!("{}~", v.dot) } else { v.dot.clone() }).collect();
-        holding.copies.push(Copy { versions, clock });
+        holding.copies.push(Copy { node: replica.node.clone(), versions, clock, values });
     }
     holding
+}
+
+/// The id of a stored value (base64 on the admin API).
+fn value_id(base64: &str) -> String {
+    match base64::engine::general_purpose::STANDARD.decode(base64) {
+        Ok(bytes) => ops::value_id(&bytes),
+        Err(_) => format!("undecodable:{base64}"),
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +129,8 @@ mod tests {
         let body = replicas(vec![holds("node1", "node1.a:2"), holds("node2", "node1.a:2"), unreachable]);
         let held = parse(&body, &["node1", "node2"]);
         assert!(held.converged(), "node3 is not live: skipped");
+        assert_eq!(held.copies[1].node, "node2");
+        assert_eq!(held.copies[0].values, ["v"], "the value's id: dg== is \"v\"");
         assert!(held.copies[0].covers(&"node1.a:1".parse().unwrap()), "superseded by the clock");
         assert!(!held.copies[0].covers(&"node2.b:1".parse().unwrap()));
         let held = parse(&body, &["node1", "node2", "node3"]);

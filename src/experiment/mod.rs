@@ -9,6 +9,9 @@ mod checker;
 mod cluster;
 mod cpu;
 mod divergence;
+mod history;
+mod history_check;
+mod hlog;
 mod holdings;
 mod interrupt;
 mod manifest;
@@ -46,6 +49,8 @@ use crate::faults::runner::PlanRunner;
 use crate::faults::{delay_daemon, journal};
 use crate::workload::ops::Routing;
 
+pub use self::checker::Violation;
+pub use self::history_check::{check as check_history, Findings};
 pub use self::interrupt::{install as install_interrupt, requested as interrupted};
 pub use self::outputs::write_json;
 use crate::workload::recorder::{Recorded, Recorder};
@@ -104,6 +109,11 @@ struct Driven {
     measured_s: f64,
     /// Clock entries the nodes pruned from t0 to the workload's end.
     prune_events: Option<u64>,
+    /// The instant history times count from.
+    origin: Instant,
+    /// The history of the workload's requests; final reads follow.
+    history: history::Written,
+    latency_logs: Vec<PathBuf>,
 }
 
 impl Setup {
@@ -151,7 +161,8 @@ impl Setup {
         let (settings, cluster) = (&self.settings, &self.cluster);
         let origin = Instant::now();
         let t0_wall = SystemTime::now();
-        let recorder = Recorder::start(&self.outputs.file("workload", "csv"), cluster.ids.clone(), origin)?;
+        let (csv, spool) = (self.outputs.file("workload", "csv"), self.outputs.file("history", "spool"));
+        let recorder = Recorder::start(&csv, &spool, cluster.ids.clone(), origin)?;
         let shared = Shared::new();
         let clients = self.start_clients(&shared, &recorder, origin)?;
         let workload_s = workload_end_s(settings, &self.plan);
@@ -167,6 +178,9 @@ impl Setup {
         progress.finish();
         let sent = clients.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         let recorded = recorder.finish()?;
+        let history = history::write(&spool, &self.outputs.file("history", "jsonl"), settings.concurrency)?;
+        let measured_from = t0_wall + shared.t0().map_or(Duration::ZERO, |t0| t0.saturating_duration_since(origin));
+        let latency_logs = hlog::write(&csv, measured_from, |op| self.outputs.file(&format!("latency_{op}"), "hlog"))?;
         let requests_sent = sent?;
         let Measured { timeline, mut cpu, watch, divergence, failure, tcp_at_t0, nodes_at_t0 } =
             measured.context("the run never started")?;
@@ -190,6 +204,9 @@ impl Setup {
             t0_wall,
             measured_s,
             prune_events,
+            origin,
+            history,
+            latency_logs,
         })
     }
 
@@ -288,12 +305,14 @@ impl Setup {
         divergence::write_csv(&outputs.file("divergence", "csv"), &samples)?;
         let workload_end_us = (run.measured_s * 1e6) as i64;
         let divergence = divergence::summarize(&samples, run.timeline.log(), workload_end_us);
-        let verdict = cluster.reach(|| async {
+        let checked = cluster.reach(|| async {
             let hints_left = repair::drain_hints(cluster, &live).await?;
-            let mut verdict = checker::check(cluster, &live, &run.recorded.acked).await?;
-            verdict.hints_left = hints_left;
-            Ok(verdict)
+            let mut checked = checker::check(cluster, &live, &run.recorded.acked).await?;
+            checked.verdict.hints_left = hints_left;
+            Ok(checked)
         })?;
+        history::append_final_reads(&run.history, &checked.held, run.origin.elapsed().as_nanos() as i64)?;
+        let verdict = checked.verdict;
         restore_switches(cluster, &self.statuses, &live)?;
 
         let leftovers = leftovers(cluster, &run.timeline, &after);
@@ -313,6 +332,8 @@ impl Setup {
             membership: outputs.file("membership", "csv"),
             divergence: Some(outputs.file("divergence", "csv")),
             repair_results: settings.post_repair.then(|| outputs.repair_results()),
+            history: Some(run.history.path.clone()),
+            latency_logs: run.latency_logs.clone(),
         };
         write_json(&outputs.file("manifest", "json"), &self.manifest(&run.timeline, run.t0_wall, files.clone())?)?;
         let summary = summary::build(summary::Inputs {
@@ -369,13 +390,8 @@ fn verdict_of(verdict: &LostWrites, lapses: &[String], leftovers: &[String]) -> 
     if interrupt::requested() {
         bail!("interrupted: the files above hold what was recorded until then");
     }
-    if verdict.lost > 0 {
-        bail!(
-            "{} of {} acknowledged writes were lost (e.g. {})",
-            verdict.lost,
-            verdict.acknowledged,
-            verdict.examples.join(", ")
-        );
+    if let Some(violation) = checker::Violation::of(verdict) {
+        return Err(violation.into());
     }
     if !lapses.is_empty() {
         bail!("the failure did not last as planned: {}", lapses.join("; "));

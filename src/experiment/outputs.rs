@@ -7,13 +7,16 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-const KINDS: [(&str, &str); 6] = [
+const KINDS: [(&str, &str); 9] = [
     ("workload", "csv"),
     ("faults", "json"),
     ("manifest", "json"),
     ("summary", "json"),
     ("membership", "csv"),
     ("divergence", "csv"),
+    ("history", "jsonl"),
+    ("history", "spool"),
+    ("latency_read", "hlog"),
 ];
 
 pub struct Outputs {

@@ -182,6 +182,7 @@ fn op_summary(op: &OpStats) -> OpSummary {
         ok: op.ok,
         latency_of: OpSummary::LATENCY_OF.to_owned(),
         latency_ms: quantiles(&op.latency, 1000.0),
+        latency_min_us: (!op.latency.is_empty()).then(|| op.latency.min()),
     }
 }
 
@@ -260,30 +261,23 @@ impl<T: Figure> Figure for Option<T> {
     }
 }
 
-/// The summary as text, YCSB style.
+/// The summary as text: first YCSB's lines with its exact names and units
+/// (its `hdrhistogram` measurement type with percentiles 50,95,99,99.9),
+/// then this test bed's own sections in the same `[SECTION], Name, value` form.
 pub fn text(summary: &Summary) -> String {
     let mut out = String::new();
     let mut line = |section: &str, metric: &str, value: &dyn Figure| {
         let _ = writeln!(out, "[{section}], {metric}, {}", value.text());
     };
-    line("OVERALL", "RunTime(s)", &summary.duration_s);
-    line("OVERALL", "Operations", &summary.requests);
+    line("OVERALL", "RunTime(ms)", &((summary.duration_s * 1000.0).round() as u64));
     line("OVERALL", "Throughput(ops/sec)", &summary.throughput_ops_s);
+    line("OVERALL", "Operations", &summary.requests);
     let ops = &summary.operations;
     for (o, name) in [(&ops.read, "READ"), (&ops.update, "UPDATE"), (&ops.update_read, "UPDATE_READ")] {
         if name == "UPDATE_READ" && o.count == 0 {
             continue; // not an rmw run
         }
-        line(name, "Operations", &o.count);
-        line(name, "Ok", &o.ok);
-        let q = o.latency_ms.as_ref();
-        let quantile = |pick: fn(&Quantiles) -> f64| q.map(pick);
-        line(name, "AverageLatency(ms)", &quantile(|q| q.mean));
-        line(name, "50thPercentileLatency(ms)", &quantile(|q| q.p50));
-        line(name, "95thPercentileLatency(ms)", &quantile(|q| q.p95));
-        line(name, "99thPercentileLatency(ms)", &quantile(|q| q.p99));
-        line(name, "99.9PercentileLatency(ms)", &quantile(|q| q.p999));
-        line(name, "MaxLatency(ms)", &quantile(|q| q.max));
+        ycsb_operation(&mut line, name, o);
     }
     for (class, count) in &summary.errors {
         line("ERRORS", class, count);
@@ -361,6 +355,26 @@ pub fn text(summary: &Summary) -> String {
     out
 }
 
+/// One operation as YCSB's `OneMeasurementHdrHistogram` prints it: the
+/// histogram (of successful requests, as YCSB measures them) in whole µs
+/// but the mean, then the count of each return code that occurred.
+fn ycsb_operation(line: &mut impl FnMut(&str, &str, &dyn Figure), name: &str, o: &OpSummary) {
+    let q = o.latency_ms.as_ref();
+    let us = |pick: fn(&Quantiles) -> f64| q.map(|q| (pick(q) * 1000.0).round() as u64);
+    line(name, "Operations", &o.ok);
+    line(name, "AverageLatency(us)", &q.map(|q| q.mean * 1000.0));
+    line(name, "MinLatency(us)", &o.latency_min_us);
+    line(name, "MaxLatency(us)", &us(|q| q.max));
+    line(name, "50thPercentileLatency(us)", &us(|q| q.p50));
+    line(name, "95thPercentileLatency(us)", &us(|q| q.p95));
+    line(name, "99thPercentileLatency(us)", &us(|q| q.p99));
+    line(name, "99.9PercentileLatency(us)", &us(|q| q.p999));
+    line(name, "Return=OK", &o.ok);
+    if o.count > o.ok {
+        line(name, "Return=ERROR", &(o.count - o.ok));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +410,8 @@ mod tests {
             membership: path("membership.csv"),
             divergence: None,
             repair_results: None,
+            history: None,
+            latency_logs: Vec::new(),
         }
     }
 

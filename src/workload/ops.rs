@@ -91,6 +91,13 @@ pub fn value(write_id: &str, size: usize) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// The id of the write that made `value` (what [`value`] put before the
+/// first space); the whole value, lossily, when it has no space.
+pub fn value_id(value: &[u8]) -> String {
+    let id = value.split(|b| *b == b' ').next().unwrap_or_default();
+    String::from_utf8_lossy(id).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +108,6 @@ mod tests {
         assert_eq!(v.len(), 100);
         assert!(v.starts_with(b"c3-17 "));
         assert_eq!(value("c12345-678", 4).len(), 11, "never shorter than the id");
+        assert_eq!(value_id(&v), "c3-17");
     }
 }

@@ -7,9 +7,11 @@
 //! is judged, and samples from different clients arrive in no strict order,
 //! so samples are held for `HOLD` and handled in order of completion: a
 //! write acknowledged before a read began ended before the read ended.
+//! Each request also goes to the history spool, one JSON line, with what
+//! the CSV leaves out (value ids, dots, clocks).
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
@@ -23,6 +25,7 @@ use super::sample::Sample;
 use super::staleness::AckedWrites;
 use super::stats::{Row, Stats};
 use crate::api::dot::{Clock, Dot};
+use crate::api::run::Request;
 
 /// How long a sample waits for samples that finished before it.
 const HOLD: Duration = Duration::from_secs(1);
@@ -53,13 +56,18 @@ pub struct Recorded {
 }
 
 impl Recorder {
-    /// Starts the thread writing `csv`; `nodes` names entry indices;
-    /// `origin` is the instant samples count from.
-    pub fn start(csv: &Path, nodes: Vec<String>, origin: Instant) -> anyhow::Result<Recorder> {
-        let file = File::create(csv).with_context(|| format!("creating {}", csv.display()))?;
+    /// Starts the thread writing `csv` and the history `spool`; `nodes`
+    /// names entry indices; `origin` is the instant samples count from.
+    pub fn start(csv: &Path, spool: &Path, nodes: Vec<String>, origin: Instant) -> anyhow::Result<Recorder> {
+        let create = |path: &Path| {
+            File::create(path)
+                .map(|file| BufWriter::with_capacity(1 << 20, file))
+                .with_context(|| format!("creating {}", path.display()))
+        };
+        let writer = csv::Writer::from_writer(create(csv)?);
+        let spool = create(spool)?;
         let (sender, receiver) = mpsc::channel();
-        let writer = csv::Writer::from_writer(BufWriter::with_capacity(1 << 20, file));
-        let state = State { writer, nodes, t0_us: None, pending: Vec::new(), recorded: Recorded::empty() };
+        let state = State { writer, spool, nodes, t0_us: None, pending: Vec::new(), recorded: Recorded::empty() };
         let thread = std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || state.run(receiver, origin))
@@ -92,6 +100,7 @@ impl Recorded {
 
 struct State {
     writer: csv::Writer<BufWriter<File>>,
+    spool: BufWriter<File>,
     nodes: Vec<String>,
     t0_us: Option<i64>,
     pending: Vec<Sample>,
@@ -122,6 +131,7 @@ impl State {
         }
         self.flush(None)?;
         self.writer.flush().context("writing the workload CSV")?;
+        self.spool.flush().context("writing the history spool")?;
         Ok(self.recorded)
     }
 
@@ -194,6 +204,28 @@ impl State {
         });
         self.writer.serialize(&row).context("writing the workload CSV")?;
         recorded.rows += 1;
-        Ok(())
+        let entry = row.entry.to_owned();
+        self.spool_request(sample, entry)
+    }
+
+    fn spool_request(&mut self, sample: Sample, entry: String) -> anyhow::Result<()> {
+        let request = Request {
+            client: sample.client,
+            op: sample.op.as_str().to_owned(),
+            key: key_name(sample.key),
+            entry,
+            node: sample.coordinator,
+            sent_ns: sample.sent_us * 1000,
+            end_ns: sample.end_us * 1000,
+            completion: sample.outcome.completion(sample.op),
+            status: sample.outcome.label(),
+            phase: sample.phase.as_str().to_owned(),
+            written: sample.written,
+            read: sample.read,
+            dot: sample.dot,
+            clock: sample.clock,
+        };
+        serde_json::to_writer(&mut self.spool, &request).context("writing the history spool")?;
+        self.spool.write_all(b"\n").context("writing the history spool")
     }
 }

@@ -19,7 +19,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::keys::{KeyChooser, KeyDistribution};
-use super::ops::{key_name, value, Op, Routing, UpdateMode, Workload};
+use super::ops::{key_name, value, value_id, Op, Routing, UpdateMode, Workload};
 use super::recorder::Message;
 use super::sample::{Outcome, Phase, PhaseCell, Sample};
 use crate::api::ring::Ring;
@@ -337,13 +337,13 @@ impl Worker {
         let name = key_name(key);
         let (sent, phase) = self.shared.phase.at(intended);
         let connection = &mut self.connections[entry];
-        let result = match op {
-            Op::Read | Op::UpdateRead => connection.get(&name, self.spec.r).await,
-            Op::Update => {
-                self.writes += 1;
-                let body = value(&format!("c{}-{}", self.id, self.writes), self.spec.value_size);
-                connection.put(&name, body, context.as_deref(), self.spec.w).await
-            }
+        let written = (op == Op::Update).then(|| {
+            self.writes += 1;
+            format!("c{}-{}", self.id, self.writes)
+        });
+        let result = match &written {
+            None => connection.get(&name, self.spec.r).await,
+            Some(id) => connection.put(&name, value(id, self.spec.value_size), context.as_deref(), self.spec.w).await,
         };
         let end = Instant::now();
         let outcome = Outcome::of(&result);
@@ -351,6 +351,7 @@ impl Worker {
             self.backoff_until[entry] = Some(end + self.spec.backoff);
         }
         let answer = result.as_ref().ok();
+        let read = answer.filter(|_| op.reads() && outcome.ok(op)).map_or_else(Vec::new, read_ids);
         // Every answer's context is kept, except by blind updates that never send one.
         if let Some(context) = answer.filter(|_| outcome.ok(op)).and_then(|a| a.context.clone()) {
             if self.spec.update_mode != UpdateMode::Blind {
@@ -368,10 +369,12 @@ impl Worker {
             coordinator: answer.and_then(|a| a.coordinator.clone()),
             outcome,
             phase,
-            siblings: answer.map_or(0, siblings),
+            siblings: read.len() as u32,
             siblings_after: answer.filter(|_| op == Op::Update).and_then(|a| a.siblings_after),
             clock: answer.and_then(|a| a.clock.clone()),
             dot: answer.and_then(|a| a.dot.clone()),
+            written,
+            read,
         };
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
         if !outcome.ok(op) {
@@ -417,11 +420,8 @@ impl Worker {
     }
 }
 
-/// How many values a read returned: 1 for 200, the siblings for 300.
-fn siblings(answer: &Answer) -> u32 {
-    match answer.status.as_u16() {
-        200 => 1,
-        300 => answer.json().ok().and_then(|v| v["siblings"].as_array().map(|s| s.len() as u32)).unwrap_or(0),
-        _ => 0,
-    }
+/// The ids of the values a read returned: one for 200, each sibling's for
+/// 300, none for 404 (or an answer that makes no sense).
+fn read_ids(answer: &Answer) -> Vec<String> {
+    answer.values().map(|values| values.iter().map(|v| value_id(v)).collect()).unwrap_or_default()
 }

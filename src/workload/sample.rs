@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::ops::Op;
+use crate::api::run::EventType;
 use crate::client::ClientError;
 
 /// The phase a request started in. Around each fault event: `fault_apply`
@@ -114,6 +115,21 @@ impl Outcome {
         }
     }
 
+    /// The history's completion type (Jepsen's): `fail` when the request
+    /// certainly took no effect — it never reached a node, was refused
+    /// (4xx), or was a read, which changes nothing; `info` when it may have:
+    /// a write answered 5xx (some replicas may hold it) and any request
+    /// that timed out or broke off.
+    pub fn completion(self, op: Op) -> EventType {
+        match self {
+            _ if self.ok(op) => EventType::Ok,
+            Outcome::Connect => EventType::Fail,
+            Outcome::Status(_) if op.reads() => EventType::Fail,
+            Outcome::Status(s) if (400..500).contains(&s) => EventType::Fail,
+            _ => EventType::Info,
+        }
+    }
+
     /// The CSV's `status` column and the summary's error class.
     pub fn label(self) -> String {
         match self {
@@ -153,10 +169,32 @@ pub struct Sample {
     pub clock: Option<String>,
     /// An update's `X-Dynamo-Dot`.
     pub dot: Option<String>,
+    /// An update's value id (sent whatever the outcome).
+    pub written: Option<String>,
+    /// A successful read's value ids, one per sibling (none for a 404).
+    pub read: Vec<String>,
 }
 
 impl Sample {
     pub fn ok(&self) -> bool {
         self.outcome.ok(self.op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_write_that_may_have_reached_replicas_is_indeterminate() {
+        let of = |outcome: Outcome, op: Op| outcome.completion(op);
+        assert_eq!(of(Outcome::Status(204), Op::Update), EventType::Ok);
+        assert_eq!(of(Outcome::Status(404), Op::Read), EventType::Ok, "an absent key is an answer");
+        assert_eq!(of(Outcome::Status(503), Op::Read), EventType::Fail, "a read changes nothing");
+        assert_eq!(of(Outcome::Status(412), Op::Update), EventType::Fail, "refused");
+        assert_eq!(of(Outcome::Connect, Op::Update), EventType::Fail, "never sent");
+        assert_eq!(of(Outcome::Status(503), Op::Update), EventType::Info, "some replicas may hold it");
+        assert_eq!(of(Outcome::Timeout, Op::Update), EventType::Info);
+        assert_eq!(of(Outcome::Timeout, Op::Read), EventType::Info);
     }
 }

@@ -110,7 +110,7 @@ impl Run {
         let active: HashSet<u32> = self.rows.iter().filter(|r| r.phase != "load").map(|r| r.client).collect();
         assert_eq!(active.len(), clients, "every client made measured requests");
         assert_eq!((s["duration_s"].as_f64(), &s["interrupted"]), (Some(self.workload_end_s()), &Value::Bool(false)));
-        for line in ["[OVERALL], Throughput(ops/sec)", "[READ], 99thPercentileLatency(ms)", "[CHECKER], LostWrites, 0"]
+        for line in ["[OVERALL], Throughput(ops/sec)", "[READ], 99thPercentileLatency(us)", "[CHECKER], LostWrites, 0"]
         {
             assert!(self.stdout().contains(line), "{line} in\n{}", self.stdout());
         }

@@ -21,6 +21,12 @@ pub struct Files {
     pub divergence: Option<PathBuf>,
     /// `null` unless the run ran with `--post_repair`.
     pub repair_results: Option<PathBuf>,
+    /// `history_<stamp>.jsonl`, Jepsen's operation model; absent from runs made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<PathBuf>,
+    /// `latency_<op>_<stamp>.hlog`: HdrHistogram interval logs per operation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_logs: Vec<PathBuf>,
 }
 
 /// `repair_results.json` (the seed's name): key → repair rounds until its

@@ -89,6 +89,10 @@ pub struct OpSummary {
     pub latency_of: String,
     /// `null` when no request succeeded.
     pub latency_ms: Option<Quantiles>,
+    /// The fastest of them, µs (YCSB's `MinLatency(us)`); absent when none
+    /// succeeded and from summaries written before it was printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_min_us: Option<u64>,
 }
 
 impl OpSummary {
