@@ -188,8 +188,6 @@ pub struct Storage {
     pub hints: Box<dyn Tree>,
     pub meta: Box<dyn Tree>,
     kind: EngineKind,
-    /// The fjall database behind the trees, for whole-engine syncs.
-    db: Option<Database>,
     durability: Durability,
     /// fjall's journal syncer; None for the memory engine.
     journal: Option<Arc<JournalSync>>,
@@ -237,7 +235,6 @@ impl Storage {
                 hints: Box::<MemoryTree>::default(),
                 meta: Box::<MemoryTree>::default(),
                 kind,
-                db: None,
                 durability,
                 journal: None,
                 health: Arc::default(),
@@ -280,14 +277,12 @@ impl Storage {
     }
 
     /// Makes everything written so far survive power loss, whatever the
-    /// store's [`Durability`].
+    /// store's [`Durability`]; blocks until then. Through the journal's sync
+    /// thread: fjall's own persist would fsync under its journal mutex,
+    /// stalling every writer meanwhile.
     pub fn sync(&self) -> Result<(), StorageError> {
-        let Some(db) = &self.db else { return Ok(()) };
-        db.persist(PersistMode::SyncAll).map_err(|source| {
-            let error = StorageError::Engine { tree: "*", op: "sync", source };
-            self.health.record(&error);
-            error
-        })
+        let Some(journal) = &self.journal else { return Ok(()) };
+        futures::executor::block_on(journal.durable())
     }
 }
 
@@ -305,7 +300,6 @@ fn open_fjall(dir: &Path, durability: Durability, budget: MemoryBudget) -> Resul
         hints: Box::new(tree("hints")?),
         meta: Box::new(tree("meta")?),
         kind: EngineKind::Fjall,
-        db: Some(db),
         durability,
         journal: Some(journal),
         health,
