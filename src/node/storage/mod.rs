@@ -292,8 +292,7 @@ fn open_fjall(dir: &Path, durability: Durability, budget: MemoryBudget) -> Resul
     // Nobody waits for `--sync kernel`'s syncs: they only keep the journal's
     // unwritten tail short (see journal_sync).
     let writeback = (durability == Durability::Kernel).then_some(journal_sync::WRITEBACK);
-    let journal =
-        Arc::new(JournalSync::start(dir, writeback, health.clone()).map_err(StorageError::SyncThread)?);
+    let journal = Arc::new(JournalSync::start(dir, writeback, health.clone()).map_err(StorageError::SyncThread)?);
     let tree = |name| FjallTree::open(&db, name, &journal, &health, budget);
     Ok(Storage {
         data: Box::new(tree("data")?),
