@@ -81,7 +81,11 @@ fn insert(c: &mut Criterion) {
             let storage = open(engine.kind, engine.durability, &dir);
             let mut ids = Ids::new(keyspace);
             group.bench_function(BenchmarkId::new(engine.label, keyspace), |b| {
-                b.iter(|| storage.data.insert(&key(ids.next()), &VALUE).expect("bench insert"))
+                // Acked as a replica acks: once the write is durable.
+                b.iter(|| {
+                    storage.data.insert(&key(ids.next()), &VALUE).expect("bench insert");
+                    futures::executor::block_on(storage.durable()).expect("bench sync")
+                })
             });
         }
     }

@@ -39,6 +39,9 @@ struct Args {
     /// Label for the storage column (what the cluster was started with).
     #[arg(long, default_value = "?")]
     storage: String,
+    /// Label for the repetition column, when a caller repeats runs.
+    #[arg(long, default_value = "-")]
+    rep: String,
     /// Concurrency levels to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
@@ -113,7 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for &concurrency in &args.concurrency {
         let point = run_point(&args, &addrs, nodes, concurrency).await?;
-        point.print(&args.storage, &args.runtime);
+        point.print(&args.storage, &args.rep, &args.runtime)?;
     }
     Ok(())
 }
@@ -338,16 +341,18 @@ fn own_cpu() -> f64 {
 
 fn print_header() {
     println!(
-        "{:<7} {:>4} {:>9} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} | {:>10} {:>9} | runtime",
+        "{:<12} {:>3} {:>4} {:>9} | {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>7} {:>7} | {:>6} {:>6} {:>6} | {:>10} {:>9} | runtime",
         "storage",
+        "rep",
         "conc",
         "ops/s",
+        "p50",
+        "p99",
+        "p99.9",
         "GET p50",
         "p99",
-        "p99.9",
         "PUT p50",
         "p99",
-        "p99.9",
         "errors",
         "sibl%",
         "GET B",
@@ -357,10 +362,12 @@ fn print_header() {
 }
 
 impl Point {
-    fn print(&self, storage: &str, runtime: &str) {
+    fn print(&self, storage: &str, rep: &str, runtime: &str) -> anyhow::Result<()> {
         let t = &self.totals;
         let ops = t.get.len() + t.put.len();
         let rate = ops as f64 / self.seconds;
+        let mut all = t.get.clone();
+        all.add(&t.put)?;
         let ms = |h: &Histogram<u64>, q: f64| {
             if h.is_empty() {
                 "-".to_owned()
@@ -370,16 +377,18 @@ impl Point {
         };
         let per_op = |cpu_s: f64| if ops == 0 { "-".to_owned() } else { format!("{:.1}", cpu_s * 1e6 / ops as f64) };
         println!(
-            "{:<7} {:>4} {:>9.0} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>6} {:>6.1} {:>6.0} | {:>10} {:>9} | {}",
+            "{:<12} {:>3} {:>4} {:>9.0} | {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>7} {:>7} | {:>6} {:>6.1} {:>6.0} | {:>10} {:>9} | {}",
             storage,
+            rep,
             self.concurrency,
             rate,
+            ms(&all, 0.5),
+            ms(&all, 0.99),
+            ms(&all, 0.999),
             ms(&t.get, 0.5),
             ms(&t.get, 0.99),
-            ms(&t.get, 0.999),
             ms(&t.put, 0.5),
             ms(&t.put, 0.99),
-            ms(&t.put, 0.999),
             t.errors,
             100.0 * t.siblings as f64 / t.get.len().max(1) as f64,
             t.get_body_bytes as f64 / t.get.len().max(1) as f64,
@@ -387,5 +396,6 @@ impl Point {
             per_op(self.own_cpu_s),
             runtime,
         );
+        Ok(())
     }
 }

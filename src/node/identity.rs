@@ -154,11 +154,14 @@ impl Identity {
     /// Writes the next canary, syncs the engine, then records the canary's
     /// number: everything the engine held before it is now known to be on
     /// disk, and its loss will be noticed at the next open.
+    /// One checkpoint at a time (the node takes them from one task). The
+    /// engine's sync runs without the lock: `issue_counter`, on every
+    /// coordinated write, would wait for it.
     pub fn checkpoint(&self, storage: &Storage) -> Result<u64, IdentityError> {
-        let mut state = self.lock();
-        let number = state.ledger.checkpoint + 1;
+        let number = self.lock().ledger.checkpoint + 1;
         storage.meta.insert(CANARY_KEY, &number.to_be_bytes())?;
         storage.sync()?;
+        let mut state = self.lock();
         let mut ledger = state.ledger.clone();
         ledger.checkpoint = number;
         self.persist(&ledger)?;

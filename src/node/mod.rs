@@ -48,7 +48,7 @@ use membership::{Digest, MemberRecord, Membership};
 use metrics::Counters;
 use peer::PeerPool;
 use protocol::{Request, Response};
-use replica::Replica;
+use replica::{Replica, ReplicaError};
 use rpc::RpcError;
 use storage::Storage;
 
@@ -215,7 +215,7 @@ impl Node {
                 Err(e) => Response::Error(e.to_string()),
             },
             Request::Read { key } => self.answer_read(key),
-            Request::Write { key, object, hint_for } => self.answer_write(key, &object, hint_for),
+            Request::Write { key, object, hint_for } => self.answer_write(key, &object, hint_for).await,
             Request::Coordinate(op) => {
                 Response::Coordinated(self.execute(op, true).await.map(|c| c.into_outcome()).map_err(Into::into))
             }
@@ -241,7 +241,8 @@ impl Node {
         }
     }
 
-    fn answer_write(&self, key: Bytes, encoded: &[u8], hint_for: Option<String>) -> Response {
+    /// Acks only once the write is durable (see [`Storage::durable`]).
+    async fn answer_write(&self, key: Bytes, encoded: &[u8], hint_for: Option<String>) -> Response {
         if key.len() > self.config.max_key_bytes {
             return Response::Error(format!(
                 "key of {} bytes exceeds the limit of {}",
@@ -260,6 +261,10 @@ impl Node {
                 let partition = self.membership.ring().partition_of(&key);
                 self.replica.merge(partition, &key, &object).map(drop)
             }
+        };
+        let result = match result {
+            Ok(()) => self.replica.storage().durable().await.map_err(ReplicaError::from),
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => Response::Written,

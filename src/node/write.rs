@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::coordinator::{CoordError, Coordinated, Placement};
 use super::metrics::Counters;
 use super::protocol::{ClientOp, OpKind, Request};
+use super::replica::ReplicaError;
 use super::rpc::{Forwarded, Written};
 use super::version::{Object, VersionVector};
 use super::Node;
@@ -92,7 +93,13 @@ impl Node {
             let (object, encoded, dot) = self.replica.update(partition, &key, &context, value)?;
             (object, encoded, dot, placement.without(self.id()))
         };
-        let acks = 1 + self.replicate(&key, encoded, &object, &others, needed.saturating_sub(1)).await;
+        // Our own copy counts once it is durable; its sync and the replicas' round trips overlap.
+        let (durable, replicated) = tokio::join!(
+            self.replica.storage().durable(),
+            self.replicate(&key, encoded, &object, &others, needed.saturating_sub(1))
+        );
+        durable.map_err(ReplicaError::from)?;
+        let acks = 1 + replicated;
         if acks < needed {
             Counters::bump(&self.counters.quorum_failures);
             return Err(CoordError::Unavailable { acks, needed });

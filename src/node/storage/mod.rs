@@ -7,9 +7,14 @@
 //! the [`Tree`] trait, so the on-disk engine (fjall) and the in-memory engine
 //! used by tests and throw-away clusters are interchangeable.
 //!
-//! Every write is durable per [`Durability`] when it returns: a replica acks
-//! a write to its coordinator right after calling [`Tree::insert`], and an
-//! ack that a crash can take back would break the quorum arithmetic.
+//! A write has reached the OS when it returns (it survives the process
+//! being killed) and is durable per [`Durability`] once
+//! [`Storage::durable`] resolves after it: a replica acks a write only then,
+//! as an ack that a crash can take back would break the quorum arithmetic.
+//! With `--sync always` that is a group commit ([`journal_sync`]): one
+//! fdatasync, on a thread of its own, for every write waiting at the time.
+
+mod journal_sync;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,14 +25,16 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use journal_sync::JournalSync;
+
 /// How far a write must have travelled before `insert`/`remove` return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Handed to the OS with write(2): survives the process being killed
     /// (even SIGKILL), not a kernel crash or power loss.
     Kernel,
-    /// fdatasync'ed: survives power loss too, at the cost of a disk flush
-    /// per write.
+    /// fdatasync'ed before it is acked: survives power loss too. Writers
+    /// waiting at the same time share one disk flush (group commit).
     Fsync,
 }
 
@@ -49,19 +56,6 @@ impl FromStr for Durability {
             "kernel" => Ok(Durability::Kernel),
             "always" => Ok(Durability::Fsync),
             other => Err(StorageError::UnknownDurability(other.to_owned())),
-        }
-    }
-}
-
-impl Durability {
-    fn persist_mode(self) -> PersistMode {
-        match self {
-            // fjall's Buffer flushes the journal's BufWriter, i.e. write(2);
-            // it does not sync.
-            Durability::Kernel => PersistMode::Buffer,
-            // fdatasync also flushes the file-size change an append may make,
-            // so SyncAll would only add timestamp updates to every write.
-            Durability::Fsync => PersistMode::SyncData,
         }
     }
 }
@@ -119,6 +113,10 @@ pub enum StorageError {
         #[source]
         source: fjall::Error,
     },
+    #[error("cannot start the journal's sync thread")]
+    SyncThread(#[source] std::io::Error),
+    #[error("the journal could not be made durable: {0}")]
+    Unsynced(String),
 }
 
 /// Key-value pairs as returned by [`Tree::scan_prefix`], sorted by key.
@@ -129,14 +127,15 @@ pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 #[allow(clippy::len_without_is_empty)]
 pub trait Tree: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Durable per the store's [`Durability`] when it returns.
+    /// Handed to the OS when it returns; durable per the store's
+    /// [`Durability`] once [`Storage::durable`] resolves after that.
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
-    /// Durable per the store's [`Durability`] when it returns.
+    /// Like [`insert`](Tree::insert).
     fn remove(&self, key: &[u8]) -> Result<(), StorageError>;
     /// Removes `key` only if its current value is `expected`, atomically with
     /// respect to concurrent writes to the tree, so a hint re-written while it
     /// was being delivered survives the delivery's clean-up. Returns whether
-    /// it removed anything; a removal is durable when it returns.
+    /// it removed anything; a removal is like an [`insert`](Tree::insert).
     fn remove_if_equal(&self, key: &[u8], expected: &[u8]) -> Result<bool, StorageError>;
     /// All pairs whose key starts with `prefix`, sorted by key.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<KvPairs, StorageError>;
@@ -189,8 +188,9 @@ pub struct Storage {
     pub hints: Box<dyn Tree>,
     pub meta: Box<dyn Tree>,
     kind: EngineKind,
-    /// The fjall database behind the trees, for whole-engine syncs.
-    db: Option<Database>,
+    durability: Durability,
+    /// fjall's journal syncer; None for the memory engine.
+    journal: Option<Arc<JournalSync>>,
     health: Arc<Health>,
     /// Journals too damaged to recover, moved aside when the store opened.
     quarantined: Vec<PathBuf>,
@@ -235,7 +235,8 @@ impl Storage {
                 hints: Box::<MemoryTree>::default(),
                 meta: Box::<MemoryTree>::default(),
                 kind,
-                db: None,
+                durability,
+                journal: None,
                 health: Arc::default(),
                 quarantined: Vec::new(),
             }),
@@ -259,28 +260,47 @@ impl Storage {
         &self.health
     }
 
+    /// Resolves once every write that returned before the call is durable
+    /// per the store's [`Durability`]: at once unless it is
+    /// [`Durability::Fsync`] (every write is in the OS already), else after
+    /// the next group commit.
+    pub async fn durable(&self) -> Result<(), StorageError> {
+        match (&self.journal, self.durability) {
+            (Some(journal), Durability::Fsync) => journal.durable().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// fdatasyncs of the journal made by its sync thread so far.
+    pub fn journal_syncs(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.syncs())
+    }
+
     /// Makes everything written so far survive power loss, whatever the
-    /// store's [`Durability`].
+    /// store's [`Durability`]; blocks until then. Through the journal's sync
+    /// thread: fjall's own persist would fsync under its journal mutex,
+    /// stalling every writer meanwhile.
     pub fn sync(&self) -> Result<(), StorageError> {
-        let Some(db) = &self.db else { return Ok(()) };
-        db.persist(PersistMode::SyncAll).map_err(|source| {
-            let error = StorageError::Engine { tree: "*", op: "sync", source };
-            self.health.record(&error);
-            error
-        })
+        let Some(journal) = &self.journal else { return Ok(()) };
+        futures::executor::block_on(journal.durable())
     }
 }
 
 fn open_fjall(dir: &Path, durability: Durability, budget: MemoryBudget) -> Result<Storage, StorageError> {
     let (db, quarantined) = open_salvaging(dir, budget)?;
-    let mode = durability.persist_mode();
     let health = Arc::<Health>::default();
+    // Nobody waits for `--sync kernel`'s syncs: they only keep the journal's
+    // unwritten tail short (see journal_sync).
+    let writeback = (durability == Durability::Kernel).then_some(journal_sync::WRITEBACK);
+    let journal = Arc::new(JournalSync::start(dir, writeback, health.clone()).map_err(StorageError::SyncThread)?);
+    let tree = |name| FjallTree::open(&db, name, &journal, &health, budget);
     Ok(Storage {
-        data: Box::new(FjallTree::open(&db, "data", mode, &health, budget)?),
-        hints: Box::new(FjallTree::open(&db, "hints", mode, &health, budget)?),
-        meta: Box::new(FjallTree::open(&db, "meta", mode, &health, budget)?),
+        data: Box::new(tree("data")?),
+        hints: Box::new(tree("hints")?),
+        meta: Box::new(tree("meta")?),
         kind: EngineKind::Fjall,
-        db: Some(db),
+        durability,
+        journal: Some(journal),
         health,
         quarantined,
     })
@@ -305,7 +325,7 @@ fn open_salvaging(dir: &Path, budget: MemoryBudget) -> Result<(Database, Vec<Pat
             Ok(Err(source)) => return Err(StorageError::Open { path: dir.to_path_buf(), source }),
             Err(_) => "fjall panicked reading it".to_owned(),
         };
-        let Some(journal) = newest_journal(dir) else {
+        let Some((_, journal)) = newest_journal(dir) else {
             return Err(StorageError::Open { path: dir.to_path_buf(), source: fjall::Error::Unrecoverable });
         };
         let aside = journal.with_extension("jnl.damaged");
@@ -321,7 +341,7 @@ fn open_salvaging(dir: &Path, budget: MemoryBudget) -> Result<(Database, Vec<Pat
 }
 
 /// fjall 3 keeps its journals as `<number>.jnl` in the database folder.
-fn newest_journal(dir: &Path) -> Option<PathBuf> {
+fn newest_journal(dir: &Path) -> Option<(u64, PathBuf)> {
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -330,7 +350,6 @@ fn newest_journal(dir: &Path) -> Option<PathBuf> {
             Some((number, path))
         })
         .max()
-        .map(|(_, path)| path)
 }
 
 /// A fjall keyspace plus the lock that makes `remove_if_equal` atomic.
@@ -340,12 +359,13 @@ fn newest_journal(dir: &Path) -> Option<PathBuf> {
 /// write batch (single-writer) or add conflict retries (optimistic). fjall
 /// already serialises all writes on its journal mutex, so a per-tree write
 /// mutex around the same critical section costs one uncontended lock and no
-/// parallelism; it is released before the (possibly slow) fsync.
+/// parallelism. No write syncs here: the journal's own thread does
+/// (see journal_sync).
 struct FjallTree {
     name: &'static str,
     db: Database,
     keyspace: Keyspace,
-    mode: PersistMode,
+    journal: Arc<JournalSync>,
     write_lock: Mutex<()>,
     health: Arc<Health>,
 }
@@ -354,13 +374,20 @@ impl FjallTree {
     fn open(
         db: &Database,
         name: &'static str,
-        mode: PersistMode,
+        journal: &Arc<JournalSync>,
         health: &Arc<Health>,
         budget: MemoryBudget,
     ) -> Result<Self, StorageError> {
         let options = || KeyspaceCreateOptions::default().max_memtable_size(budget.memtable_bytes);
         let keyspace = db.keyspace(name, options).map_err(|source| StorageError::OpenTree { tree: name, source })?;
-        Ok(FjallTree { name, db: db.clone(), keyspace, mode, write_lock: Mutex::new(()), health: health.clone() })
+        Ok(FjallTree {
+            name,
+            db: db.clone(),
+            keyspace,
+            journal: journal.clone(),
+            write_lock: Mutex::new(()),
+            health: health.clone(),
+        })
     }
 
     fn error(&self, op: &'static str) -> impl FnOnce(fjall::Error) -> StorageError {
@@ -389,13 +416,15 @@ impl FjallTree {
         write(&self.keyspace).map_err(self.write_error(op))
     }
 
-    /// fjall already write(2)s the journal after each write unless a keyspace
-    /// was created with `manual_journal_persist`; persisting explicitly keeps
-    /// the guarantee independent of that stored option, and costs only a
-    /// mutex when nothing is left buffered. It also covers writes of other
-    /// trees queued before ours in the shared journal, which is harmless.
+    /// Hands the journal to the OS and counts the write for the journal's
+    /// syncer. fjall already write(2)s the journal after each write unless a
+    /// keyspace was created with `manual_journal_persist`; persisting
+    /// explicitly keeps the guarantee independent of that stored option, and
+    /// costs only a mutex when nothing is left buffered.
     fn persist(&self) -> Result<(), StorageError> {
-        self.db.persist(self.mode).map_err(self.write_error("persist"))
+        self.db.persist(PersistMode::Buffer).map_err(self.write_error("persist"))?;
+        self.journal.written();
+        Ok(())
     }
 }
 
@@ -625,7 +654,7 @@ mod tests {
                 storage.data.insert(&crash_key(i), &crash_value(i))?;
             }
         }
-        let journal = newest_journal(pristine.path()).ok_or("no journal")?;
+        let (_, journal) = newest_journal(pristine.path()).ok_or("no journal")?;
         let bytes = std::fs::read(&journal)?;
         let written = bytes.iter().rposition(|&b| b != 0).ok_or("empty journal")? + 1;
         let mut quarantined = 0;
@@ -681,8 +710,32 @@ mod tests {
         assert_send_sync::<StorageError>();
     }
 
+    /// With `--sync always`, writes waiting together share one fsync, and
+    /// none is answered before it.
+    #[tokio::test]
+    async fn fjall_group_commit_shares_one_fsync_among_waiting_writers() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let storage = Storage::open(EngineKind::Fjall, dir.path(), Durability::Fsync)?;
+        for i in 0..100 {
+            storage.data.insert(&crash_key(i), &crash_value(i))?;
+        }
+        assert_eq!(storage.journal_syncs(), 0, "synced although nobody waited");
+        let waiters: Vec<_> = (0..100).map(|_| storage.durable()).collect();
+        for result in futures::future::join_all(waiters).await {
+            result?;
+        }
+        // Every write came before the first waiter: one sync covers them all.
+        assert_eq!(storage.journal_syncs(), 1);
+        storage.data.insert(&crash_key(100), &crash_value(100))?;
+        storage.durable().await?;
+        assert_eq!(storage.journal_syncs(), 2, "a later write was answered without a sync of its own");
+        Ok(())
+    }
+
     const SIGKILL_DIR_ENV: &str = "DYNABED_STORAGE_SIGKILL_DIR";
+    const SIGKILL_SYNC_ENV: &str = "DYNABED_STORAGE_SIGKILL_SYNC";
     const ACKS_BEFORE_KILL: usize = 3_000;
+    const SIGKILL_WRITERS: usize = 8;
 
     fn crash_key(i: usize) -> Vec<u8> {
         key(9, &(i as u64).to_be_bytes())
@@ -701,55 +754,78 @@ mod tests {
         format!("{module}::{function}")
     }
 
-    /// Child side of the SIGKILL test: writes and acks on stdout until the
-    /// parent kills it. Stdout is line-buffered, so each ack line leaves the
-    /// process only after its insert returned.
+    /// Child side of the SIGKILL tests: writers that ack on stdout, as a
+    /// replica would, until the parent kills it: a write is acked once
+    /// [`Storage::durable`] resolved after it. Stdout is line-buffered, so
+    /// each ack line leaves the process only after that.
     #[test]
-    #[ignore = "helper process, spawned by fjall_recovers_acked_writes_after_sigkill"]
+    #[ignore = "helper process, spawned by the fjall_*_after_sigkill tests"]
     fn sigkill_child() -> TestResult {
         let Some(dir) = std::env::var_os(SIGKILL_DIR_ENV) else {
             return Ok(());
         };
-        let storage = Storage::open(EngineKind::Fjall, Path::new(&dir), Durability::Kernel)?;
-        // Bounded so an orphaned child cannot fill the disk.
-        for i in 0..1_000_000 {
-            storage.data.insert(&crash_key(i), &crash_value(i))?;
-            println!("acked {i}");
-        }
+        let durability: Durability = std::env::var(SIGKILL_SYNC_ENV)?.parse()?;
+        let storage = Storage::open(EngineKind::Fjall, Path::new(&dir), durability)?;
+        std::thread::scope(|scope| {
+            for writer in 0..SIGKILL_WRITERS {
+                let storage = &storage;
+                scope.spawn(move || -> Result<(), StorageError> {
+                    // Bounded so an orphaned child cannot fill the disk.
+                    for i in (writer..1_000_000).step_by(SIGKILL_WRITERS) {
+                        storage.data.insert(&crash_key(i), &crash_value(i))?;
+                        futures::executor::block_on(storage.durable())?;
+                        println!("acked {i}");
+                    }
+                    Ok(())
+                });
+            }
+        });
         Ok(())
     }
 
-    #[test]
-    fn fjall_recovers_acked_writes_after_sigkill() -> TestResult {
+    /// Kills a child writing with `sync` after enough acks; every write it
+    /// acked must be there after reopening.
+    fn check_acked_writes_survive_sigkill(sync: Durability) -> TestResult {
         let dir = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--exact", &test_name("sigkill_child"), "--ignored", "--nocapture"])
             .env(SIGKILL_DIR_ENV, dir.path())
+            .env(SIGKILL_SYNC_ENV, sync.to_string())
             .stdout(Stdio::piped())
             .spawn()?;
         let stdout = child.stdout.take().ok_or("child has no stdout")?;
-        let mut acked = 0;
+        let mut acked = Vec::new();
         let mut lines = BufReader::new(stdout).lines();
-        while acked < ACKS_BEFORE_KILL {
+        let ack = |line: &str| line.strip_prefix("acked ").and_then(|i| i.parse::<usize>().ok());
+        while acked.len() < ACKS_BEFORE_KILL {
             let line = lines.next().ok_or("child exited before being killed")??;
-            if line.starts_with("acked ") {
-                acked += 1;
-            }
+            acked.extend(ack(&line));
         }
         child.kill()?; // SIGKILL on Unix: no destructors, no flush.
         let status = child.wait()?;
         assert_eq!(status.signal(), Some(libc::SIGKILL), "child was not killed: {status}");
         // Acks still in the pipe were printed before the kill, so they count.
         for line in lines {
-            if line?.starts_with("acked ") {
-                acked += 1;
-            }
+            acked.extend(ack(&line?));
         }
 
-        let storage = Storage::open(EngineKind::Fjall, dir.path(), Durability::Kernel)?;
-        for i in 0..acked {
+        let storage = Storage::open(EngineKind::Fjall, dir.path(), sync)?;
+        for i in acked {
             assert_eq!(storage.data.get(&crash_key(i))?, Some(crash_value(i)), "acked write {i} lost");
         }
         Ok(())
+    }
+
+    #[test]
+    fn fjall_recovers_acked_writes_after_sigkill() -> TestResult {
+        check_acked_writes_survive_sigkill(Durability::Kernel)
+    }
+
+    /// The group commit's acks too (a SIGKILL keeps the page cache, so this
+    /// checks that acks wait for their write and that the journal's own sync
+    /// thread leaves it readable, not the fsync itself).
+    #[test]
+    fn fjall_group_commit_recovers_acked_writes_after_sigkill() -> TestResult {
+        check_acked_writes_survive_sigkill(Durability::Fsync)
     }
 }
