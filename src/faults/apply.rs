@@ -9,7 +9,7 @@ use super::exec::delay::DelayLine;
 use super::exec::duplicate::NftDup;
 use super::exec::netem::Netem;
 use super::exec::{app, cpu, loss, partition, shape, signal, ChangeError, Executor, Target};
-use super::fault::{Fault, FaultRequest};
+use super::fault::{Fault, FaultError, FaultRequest};
 use super::heal::{heal, HealFor};
 use super::journal;
 use crate::api::fault::{FaultRecord, Layer, PortSelector};
@@ -34,10 +34,8 @@ fn executor(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
         (&Fault::Bandwidth { rate_kbit }, Layer::Kernel) => Box::new(shape::TokenBucket { rate_kbit }),
         (&Fault::Cpu { pct }, _) => Box::new(cpu::CpuQuota { pct }),
         (fault, Layer::Kernel) => network(fault),
-        (Fault::Loss { .. } | Fault::Bandwidth { .. } | Fault::Duplicate { .. }, Layer::App)
-        | (Fault::Reorder { .. } | Fault::Corrupt { .. }, Layer::App) => {
-            bail!("{:?} has no application-level form: use --fault_layer kernel", request.fault.kind())
-        }
+        // `FaultRequest::new` refuses these already; a request built by hand is refused the same way.
+        (fault, Layer::App) => bail!(FaultError::KernelOnly(fault.kind())),
     })
 }
 

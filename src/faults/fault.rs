@@ -103,7 +103,12 @@ pub enum FaultError {
     CorrelationPct,
     #[error("loss_correlation_pct needs loss_pct below 100")]
     CorrelatedTotalLoss,
+    #[error("{} has no application-level form: use --fault_layer kernel", .0.as_str())]
+    KernelOnly(Kind),
 }
+
+/// The kinds only the kernel can make: packets the node never sees as such.
+const KERNEL_ONLY: &[Kind] = &[Kind::Loss, Kind::Bandwidth, Kind::Duplicate, Kind::Reorder, Kind::Corrupt];
 
 /// The settings only some kernel-level kinds take, with those kinds as the
 /// error names them: anything else given one is refused, not ignored.
@@ -174,6 +179,9 @@ impl FaultRequest {
     ) -> Result<FaultRequest, FaultError> {
         check_shares(params)?;
         check_narrow_settings(kind, layer, params)?;
+        if layer == Layer::App && KERNEL_ONLY.contains(&kind) {
+            return Err(FaultError::KernelOnly(kind));
+        }
         if !with.is_empty() && kind != Kind::Partition {
             return Err(FaultError::WithNotPartition);
         }

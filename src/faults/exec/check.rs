@@ -170,6 +170,23 @@ fn handshakes(namespace: &str, addr: SocketAddr, n: usize) -> anyhow::Result<Vec
     times.with_context(|| format!("a handshake with {addr}"))
 }
 
+/// Sets the socket's receive buffer past `net.core.rmem_max` (root only).
+fn force_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket descriptor, and a c_int option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    ensure!(rc == 0, "SO_RCVBUFFORCE on the UDP probe: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
 fn mean_sd(samples: &[f64]) -> (f64, f64) {
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
@@ -194,6 +211,9 @@ impl Arrivals {
         let node_ns = target.node.entry.netns.clone().context("the node has no namespace")?;
         let receiver = netns::namespace::run_in(&node_ns, || UdpSocket::bind(addr))?
             .with_context(|| format!("binding a UDP probe on {addr} in {node_ns}"))?;
+        // Room for every datagram: a receiver kept off the CPU by a busy
+        // machine must not lose any to a full buffer, which reads as loss.
+        force_receive_buffer(&receiver, 16 << 20)?;
         let sender = netns::namespace::run_in(&client_namespace(target)?, || UdpSocket::bind("0.0.0.0:0"))??;
         let listening = std::thread::spawn(move || Arrivals::collect(&receiver));
         for seq in 0..DATAGRAMS {
