@@ -112,6 +112,9 @@ pub struct Packet {
     pub arrived: Instant,
     /// IPv4 source and destination, when the copied bytes hold an IPv4 header.
     pub addresses: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// TCP or UDP source and destination ports, when the copied bytes reach them (a copy
+    /// range of at least 24 bytes, more with IP options).
+    pub ports: Option<(u16, u16)>,
 }
 
 /// The verdict for a queued packet.
@@ -312,7 +315,7 @@ impl NfQueue {
     }
 
     fn on_packet(&mut self, body: std::ops::Range<usize>, now: Instant) {
-        let (mut id, mut payload_len, mut cap_len, mut addresses) = (None, 0u32, None, None);
+        let (mut id, mut payload_len, mut cap_len, mut addresses, mut ports) = (None, 0u32, None, None, None);
         let mut off = body.start + 4; // skip struct nfgenmsg
         while off + 4 <= body.end {
             let alen = read_u16_ne(&self.buf, off) as usize;
@@ -326,6 +329,7 @@ impl NfQueue {
                 NFQA_PAYLOAD => {
                     payload_len = (alen - 4) as u32;
                     addresses = ipv4_addresses(&self.buf[data..off + alen]);
+                    ports = transport_ports(&self.buf[data..off + alen]);
                 }
                 NFQA_CAP_LEN if alen >= 8 => cap_len = Some(read_u32_be(&self.buf, data)),
                 _ => {}
@@ -334,7 +338,7 @@ impl NfQueue {
         }
         if let Some(id) = id {
             self.held.insert(id);
-            self.pending.push_back(Packet { id, len: cap_len.unwrap_or(payload_len), arrived: now, addresses });
+            self.pending.push_back(Packet { id, len: cap_len.unwrap_or(payload_len), arrived: now, addresses, ports });
         }
     }
 
@@ -634,6 +638,20 @@ fn ipv4_addresses(bytes: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     Some((at(12), at(16)))
 }
 
+/// TCP or UDP ports after the IPv4 header at the start of `bytes` (first fragments only).
+fn transport_ports(bytes: &[u8]) -> Option<(u16, u16)> {
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    ipv4_addresses(bytes)?;
+    let header_len = usize::from(bytes[0] & 0x0f) * 4;
+    let fragment_offset = u16::from_be_bytes([bytes[6], bytes[7]]) & 0x1fff;
+    if !matches!(bytes[9], TCP | UDP) || fragment_offset != 0 || bytes.len() < header_len + 4 {
+        return None;
+    }
+    let at = |i: usize| u16::from_be_bytes([bytes[header_len + i], bytes[header_len + i + 1]]);
+    Some((at(0), at(2)))
+}
+
 fn run_line(mut queue: NfQueue, cfg: DelayConfig, stop: &AtomicBool) -> Result<DelayStats, NfqError> {
     let mut stats = DelayStats::default();
     let mut due: BinaryHeap<Reverse<(Instant, u64, u32)>> = BinaryHeap::new();
@@ -769,6 +787,16 @@ mod tests {
         let matcher = QueueMatch::Source(ADDR_A.parse::<Ipv4Addr>().unwrap());
         chain.add_nfqueue(&NfqueueRule { matcher, queue_num, bypass: true }).unwrap();
         chain
+    }
+
+    #[test]
+    fn ports_come_from_tcp_and_udp_headers_only() {
+        let mut header = vec![0x45, 0, 0, 32, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
+        header.extend([0x1f, 0x90, 0xc3, 0x50]);
+        assert_eq!(transport_ports(&header), Some((8080, 50000)));
+        header[9] = 1; // ICMP
+        assert_eq!(transport_ports(&header), None);
+        assert_eq!(transport_ports(&header[..22]), None);
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub fn netem(namespace: &str, device: &str, p: Netem) -> Result<Applied, QdiscEr
     replace_root(namespace, device, "netem", args)
 }
 
+/// Sets (replaces) a netem root qdisc on `device` in `namespace` with netem's own option words
+/// (e.g. `delay 25ms 14ms distribution normal`, `loss gemodel 5% 50%`, `duplicate 10%`), for
+/// settings [`Netem`] does not model.
+pub fn netem_options(namespace: &str, device: &str, options: &[String]) -> Result<Applied, QdiscError> {
+    let args = std::iter::once("netem".to_string()).chain(options.iter().cloned()).collect();
+    replace_root(namespace, device, "netem", args)
+}
+
 /// Sets (replaces) a tbf root qdisc on `device` in `namespace`.
 pub fn tbf(namespace: &str, device: &str, t: Tbf) -> Result<Applied, QdiscError> {
     if t.rate_kbit == 0 || t.burst_bytes == 0 {

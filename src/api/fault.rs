@@ -52,6 +52,9 @@ pub enum Kind {
     Loss,
     Bandwidth,
     Cpu,
+    Duplicate,
+    Reorder,
+    Corrupt,
 }
 
 impl Kind {
@@ -65,6 +68,9 @@ impl Kind {
             Kind::Loss => "loss",
             Kind::Bandwidth => "bandwidth",
             Kind::Cpu => "cpu",
+            Kind::Duplicate => "duplicate",
+            Kind::Reorder => "reorder",
+            Kind::Corrupt => "corrupt",
         }
     }
 }
@@ -104,6 +110,8 @@ pub enum Backend {
     NfqueueDelayLine,
     /// A cgroup CPU quota.
     CgroupCpu,
+    /// nftables `dup` rules on the egress hooks of both ends of the node's link.
+    NftNetdevDup,
 }
 
 impl Backend {
@@ -117,6 +125,7 @@ impl Backend {
             Backend::Netem => "netem",
             Backend::NfqueueDelayLine => "nfqueue-delay-line",
             Backend::CgroupCpu => "cgroup-cpu",
+            Backend::NftNetdevDup => "nft-netdev-dup",
         }
     }
 }
@@ -145,8 +154,15 @@ pub enum Undo {
     RemoveCgroup { name: String },
     /// Remove an iptables chain (and its jump from FORWARD) in a namespace.
     RemoveForwardChain { namespace: String, name: String },
-    /// Stop delaying an address on the delay line.
-    DelayClear { addr: std::net::Ipv4Addr },
+    /// Stop impairing an address on the delay line: only this fault's entry,
+    /// or (journals written before entries were per fault) all of them.
+    DelayClear {
+        addr: std::net::Ipv4Addr,
+        #[serde(default)]
+        fault: Option<u32>,
+    },
+    /// Delete an nftables netdev-family table in a namespace.
+    DeleteNetdevTable { namespace: String, name: String },
     /// Stop the delay line once it delays nothing (it releases held packets first).
     StopIdleDelayLine,
 }
@@ -165,6 +181,7 @@ mod tests {
             Backend::Netem,
             Backend::NfqueueDelayLine,
             Backend::CgroupCpu,
+            Backend::NftNetdevDup,
         ] {
             assert_eq!(serde_json::to_value(backend).unwrap(), backend.as_str());
         }
@@ -203,6 +220,51 @@ pub struct Params {
     pub no_restart: Option<bool>,
     /// Partitions: all targets form one side of the split; `in`, `out` or `both`.
     pub direction: Option<CutDirection>,
+    /// `slow`: the standard deviation of the added round-trip delay.
+    #[serde(default)]
+    pub jitter_ms: Option<u64>,
+    /// `slow` with jitter: the shape of the delay's spread.
+    #[serde(default)]
+    pub jitter_dist: Option<JitterDist>,
+    /// `loss`: the chance in % that a packet is lost when the one before it
+    /// (same direction) was — Gilbert's two-state model.
+    #[serde(default)]
+    pub loss_correlation_pct: Option<u8>,
+    /// `duplicate`: the share of packets sent twice, each direction.
+    #[serde(default)]
+    pub duplicate_pct: Option<u8>,
+    /// `reorder`: the share of packets sent at once while the rest wait `slow_ms`.
+    #[serde(default)]
+    pub reorder_pct: Option<u8>,
+    /// `corrupt`: the share of packets damaged, each direction.
+    #[serde(default)]
+    pub corrupt_pct: Option<u8>,
+    /// Kernel network faults: only the node's peer port, only its client port, or all traffic.
+    #[serde(default)]
+    pub port: Option<PortSelector>,
+}
+
+/// How a jittered delay is spread around its mean.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JitterDist {
+    #[default]
+    Normal,
+    // Heavy right tail: most packets a little early, a few very late.
+    Pareto,
+}
+
+/// Which of a node's traffic a kernel network fault touches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PortSelector {
+    // Everything from and to the node.
+    #[default]
+    All,
+    // Packets from or to its peer-protocol port (replication, gossip, its own calls to peers' ports).
+    Peer,
+    // Packets from or to its client HTTP port.
+    Client,
 }
 
 /// Which way a partition drops packets, seen from the target's side.

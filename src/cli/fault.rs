@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::api::fault::FaultEvent;
-use crate::api::fault::{Clients, CutDirection, Params};
+use crate::api::fault::{Clients, CutDirection, JitterDist, Params, PortSelector};
 use crate::api::fault::{FaultRecord, Kind, Layer};
 use crate::api::run::EventLog;
 use crate::cluster::running::Cluster;
@@ -39,6 +39,12 @@ pub enum FaultCommand {
     Bandwidth(FaultArgs),
     /// Limit a node to --cpu_pct % of one core (cgroup CPU quota).
     Cpu(FaultArgs),
+    /// Send --duplicate_pct % of the packets from and to a node twice (each direction).
+    Duplicate(FaultArgs),
+    /// Send --reorder_pct % of a node's packets at once while the rest wait --slow_ms per round trip.
+    Reorder(FaultArgs),
+    /// Damage --corrupt_pct % of the packets from and to a node (each direction).
+    Corrupt(FaultArgs),
     /// Run a fault plan — a JSON timeline, or the seed's failure flags as a
     /// one-event plan — applying and healing each fault on time.
     Run {
@@ -76,9 +82,32 @@ pub struct FaultArgs {
     /// Where the fault is made: in the kernel, or by the node's own hooks.
     #[arg(long = "fault_layer", alias = "fault-layer", default_value = "kernel")]
     pub layer: Layer,
-    /// Added round-trip delay for `slow`.
-    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = defaults::SLOW_MS)]
-    pub slow_ms: u64,
+    /// Added round-trip delay: for `slow` [default: 200], and for the packets
+    /// `reorder` holds back [default: 20].
+    #[arg(long = "slow_ms", alias = "slow-ms")]
+    pub slow_ms: Option<u64>,
+    /// `slow`: spread the delay with this standard deviation per round trip.
+    #[arg(long = "jitter_ms", alias = "jitter-ms")]
+    pub jitter_ms: Option<u64>,
+    /// `slow --jitter_ms`: the spread's shape [default: normal].
+    #[arg(long = "jitter_dist", alias = "jitter-dist")]
+    pub jitter_dist: Option<JitterDist>,
+    /// `loss`: chance (0-99) of losing a packet after a lost one, so losses come in bursts
+    /// [default: independent losses].
+    #[arg(long = "loss_correlation_pct", alias = "loss-correlation-pct")]
+    pub loss_correlation_pct: Option<u8>,
+    /// `duplicate`: share of packets sent twice, per direction [default: 10].
+    #[arg(long = "duplicate_pct", alias = "duplicate-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub duplicate_pct: Option<u8>,
+    /// `reorder`: share of packets sent at once, overtaking the held ones [default: 25].
+    #[arg(long = "reorder_pct", alias = "reorder-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub reorder_pct: Option<u8>,
+    /// `corrupt`: share of packets damaged, per direction [default: 5].
+    #[arg(long = "corrupt_pct", alias = "corrupt-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub corrupt_pct: Option<u8>,
+    /// Kernel network faults: only the node's peer port, only its client port [default: all].
+    #[arg(long)]
+    pub port: Option<PortSelector>,
     /// `isolate` cuts the node from clients too.
     #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep")]
     pub partition_clients: Clients,
@@ -111,13 +140,20 @@ impl FaultArgs {
     /// The settings, as a plan event would give them.
     fn params(&self) -> Params {
         Params {
-            slow_ms: Some(self.slow_ms),
+            slow_ms: self.slow_ms,
             loss_pct: Some(self.loss_pct),
             rate_kbit: Some(self.rate_kbit),
             cpu_pct: Some(self.cpu_pct),
             partition_clients: Some(self.partition_clients),
             no_restart: Some(self.no_restart),
             direction: Some(self.direction),
+            jitter_ms: self.jitter_ms,
+            jitter_dist: self.jitter_dist,
+            loss_correlation_pct: self.loss_correlation_pct,
+            duplicate_pct: self.duplicate_pct,
+            reorder_pct: self.reorder_pct,
+            corrupt_pct: self.corrupt_pct,
+            port: self.port,
         }
     }
 }
@@ -131,6 +167,9 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
         FaultCommand::Loss(args) => inject(Kind::Loss, args),
         FaultCommand::Bandwidth(args) => inject(Kind::Bandwidth, args),
         FaultCommand::Cpu(args) => inject(Kind::Cpu, args),
+        FaultCommand::Duplicate(args) => inject(Kind::Duplicate, args),
+        FaultCommand::Reorder(args) => inject(Kind::Reorder, args),
+        FaultCommand::Corrupt(args) => inject(Kind::Corrupt, args),
         FaultCommand::Run { plan, seed_flags, cluster } => {
             let events = match plan {
                 Some(path) => plan::load(&path)?,

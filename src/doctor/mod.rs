@@ -64,11 +64,12 @@ const PROBES: &[(&str, Probe)] = &[
     ("network namespaces, veth", namespaces),
     ("/sys writable", container::sys_writable),
     ("file-descriptor and process limits", container::limits),
-    ("tc netem (delay, loss)", netem),
+    ("tc netem (slow, jitter, correlated loss, duplicate, reorder, corrupt)", netem),
     ("tc tbf (bandwidth)", tbf),
     ("nftables drop between addresses", nft_drop),
     ("nftables random loss", nft_loss),
     ("nftables bridge family", nft_bridge),
+    ("nftables netdev egress dup (duplicate without netem)", nft_dup),
     ("iptables NFQUEUE target", iptables_nfqueue),
     ("iptables backend", container::iptables_backend),
     ("bridge-nf-call-iptables", bridge_netfilter),
@@ -143,8 +144,11 @@ fn support(s: Support) -> Result<String, String> {
 }
 
 fn netem(_: &mut Scratch) -> Result<String, Failed> {
-    support(qdisc::probe_netem())
-        .map_err(|reason| Failed::from(format!("{reason} (slow faults use the NFQUEUE delay line)")))
+    support(qdisc::probe_netem()).map_err(|reason| {
+        let instead = "slow, jitter, correlated or per-port loss, reorder and corrupt use the NFQUEUE delay line; \
+                       duplicate uses nftables dup";
+        Failed::from(format!("{reason} ({instead})"))
+    })
 }
 
 fn tbf(_: &mut Scratch) -> Result<String, Failed> {
@@ -180,6 +184,42 @@ fn nft_loss(scratch: &mut Scratch) -> Result<String, Failed> {
 
 fn nft_bridge(scratch: &mut Scratch) -> Result<String, Failed> {
     with_table(scratch, Family::Bridge, None)
+}
+
+/// A netdev table copying packets on a veth's egress hook, as the
+/// duplicate fault does where netem is missing.
+fn nft_dup(scratch: &mut Scratch) -> Result<String, Failed> {
+    let pair = scratch.pair()?;
+    let nft = |words: &[&str]| {
+        let mut command = netns::command::argv(&["nft"]);
+        command.extend(netns::command::argv(words));
+        netns::command::run(&netns::command::in_netns(&pair.a, command)).map_err(text)
+    };
+    let hook = "{ type filter hook egress device twa priority 0 ; }";
+    let made = nft(&["add", "table", "netdev", "dynabed_doctor"])
+        .and_then(|_| nft(&["add", "chain", "netdev", "dynabed_doctor", "egress", hook]))
+        .and_then(|_| {
+            nft(&[
+                "add",
+                "rule",
+                "netdev",
+                "dynabed_doctor",
+                "egress",
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                "1",
+                "dup",
+                "to",
+                "twa",
+            ])
+        });
+    let removed = nft(&["delete", "table", "netdev", "dynabed_doctor"]);
+    made.and(removed)
+        .map_err(|reason| Failed::with_fix(reason, "a kernel with netfilter egress hooks (5.16+), or netem"))?;
+    Ok("egress chain with a dup rule added and removed".into())
 }
 
 fn iptables_nfqueue(scratch: &mut Scratch) -> Result<String, Failed> {

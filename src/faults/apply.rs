@@ -5,11 +5,14 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::exec::{app, cpu, delay, loss, partition, shape, signal, ChangeError, Executor, Target};
-use super::fault::{Fault, FaultRequest};
+use super::exec::delay::DelayLine;
+use super::exec::duplicate::NftDup;
+use super::exec::netem::Netem;
+use super::exec::{app, cpu, loss, partition, shape, signal, ChangeError, Executor, Target};
+use super::fault::{Fault, FaultError, FaultRequest};
 use super::heal::{heal, HealFor};
 use super::journal;
-use crate::api::fault::{FaultRecord, Layer};
+use crate::api::fault::{FaultRecord, Layer, PortSelector};
 use crate::api::now_ms;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
@@ -23,15 +26,27 @@ fn executor(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
             Box::new(partition::HubCut { with: with.clone(), direction: *direction, clients: *clients })
         }
         (Fault::Partition { with, .. }, Layer::App) => Box::new(partition::NodeCut { with: with.clone() }),
-        (&Fault::Slow { slow_ms }, Layer::Kernel) => Box::new(delay::Netem { slow_ms }),
-        (&Fault::Slow { slow_ms }, Layer::App) => Box::new(app::AppSlow { slow_ms }),
-        (&Fault::Loss { pct }, Layer::Kernel) => Box::new(loss::HubLoss { pct }),
+        (&Fault::Slow { slow_ms, .. }, Layer::App) => Box::new(app::AppSlow { slow_ms }),
+        // Plain loss stays in the bridge's nftables: no daemon, any kernel.
+        (&Fault::Loss { pct, correlation_pct: None, port: PortSelector::All }, Layer::Kernel) => {
+            Box::new(loss::HubLoss { pct })
+        }
         (&Fault::Bandwidth { rate_kbit }, Layer::Kernel) => Box::new(shape::TokenBucket { rate_kbit }),
         (&Fault::Cpu { pct }, _) => Box::new(cpu::CpuQuota { pct }),
-        (Fault::Loss { .. } | Fault::Bandwidth { .. }, Layer::App) => {
-            bail!("{:?} has no application-level form: use --fault_layer kernel", request.fault.kind())
-        }
+        (fault, Layer::Kernel) => network(fault),
+        // `FaultRequest::new` refuses these already; a request built by hand is refused the same way.
+        (fault, Layer::App) => bail!(FaultError::KernelOnly(fault.kind())),
     })
+}
+
+/// The kernel network faults: netem where the kernel has it (its fallback
+/// otherwise); a per-port one straight on the mechanism that matches ports.
+fn network(fault: &Fault) -> Box<dyn Executor> {
+    match (fault, fault.port()) {
+        (_, PortSelector::All) => Box::new(Netem { fault: fault.clone() }),
+        (&Fault::Duplicate { pct, port }, _) => Box::new(NftDup { pct, port }),
+        _ => Box::new(DelayLine { fault: fault.clone() }),
+    }
 }
 
 /// Applies `request` to the cluster of `cluster_procs` and returns its record.

@@ -44,13 +44,13 @@ pub fn ensure(state: &RunState, hub: &str) -> anyhow::Result<OwnedProcess> {
     Ok(daemon)
 }
 
-/// Stops delaying `addr` on `daemon` — unless that daemon is gone, which
-/// took the delay with it.
-pub fn clear(state: &RunState, daemon: &OwnedProcess, addr: Ipv4Addr) -> anyhow::Result<()> {
+/// Ends fault `fault`'s impairment of `addr` (every one of `addr`'s when
+/// `None`) on `daemon` — unless that daemon is gone, which took it along.
+pub fn clear(state: &RunState, daemon: &OwnedProcess, fault: Option<u32>, addr: Ipv4Addr) -> anyhow::Result<()> {
     if !daemon.record().is_alive() {
         return Ok(());
     }
-    delay_line::clear(&delay_line::socket_path(state.dir()), addr)
+    delay_line::clear(&delay_line::socket_path(state.dir()), fault, addr)
         .with_context(|| format!("asking the delay line (pid {}) to stop delaying {addr}", daemon.pid))?;
     Ok(())
 }
@@ -61,7 +61,7 @@ pub fn stop_if_idle(state: &RunState) -> anyhow::Result<()> {
     if let Some(daemon) = running(state)? {
         let socket = delay_line::socket_path(state.dir());
         // One that does not answer delays nothing anyone can clear.
-        if !delay_line::status(&socket).map(|r| r.delayed.is_empty()).unwrap_or(true) {
+        if !delay_line::status(&socket).map(|r| r.impaired.is_empty()).unwrap_or(true) {
             return Ok(());
         }
         anyhow::ensure!(

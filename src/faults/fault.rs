@@ -3,7 +3,7 @@
 //! [`FaultRequest`] through [`FaultRequest::new`], so both are checked by
 //! the same code.
 
-use crate::api::fault::{Clients, CutDirection, Kind, Layer, Params};
+use crate::api::fault::{Clients, CutDirection, JitterDist, Kind, Layer, Params, PortSelector};
 
 /// The defaults of every fault setting (flags, plan files and seed flags).
 pub mod defaults {
@@ -11,6 +11,18 @@ pub mod defaults {
     pub const LOSS_PCT: u8 = 20;
     pub const RATE_KBIT: u64 = 1000;
     pub const CPU_PCT: u32 = 10;
+    pub const DUPLICATE_PCT: u8 = 10;
+    pub const REORDER_PCT: u8 = 25;
+    /// The round-trip delay the packets that are not reordered wait.
+    pub const REORDER_SLOW_MS: u64 = 20;
+    pub const CORRUPT_PCT: u8 = 5;
+}
+
+/// A spread delay: `ms` is the standard deviation of the added round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jitter {
+    pub ms: u64,
+    pub dist: JitterDist,
 }
 
 /// One fault with its settings.
@@ -18,18 +30,26 @@ pub mod defaults {
 pub enum Fault {
     /// SIGKILL; healing restarts the node when `restart`.
     Crash { restart: bool },
-    /// Adds `slow_ms` to each round trip through the node.
-    Slow { slow_ms: u64 },
+    /// Adds `slow_ms` (spread by `jitter`) to each round trip through the node.
+    Slow { slow_ms: u64, jitter: Option<Jitter>, port: PortSelector },
     /// Splits the target and `with` from the rest of the cluster.
     Partition { with: Vec<String>, direction: CutDirection, clients: Clients },
     /// SIGSTOP; healing sends SIGCONT.
     Pause,
-    /// Drops `pct` % of the packets from and to the node, each direction.
-    Loss { pct: u8 },
+    /// Drops `pct` % of the packets from and to the node, each direction;
+    /// with `correlation_pct`, in bursts (Gilbert's model).
+    Loss { pct: u8, correlation_pct: Option<u8>, port: PortSelector },
     /// Limits the node's link to `rate_kbit`, each direction.
     Bandwidth { rate_kbit: u64 },
     /// Limits the node to `pct` % of one core.
     Cpu { pct: u32 },
+    /// Sends `pct` % of the packets from and to the node twice.
+    Duplicate { pct: u8, port: PortSelector },
+    /// Sends `pct` % of the packets at once while the others wait `slow_ms`
+    /// per round trip, so the early ones overtake.
+    Reorder { pct: u8, slow_ms: u64, port: PortSelector },
+    /// Damages `pct` % of the packets from and to the node, each direction.
+    Corrupt { pct: u8, port: PortSelector },
 }
 
 impl Fault {
@@ -42,6 +62,21 @@ impl Fault {
             Fault::Loss { .. } => Kind::Loss,
             Fault::Bandwidth { .. } => Kind::Bandwidth,
             Fault::Cpu { .. } => Kind::Cpu,
+            Fault::Duplicate { .. } => Kind::Duplicate,
+            Fault::Reorder { .. } => Kind::Reorder,
+            Fault::Corrupt { .. } => Kind::Corrupt,
+        }
+    }
+
+    /// Which of the node's traffic a network fault touches (all, for the others).
+    pub fn port(&self) -> PortSelector {
+        match self {
+            Fault::Slow { port, .. }
+            | Fault::Loss { port, .. }
+            | Fault::Duplicate { port, .. }
+            | Fault::Reorder { port, .. }
+            | Fault::Corrupt { port, .. } => *port,
+            _ => PortSelector::All,
         }
     }
 }
@@ -60,6 +95,68 @@ pub enum FaultError {
     WithNotPartition,
     #[error("one-way cuts are kernel-level partitions only")]
     OneWayNotKernelPartition,
+    #[error("{0} must be 1-100")]
+    Pct(&'static str),
+    #[error("{setting} applies to {applies_to} only")]
+    NotFor { setting: &'static str, applies_to: &'static str },
+    #[error("loss_correlation_pct must be 0-99 (100 would never end a burst)")]
+    CorrelationPct,
+    #[error("loss_correlation_pct needs loss_pct below 100")]
+    CorrelatedTotalLoss,
+    #[error("{} has no application-level form: use --fault_layer kernel", .0.as_str())]
+    KernelOnly(Kind),
+}
+
+/// The kinds only the kernel can make: packets the node never sees as such.
+const KERNEL_ONLY: &[Kind] = &[Kind::Loss, Kind::Bandwidth, Kind::Duplicate, Kind::Reorder, Kind::Corrupt];
+
+/// The settings only some kernel-level kinds take, with those kinds as the
+/// error names them: anything else given one is refused, not ignored.
+type NarrowSetting = (&'static str, &'static [Kind], &'static str, fn(&Params) -> bool);
+const NARROW_SETTINGS: &[NarrowSetting] = &[
+    ("jitter_ms", &[Kind::Slow], "kernel-level slow", |p| p.jitter_ms.is_some()),
+    ("jitter_dist", &[Kind::Slow], "kernel-level slow", |p| p.jitter_dist.is_some()),
+    ("loss_correlation_pct", &[Kind::Loss], "kernel-level loss", |p| p.loss_correlation_pct.is_some()),
+    ("duplicate_pct", &[Kind::Duplicate], "duplicate", |p| p.duplicate_pct.is_some()),
+    ("reorder_pct", &[Kind::Reorder], "reorder", |p| p.reorder_pct.is_some()),
+    ("corrupt_pct", &[Kind::Corrupt], "corrupt", |p| p.corrupt_pct.is_some()),
+    (
+        "port",
+        &[Kind::Slow, Kind::Loss, Kind::Duplicate, Kind::Reorder, Kind::Corrupt],
+        "kernel-level slow, loss, duplicate, reorder and corrupt",
+        |p| p.port.is_some_and(|port| port != PortSelector::All),
+    ),
+];
+
+/// Refuses a setting given to a kind (or layer) it means nothing for.
+fn check_narrow_settings(kind: Kind, layer: Layer, params: &Params) -> Result<(), FaultError> {
+    for &(setting, kinds, applies_to, given) in NARROW_SETTINGS {
+        if given(params) && (!kinds.contains(&kind) || layer != Layer::Kernel) {
+            return Err(FaultError::NotFor { setting, applies_to });
+        }
+    }
+    if params.jitter_dist.is_some() && params.jitter_ms.is_none() {
+        return Err(FaultError::NotFor { setting: "jitter_dist", applies_to: "slow with jitter_ms" });
+    }
+    Ok(())
+}
+
+/// Refuses shares outside 1-100 % and correlations Gilbert's model cannot make.
+fn check_shares(params: &Params) -> Result<(), FaultError> {
+    let shares = [
+        ("loss_pct", params.loss_pct),
+        ("duplicate_pct", params.duplicate_pct),
+        ("reorder_pct", params.reorder_pct),
+        ("corrupt_pct", params.corrupt_pct),
+    ];
+    if let Some((name, _)) = shares.iter().find(|(_, pct)| pct.is_some_and(|p| p == 0 || p > 100)) {
+        return Err(if *name == "loss_pct" { FaultError::LossPct } else { FaultError::Pct(name) });
+    }
+    match (params.loss_correlation_pct, params.loss_pct) {
+        (Some(c), _) if c > 99 => Err(FaultError::CorrelationPct),
+        (Some(_), Some(100)) => Err(FaultError::CorrelatedTotalLoss),
+        _ => Ok(()),
+    }
 }
 
 /// A fault on one node (a partition's side may hold more).
@@ -80,26 +177,44 @@ impl FaultRequest {
         with: Vec<String>,
         params: &Params,
     ) -> Result<FaultRequest, FaultError> {
-        if params.loss_pct.is_some_and(|p| p == 0 || p > 100) {
-            return Err(FaultError::LossPct);
+        check_shares(params)?;
+        check_narrow_settings(kind, layer, params)?;
+        if layer == Layer::App && KERNEL_ONLY.contains(&kind) {
+            return Err(FaultError::KernelOnly(kind));
         }
         if !with.is_empty() && kind != Kind::Partition {
             return Err(FaultError::WithNotPartition);
         }
         let direction = params.direction.unwrap_or_default();
+        let port = params.port.unwrap_or_default();
         if direction != CutDirection::Both && (kind != Kind::Partition || layer != Layer::Kernel) {
             return Err(FaultError::OneWayNotKernelPartition);
         }
         let fault = match kind {
             Kind::Crash => Fault::Crash { restart: !params.no_restart.unwrap_or(false) },
-            Kind::Slow => Fault::Slow { slow_ms: params.slow_ms.unwrap_or(defaults::SLOW_MS) },
+            Kind::Slow => Fault::Slow {
+                slow_ms: params.slow_ms.unwrap_or(defaults::SLOW_MS),
+                jitter: params.jitter_ms.map(|ms| Jitter { ms, dist: params.jitter_dist.unwrap_or_default() }),
+                port,
+            },
             Kind::Partition => {
                 Fault::Partition { with, direction, clients: params.partition_clients.unwrap_or_default() }
             }
             Kind::Pause => Fault::Pause,
-            Kind::Loss => Fault::Loss { pct: params.loss_pct.unwrap_or(defaults::LOSS_PCT) },
+            Kind::Loss => Fault::Loss {
+                pct: params.loss_pct.unwrap_or(defaults::LOSS_PCT),
+                correlation_pct: params.loss_correlation_pct,
+                port,
+            },
             Kind::Bandwidth => Fault::Bandwidth { rate_kbit: params.rate_kbit.unwrap_or(defaults::RATE_KBIT) },
             Kind::Cpu => Fault::Cpu { pct: params.cpu_pct.unwrap_or(defaults::CPU_PCT) },
+            Kind::Duplicate => Fault::Duplicate { pct: params.duplicate_pct.unwrap_or(defaults::DUPLICATE_PCT), port },
+            Kind::Reorder => Fault::Reorder {
+                pct: params.reorder_pct.unwrap_or(defaults::REORDER_PCT),
+                slow_ms: params.slow_ms.unwrap_or(defaults::REORDER_SLOW_MS),
+                port,
+            },
+            Kind::Corrupt => Fault::Corrupt { pct: params.corrupt_pct.unwrap_or(defaults::CORRUPT_PCT), port },
         };
         Ok(FaultRequest { fault, node, layer })
     }
@@ -122,7 +237,15 @@ mod tests {
     fn missing_settings_take_the_defaults() {
         let params = Params::default();
         let slow = FaultRequest::new(Kind::Slow, Layer::Kernel, "node1".into(), Vec::new(), &params).unwrap();
-        assert_eq!(slow.fault, Fault::Slow { slow_ms: defaults::SLOW_MS });
+        assert_eq!(slow.fault, Fault::Slow { slow_ms: defaults::SLOW_MS, jitter: None, port: PortSelector::All });
+        let reorder = FaultRequest::new(Kind::Reorder, Layer::Kernel, "node1".into(), Vec::new(), &params).unwrap();
+        let expected =
+            Fault::Reorder { pct: defaults::REORDER_PCT, slow_ms: defaults::REORDER_SLOW_MS, port: PortSelector::All };
+        assert_eq!(reorder.fault, expected);
+        let jittered = Params { jitter_ms: Some(20), ..Params::default() };
+        let slow = FaultRequest::new(Kind::Slow, Layer::Kernel, "node1".into(), Vec::new(), &jittered).unwrap();
+        let jitter = Some(Jitter { ms: 20, dist: JitterDist::Normal });
+        assert_eq!(slow.fault, Fault::Slow { slow_ms: defaults::SLOW_MS, jitter, port: PortSelector::All });
         let crash = FaultRequest::new(Kind::Crash, Layer::App, "node1".into(), Vec::new(), &params).unwrap();
         assert_eq!(crash.fault, Fault::Crash { restart: true });
     }
@@ -138,5 +261,18 @@ mod tests {
         assert_eq!(new(Kind::Slow, Layer::Kernel, &["node2"], Params::default()), FaultError::WithNotPartition);
         let one_way = Params { direction: Some(CutDirection::In), ..Params::default() };
         assert_eq!(new(Kind::Partition, Layer::App, &[], one_way), FaultError::OneWayNotKernelPartition);
+        let jitter = Params { jitter_ms: Some(10), ..Params::default() };
+        assert!(matches!(new(Kind::Loss, Layer::Kernel, &[], jitter.clone()), FaultError::NotFor { .. }));
+        assert!(matches!(new(Kind::Slow, Layer::App, &[], jitter), FaultError::NotFor { .. }));
+        let dist_alone = Params { jitter_dist: Some(JitterDist::Pareto), ..Params::default() };
+        assert!(matches!(new(Kind::Slow, Layer::Kernel, &[], dist_alone), FaultError::NotFor { .. }));
+        let peer = Params { port: Some(PortSelector::Peer), ..Params::default() };
+        assert!(matches!(new(Kind::Partition, Layer::Kernel, &[], peer), FaultError::NotFor { .. }));
+        let no_dup = Params { duplicate_pct: Some(0), ..Params::default() };
+        assert_eq!(new(Kind::Duplicate, Layer::Kernel, &[], no_dup), FaultError::Pct("duplicate_pct"));
+        let endless = Params { loss_correlation_pct: Some(100), ..Params::default() };
+        assert_eq!(new(Kind::Loss, Layer::Kernel, &[], endless), FaultError::CorrelationPct);
+        let total = Params { loss_correlation_pct: Some(50), loss_pct: Some(100), ..Params::default() };
+        assert_eq!(new(Kind::Loss, Layer::Kernel, &[], total), FaultError::CorrelatedTotalLoss);
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::admin::{app_fault, AppFaultCall};
+use super::exec::duplicate;
 use super::{delay_daemon, journal};
 use crate::api::fault::{FaultRecord, Undo};
 use crate::cluster::manage;
@@ -68,10 +69,15 @@ impl Undoer<'_> {
                     netns::firewall::Chain::forward(namespace, name)?.remove()?;
                 }
             }
-            Undo::DelayClear { addr } => {
+            Undo::DelayClear { addr, fault } => {
                 // No holder journaled: the delay was never set.
                 if let Some(daemon) = &record.held_by {
-                    delay_daemon::clear(self.state, daemon, *addr)?;
+                    delay_daemon::clear(self.state, daemon, *fault, *addr)?;
+                }
+            }
+            Undo::DeleteNetdevTable { namespace, name } => {
+                if netns::namespace::exists(namespace) {
+                    duplicate::delete_table(namespace, name)?;
                 }
             }
             Undo::StopIdleDelayLine => delay_daemon::stop_if_idle(self.state)?,

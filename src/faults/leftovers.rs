@@ -46,6 +46,9 @@ fn still_there(step: &Undo, cluster: Option<&Cluster>) -> anyhow::Result<Option<
             kind.filter(|k| k == "netem" || k == "tbf")
                 .map(|k| format!("{k} qdisc is still on {device} in {namespace}"))
         }
+        Undo::DeleteNetdevTable { namespace, name } => (in_namespace(namespace)
+            && super::exec::duplicate::table_exists(namespace, name)?)
+        .then(|| format!("nft netdev table {name} is still in {namespace}")),
         Undo::RemoveForwardChain { namespace, name } => (in_namespace(namespace)
             && Chain::forward(namespace, name)?.list().is_ok())
         .then(|| format!("iptables chain {name} is still in {namespace}")),

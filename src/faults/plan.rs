@@ -232,7 +232,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(events[0].layer, Layer::Kernel);
-        assert_eq!(events[0].requests().unwrap()[0].fault, super::super::fault::Fault::Slow { slow_ms: 500 });
+        assert_eq!(
+            events[0].requests().unwrap()[0].fault,
+            super::super::fault::Fault::Slow { slow_ms: 500, jitter: None, port: crate::api::fault::PortSelector::All }
+        );
         let split = events[1].requests().unwrap();
         assert_eq!(split.len(), 1, "one split with both targets on one side");
         assert_eq!(split[0].targets(), ["node1", "node2"]);

@@ -1,71 +1,22 @@
-//! The kernel-level slow fault: netem on the node's link where the kernel
-//! has sch_netem, else the hub's NFQUEUE delay line. Netem is tried first;
-//! its typed "unsupported" answer hands the fault to the delay line.
+//! Kernel network faults on the hub's NFQUEUE delay line: where the kernel
+//! has no sch_netem, and for per-port faults everywhere (the line matches
+//! the port; see [`crate::faults::line_loop`]).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
 
 use anyhow::Context;
 use netns::firewall::{self, Chain, NfqueueRule, QueueMatch};
-use netns::qdisc::{self, QdiscError};
 
-use super::{ChangeError, Commands, Executor, Target};
+use super::{check, ChangeError, Commands, Executor, Target};
 use crate::api::fault::{Backend, Undo};
+use crate::faults::fault::Fault;
+use crate::faults::impairment::{Gilbert, Impairment};
 use crate::faults::{delay_daemon, delay_line, journal};
 
-/// Half of `slow_ms` on each end of the node's link.
-pub struct Netem {
-    pub slow_ms: u64,
-}
-
-impl Executor for Netem {
-    fn backend(&self) -> Backend {
-        Backend::Netem
-    }
-
-    fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
-        target.clear_links()
-    }
-
-    fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
-        let netem = qdisc::Netem { delay_ms: (self.slow_ms / 2) as u32, jitter_ms: 0, loss_pct: 0.0 };
-        let mut commands = Vec::new();
-        for (namespace, device) in target.links()? {
-            match qdisc::netem(&namespace, &device, netem) {
-                Ok(applied) => commands.extend(applied.commands),
-                // Only a refusal of the first link leaves nothing changed.
-                Err(source @ QdiscError::Unsupported { .. }) if commands.is_empty() => {
-                    return Err(ChangeError::Unsupported { backend: Backend::Netem, source })
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(commands)
-    }
-
-    fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        verify_slow(target, self.slow_ms)
-    }
-
-    /// The delay line is checked first: its check is a file read, netem's
-    /// a throwaway namespace.
-    fn available(&self, target: &Target) -> Result<(), String> {
-        let delay_line = DelayLine { slow_ms: self.slow_ms }.available(target);
-        match (delay_line, qdisc::probe_netem()) {
-            (Ok(()), _) | (_, qdisc::Support::Supported) => Ok(()),
-            (Err(line), qdisc::Support::Unsupported { reason }) => Err(format!("neither netem ({reason}) nor {line}")),
-        }
-    }
-
-    fn fallback(&self) -> Option<Box<dyn Executor>> {
-        Some(Box::new(DelayLine { slow_ms: self.slow_ms }))
-    }
-}
-
 /// Queues every packet from and to the node, in the hub's FORWARD path,
-/// to the cluster's delay line, which holds it half the delay per end.
+/// to the cluster's delay line, which gives each the fault's fate.
 pub struct DelayLine {
-    pub slow_ms: u64,
+    pub fault: Fault,
 }
 
 fn chain_name(target: &Target) -> String {
@@ -84,7 +35,8 @@ impl Executor for DelayLine {
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
         target.namespaced()?;
         let chain = Undo::RemoveForwardChain { namespace: target.hub(), name: chain_name(target) };
-        Ok(vec![chain, Undo::DelayClear { addr: ipv4(target)? }, Undo::StopIdleDelayLine])
+        let entry = Undo::DelayClear { addr: ipv4(target)?, fault: Some(target.id) };
+        Ok(vec![chain, entry, Undo::StopIdleDelayLine])
     }
 
     fn available(&self, target: &Target) -> Result<(), String> {
@@ -98,9 +50,10 @@ impl Executor for DelayLine {
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
+        let impairment = impairment(&self.fault, target.port(self.fault.port()))?;
         let hub = target.hub();
         let daemon = delay_daemon::ensure(target.state, &hub)?;
-        // Which daemon holds the delay is journaled before it is asked to:
+        // Which daemon holds the fault is journaled before it is asked to:
         // a heal asks that one, and its death is this fault's lapse.
         journal::amend(target.state, target.id, |record| record.held_by = Some(daemon.clone()))?;
         let mut commands = firewall::set_bridge_nf_call_iptables(&hub, true)?.commands;
@@ -111,48 +64,41 @@ impl Executor for DelayLine {
             let rule = NfqueueRule { matcher, queue_num: delay_line::QUEUE, bypass: true };
             commands.extend(chain.add_nfqueue(&rule)?.commands);
         }
-        let half = self.slow_ms / 2;
-        delay_line::set(&delay_line::socket_path(target.state.dir()), addr, half)?;
-        commands.push(vec!["delay-line".into(), "set".into(), addr.to_string(), format!("{half}ms")]);
+        delay_line::set(&delay_line::socket_path(target.state.dir()), target.id, addr, impairment)?;
+        let described = serde_json::to_string(&impairment).context("describing the impairment")?;
+        commands.push(vec!["delay-line".into(), "set".into(), addr.to_string(), described]);
         Ok(commands)
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        verify_slow(target, self.slow_ms)
+        check::verify(target, &self.fault)
     }
 }
 
-/// Round trips to the node take the delay asked, measured from the client
-/// namespace with fresh TCP handshakes.
-fn verify_slow(target: &Target, slow_ms: u64) -> anyhow::Result<String> {
-    let node = target.name();
-    let addr = target.node.addr;
-    let client_ns = target.cluster.meta().client_netns.clone().context("no client namespace")?;
-    if slow_ms >= 2000 {
-        // The seed's huge-delay partition: waiting out a round trip is
-        // pointless; a handshake must not complete in a second.
-        let answered =
-            netns::namespace::run_in(&client_ns, || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())?;
-        anyhow::ensure!(!answered, "{node} still completes a handshake within 1 s");
-        return Ok(format!("no handshake with {node} completes within 1 s"));
-    }
-    let rtt = median_connect_time(&client_ns, addr)?;
-    let asked = Duration::from_millis(slow_ms);
-    anyhow::ensure!(rtt >= asked * 8 / 10, "a round trip to {node} takes {rtt:?}, not the {asked:?} asked");
-    Ok(format!("a TCP handshake with {node} from the client namespace takes {:.1} ms", rtt.as_secs_f64() * 1e3))
-}
-
-/// The median time of five TCP handshakes with `addr` from `namespace`:
-/// one round trip each.
-fn median_connect_time(namespace: &str, addr: SocketAddr) -> anyhow::Result<Duration> {
-    let mut times = netns::namespace::run_in(namespace, || {
-        (0..5)
-            .map(|_| {
-                let started = Instant::now();
-                TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map(|_| started.elapsed())
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-    })??;
-    times.sort();
-    Ok(times[2])
+/// What the delay line does for `fault`, each direction, on `port` (all
+/// when `None`): half of a round-trip delay and of its variance, the whole
+/// of each share.
+fn impairment(fault: &Fault, port: Option<u16>) -> anyhow::Result<Impairment> {
+    let share = |pct: u8| f64::from(pct) / 100.0;
+    let base = Impairment { port, ..Impairment::default() };
+    Ok(match *fault {
+        Fault::Slow { slow_ms, jitter, .. } => Impairment {
+            delay_ms: slow_ms as f64 / 2.0,
+            jitter_ms: jitter.map_or(0.0, |j| j.ms as f64 / 2f64.sqrt()),
+            dist: jitter.map(|j| j.dist).unwrap_or_default(),
+            ..base
+        },
+        Fault::Loss { pct, correlation_pct, .. } => {
+            let loss = match correlation_pct {
+                Some(correlation) => Gilbert::new(share(pct), share(correlation)),
+                None => Gilbert::independent(share(pct)),
+            };
+            Impairment { loss: Some(loss), ..base }
+        }
+        Fault::Reorder { pct, slow_ms, .. } => {
+            Impairment { delay_ms: slow_ms as f64 / 2.0, reorder: share(pct), ..base }
+        }
+        Fault::Corrupt { pct, .. } => Impairment { corrupt: share(pct), ..base },
+        _ => anyhow::bail!("the delay line cannot make {:?}", fault.kind()),
+    })
 }

@@ -4,8 +4,9 @@ use std::net::IpAddr;
 
 use netns::firewall::{Direction, Family, Rule, Table};
 
-use super::{ChangeError, Commands, Executor, Target};
-use crate::api::fault::{Backend, Undo};
+use super::{check, ChangeError, Commands, Executor, Target};
+use crate::api::fault::{Backend, PortSelector, Undo};
+use crate::faults::fault::Fault;
 
 /// Drops `pct` % of the packets from and to the node, each direction.
 pub struct HubLoss {
@@ -33,6 +34,6 @@ impl Executor for HubLoss {
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        Ok(format!("{}% of packets from and to {} dropped in the hub", self.pct, target.name()))
+        check::verify(target, &Fault::Loss { pct: self.pct, correlation_pct: None, port: PortSelector::All })
     }
 }

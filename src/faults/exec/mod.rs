@@ -5,9 +5,12 @@
 //! keeps the journal around it.
 
 pub mod app;
+pub mod check;
 pub mod cpu;
 pub mod delay;
+pub mod duplicate;
 pub mod loss;
+pub mod netem;
 pub mod partition;
 pub mod shape;
 pub mod signal;
@@ -16,7 +19,7 @@ use anyhow::{bail, Context};
 use netns::process::Spawned;
 
 use crate::api::cluster::Mode;
-use crate::api::fault::{Backend, Undo};
+use crate::api::fault::{Backend, PortSelector, Undo};
 use crate::cluster::running::{Cluster, Node};
 use crate::cluster::runstate::RunState;
 use crate::cluster::topology::Topology;
@@ -94,6 +97,15 @@ impl Target<'_> {
     /// The namespace whose bridge joins every node.
     pub fn hub(&self) -> String {
         Topology::new(self.cluster.prefix(), 0).hub()
+    }
+
+    /// The port number a fault's selector picks; `None` for all traffic.
+    pub fn port(&self, selector: PortSelector) -> Option<u16> {
+        match selector {
+            PortSelector::All => None,
+            PortSelector::Peer => Some(self.node.entry.peer_port),
+            PortSelector::Client => Some(self.node.entry.port),
+        }
     }
 
     /// The node's id, e.g. `node3`.
