@@ -21,9 +21,9 @@ use super::register::new_token;
 use super::running::Cluster;
 use super::runstate::{Owned, RunState};
 use super::topology::{Topology, BRIDGE_PORTS};
-use crate::api::ring::default_partitions;
 use crate::api::cluster::OwnedProcess;
 use crate::api::cluster::{Meta, Mode, NodeEntry, NodeMeta};
+use crate::api::ring::default_partitions;
 use crate::node::storage::{Durability, EngineKind};
 use netns::process::Spawned as ProcessRecord;
 
@@ -243,7 +243,8 @@ pub fn node_env() -> Vec<(String, String)> {
 /// stays about what 100 nodes cost.
 fn gossip_flags(nodes: u16, node_args: &[String]) -> Vec<String> {
     let rounds = u64::from(nodes).div_ceil(100).min(10);
-    let set_by_hand = |flag: &str| node_args.iter().any(|a| a.trim_start_matches('-').replace('-', "_").starts_with(flag));
+    let set_by_hand =
+        |flag: &str| node_args.iter().any(|a| a.trim_start_matches('-').replace('-', "_").starts_with(flag));
     let mut argv = Vec::new();
     if rounds > 1 && !set_by_hand("gossip_ms") {
         argv.extend(["--gossip_ms".to_owned(), (100 * rounds).to_string()]);

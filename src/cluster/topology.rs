@@ -157,7 +157,8 @@ impl Topology {
             self.bridge_ports
         );
         let max: usize = read_number("/proc/sys/fs/mount-max")?;
-        let mounted = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?.lines().count();
+        let mounted =
+            std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?.lines().count();
         let wanted = self.host_count() + 1;
         anyhow::ensure!(
             mounted + wanted <= max,

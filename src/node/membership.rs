@@ -612,6 +612,69 @@ mod tests {
         assert_eq!(m.ring().members(), ["a", "b"]);
     }
 
+    impl Membership {
+        fn digest_fingerprint(&self) -> u64 {
+            self.read().fingerprint
+        }
+    }
+
+    fn with_members(k: usize) -> Membership {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_millis(600), 8.0).unwrap();
+        m.merge(&digest((0..k).map(|i| record(&format!("node{i}"), 1, 1)).collect())).unwrap();
+        m
+    }
+
+    #[test]
+    fn gossip_stays_the_same_size_however_many_members() {
+        let size = |k: usize| {
+            let gossip = with_members(k).beat();
+            assert_eq!(gossip.members.len(), (k + 1).min(DIGEST_RECORDS), "{k} others");
+            assert_eq!(gossip.members[0].id, "a", "the sender's own record always goes");
+            assert_eq!(gossip.known as usize, k + 1);
+            postcard::to_allocvec(&gossip).unwrap().len()
+        };
+        let (small, big, huge) = (size(50), size(1000), size(5000));
+        assert!(small < big, "50 members fit whole: {small} bytes");
+        // Longer names ("node4999" against "node999") are all that differ.
+        assert!(huge <= big + DIGEST_RECORDS * 2, "1,000 members: {big} bytes, 5,000: {huge}");
+        assert!(huge < 8 * 1024, "{huge} bytes");
+    }
+
+    #[test]
+    fn fresh_heartbeats_are_what_a_bounded_digest_carries() {
+        let m = with_members(1000);
+        std::thread::sleep(Duration::from_millis(5));
+        m.merge(&digest(vec![record("node777", 1, 2)])).unwrap();
+        assert!(m.beat().members.iter().any(|r| r.id == "node777" && r.heartbeat == 2));
+    }
+
+    #[test]
+    fn only_a_peer_lacking_members_gets_the_whole_list() {
+        let m = with_members(1000);
+        let joiner = Membership::new(record("z", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        let hello = joiner.beat();
+        m.merge(&hello).unwrap();
+        let answer = m.reply_to(&hello);
+        assert_eq!(answer.members.len(), 1002, "a joining node learns everyone at once");
+        joiner.merge(&answer).unwrap();
+        assert_eq!(joiner.member_count(), 1002);
+        let same = joiner.beat();
+        assert_eq!(same.fingerprint, m.digest_fingerprint());
+        assert_eq!(m.reply_to(&same).members.len(), DIGEST_RECORDS, "a peer with the same set gets a bounded one");
+        assert!(!m.peer_lacks_members(&same));
+        assert!(m.peer_lacks_members(
+            &Membership::new(record("y", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap().beat()
+        ));
+    }
+
+    #[test]
+    fn the_failure_limit_stretches_once_members_outgrow_a_digest() {
+        let m = with_members(10);
+        assert_eq!(m.fail_after_for(100), Duration::from_millis(600));
+        assert_eq!(m.fail_after_for(DIGEST_RECORDS), Duration::from_millis(600));
+        assert_eq!(m.fail_after_for(1000), Duration::from_millis(600 * 8));
+    }
+
     #[test]
     fn refuses_an_incompatible_ring() {
         let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod config;
 pub mod coordinator;
 pub mod faults;
+mod footprint;
 pub mod frame;
 #[cfg(test)]
 mod fuzz;
@@ -53,6 +54,10 @@ use storage::Storage;
 
 use crate::api::admin::SwitchChange;
 use crate::api::status::Switches;
+
+/// When a serving node gives back its start-up code's pages (see
+/// [`footprint`]): after the first gossip rounds have run their code too.
+const RELEASE_STARTUP_PAGES_AFTER: Duration = Duration::from_secs(5);
 
 /// How often a node that changed anything records a checkpoint: what the
 /// engine held that long ago is known to be on disk.
@@ -177,6 +182,7 @@ impl Node {
             tokio::spawn(self.clone().deliver_hints_forever()),
             tokio::spawn(self.clone().anti_entropy_forever()),
             tokio::spawn(self.clone().checkpoint_forever()),
+            tokio::spawn(release_startup_pages_soon()),
         ];
         let outcome = tokio::select! {
             stopped = wait_for_stop_signal() => stopped,
@@ -359,6 +365,14 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))
+}
+
+async fn release_startup_pages_soon() {
+    tokio::time::sleep(RELEASE_STARTUP_PAGES_AFTER).await;
+    match footprint::release_startup_pages() {
+        Ok(bytes) => tracing::debug!(bytes, "released the start-up code's pages"),
+        Err(e) => tracing::warn!("could not release the start-up code's pages: {e}"),
+    }
 }
 
 /// The soft limit on open files is often 1,024, fewer than the peer and
