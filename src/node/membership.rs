@@ -162,9 +162,11 @@ pub struct Membership {
     fail_after: Duration,
     phi_threshold: f64,
     inner: RwLock<Inner>,
-    /// This node's replicated partitions and the ring they were taken from.
-    replicated: std::sync::Mutex<Option<(Arc<Ring>, Arc<Vec<u32>>)>>,
+    replicated: std::sync::Mutex<Option<Replicated>>,
 }
+
+/// This node's replicated partitions and the ring they were taken from.
+type Replicated = (Arc<Ring>, Arc<Vec<u32>>);
 
 /// How long the member set must stay unchanged before background work
 /// (anti-entropy) uses the ring: while a big cluster forms, members arrive
