@@ -163,7 +163,7 @@ fn bad_input_is_one_line_and_leaves_nothing() {
     }
     let cluster = NetnsCluster::new("tn6");
     for (args, expect) in [
-        (vec!["--nodes", "300", "--prefix", "tn6"], "300"),
+        (vec!["--nodes", "3000", "--prefix", "tn6"], "3000"),
         (vec!["--nodes", "3", "--prefix", "toolongprefix"], "prefix"),
         (
             vec!["--nodes", "3", "--prefix", "tn6", "--cluster_procs", "/proc/no/such/cluster_procs.json"],

@@ -100,7 +100,7 @@ pub fn restart_recorded(cluster_procs: &Path, id: &str, state: Option<&RunState>
         bail!("{id} is still running (pid {})", entry.pid);
     }
     let log = node.log.clone().unwrap_or_else(|| entry.data_dir.with_extension("log"));
-    let record = netns::process::spawn_in(entry.netns.as_deref(), &node.argv, &log, &[])?;
+    let record = netns::process::spawn_in(entry.netns.as_deref(), &node.argv, &log, &super::launch::node_env())?;
     if let Some(state) = state {
         state.update(|owned| {
             owned.processes.retain(|p| !(p.pid == old.pid && p.start_time == old.start_time));

@@ -19,7 +19,6 @@ impl Node {
     /// The body of `GET /status`.
     pub fn status(&self) -> Status {
         let counters: Counters = self.counters.snapshot().into_iter().map(|(name, _, value)| (name, value)).collect();
-        let ring = self.membership.ring();
         Status {
             id: self.id().to_owned(),
             pid: std::process::id(),
@@ -28,7 +27,13 @@ impl Node {
             hints_pending: self.hints_pending(),
             hints_delivered: counters.get("hints_delivered"),
             counters,
-            ring: RingView { partitions: ring.partitions(), n: self.membership.n(), members: ring.members().to_vec() },
+            // Not built for this: a status poll while a big cluster forms
+            // would rebuild the ring each time.
+            ring: RingView {
+                partitions: self.membership.partitions(),
+                n: self.membership.n(),
+                members: self.membership.ring_members(),
+            },
             storage: self.replica.storage().kind().to_string(),
             storage_lost_records: self.replica.identity().lost_records().cloned(),
             storage_failure: self.replica.storage().health().failure().map(str::to_owned),

@@ -1,7 +1,13 @@
 //! Who is in the cluster and who is alive.
 //!
 //! Membership spreads by gossip: each node periodically swaps its view with
-//! one peer, and every view carries each member's heartbeat. Failure
+//! one peer. A view is bounded: the sender's own record and the
+//! [`DIGEST_RECORDS`] − 1 records that most recently advanced at the sender
+//! (fresh heartbeats spread like rumours), with how many members the sender
+//! knows and a fingerprint of their names. Only a peer whose member set
+//! differs and is no larger gets the whole list, once: so a joining node
+//! learns everyone in one exchange, and an idle cluster's message size and
+//! per-node cost stay the same however large it grows. Failure
 //! detection is phi accrual (Hayashibara et al., as in Cassandra): from the
 //! intervals at which a member's heartbeat has been seen to advance, the
 //! silence so far gives a suspicion φ; past a threshold the member is
@@ -60,11 +66,21 @@ impl MemberRecord {
     }
 }
 
+/// Most member records one gossip message carries, the sender's own
+/// included, unless the receiver needs the whole list (see the module
+/// doc). 128 records are about 4 KiB.
+pub const DIGEST_RECORDS: usize = 128;
+
 /// A membership view: who the sender knows, with their heartbeats.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Digest {
     pub partitions: u32,
     pub n: usize,
+    /// How many members the sender knows (left ones included).
+    pub known: u32,
+    /// XOR of the hashes of their names: equal sets have equal fingerprints.
+    pub fingerprint: u64,
+    /// All of them, or a bounded selection.
     pub members: Vec<MemberRecord>,
 }
 
@@ -78,40 +94,33 @@ pub enum MembershipError {
     LastMember,
 }
 
-/// Heartbeat intervals remembered per member.
-const WINDOW: usize = 64;
+/// Heartbeat intervals the mean interval is taken over: a plain mean up to
+/// this many, then a moving average with this weight (a window of its
+/// own per member would cost 0.5 KiB each, 0.5 MB on a 1,000-node ring).
+const WINDOW: u32 = 64;
 /// Intervals needed before φ is trusted over the plain timeout.
-const MIN_SAMPLES: usize = 5;
+const MIN_SAMPLES: u32 = 5;
 
 struct MemberState {
     record: MemberRecord,
     last_advance: Instant,
-    /// Recent intervals between heartbeat advances, in seconds, and their
-    /// sum (liveness is asked on every request: keep the mean O(1)).
-    intervals: std::collections::VecDeque<f64>,
-    interval_sum: f64,
+    /// Mean interval between heartbeat advances, in seconds, over
+    /// `samples` intervals (capped at WINDOW).
+    mean_interval: f64,
+    samples: u32,
     /// Set when a request failed: suspect until the heartbeat passes this version.
     suspect_at: Option<(u64, u64)>,
 }
 
 impl MemberState {
     fn new(record: MemberRecord) -> Self {
-        MemberState {
-            record,
-            last_advance: Instant::now(),
-            intervals: Default::default(),
-            interval_sum: 0.0,
-            suspect_at: None,
-        }
+        MemberState { record, last_advance: Instant::now(), mean_interval: 0.0, samples: 0, suspect_at: None }
     }
 
     fn advanced(&mut self) {
-        if self.intervals.len() == WINDOW {
-            self.interval_sum -= self.intervals.pop_front().unwrap_or(0.0);
-        }
         let interval = self.last_advance.elapsed().as_secs_f64();
-        self.intervals.push_back(interval);
-        self.interval_sum += interval;
+        self.samples = (self.samples + 1).min(WINDOW);
+        self.mean_interval += (interval - self.mean_interval) / f64::from(self.samples);
         self.last_advance = Instant::now();
     }
 
@@ -119,11 +128,10 @@ impl MemberState {
     /// process with the observed mean interval; `None` until enough
     /// intervals were seen.
     fn phi(&self, silence: Duration) -> Option<f64> {
-        if self.intervals.len() < MIN_SAMPLES {
+        if self.samples < MIN_SAMPLES {
             return None;
         }
-        let mean = self.interval_sum / self.intervals.len() as f64;
-        Some(silence.as_secs_f64() / mean.max(1e-3) * std::f64::consts::LOG10_E)
+        Some(silence.as_secs_f64() / self.mean_interval.max(1e-3) * std::f64::consts::LOG10_E)
     }
 }
 
@@ -154,10 +162,22 @@ pub struct Membership {
     fail_after: Duration,
     phi_threshold: f64,
     inner: RwLock<Inner>,
+    replicated: std::sync::Mutex<Option<Replicated>>,
 }
+
+/// This node's replicated partitions and the ring they were taken from.
+type Replicated = (Arc<Ring>, Arc<Vec<u32>>);
+
+/// How long the member set must stay unchanged before background work
+/// (anti-entropy) uses the ring: while a big cluster forms, members arrive
+/// every gossip round, and each pass would rebuild the ring and sync with
+/// owners about to change.
+const SETTLE: Duration = Duration::from_secs(2);
 
 struct Inner {
     members: BTreeMap<String, MemberState>,
+    /// XOR of `name_hash` over `members`: see [`Digest::fingerprint`].
+    fingerprint: u64,
     ring: Arc<Ring>,
     /// The member set changed since `ring` was built. The ring is rebuilt
     /// on first use, not on each change: while a big cluster starts,
@@ -165,6 +185,8 @@ struct Inner {
     /// (Q × K hashes) for each would cost more than everything else the
     /// nodes do.
     ring_stale: bool,
+    /// When the member set last changed.
+    changed_at: Instant,
 }
 
 impl Membership {
@@ -177,10 +199,11 @@ impl Membership {
     ) -> anyhow::Result<Self> {
         let ring = Arc::new(Ring::new([me.id.clone()], partitions)?);
         let id = me.id.clone();
+        let fingerprint = name_hash(&id);
         let mut members = BTreeMap::new();
         members.insert(id.clone(), MemberState::new(me));
-        let inner = RwLock::new(Inner { members, ring, ring_stale: false });
-        Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner })
+        let inner = RwLock::new(Inner { members, fingerprint, ring, ring_stale: false, changed_at: Instant::now() });
+        Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner, replicated: Default::default() })
     }
 
     // Every change to `Inner` is complete before its lock is released or
@@ -224,6 +247,34 @@ impl Membership {
         inner.ring.clone()
     }
 
+    /// The partitions this node replicates, once the member set has been
+    /// still for [`SETTLE`]; computed once per ring.
+    pub fn settled_partitions(&self) -> Option<Arc<Vec<u32>>> {
+        if self.read().changed_at.elapsed() < SETTLE {
+            return None;
+        }
+        let ring = self.ring();
+        let mut cache = self.replicated.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*cache {
+            Some((built_from, partitions)) if Arc::ptr_eq(built_from, &ring) => Some(partitions.clone()),
+            _ => {
+                let partitions = Arc::new(ring.replicated_partitions(&self.me, self.n));
+                *cache = Some((ring, partitions.clone()));
+                Some(partitions)
+            }
+        }
+    }
+
+    /// The ring's members (those that have not left), sorted, without
+    /// building the ring.
+    pub fn ring_members(&self) -> Vec<String> {
+        self.read().members.values().filter(|m| !m.record.left).map(|m| m.record.id.clone()).collect()
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
     pub fn record(&self, id: &str) -> Option<MemberRecord> {
         self.read().members.get(id).map(|m| m.record.clone())
     }
@@ -242,7 +293,7 @@ impl Membership {
     /// Whether the failure detector believes `id` up.
     pub fn is_alive(&self, id: &str) -> bool {
         let inner = self.read();
-        inner.members.get(id).is_some_and(|m| self.alive(m))
+        inner.members.get(id).is_some_and(|m| self.alive(&inner, m))
     }
 
     /// Whether requests should go to `id`: believed up and not suspect.
@@ -255,20 +306,29 @@ impl Membership {
         let inner = self.read();
         match inner.members.get(id) {
             None => Reachability::Down,
-            Some(m) if !self.alive(m) => Reachability::Down,
+            Some(m) if !self.alive(&inner, m) => Reachability::Down,
             Some(m) if m.suspect_at.is_some() => Reachability::Suspect,
             Some(_) => Reachability::Reachable,
         }
     }
 
-    fn alive(&self, m: &MemberState) -> bool {
+    fn alive(&self, inner: &Inner, m: &MemberState) -> bool {
         if m.record.id == self.me {
             return true;
         }
         let silence = m.last_advance.elapsed();
-        silence < self.fail_after
+        let fail_after = self.fail_after_for(inner.members.len());
+        silence < fail_after
             // φ decides between a quarter of fail_after and fail_after.
-            && (silence < self.fail_after / 4 || m.phi(silence).is_none_or(|phi| phi < self.phi_threshold))
+            && (silence < fail_after / 4 || m.phi(silence).is_none_or(|phi| phi < self.phi_threshold))
+    }
+
+    /// The silence after which a member is down in a cluster of `members`:
+    /// `fail_after` while the whole membership fits in one digest; beyond,
+    /// a digest carries a given member's heartbeat about members / DIGEST_RECORDS
+    /// times less often, and the limit stretches by that factor.
+    pub fn fail_after_for(&self, members: usize) -> Duration {
+        self.fail_after * members.div_ceil(DIGEST_RECORDS).max(1) as u32
     }
 
     /// A request to `id` failed: suspect it until it shows a newer heartbeat.
@@ -285,24 +345,62 @@ impl Membership {
         }
     }
 
-    /// Advances this node's own heartbeat and returns the view to gossip.
+    /// Advances this node's own heartbeat and returns the (bounded) view to gossip.
     pub fn beat(&self) -> Digest {
         let mut inner = self.write();
         if let Some(me) = inner.members.get_mut(&self.me) {
             me.record.heartbeat += 1;
         }
-        self.digest_of(&inner)
+        self.bounded_digest(&inner)
     }
 
-    pub fn digest(&self) -> Digest {
-        self.digest_of(&self.read())
+    /// The view to answer a peer's gossip `theirs` with (after merging
+    /// it): every member if the peer knows a different set and no more
+    /// members than this node, else a bounded selection.
+    pub fn reply_to(&self, theirs: &Digest) -> Digest {
+        let inner = self.read();
+        if theirs.fingerprint != inner.fingerprint && theirs.known as usize <= inner.members.len() {
+            self.full_digest(&inner)
+        } else {
+            self.bounded_digest(&inner)
+        }
     }
 
-    fn digest_of(&self, inner: &Inner) -> Digest {
+    /// Whether a peer that answered with `theirs` knows fewer members than
+    /// this node: then it is sent the whole list (see [`Self::everyone`]).
+    pub fn peer_lacks_members(&self, theirs: &Digest) -> bool {
+        let inner = self.read();
+        theirs.fingerprint != inner.fingerprint && (theirs.known as usize) < inner.members.len()
+    }
+
+    /// Every member: for a peer that lacks some.
+    pub fn everyone(&self) -> Digest {
+        self.full_digest(&self.read())
+    }
+
+    fn full_digest(&self, inner: &Inner) -> Digest {
+        self.digest_with(inner, inner.members.values().map(|m| m.record.clone()).collect())
+    }
+
+    /// This node's own record and the others that advanced most recently.
+    fn bounded_digest(&self, inner: &Inner) -> Digest {
+        let mut others: Vec<&MemberState> = inner.members.values().filter(|m| m.record.id != self.me).collect();
+        let keep = DIGEST_RECORDS - 1;
+        if others.len() > keep {
+            others.select_nth_unstable_by_key(keep, |m| std::cmp::Reverse(m.last_advance));
+            others.truncate(keep);
+        }
+        let me = inner.members.get(&self.me).map(|m| m.record.clone());
+        self.digest_with(inner, me.into_iter().chain(others.into_iter().map(|m| m.record.clone())).collect())
+    }
+
+    fn digest_with(&self, inner: &Inner, members: Vec<MemberRecord>) -> Digest {
         Digest {
             partitions: self.partitions,
             n: self.n,
-            members: inner.members.values().map(|m| m.record.clone()).collect(),
+            known: inner.members.len() as u32,
+            fingerprint: inner.fingerprint,
+            members,
         }
     }
 
@@ -340,14 +438,16 @@ impl Membership {
                 }
                 Some(_) => {}
                 None => {
-                    tracing::info!(node = %record.id, addr = %record.peer_addr(), "new member");
+                    tracing::debug!(node = %record.id, addr = %record.peer_addr(), "new member");
                     inner.members.insert(record.id.clone(), MemberState::new(record.clone()));
+                    inner.fingerprint ^= name_hash(&record.id);
                     changed = true;
                 }
             }
         }
         if changed {
             inner.ring_stale = true;
+            inner.changed_at = Instant::now();
         }
         Ok(())
     }
@@ -377,6 +477,7 @@ impl Membership {
             me.record.heartbeat += 1;
         }
         inner.ring_stale = true;
+        inner.changed_at = Instant::now();
         Ok(())
     }
 
@@ -397,12 +498,17 @@ impl Membership {
             .map(|m| MemberView {
                 id: m.record.id.clone(),
                 addr: m.record.client_addr().to_string(),
-                alive: self.alive(m),
+                alive: self.alive(&inner, m),
                 suspect: m.suspect_at.is_some(),
                 left: m.record.left,
             })
             .collect()
     }
+}
+
+/// A member name's share of a membership fingerprint.
+fn name_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
 #[cfg(test)]
@@ -422,7 +528,7 @@ mod tests {
     }
 
     fn digest(members: Vec<MemberRecord>) -> Digest {
-        Digest { partitions: 64, n: 3, members }
+        Digest { partitions: 64, n: 3, known: members.len() as u32, fingerprint: 0, members }
     }
 
     #[test]
@@ -508,10 +614,73 @@ mod tests {
         assert_eq!(m.ring().members(), ["a", "b"]);
     }
 
+    impl Membership {
+        fn digest_fingerprint(&self) -> u64 {
+            self.read().fingerprint
+        }
+    }
+
+    fn with_members(k: usize) -> Membership {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_millis(600), 8.0).unwrap();
+        m.merge(&digest((0..k).map(|i| record(&format!("node{i}"), 1, 1)).collect())).unwrap();
+        m
+    }
+
+    #[test]
+    fn gossip_stays_the_same_size_however_many_members() {
+        let size = |k: usize| {
+            let gossip = with_members(k).beat();
+            assert_eq!(gossip.members.len(), (k + 1).min(DIGEST_RECORDS), "{k} others");
+            assert_eq!(gossip.members[0].id, "a", "the sender's own record always goes");
+            assert_eq!(gossip.known as usize, k + 1);
+            postcard::to_allocvec(&gossip).unwrap().len()
+        };
+        let (small, big, huge) = (size(50), size(1000), size(5000));
+        assert!(small < big, "50 members fit whole: {small} bytes");
+        // Longer names ("node4999" against "node999") are all that differ.
+        assert!(huge <= big + DIGEST_RECORDS * 2, "1,000 members: {big} bytes, 5,000: {huge}");
+        assert!(huge < 8 * 1024, "{huge} bytes");
+    }
+
+    #[test]
+    fn fresh_heartbeats_are_what_a_bounded_digest_carries() {
+        let m = with_members(1000);
+        std::thread::sleep(Duration::from_millis(5));
+        m.merge(&digest(vec![record("node777", 1, 2)])).unwrap();
+        assert!(m.beat().members.iter().any(|r| r.id == "node777" && r.heartbeat == 2));
+    }
+
+    #[test]
+    fn only_a_peer_lacking_members_gets_the_whole_list() {
+        let m = with_members(1000);
+        let joiner = Membership::new(record("z", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        let hello = joiner.beat();
+        m.merge(&hello).unwrap();
+        let answer = m.reply_to(&hello);
+        assert_eq!(answer.members.len(), 1002, "a joining node learns everyone at once");
+        joiner.merge(&answer).unwrap();
+        assert_eq!(joiner.member_count(), 1002);
+        let same = joiner.beat();
+        assert_eq!(same.fingerprint, m.digest_fingerprint());
+        assert_eq!(m.reply_to(&same).members.len(), DIGEST_RECORDS, "a peer with the same set gets a bounded one");
+        assert!(!m.peer_lacks_members(&same));
+        assert!(m.peer_lacks_members(
+            &Membership::new(record("y", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap().beat()
+        ));
+    }
+
+    #[test]
+    fn the_failure_limit_stretches_once_members_outgrow_a_digest() {
+        let m = with_members(10);
+        assert_eq!(m.fail_after_for(100), Duration::from_millis(600));
+        assert_eq!(m.fail_after_for(DIGEST_RECORDS), Duration::from_millis(600));
+        assert_eq!(m.fail_after_for(1000), Duration::from_millis(600 * 8));
+    }
+
     #[test]
     fn refuses_an_incompatible_ring() {
         let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
-        let err = m.merge(&Digest { partitions: 128, n: 3, members: vec![record("b", 1, 1)] }).unwrap_err();
+        let err = m.merge(&Digest { partitions: 128, ..digest(vec![record("b", 1, 1)]) }).unwrap_err();
         assert!(err.to_string().contains("cannot form one cluster"));
         assert_eq!(m.member_count(), 1);
     }

@@ -369,7 +369,7 @@ impl Node {
             if !self.switches.anti_entropy.load(Ordering::Relaxed) {
                 continue;
             }
-            let partitions = self.membership.ring().replicated_partitions(self.id(), self.membership.n());
+            let Some(partitions) = self.membership.settled_partitions() else { continue };
             let Some(&partition) = partitions.get(next % partitions.len().max(1)) else { continue };
             next = next.wrapping_add(1);
             let peers = self.round_peers(partition, rand::Rng::random(&mut rng), Fanout::One);
