@@ -8,7 +8,6 @@ pub mod admission;
 pub mod config;
 pub mod coordinator;
 pub mod faults;
-mod footprint;
 pub mod frame;
 #[cfg(test)]
 mod fuzz;
@@ -55,10 +54,6 @@ use storage::Storage;
 
 use crate::api::admin::SwitchChange;
 use crate::api::status::Switches;
-
-/// When a serving node gives back its start-up code's pages (see
-/// [`footprint`]): after the first gossip rounds have run their code too.
-const RELEASE_STARTUP_PAGES_AFTER: Duration = Duration::from_secs(5);
 
 /// How often a node that changed anything records a checkpoint: what the
 /// engine held that long ago is known to be on disk.
@@ -186,7 +181,6 @@ impl Node {
             tokio::spawn(self.clone().deliver_hints_forever()),
             tokio::spawn(self.clone().anti_entropy_forever()),
             tokio::spawn(self.clone().checkpoint_forever()),
-            tokio::spawn(release_startup_pages_soon()),
         ];
         let outcome = tokio::select! {
             stopped = wait_for_stop_signal() => stopped,
@@ -376,30 +370,6 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", dir.display()))
 }
 
-async fn release_startup_pages_soon() {
-    tokio::time::sleep(RELEASE_STARTUP_PAGES_AFTER).await;
-    match footprint::release_startup_pages() {
-        Ok(bytes) => tracing::debug!(bytes, "released the start-up code's pages"),
-        Err(e) => tracing::warn!("could not release the start-up code's pages: {e}"),
-    }
-}
-
-/// The soft limit on open files is often 1,024, fewer than the peer and
-/// client connections the node admits (a member of a 1,000-node ring may
-/// hold one to every other): raise it towards `wanted`, within the hard
-/// limit. A node that cannot keeps the limit it has and says so.
-fn raise_open_file_limit(wanted: u64) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let headroom = 64; // storage files, listeners, the log
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
-    let target = (wanted + headroom).min(hard);
-    if target > soft {
-        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
-            tracing::warn!("open-file limit stays at {soft} (wanted {target}): {e}");
-        }
-    }
-}
-
 async fn wait_for_stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -413,7 +383,6 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 
 /// Runs a node to completion on its own small runtime.
 pub fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
-    raise_open_file_limit(u64::from(config.max_client_connections) + u64::from(config.max_peer_connections));
     let runtime = if config.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
