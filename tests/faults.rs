@@ -402,7 +402,10 @@ fn a_plan_applies_and_heals_each_event_on_time() {
     // then right after it: within 0.5 s of the later of its time and the
     // line before. A runner that counted each event's at_s from the step
     // before would start the pause at least 2 s after the partition's line.
-    assert!((0.5..1.0).contains(&partition), "the partition applied on time: {out}");
+    // A line's time is when its step was done, verification included,
+    // which a loaded machine can stretch; the bound only catches a runner
+    // that counted from the wrong origin.
+    assert!((0.5..2.0).contains(&partition), "the partition applied on time: {out}");
     assert!(
         pause >= 2.0 && pause < partition_done.max(2.0) + 0.5,
         "the pause applied on time; the partition's line came at {partition_done:.3} s: {out}"

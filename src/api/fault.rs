@@ -208,7 +208,9 @@ fn kernel() -> Layer {
 }
 
 /// Per-kind settings as flags and plan files give them; each missing one
-/// takes its default from `faults::fault::defaults`.
+/// takes its default from `faults::fault::defaults`. The settings of the
+/// network kinds added later are left out of files when unset, so that the
+/// files of runs without them read back and write the same bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
@@ -221,26 +223,26 @@ pub struct Params {
     /// Partitions: all targets form one side of the split; `in`, `out` or `both`.
     pub direction: Option<CutDirection>,
     /// `slow`: the standard deviation of the added round-trip delay.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_ms: Option<u64>,
     /// `slow` with jitter: the shape of the delay's spread.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_dist: Option<JitterDist>,
     /// `loss`: the chance in % that a packet is lost when the one before it
     /// (same direction) was — Gilbert's two-state model.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_correlation_pct: Option<u8>,
     /// `duplicate`: the share of packets sent twice, each direction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_pct: Option<u8>,
     /// `reorder`: the share of packets sent at once while the rest wait `slow_ms`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reorder_pct: Option<u8>,
     /// `corrupt`: the share of packets damaged, each direction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupt_pct: Option<u8>,
     /// Kernel network faults: only the node's peer port, only its client port, or all traffic.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
 }
 
