@@ -90,7 +90,13 @@ enum ClusterCommand {
     /// Start K nodes and write the cluster files.
     Up(Box<UpArgs>),
     /// Show each node's process, reachability, ring view and hints.
-    Status(ClusterFile),
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        file: ClusterFile,
+    },
     /// Stop every node and remove the cluster files.
     Down(ClusterFile),
     /// Start a stopped node again with its recorded command line and data.
@@ -128,7 +134,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             dynabed::node::run(*config, token)
         }
         Command::Cluster(ClusterCommand::Up(args)) => cluster::launch::up(*args),
-        Command::Cluster(ClusterCommand::Status(f)) => cluster::manage::status(&f.cluster_procs),
+        Command::Cluster(ClusterCommand::Status { json, file }) => cluster::manage::status(&file.cluster_procs, json),
         Command::Cluster(ClusterCommand::Down(f)) => dynabed::cli::cleanup::down(&f.cluster_procs),
         Command::Cluster(ClusterCommand::Restart { node, file }) => {
             let record = cluster::manage::restart(&file.cluster_procs, &node)?;

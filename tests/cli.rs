@@ -26,7 +26,7 @@ fn a_report_of_folders_without_runs_is_refused_and_writes_nothing() {
 }
 
 #[test]
-fn node_names_a_node_of_the_cluster_and_entry_an_address() {
+fn node_names_a_node_of_the_cluster_entry_an_address_and_status_and_faults_print_json() {
     let cluster = TestCluster::up(186, 3, "memory", &[]);
     let procs = cluster.procs.to_string_lossy().into_owned();
     let put = dynabed(&["put", "k", "v", "--node", "node2", "--cluster_procs", &procs]);
@@ -50,6 +50,15 @@ fn node_names_a_node_of_the_cluster_and_entry_an_address() {
         "an address is not a node id: {}",
         stderr(&address)
     );
+    let status = dynabed(&["cluster", "status", "--json", "--cluster_procs", &procs]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!((nodes.len(), &status["n"]), (3, &serde_json::json!(3)), "{status}");
+    assert!(nodes.iter().all(|n| n["running"] == true && n["reachable"] == true && n["alive"] == 3), "{status}");
+    let faults = dynabed(&["fault", "list", "--json", "--cluster_procs", &procs]);
+    assert_eq!(String::from_utf8_lossy(&faults.stdout).trim(), "[]", "{}", stderr(&faults));
+
     let both = dynabed(&["get", "k", "--node", "node1", "--entry", &node3]);
     assert_eq!(both.status.code(), Some(2), "clap refuses the pair: {}", stderr(&both));
 }

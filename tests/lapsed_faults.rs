@@ -64,6 +64,9 @@ fn fault_list_shows_a_killed_delay_line_lapsed_and_heal_clears_what_is_left() {
     let listed = stdout(&cluster, &["fault", "list"]);
     assert!(listed.contains("lapsed") && listed.contains(&format!("pid {}", daemon.pid)), "{listed}");
     assert!(!listed.contains("verified"), "a lapsed fault is not shown as in force: {listed}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&cluster, &["fault", "list", "--json"])).unwrap();
+    let why = listed[0]["lapse"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("pid {}", daemon.pid)) && listed[0]["targets"][0] == "node2", "{listed}");
 
     let healed = stdout(&cluster, &["fault", "heal"]);
     assert!(healed.contains("healed fault 1"), "{healed}");

@@ -57,7 +57,13 @@ pub enum FaultCommand {
         cluster: ClusterArg,
     },
     /// The faults in force.
-    List(ClusterArg),
+    List {
+        /// Print JSON (the journal's records, each with its lapse or null).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
     /// Heal every fault in force, or one.
     Heal {
         /// Only this fault (see `fault list`).
@@ -182,7 +188,7 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
             };
             run_plan(events, &cluster.cluster_procs)
         }
-        FaultCommand::List(cluster) => list(&cluster.cluster_procs),
+        FaultCommand::List { json, cluster } => list(&cluster.cluster_procs, json),
         FaultCommand::Heal { id, cluster } => heal_by_hand(&cluster.cluster_procs, id),
     }
 }
@@ -294,9 +300,23 @@ impl Countdown {
     }
 }
 
-fn list(cluster_procs: &Path) -> anyhow::Result<()> {
+/// A fault in force as `fault list --json` shows it.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    record: &'a FaultRecord,
+    /// Why the fault no longer holds, if its holder is gone.
+    lapse: Option<String>,
+}
+
+fn list(cluster_procs: &Path, json: bool) -> anyhow::Result<()> {
     let prefix = Cluster::read(cluster_procs)?.prefix().to_owned();
     let faults = journal::in_force(&prefix)?;
+    if json {
+        let listed: Vec<Listed> = faults.iter().map(|record| Listed { record, lapse: record.lapse() }).collect();
+        println!("{}", serde_json::to_string_pretty(&listed)?);
+        return Ok(());
+    }
     if faults.is_empty() {
         println!("no faults in force on {prefix}");
     }

@@ -16,7 +16,48 @@ use crate::client::Client;
 use netns::process::Spawned as ProcessRecord;
 
 /// Prints one line per node: process, reachability, ring view, hints.
-pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
+/// One node as `cluster status` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct NodeState {
+    pub id: String,
+    pub pid: u32,
+    /// The recorded process is still the one that was started.
+    pub running: bool,
+    /// It answered `/status`.
+    pub reachable: bool,
+    /// Members in its ring, and those it believes alive (when reachable).
+    pub members: Option<usize>,
+    pub alive: Option<usize>,
+    pub hints_pending: Option<u64>,
+}
+
+/// The cluster as `cluster status --json` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct ClusterState {
+    pub prefix: String,
+    pub mode: String,
+    pub n: u8,
+    pub partitions: u32,
+    pub nodes: Vec<NodeState>,
+}
+
+/// Prints each node's process, reachability, ring view and hints, as a
+/// table or as JSON; fails when a node is not running or not reachable.
+pub fn status(cluster_procs: &Path, json: bool) -> anyhow::Result<()> {
+    let state = gather(cluster_procs)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+    } else {
+        print!("{}", render(&state));
+    }
+    let unhealthy = state.nodes.iter().filter(|n| !n.running || !n.reachable).count();
+    if unhealthy > 0 {
+        bail!("{unhealthy} node(s) not running or not reachable");
+    }
+    Ok(())
+}
+
+fn gather(cluster_procs: &Path) -> anyhow::Result<ClusterState> {
     let cluster = Cluster::read(cluster_procs)?;
     let views = cluster.reach(|| async {
         let mut views = Vec::new();
@@ -27,28 +68,47 @@ pub fn status(cluster_procs: &Path) -> anyhow::Result<()> {
         Ok(views)
     })?;
     let meta = cluster.meta();
-    println!("cluster {} ({:?}, N={}, {} partitions)", meta.prefix, meta.mode, meta.n, meta.partitions);
-    println!("{:<8} {:>8} {:<8} {:<10} {:>13} {:>6}", "node", "pid", "process", "reachable", "ring (alive)", "hints");
-    let mut unhealthy = 0;
-    for (node, view) in cluster.nodes().iter().zip(views) {
-        let running = node.running().is_some();
-        let (reachable, ring, hints) = match &view {
-            Some(s) => {
-                let alive = s.members.len() - s.down().count();
-                ("yes", format!("{} ({alive})", s.members.len()), s.hints_pending.to_string())
-            }
-            None => ("no", "-".to_owned(), "-".to_owned()),
+    let nodes = cluster
+        .nodes()
+        .iter()
+        .zip(views)
+        .map(|(node, view)| NodeState {
+            id: node.id.clone(),
+            pid: node.entry.pid,
+            running: node.running().is_some(),
+            reachable: view.is_some(),
+            members: view.as_ref().map(|s| s.members.len()),
+            alive: view.as_ref().map(|s| s.members.len() - s.down().count()),
+            hints_pending: view.as_ref().map(|s| s.hints_pending),
+        })
+        .collect();
+    Ok(ClusterState {
+        prefix: meta.prefix.clone(),
+        mode: format!("{:?}", meta.mode).to_lowercase(),
+        n: meta.n,
+        partitions: meta.partitions,
+        nodes,
+    })
+}
+
+fn render(state: &ClusterState) -> String {
+    let mut out =
+        format!("cluster {} ({}, N={}, {} partitions)\n", state.prefix, state.mode, state.n, state.partitions);
+    out += &format!(
+        "{:<8} {:>8} {:<8} {:<10} {:>13} {:>6}\n",
+        "node", "pid", "process", "reachable", "ring (alive)", "hints"
+    );
+    for node in &state.nodes {
+        let ring = match (node.members, node.alive) {
+            (Some(members), Some(alive)) => format!("{members} ({alive})"),
+            _ => "-".to_owned(),
         };
-        if !running || view.is_none() {
-            unhealthy += 1;
-        }
-        let process = if running { "running" } else { "gone" };
-        println!("{:<8} {:>8} {process:<8} {reachable:<10} {ring:>13} {hints:>6}", node.id, node.entry.pid);
+        let hints = node.hints_pending.map_or("-".to_owned(), |h| h.to_string());
+        let process = if node.running { "running" } else { "gone" };
+        let reachable = if node.reachable { "yes" } else { "no" };
+        out += &format!("{:<8} {:>8} {process:<8} {reachable:<10} {ring:>13} {hints:>6}\n", node.id, node.pid);
     }
-    if unhealthy > 0 {
-        bail!("{unhealthy} node(s) not running or not reachable");
-    }
-    Ok(())
+    out
 }
 
 /// Stops every node the cluster files record (SIGTERM, then SIGKILL after a
