@@ -23,17 +23,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one store node.
+    #[command(
+        after_help = "Examples:\n  dynabed node --port 60000 --id node1\n  dynabed node --id node4 --host 127.0.0.5 --port 60000 --seeds 127.0.0.2:61000 --storage fjall"
+    )]
     Node(Box<NodeConfig>),
     /// Start, inspect and stop clusters of nodes.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  dynabed cluster up --nodes 5\n  dynabed cluster status --json\n  dynabed cluster down"
+    )]
     Cluster(ClusterCommand),
     /// Read a key.
+    #[command(
+        after_help = "Examples:\n  dynabed get user1\n  dynabed get user1 --node node2 --R 3\n  dynabed get user1 --entry 127.0.0.2:60000"
+    )]
     Get(kv::GetArgs),
     /// Write a key.
+    #[command(
+        after_help = "Examples:\n  dynabed put user1 hello\n  dynabed put user1 - --W 3 < value.bin\n  dynabed put user1 v2 --context \"$CONTEXT\""
+    )]
     Put(kv::PutArgs),
     /// Delete a key.
+    #[command(after_help = "Examples:\n  dynabed delete user1 --context \"$CONTEXT\"")]
     Delete(kv::DeleteArgs),
     /// Run a command (curl, a shell, a benchmark) inside the cluster's client namespace.
+    #[command(
+        after_help = "Examples:\n  dynabed exec -- curl -s http://198.18.0.2:60000/status\n  dynabed exec -- bash"
+    )]
     Exec {
         #[command(flatten)]
         file: ClusterFile,
@@ -43,13 +59,21 @@ enum Command {
     },
     /// Run a workload while injecting a failure; record every request
     /// (the seed's experiment_driver.py).
+    #[command(
+        after_help = "Examples:\n  dynabed experiment --workload A --duration 60 --concurrency 10 --failure_mode partition --post_repair\n  dynabed experiment --failure_mode slow --slow_ms 500 --fault_layer app --out runs/slow\n  dynabed experiment --plan plan.json --post_repair --hint_delivery off --read_repair off"
+    )]
     Experiment(Box<dynabed::experiment::args::ExperimentArgs>),
     /// Check a run's history_<stamp>.jsonl for lost writes and stale reads
-    /// (exit 0 valid, 1 lost writes, 2 error).
+    /// (exit 0 valid, 3 lost writes, 1 an error).
+    #[command(after_help = "Examples:\n  dynabed check runs/slow/history_20261126_120000.jsonl")]
     Check(dynabed::cli::check::CheckArgs),
     /// Run the evaluation matrix (the seed's, or --matrix FILE) and write its report.
+    #[command(
+        after_help = "Examples:\n  dynabed matrix --quick\n  dynabed matrix --matrix my_matrix.csv --layers kernel,app --out matrix"
+    )]
     Matrix(Box<dynabed::matrix::MatrixArgs>),
     /// Write report.html, report.md and the plots for existing run folders.
+    #[command(after_help = "Examples:\n  dynabed report runs/slow\n  dynabed report runs/a runs/b --out report")]
     Report {
         /// Folders holding experiment files (the newest run in each is shown).
         #[arg(required = true)]
@@ -59,7 +83,10 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Apply, list and heal faults by hand.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  dynabed fault partition --node node2 --duration 20\n  dynabed fault list\n  dynabed fault heal"
+    )]
     Fault(dynabed::cli::fault::FaultCommand),
     /// The NFQUEUE delay-line daemon (started by the fault layer in a hub namespace).
     #[command(hide = true)]
@@ -68,6 +95,7 @@ enum Command {
         socket: PathBuf,
     },
     /// Which fault mechanisms this kernel and container support, and why not.
+    #[command(after_help = "Examples:\n  dynabed doctor\n  dynabed doctor --json")]
     Doctor {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -75,6 +103,7 @@ enum Command {
     },
     /// Stop every process and remove every namespace a cluster left behind,
     /// from the run state's records (after a crash, from any directory).
+    #[command(after_help = "Examples:\n  dynabed cleanup --prefix dyb\n  dynabed cleanup --all")]
     Cleanup {
         /// The cluster's prefix.
         #[arg(long, default_value = "dyb", conflicts_with = "all")]
@@ -88,8 +117,12 @@ enum Command {
 #[derive(Subcommand)]
 enum ClusterCommand {
     /// Start K nodes and write the cluster files.
+    #[command(
+        after_help = "Examples:\n  dynabed cluster up --nodes 5\n  dynabed cluster up --loopback --nodes 3 --storage fjall\n  dynabed cluster up --netns --nodes 100 --prefix big"
+    )]
     Up(Box<UpArgs>),
     /// Show each node's process, reachability, ring view and hints.
+    #[command(after_help = "Examples:\n  dynabed cluster status\n  dynabed cluster status --json")]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -98,8 +131,12 @@ enum ClusterCommand {
         file: ClusterFile,
     },
     /// Stop every node and remove the cluster files.
+    #[command(
+        after_help = "Examples:\n  dynabed cluster down\n  dynabed cluster down --cluster_procs runs/cluster_procs.json"
+    )]
     Down(ClusterFile),
     /// Start a stopped node again with its recorded command line and data.
+    #[command(after_help = "Examples:\n  dynabed cluster restart node2")]
     Restart {
         /// The node's id, e.g. node3.
         node: String,

@@ -62,3 +62,47 @@ fn node_names_a_node_of_the_cluster_entry_an_address_and_status_and_faults_print
     let both = dynabed(&["get", "k", "--node", "node1", "--entry", &node3]);
     assert_eq!(both.status.code(), Some(2), "clap refuses the pair: {}", stderr(&both));
 }
+
+/// The subcommands `dynabed <path> --help` lists (without `help`).
+fn subcommands(path: &[String]) -> Vec<String> {
+    let help = String::from_utf8(
+        dynabed(&[path.iter().map(String::as_str).collect::<Vec<_>>(), vec!["--help"]].concat()).stdout,
+    )
+    .unwrap();
+    let Some((_, rest)) = help.split_once("Commands:\n") else { return Vec::new() };
+    rest.lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_subcommands_help_ends_with_examples_that_use_its_own_flags() {
+    let mut pending = vec![Vec::<String>::new()];
+    let mut checked = 0;
+    while let Some(path) = pending.pop() {
+        let children = subcommands(&path);
+        if !path.is_empty() {
+            let args: Vec<&str> = path.iter().map(String::as_str).chain(["--help"]).collect();
+            let help = String::from_utf8(dynabed(&args).stdout).unwrap();
+            let (_, examples) =
+                help.rsplit_once("Examples:\n").unwrap_or_else(|| panic!("{path:?}: no examples\n{help}"));
+            let prefix = format!("dynabed {}", path.join(" "));
+            for example in examples.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                assert!(example.starts_with(&prefix), "{path:?}: an example of another command: {example}");
+                for flag in example.split_whitespace().filter(|w| w.starts_with("--")) {
+                    let listed = help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n"));
+                    assert!(
+                        listed || !children.is_empty(),
+                        "{path:?}: {example} uses {flag}, which --help does not list"
+                    );
+                }
+            }
+            checked += 1;
+        }
+        pending.extend(children.into_iter().map(|child| path.iter().cloned().chain([child]).collect()));
+    }
+    assert!(checked >= 25, "only {checked} subcommands found");
+}

@@ -26,27 +26,48 @@ use crate::faults::runner::{Hooks, PlanRunner};
 #[derive(Debug, Subcommand)]
 pub enum FaultCommand {
     /// SIGKILL a node; healing restarts it with its data and command line.
+    #[command(
+        after_help = "Examples:\n  dynabed fault crash --node node1\n  dynabed fault crash --node node1 --no_restart --duration 20"
+    )]
     Crash(FaultArgs),
     /// Delay every message to and from a node by --slow_ms per round trip.
+    #[command(
+        after_help = "Examples:\n  dynabed fault slow --node node3 --slow_ms 200\n  dynabed fault slow --node node3 --slow_ms 50 --jitter_ms 20 --jitter_dist pareto\n  dynabed fault slow --node node3 --slow_ms 200 --fault_layer app --duration 30"
+    )]
     Slow(FaultArgs),
     /// Cut a node off from the other nodes (clients still reach it).
+    #[command(
+        after_help = "Examples:\n  dynabed fault partition --node node2\n  dynabed fault partition --node node2 --partition_clients isolate --duration 20\n  dynabed fault partition --node node1 --with node2 --direction in"
+    )]
     Partition(FaultArgs),
     /// SIGSTOP a node; healing sends SIGCONT.
+    #[command(after_help = "Examples:\n  dynabed fault pause --node node2 --duration 10")]
     Pause(FaultArgs),
     /// Drop --loss_pct % of the packets from and to a node (each direction).
+    #[command(
+        after_help = "Examples:\n  dynabed fault loss --node node2 --loss_pct 20\n  dynabed fault loss --node node2 --loss_pct 20 --loss_correlation_pct 60 --port peer"
+    )]
     Loss(FaultArgs),
     /// Limit a node's link to --rate_kbit each way (tbf).
+    #[command(after_help = "Examples:\n  dynabed fault bandwidth --node node1 --rate_kbit 1000")]
     Bandwidth(FaultArgs),
     /// Limit a node to --cpu_pct % of one core (cgroup CPU quota).
+    #[command(after_help = "Examples:\n  dynabed fault cpu --node node1 --cpu_pct 10")]
     Cpu(FaultArgs),
     /// Send --duplicate_pct % of the packets from and to a node twice (each direction).
+    #[command(after_help = "Examples:\n  dynabed fault duplicate --node node2 --duplicate_pct 30 --port client")]
     Duplicate(FaultArgs),
     /// Send --reorder_pct % of a node's packets at once while the rest wait --slow_ms per round trip.
+    #[command(after_help = "Examples:\n  dynabed fault reorder --node node2 --reorder_pct 25 --slow_ms 20")]
     Reorder(FaultArgs),
     /// Damage --corrupt_pct % of the packets from and to a node (each direction).
+    #[command(after_help = "Examples:\n  dynabed fault corrupt --node node2 --corrupt_pct 10")]
     Corrupt(FaultArgs),
     /// Run a fault plan — a JSON timeline, or the seed's failure flags as a
     /// one-event plan — applying and healing each fault on time.
+    #[command(
+        after_help = "Examples:\n  dynabed fault run --plan plan.json\n  dynabed fault run --failure_mode slow --warmup 10 --failure_duration 20 --slow_ms 500 --seed 7"
+    )]
     Run {
         /// `[{"at_s": 10, "duration_s": 20, "kind": "slow", "targets": ["node3"], "layer": "kernel", "params": {"slow_ms": 200}}, ...]`
         #[arg(long, conflicts_with = "failure_mode")]
@@ -57,6 +78,9 @@ pub enum FaultCommand {
         cluster: ClusterArg,
     },
     /// The faults in force.
+    #[command(
+        after_help = "Examples:\n  dynabed fault list\n  dynabed fault list --json | jq '.[] | select(.lapse != null)'"
+    )]
     List {
         /// Print JSON (the journal's records, each with its lapse or null).
         #[arg(long)]
@@ -65,6 +89,7 @@ pub enum FaultCommand {
         cluster: ClusterArg,
     },
     /// Heal every fault in force, or one.
+    #[command(after_help = "Examples:\n  dynabed fault heal\n  dynabed fault heal --id 3")]
     Heal {
         /// Only this fault (see `fault list`).
         #[arg(long)]
