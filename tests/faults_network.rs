@@ -251,6 +251,8 @@ fn bad_combinations_get_one_line_errors() {
         (&["loss", "--node", "node1", "--loss_pct", "100", "--loss_correlation_pct", "50"], "below 100"),
         (&["duplicate", "--node", "node1", "--fault_layer", "app"], "no application-level form"),
         (&["reorder", "--node", "node1", "--duplicate_pct", "5"], "duplicate_pct applies to duplicate only"),
+        (&["slow", "--node", "node1", "--loss_pct", "5"], "loss_pct applies to loss only"),
+        (&["pause", "--node", "node1", "--no_restart"], "no_restart applies to crash only"),
     ] {
         let error = refused(args);
         assert!(error.contains(says), "{args:?}: {error}");

@@ -17,7 +17,7 @@ use crate::api::run::EventLog;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 use crate::faults::apply::apply;
-use crate::faults::fault::{defaults, FaultRequest};
+use crate::faults::fault::FaultRequest;
 use crate::faults::heal::{heal, HealFor};
 use crate::faults::journal;
 use crate::faults::plan::{self, SeedFlags};
@@ -139,24 +139,24 @@ pub struct FaultArgs {
     /// Kernel network faults: only the node's peer port, only its client port [default: all].
     #[arg(long)]
     pub port: Option<PortSelector>,
-    /// `isolate` cuts the node from clients too.
-    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep")]
-    pub partition_clients: Clients,
-    /// Chance of dropping each packet, per direction, for `loss`.
-    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = defaults::LOSS_PCT, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub loss_pct: u8,
-    /// Link rate for `bandwidth`.
-    #[arg(long = "rate_kbit", alias = "rate-kbit", default_value_t = defaults::RATE_KBIT)]
-    pub rate_kbit: u64,
-    /// CPU share for `cpu`, in % of one core.
-    #[arg(long = "cpu_pct", alias = "cpu-pct", default_value_t = defaults::CPU_PCT, value_parser = clap::value_parser!(u32).range(1..=400))]
-    pub cpu_pct: u32,
+    /// `isolate` cuts the node from clients too [default: keep].
+    #[arg(long = "partition_clients", alias = "partition-clients")]
+    pub partition_clients: Option<Clients>,
+    /// Chance of dropping each packet, per direction, for `loss` [default: 20].
+    #[arg(long = "loss_pct", alias = "loss-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub loss_pct: Option<u8>,
+    /// Link rate for `bandwidth` [default: 1000].
+    #[arg(long = "rate_kbit", alias = "rate-kbit")]
+    pub rate_kbit: Option<u64>,
+    /// CPU share for `cpu`, in % of one core [default: 10].
+    #[arg(long = "cpu_pct", alias = "cpu-pct", value_parser = clap::value_parser!(u32).range(1..=400))]
+    pub cpu_pct: Option<u32>,
     /// Partitions: more nodes on the target's side of the split.
     #[arg(long, value_delimiter = ',')]
     pub with: Vec<String>,
-    /// Partitions: drop both ways, or only into (`in`) or out of (`out`) the target's side.
-    #[arg(long, default_value = "both")]
-    pub direction: CutDirection,
+    /// Partitions: drop both ways, or only into (`in`) or out of (`out`) the target's side [default: both].
+    #[arg(long)]
+    pub direction: Option<CutDirection>,
     /// Leave a crashed node down when healing.
     #[arg(long = "no_restart", alias = "no-restart")]
     pub no_restart: bool,
@@ -172,12 +172,12 @@ impl FaultArgs {
     fn params(&self) -> Params {
         Params {
             slow_ms: self.slow_ms,
-            loss_pct: Some(self.loss_pct),
-            rate_kbit: Some(self.rate_kbit),
-            cpu_pct: Some(self.cpu_pct),
-            partition_clients: Some(self.partition_clients),
+            loss_pct: self.loss_pct,
+            rate_kbit: self.rate_kbit,
+            cpu_pct: self.cpu_pct,
+            partition_clients: self.partition_clients,
             no_restart: Some(self.no_restart),
-            direction: Some(self.direction),
+            direction: self.direction,
             jitter_ms: self.jitter_ms,
             jitter_dist: self.jitter_dist,
             loss_correlation_pct: self.loss_correlation_pct,

@@ -112,27 +112,117 @@ const KERNEL_ONLY: &[Kind] = &[Kind::Loss, Kind::Bandwidth, Kind::Duplicate, Kin
 
 /// The settings only some kernel-level kinds take, with those kinds as the
 /// error names them: anything else given one is refused, not ignored.
-type NarrowSetting = (&'static str, &'static [Kind], &'static str, fn(&Params) -> bool);
+/// A setting that means something for some kinds only (and, for the
+/// newer network settings, only on the kernel layer).
+struct NarrowSetting {
+    name: &'static str,
+    kinds: &'static [Kind],
+    kernel_only: bool,
+    applies_to: &'static str,
+    given: fn(&Params) -> bool,
+}
+
 const NARROW_SETTINGS: &[NarrowSetting] = &[
-    ("jitter_ms", &[Kind::Slow], "kernel-level slow", |p| p.jitter_ms.is_some()),
-    ("jitter_dist", &[Kind::Slow], "kernel-level slow", |p| p.jitter_dist.is_some()),
-    ("loss_correlation_pct", &[Kind::Loss], "kernel-level loss", |p| p.loss_correlation_pct.is_some()),
-    ("duplicate_pct", &[Kind::Duplicate], "duplicate", |p| p.duplicate_pct.is_some()),
-    ("reorder_pct", &[Kind::Reorder], "reorder", |p| p.reorder_pct.is_some()),
-    ("corrupt_pct", &[Kind::Corrupt], "corrupt", |p| p.corrupt_pct.is_some()),
-    (
-        "port",
-        &[Kind::Slow, Kind::Loss, Kind::Duplicate, Kind::Reorder, Kind::Corrupt],
-        "kernel-level slow, loss, duplicate, reorder and corrupt",
-        |p| p.port.is_some_and(|port| port != PortSelector::All),
-    ),
+    NarrowSetting {
+        name: "slow_ms",
+        kinds: &[Kind::Slow, Kind::Reorder],
+        kernel_only: false,
+        applies_to: "slow and reorder",
+        given: |p| p.slow_ms.is_some(),
+    },
+    NarrowSetting {
+        name: "loss_pct",
+        kinds: &[Kind::Loss],
+        kernel_only: false,
+        applies_to: "loss",
+        given: |p| p.loss_pct.is_some(),
+    },
+    NarrowSetting {
+        name: "rate_kbit",
+        kinds: &[Kind::Bandwidth],
+        kernel_only: false,
+        applies_to: "bandwidth",
+        given: |p| p.rate_kbit.is_some(),
+    },
+    NarrowSetting {
+        name: "cpu_pct",
+        kinds: &[Kind::Cpu],
+        kernel_only: false,
+        applies_to: "cpu",
+        given: |p| p.cpu_pct.is_some(),
+    },
+    NarrowSetting {
+        name: "partition_clients",
+        kinds: &[Kind::Partition],
+        kernel_only: false,
+        applies_to: "partition",
+        given: |p| p.partition_clients.is_some(),
+    },
+    NarrowSetting {
+        name: "no_restart",
+        kinds: &[Kind::Crash],
+        kernel_only: false,
+        applies_to: "crash",
+        given: |p| p.no_restart == Some(true),
+    },
+    NarrowSetting {
+        name: "jitter_ms",
+        kinds: &[Kind::Slow],
+        kernel_only: true,
+        applies_to: "kernel-level slow",
+        given: |p| p.jitter_ms.is_some(),
+    },
+    NarrowSetting {
+        name: "jitter_dist",
+        kinds: &[Kind::Slow],
+        kernel_only: true,
+        applies_to: "kernel-level slow",
+        given: |p| p.jitter_dist.is_some(),
+    },
+    NarrowSetting {
+        name: "loss_correlation_pct",
+        kinds: &[Kind::Loss],
+        kernel_only: true,
+        applies_to: "kernel-level loss",
+        given: |p| p.loss_correlation_pct.is_some(),
+    },
+    NarrowSetting {
+        name: "duplicate_pct",
+        kinds: &[Kind::Duplicate],
+        kernel_only: true,
+        applies_to: "duplicate",
+        given: |p| p.duplicate_pct.is_some(),
+    },
+    NarrowSetting {
+        name: "reorder_pct",
+        kinds: &[Kind::Reorder],
+        kernel_only: true,
+        applies_to: "reorder",
+        given: |p| p.reorder_pct.is_some(),
+    },
+    NarrowSetting {
+        name: "corrupt_pct",
+        kinds: &[Kind::Corrupt],
+        kernel_only: true,
+        applies_to: "corrupt",
+        given: |p| p.corrupt_pct.is_some(),
+    },
+    NarrowSetting {
+        name: "port",
+        kinds: &[Kind::Slow, Kind::Loss, Kind::Duplicate, Kind::Reorder, Kind::Corrupt],
+        kernel_only: true,
+        applies_to: "kernel-level slow, loss, duplicate, reorder and corrupt",
+        given: |p| p.port.is_some_and(|port| port != PortSelector::All),
+    },
 ];
 
-/// Refuses a setting given to a kind (or layer) it means nothing for.
+/// Refuses a setting given to a kind (or layer) it means nothing for, so
+/// that `fault slow --loss_pct 5` says so instead of ignoring it.
 fn check_narrow_settings(kind: Kind, layer: Layer, params: &Params) -> Result<(), FaultError> {
-    for &(setting, kinds, applies_to, given) in NARROW_SETTINGS {
-        if given(params) && (!kinds.contains(&kind) || layer != Layer::Kernel) {
-            return Err(FaultError::NotFor { setting, applies_to });
+    for setting in NARROW_SETTINGS {
+        let fits = setting.kinds.contains(&kind) && (!setting.kernel_only || layer == Layer::Kernel);
+        if (setting.given)(params) && !fits {
+            return Err(FaultError::NotFor { setting: setting.name, applies_to: setting.applies_to });
         }
     }
     if params.jitter_dist.is_some() && params.jitter_ms.is_none() {
@@ -259,6 +349,15 @@ mod tests {
         let none_lost = Params { loss_pct: Some(0), ..Params::default() };
         assert_eq!(new(Kind::Loss, Layer::Kernel, &[], none_lost), FaultError::LossPct);
         assert_eq!(new(Kind::Slow, Layer::Kernel, &["node2"], Params::default()), FaultError::WithNotPartition);
+        let loss_on_slow = Params { loss_pct: Some(5), ..Params::default() };
+        assert_eq!(
+            new(Kind::Slow, Layer::App, &[], loss_on_slow),
+            FaultError::NotFor { setting: "loss_pct", applies_to: "loss" }
+        );
+        let restart_on_pause = Params { no_restart: Some(true), ..Params::default() };
+        assert!(matches!(new(Kind::Pause, Layer::Kernel, &[], restart_on_pause), FaultError::NotFor { .. }));
+        let slow_on_app = Params { slow_ms: Some(300), no_restart: Some(false), ..Params::default() };
+        assert!(FaultRequest::new(Kind::Slow, Layer::App, "node1".into(), Vec::new(), &slow_on_app).is_ok());
         let one_way = Params { direction: Some(CutDirection::In), ..Params::default() };
         assert_eq!(new(Kind::Partition, Layer::App, &[], one_way), FaultError::OneWayNotKernelPartition);
         let jitter = Params { jitter_ms: Some(10), ..Params::default() };
