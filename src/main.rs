@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use dynabed::cli::kv;
 use dynabed::cluster::{self, launch::UpArgs};
@@ -101,6 +101,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a completion script for a shell.
+    #[command(
+        after_help = "Examples:\n  dynabed completions bash > /etc/bash_completion.d/dynabed\n  dynabed completions zsh > ~/.zfunc/_dynabed"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), generated from these definitions.
+    #[command(after_help = "Examples:\n  dynabed man > /usr/local/share/man/man1/dynabed.1\n  dynabed man | man -l -")]
+    Man,
     /// Stop every process and remove every namespace a cluster left behind,
     /// from the run state's records (after a crash, from any directory).
     #[command(after_help = "Examples:\n  dynabed cleanup --prefix dyb\n  dynabed cleanup --all")]
@@ -193,6 +201,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("report: {}", report.display());
             Ok(())
         }
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "dynabed", &mut script);
+            Ok(std::io::Write::write_all(&mut std::io::stdout(), &script)?)
+        }
+        Command::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
         Command::DelayLine { socket } => dynabed::faults::delay_line::serve(&socket),
         Command::Doctor { json } => {
             let findings = dynabed::doctor::probe_all();

@@ -106,3 +106,26 @@ fn every_subcommands_help_ends_with_examples_that_use_its_own_flags() {
     }
     assert!(checked >= 25, "only {checked} subcommands found");
 }
+
+#[test]
+fn completions_load_in_bash_and_the_man_page_names_every_command() {
+    let script = dynabed(&["completions", "bash"]);
+    assert!(script.status.success(), "{}", stderr(&script));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dynabed.bash");
+    std::fs::write(&path, &script.stdout).unwrap();
+    let loaded = Command::new("bash")
+        .args(["-c", "source \"$1\" && complete -p dynabed", "bash"])
+        .arg(&path)
+        .output()
+        .expect("bash runs");
+    assert!(String::from_utf8_lossy(&loaded.stdout).contains("-F _dynabed dynabed"), "{}", stderr(&loaded));
+    for shell in ["zsh", "fish"] {
+        assert!(!dynabed(&["completions", shell]).stdout.is_empty(), "{shell}");
+    }
+    let man = String::from_utf8(dynabed(&["man"]).stdout).unwrap();
+    assert!(man.contains(".TH dynabed 1"), "{man}");
+    for command in subcommands(&[]) {
+        assert!(man.contains(&format!("dynabed\\-{command}(1)")), "{command} in the man page");
+    }
+}
