@@ -155,7 +155,7 @@ enum ClusterCommand {
 
 #[derive(clap::Args)]
 struct ClusterFile {
-    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    #[arg(long = "cluster_procs", visible_alias = "cluster-procs", default_value = "cluster_procs.json")]
     cluster_procs: PathBuf,
 }
 

@@ -101,7 +101,7 @@ pub enum FaultCommand {
 
 #[derive(Debug, Args)]
 pub struct ClusterArg {
-    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    #[arg(long = "cluster_procs", visible_alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
 }
 
@@ -111,45 +111,45 @@ pub struct FaultArgs {
     #[arg(long)]
     pub node: String,
     /// Where the fault is made: in the kernel, or by the node's own hooks.
-    #[arg(long = "fault_layer", alias = "fault-layer", default_value = "kernel")]
+    #[arg(long = "fault_layer", visible_alias = "fault-layer", default_value = "kernel")]
     pub layer: Layer,
     /// Added round-trip delay: for `slow` [default: 200], and for the packets
     /// `reorder` holds back [default: 20].
-    #[arg(long = "slow_ms", alias = "slow-ms")]
+    #[arg(long = "slow_ms", visible_alias = "slow-ms")]
     pub slow_ms: Option<u64>,
     /// `slow`: spread the delay with this standard deviation per round trip.
-    #[arg(long = "jitter_ms", alias = "jitter-ms")]
+    #[arg(long = "jitter_ms", visible_alias = "jitter-ms")]
     pub jitter_ms: Option<u64>,
     /// `slow --jitter_ms`: the spread's shape [default: normal].
-    #[arg(long = "jitter_dist", alias = "jitter-dist")]
+    #[arg(long = "jitter_dist", visible_alias = "jitter-dist")]
     pub jitter_dist: Option<JitterDist>,
     /// `loss`: chance (0-99) of losing a packet after a lost one, so losses come in bursts
     /// [default: independent losses].
-    #[arg(long = "loss_correlation_pct", alias = "loss-correlation-pct")]
+    #[arg(long = "loss_correlation_pct", visible_alias = "loss-correlation-pct")]
     pub loss_correlation_pct: Option<u8>,
     /// `duplicate`: share of packets sent twice, per direction [default: 10].
-    #[arg(long = "duplicate_pct", alias = "duplicate-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long = "duplicate_pct", visible_alias = "duplicate-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub duplicate_pct: Option<u8>,
     /// `reorder`: share of packets sent at once, overtaking the held ones [default: 25].
-    #[arg(long = "reorder_pct", alias = "reorder-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long = "reorder_pct", visible_alias = "reorder-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub reorder_pct: Option<u8>,
     /// `corrupt`: share of packets damaged, per direction [default: 5].
-    #[arg(long = "corrupt_pct", alias = "corrupt-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long = "corrupt_pct", visible_alias = "corrupt-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub corrupt_pct: Option<u8>,
     /// Kernel network faults: only the node's peer port, only its client port [default: all].
     #[arg(long)]
     pub port: Option<PortSelector>,
     /// `isolate` cuts the node from clients too [default: keep].
-    #[arg(long = "partition_clients", alias = "partition-clients")]
+    #[arg(long = "partition_clients", visible_alias = "partition-clients")]
     pub partition_clients: Option<Clients>,
     /// Chance of dropping each packet, per direction, for `loss` [default: 20].
-    #[arg(long = "loss_pct", alias = "loss-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long = "loss_pct", visible_alias = "loss-pct", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub loss_pct: Option<u8>,
     /// Link rate for `bandwidth` [default: 1000].
-    #[arg(long = "rate_kbit", alias = "rate-kbit")]
+    #[arg(long = "rate_kbit", visible_alias = "rate-kbit")]
     pub rate_kbit: Option<u64>,
     /// CPU share for `cpu`, in % of one core [default: 10].
-    #[arg(long = "cpu_pct", alias = "cpu-pct", value_parser = clap::value_parser!(u32).range(1..=400))]
+    #[arg(long = "cpu_pct", visible_alias = "cpu-pct", value_parser = clap::value_parser!(u32).range(1..=400))]
     pub cpu_pct: Option<u32>,
     /// Partitions: more nodes on the target's side of the split.
     #[arg(long, value_delimiter = ',')]
@@ -158,7 +158,7 @@ pub struct FaultArgs {
     #[arg(long)]
     pub direction: Option<CutDirection>,
     /// Leave a crashed node down when healing.
-    #[arg(long = "no_restart", alias = "no-restart")]
+    #[arg(long = "no_restart", visible_alias = "no-restart")]
     pub no_restart: bool,
     /// Hold the fault this many seconds, then heal.
     #[arg(long, value_parser = crate::faults::plan::parse_seconds)]

@@ -27,7 +27,7 @@ pub struct Target {
     /// by hand without a cluster file.
     #[arg(long)]
     pub entry: Option<SocketAddr>,
-    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    #[arg(long = "cluster_procs", visible_alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
 }
 
@@ -35,7 +35,7 @@ pub struct Target {
 pub struct GetArgs {
     pub key: String,
     /// Read quorum [default: majority of N].
-    #[arg(long = "R", alias = "r")]
+    #[arg(long = "R", visible_alias = "r")]
     pub r: Option<usize>,
     #[command(flatten)]
     pub target: Target,
@@ -50,7 +50,7 @@ pub struct PutArgs {
     #[arg(long)]
     pub context: Option<String>,
     /// Write quorum [default: majority of N].
-    #[arg(long = "W", alias = "w")]
+    #[arg(long = "W", visible_alias = "w")]
     pub w: Option<usize>,
     #[command(flatten)]
     pub target: Target,
@@ -63,7 +63,7 @@ pub struct DeleteArgs {
     /// what its replica has seen.
     #[arg(long)]
     pub context: Option<String>,
-    #[arg(long = "W", alias = "w")]
+    #[arg(long = "W", visible_alias = "w")]
     pub w: Option<usize>,
     #[command(flatten)]
     pub target: Target,

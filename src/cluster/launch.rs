@@ -33,7 +33,7 @@ pub struct UpArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2000))]
     pub nodes: u16,
     /// Replication factor, recorded in the meta file.
-    #[arg(long = "N", alias = "n", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    #[arg(long = "N", visible_alias = "n", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub n: u8,
     /// Each node in its own network namespace (needs CAP_NET_ADMIN and CAP_SYS_ADMIN).
     #[arg(long, conflicts_with = "loopback")]
@@ -45,34 +45,34 @@ pub struct UpArgs {
     #[arg(long, default_value = "dyb", value_parser = parse_prefix)]
     pub prefix: String,
     /// Client port of every node; the peer port is this + 1000.
-    #[arg(long = "base_port", alias = "base-port", default_value_t = 60000)]
+    #[arg(long = "base_port", visible_alias = "base-port", default_value_t = 60000)]
     pub base_port: u16,
     #[arg(long, default_value = "fjall")]
     pub storage: EngineKind,
     #[arg(long, default_value = "kernel")]
     pub sync: Durability,
-    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    #[arg(long = "cluster_procs", visible_alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
     /// Where node data and logs go, in folders closed to other users [default: dynabed-data/<prefix> beside the cluster file, mode 0700].
-    #[arg(long = "data_root", alias = "data-root")]
+    #[arg(long = "data_root", visible_alias = "data-root")]
     pub data_root: Option<PathBuf>,
     /// Loopback mode: the first node's address; node i gets this + i − 1.
-    #[arg(long = "loopback_base", alias = "loopback-base", default_value = "127.0.0.2")]
+    #[arg(long = "loopback_base", visible_alias = "loopback-base", default_value = "127.0.0.2")]
     pub loopback_base: Ipv4Addr,
     /// Ring partitions, a power of two ≥ nodes [default: the smallest power of two ≥ 4 × nodes, at least 256]; recorded in the meta file.
     #[arg(long)]
     pub partitions: Option<u32>,
     /// Ports per bridge of a netns cluster: the kernel's limit; lower only to test the multi-bridge layout.
-    #[arg(long = "bridge_ports", alias = "bridge-ports", default_value_t = BRIDGE_PORTS, value_parser = clap::value_parser!(u16).range(3..=BRIDGE_PORTS as i64))]
+    #[arg(long = "bridge_ports", visible_alias = "bridge-ports", default_value_t = BRIDGE_PORTS, value_parser = clap::value_parser!(u16).range(3..=BRIDGE_PORTS as i64))]
     pub bridge_ports: u16,
     /// Worker threads per node.
     #[arg(long, default_value_t = 1)]
     pub threads: u16,
     /// Extra flag passed to every node, e.g. --node-arg=--fail_after_ms=500 (repeatable).
-    #[arg(long = "node_arg", alias = "node-arg", allow_hyphen_values = true)]
+    #[arg(long = "node_arg", visible_alias = "node-arg", allow_hyphen_values = true)]
     pub node_args: Vec<String>,
     /// Give up if the ring has not converged by then.
-    #[arg(long = "ready_timeout_s", alias = "ready-timeout-s", default_value_t = 60)]
+    #[arg(long = "ready_timeout_s", visible_alias = "ready-timeout-s", default_value_t = 60)]
     pub ready_timeout_s: u64,
 }
 

@@ -14,7 +14,7 @@ use crate::workload::ops::{Routing, UpdateMode, Workload};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExperimentArgs {
     /// The cluster file written by `cluster up` or by nodes started by hand.
-    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    #[arg(long = "cluster_procs", visible_alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
     /// YCSB workload: A (50 % reads, 50 % updates) or B (95 % / 5 %).
     #[arg(long, default_value = "A", ignore_case = true)]
@@ -46,16 +46,16 @@ pub struct ExperimentArgs {
     #[arg(long, conflicts_with = "failure_mode")]
     pub plan: Option<PathBuf>,
     /// After the run, repair rounds until every key converges; writes repair_results.json.
-    #[arg(long = "post_repair", alias = "post-repair")]
+    #[arg(long = "post_repair", visible_alias = "post-repair")]
     pub post_repair: bool,
     /// Most repair rounds to run.
-    #[arg(long = "max_repair_rounds", alias = "max-repair-rounds", default_value_t = 10)]
+    #[arg(long = "max_repair_rounds", visible_alias = "max-repair-rounds", default_value_t = 10)]
     pub max_repair_rounds: u32,
     /// Where the output files go.
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
     /// Bytes per value.
-    #[arg(long = "value_size", alias = "value-size", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long = "value_size", visible_alias = "value-size", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub value_size: u32,
     /// The context an update carries. rmw (default): read the key first (an
     /// `update_read` row, outside the READ statistics), then write with that
@@ -63,28 +63,28 @@ pub struct ExperimentArgs {
     /// holds for the key, as an application caching its objects would (so
     /// writes go on where reads fail). context: this client's last answer
     /// for the key, often long stale. blind: none.
-    #[arg(long = "update_mode", alias = "update-mode", default_value = "rmw")]
+    #[arg(long = "update_mode", visible_alias = "update-mode", default_value = "rmw")]
     pub update_mode: UpdateMode,
     /// Entry node per request: random (seeded), fixed (client i → node i mod K) or coordinator.
     #[arg(long, default_value = "random")]
     pub routing: Routing,
     /// Open loop at this many requests per second, measured from each intended start.
-    #[arg(long = "target_rate", alias = "target-rate")]
+    #[arg(long = "target_rate", visible_alias = "target-rate")]
     pub target_rate: Option<f64>,
     /// A request without an answer after this long counts as a timeout.
-    #[arg(long = "op_timeout_ms", alias = "op-timeout-ms", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "op_timeout_ms", visible_alias = "op-timeout-ms", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub op_timeout_ms: u64,
     /// How long a client avoids a node it could not connect to.
-    #[arg(long = "backoff_ms", alias = "backoff-ms", default_value_t = 1000)]
+    #[arg(long = "backoff_ms", visible_alias = "backoff-ms", default_value_t = 1000)]
     pub backoff_ms: u64,
     /// Background anti-entropy during the run (off: repair rounds measure what the failure left).
-    #[arg(long = "anti_entropy", alias = "anti-entropy", default_value = "off", value_parser = ["on", "off"])]
+    #[arg(long = "anti_entropy", visible_alias = "anti-entropy", default_value = "off", value_parser = ["on", "off"])]
     pub anti_entropy: String,
     /// Hinted handoff during the run (off: hints wait, and repair rounds alone must heal the divergence).
-    #[arg(long = "hint_delivery", alias = "hint-delivery", default_value = "on", value_parser = ["on", "off"])]
+    #[arg(long = "hint_delivery", visible_alias = "hint-delivery", default_value = "on", value_parser = ["on", "off"])]
     pub hint_delivery: String,
     /// Read repair during the run (off: a read leaves stale replicas stale, for the repair rounds to find).
-    #[arg(long = "read_repair", alias = "read-repair", default_value = "on", value_parser = ["on", "off"])]
+    #[arg(long = "read_repair", visible_alias = "read-repair", default_value = "on", value_parser = ["on", "off"])]
     pub read_repair: String,
     /// After the last heal, the workload goes on until --duration (on) or
     /// stops when the heal starts (off), leaving the repair rounds exactly

@@ -84,25 +84,25 @@ pub enum PartitionStyle {
 pub struct SeedFlags {
     /// The seed's none, crash, slow, single_partition or partition; or
     /// pause (SIGSTOP) or loss (--loss_pct).
-    #[arg(long = "failure_mode", alias = "failure-mode", default_value = "none")]
+    #[arg(long = "failure_mode", visible_alias = "failure-mode", default_value = "none")]
     pub failure_mode: FailureMode,
     /// Seconds before the failure starts.
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     pub warmup: f64,
     /// Seconds the failure lasts.
-    #[arg(long = "failure_duration", alias = "failure-duration", default_value_t = 20.0, value_parser = parse_seconds)]
+    #[arg(long = "failure_duration", visible_alias = "failure-duration", default_value_t = 20.0, value_parser = parse_seconds)]
     pub failure_duration: f64,
     /// Added round-trip delay of a slow node.
-    #[arg(long = "slow_ms", alias = "slow-ms", default_value_t = defaults::SLOW_MS)]
+    #[arg(long = "slow_ms", visible_alias = "slow-ms", default_value_t = defaults::SLOW_MS)]
     pub slow_ms: u64,
     /// Delay of the seed's huge-delay partition (with --partition_style delay) [default: 60000].
-    #[arg(long = "partition_ms", alias = "partition-ms")]
+    #[arg(long = "partition_ms", visible_alias = "partition-ms")]
     pub partition_ms: Option<u64>,
     /// `drop` cuts the node off; `delay` is the seed's huge-delay variant.
-    #[arg(long = "partition_style", alias = "partition-style", default_value = "drop")]
+    #[arg(long = "partition_style", visible_alias = "partition-style", default_value = "drop")]
     pub partition_style: PartitionStyle,
     /// kernel or app.
-    #[arg(long = "fault_layer", alias = "fault-layer", default_value = "kernel")]
+    #[arg(long = "fault_layer", visible_alias = "fault-layer", default_value = "kernel")]
     pub fault_layer: Layer,
     /// The node to break [default: drawn from --seed].
     #[arg(long)]
@@ -111,13 +111,13 @@ pub struct SeedFlags {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Leave a crashed node down.
-    #[arg(long = "no_restart", alias = "no-restart")]
+    #[arg(long = "no_restart", visible_alias = "no-restart")]
     pub no_restart: bool,
     /// Partitions: `isolate` cuts the node from clients too.
-    #[arg(long = "partition_clients", alias = "partition-clients", default_value = "keep")]
+    #[arg(long = "partition_clients", visible_alias = "partition-clients", default_value = "keep")]
     pub partition_clients: Clients,
     /// Chance of dropping each packet, per direction, for `loss`.
-    #[arg(long = "loss_pct", alias = "loss-pct", default_value_t = defaults::LOSS_PCT, value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long = "loss_pct", visible_alias = "loss-pct", default_value_t = defaults::LOSS_PCT, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub loss_pct: u8,
 }
 

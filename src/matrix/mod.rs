@@ -21,7 +21,7 @@ const OVERHEAD_S: f64 = 5.0;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MatrixArgs {
-    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    #[arg(long = "cluster_procs", visible_alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
     /// Another matrix: JSON or CSV with the seed's columns (workload, distribution, failure_mode, concurrency, notes).
     #[arg(long)]
@@ -45,7 +45,7 @@ pub struct MatrixArgs {
     #[arg(long)]
     pub warmup: Option<f64>,
     /// Seconds each failure lasts [default: 20; --quick: 5].
-    #[arg(long = "failure_duration", alias = "failure-duration")]
+    #[arg(long = "failure_duration", visible_alias = "failure-duration")]
     pub failure_duration: Option<f64>,
     /// Cell i runs with seed + i.
     #[arg(long, default_value_t = 1)]

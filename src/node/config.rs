@@ -24,7 +24,7 @@ pub struct NodeConfig {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// Peer protocol port [default: port + 1000].
-    #[arg(long = "peer_port", alias = "peer-port")]
+    #[arg(long = "peer_port", visible_alias = "peer-port")]
     pub peer_port: Option<u16>,
     /// Peers to join through, as host:peer_port, comma-separated. Without
     /// seeds the node registers itself in --cluster_procs and joins the nodes
@@ -33,10 +33,10 @@ pub struct NodeConfig {
     pub seeds: Vec<SocketAddr>,
     /// Cluster file to register in (without --seeds) and to read the admin
     /// token from.
-    #[arg(long = "cluster_procs", alias = "cluster-procs", default_value = "cluster_procs.json")]
+    #[arg(long = "cluster_procs", visible_alias = "cluster-procs", default_value = "cluster_procs.json")]
     pub cluster_procs: PathBuf,
     /// Where the node keeps its data [default: data/<id>].
-    #[arg(long = "data_dir", alias = "data-dir")]
+    #[arg(long = "data_dir", visible_alias = "data-dir")]
     pub data_dir: Option<PathBuf>,
     /// Storage engine: fjall (persistent) or memory.
     #[arg(long, default_value = "fjall")]
@@ -46,7 +46,7 @@ pub struct NodeConfig {
     #[arg(long, default_value = "kernel")]
     pub sync: Durability,
     /// Replication factor, a cluster-wide property.
-    #[arg(long = "N", alias = "n", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    #[arg(long = "N", visible_alias = "n", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub n: u8,
     /// Ring partitions (a power of two), a cluster-wide property.
     #[arg(long, default_value_t = 256, value_parser = parse_partitions)]
@@ -59,27 +59,27 @@ pub struct NodeConfig {
     /// running two 5-node experiments failed 1–4 % of a control run's
     /// requests on timeouts; 100 ms keeps a cut-off node's clients waiting
     /// well under the 250 ms the store promises.
-    #[arg(long = "timeout_floor_ms", alias = "timeout-floor-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long = "timeout_floor_ms", visible_alias = "timeout-floor-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub timeout_floor_ms: u64,
     /// Longest wait for a peer before a request moves on (at least the
     /// floor): a peer never measured is waited for this long, and a
     /// forwarded write gets this much more for the member to coordinate it.
     /// Gossip and hinted handoff wait this long too.
-    #[arg(long = "timeout_cap_ms", alias = "timeout-cap-ms", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long = "timeout_cap_ms", visible_alias = "timeout-cap-ms", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub timeout_cap_ms: u64,
     /// Time to establish a peer connection.
-    #[arg(long = "connect_timeout_ms", alias = "connect-timeout-ms", default_value_t = 500)]
+    #[arg(long = "connect_timeout_ms", visible_alias = "connect-timeout-ms", default_value_t = 500)]
     pub connect_timeout_ms: u64,
     /// How long a coordinator waits, after answering a read, for late
     /// replies to repair.
-    #[arg(long = "read_repair_wait_ms", alias = "read-repair-wait-ms", default_value_t = 200)]
+    #[arg(long = "read_repair_wait_ms", visible_alias = "read-repair-wait-ms", default_value_t = 200)]
     pub read_repair_wait_ms: u64,
     /// Interval between gossip exchanges (each node swaps views with one
     /// random member per interval, so a heartbeat reaches every member of a
     /// small cluster within a few intervals). 100 ms costs each node ten
     /// small messages a second and lets a silence of a few hundred
     /// milliseconds stand out.
-    #[arg(long = "gossip_ms", alias = "gossip-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long = "gossip_ms", visible_alias = "gossip-ms", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub gossip_ms: u64,
     /// A member whose heartbeat has not advanced for this long is down,
     /// whatever φ says; φ decides from a quarter of it on. 600 ms (six
@@ -88,7 +88,7 @@ pub struct NodeConfig {
     /// average of 30-50, where idle clusters showed no live member down. A
     /// live node wrongly believed down is back at its next heartbeat, and
     /// sloppy quorum covers for it meanwhile.
-    #[arg(long = "fail_after_ms", alias = "fail-after-ms", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long = "fail_after_ms", visible_alias = "fail-after-ms", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub fail_after_ms: u64,
     /// Phi-accrual suspicion at which a silent member is believed down
     /// (8, as in Cassandra and Akka: a silence that long has odds of 1 in
@@ -96,69 +96,69 @@ pub struct NodeConfig {
     /// every gossip interval, φ reaches 8 after ~18 intervals, so by default
     /// --fail_after_ms decides; φ decides first only for members heard far
     /// more often.
-    #[arg(long = "phi_threshold", alias = "phi-threshold", default_value_t = 8.0)]
+    #[arg(long = "phi_threshold", visible_alias = "phi-threshold", default_value_t = 8.0)]
     pub phi_threshold: f64,
     /// Interval between hinted-handoff delivery attempts.
-    #[arg(long = "handoff_ms", alias = "handoff-ms", default_value_t = 500)]
+    #[arg(long = "handoff_ms", visible_alias = "handoff-ms", default_value_t = 500)]
     pub handoff_ms: u64,
     /// Time one anti-entropy step has to answer.
-    #[arg(long = "sync_timeout_ms", alias = "sync-timeout-ms", default_value_t = 5000)]
+    #[arg(long = "sync_timeout_ms", visible_alias = "sync-timeout-ms", default_value_t = 5000)]
     pub sync_timeout_ms: u64,
     /// Background anti-entropy reconciles one partition per interval (the
     /// rate limit), while it is switched on.
-    #[arg(long = "ae_interval_ms", alias = "ae-interval-ms", default_value_t = 1000)]
+    #[arg(long = "ae_interval_ms", visible_alias = "ae-interval-ms", default_value_t = 1000)]
     pub ae_interval_ms: u64,
     /// Whether background anti-entropy starts switched on.
-    #[arg(long = "anti_entropy", alias = "anti-entropy", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    #[arg(long = "anti_entropy", visible_alias = "anti-entropy", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub anti_entropy: bool,
     /// Whether a read writes the merged version back to the replicas it
     /// found stale (switchable at run time like anti-entropy).
-    #[arg(long = "read_repair", alias = "read-repair", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    #[arg(long = "read_repair", visible_alias = "read-repair", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub read_repair: bool,
     /// A tombstone held by every replica is reaped once it is this old.
-    #[arg(long = "tombstone_grace_ms", alias = "tombstone-grace-ms", default_value_t = 10_000)]
+    #[arg(long = "tombstone_grace_ms", visible_alias = "tombstone-grace-ms", default_value_t = 10_000)]
     pub tombstone_grace_ms: u64,
     /// Largest key, in bytes.
-    #[arg(long = "max_key_bytes", alias = "max-key-bytes", default_value_t = 1024)]
+    #[arg(long = "max_key_bytes", visible_alias = "max-key-bytes", default_value_t = 1024)]
     pub max_key_bytes: usize,
     /// Largest value (request body), in bytes.
-    #[arg(long = "max_value_bytes", alias = "max-value-bytes", default_value_t = 1 << 20)]
+    #[arg(long = "max_value_bytes", visible_alias = "max-value-bytes", default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
     /// Version-vector entries a key keeps before old ones are pruned
     /// (Riak's small_vclock): beyond it, the stalest entries are pruned
     /// once older than --prune_young_ms.
-    #[arg(long = "prune_limit", alias = "prune-limit", default_value_t = 10)]
+    #[arg(long = "prune_limit", visible_alias = "prune-limit", default_value_t = 10)]
     pub prune_limit: usize,
     /// Entries beyond --prune_limit younger than this are kept (Riak's
     /// young_vclock): a recent writer's entry is what stops its writes from
     /// coming back as false siblings.
-    #[arg(long = "prune_young_ms", alias = "prune-young-ms", default_value_t = 20_000)]
+    #[arg(long = "prune_young_ms", visible_alias = "prune-young-ms", default_value_t = 20_000)]
     pub prune_young_ms: u64,
     /// Entries a key's clock may hold at most (Riak's big_vclock): beyond
     /// it the stalest are pruned whatever their age.
-    #[arg(long = "prune_max", alias = "prune-max", default_value_t = 50)]
+    #[arg(long = "prune_max", visible_alias = "prune-max", default_value_t = 50)]
     pub prune_max: usize,
     /// MiB each storage tree buffers in memory before flushing it to disk.
-    #[arg(long = "memtable_mb", alias = "memtable-mb", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long = "memtable_mb", visible_alias = "memtable-mb", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub memtable_mb: u64,
     /// MiB of storage blocks cached in memory.
-    #[arg(long = "cache_mb", alias = "cache-mb", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long = "cache_mb", visible_alias = "cache-mb", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mb: u64,
     /// Concurrent values (siblings) a write may leave before it is refused.
-    #[arg(long = "max_siblings", alias = "max-siblings", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long = "max_siblings", visible_alias = "max-siblings", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub max_siblings: u16,
     /// Client connections open at once; beyond it new ones are closed at
     /// once (with a log line), so that idle connections cannot exhaust the
     /// node's file descriptors.
-    #[arg(long = "max_client_connections", alias = "max-client-connections", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long = "max_client_connections", visible_alias = "max-client-connections", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_client_connections: u32,
     /// Peer connections open at once (each member keeps one to every other).
-    #[arg(long = "max_peer_connections", alias = "max-peer-connections", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long = "max_peer_connections", visible_alias = "max-peer-connections", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_peer_connections: u32,
     /// A client connection that has not sent a complete request head for
     /// this long — idle between requests, or trickling its header — is
     /// closed.
-    #[arg(long = "http_idle_timeout_ms", alias = "http-idle-timeout-ms", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long = "http_idle_timeout_ms", visible_alias = "http-idle-timeout-ms", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub http_idle_timeout_ms: u64,
     /// Worker threads of the node's runtime (1 = a single-threaded runtime,
     /// best when many nodes share few cores).
