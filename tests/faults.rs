@@ -244,7 +244,7 @@ fn udp_loss(from: &str, to: &str, target: SocketAddr, count: usize) -> f64 {
     let receiver = netns::namespace::run_in(to, || std::net::UdpSocket::bind(target)).unwrap().unwrap();
     // Room for every datagram: a receiver kept off the CPU by a busy machine
     // must not lose any to a full socket buffer, which would read as loss.
-    force_receive_buffer(&receiver, 32 << 20);
+    dynabed::faults::exec::check::force_receive_buffer(&receiver, 32 << 20).unwrap();
     receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     // Read while sending, until the sender is done and nothing came for
@@ -278,23 +278,6 @@ fn udp_loss(from: &str, to: &str, target: SocketAddr, count: usize) -> f64 {
     done.store(true, Ordering::SeqCst);
     let received = counter.join().unwrap();
     1.0 - received as f64 / count as f64
-}
-
-/// Sets the socket's receive buffer past `net.core.rmem_max` (root only).
-fn force_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket descriptor, and a c_int option value of the
-    // size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
 
 /// The times of `count` requests to `/status` on one kept-alive connection

@@ -213,21 +213,24 @@ impl ExperimentArgs {
     }
 }
 
+/// The flags of `line` (a command line without the program name), as
+/// `dynabed experiment` would parse them.
 #[cfg(test)]
-mod tests {
+pub(crate) fn parse(line: &[&str]) -> ExperimentArgs {
     use clap::Parser;
-
-    use super::ExperimentArgs;
 
     #[derive(Parser)]
     struct Command {
         #[command(flatten)]
         args: ExperimentArgs,
     }
+    Command::parse_from(std::iter::once("dynabed").chain(line.iter().copied())).args
+}
 
+#[cfg(test)]
+mod tests {
     fn recovery(flags: &[&str]) -> bool {
-        let line = std::iter::once("dynabed").chain(flags.iter().copied());
-        Command::parse_from(line).args.resolve().unwrap().recovery
+        super::parse(flags).resolve().unwrap().recovery
     }
 
     #[test]

@@ -101,24 +101,14 @@ fn machine() -> Machine {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::experiment::args::ExperimentArgs;
-
-    #[derive(Parser)]
-    struct Command {
-        #[command(flatten)]
-        args: ExperimentArgs,
-    }
 
     /// A field added to the resolved settings but not to the manifest's
     /// record fails here, not at the end of a run.
     #[test]
     fn the_manifest_records_every_resolved_setting_as_it_serializes() {
-        let line =
-            ["dynabed", "--workload", "B", "--dist", "zipf-exact", "--update_mode", "rmw", "--fault_layer", "app"];
-        let resolved = Command::parse_from(line).args.resolve().unwrap();
+        let line = ["--workload", "B", "--dist", "zipf-exact", "--update_mode", "rmw", "--fault_layer", "app"];
+        let resolved = crate::experiment::args::parse(&line).resolve().unwrap();
         let settings = recorded(&resolved).unwrap();
         assert_eq!(serde_json::to_string(&settings).unwrap(), serde_json::to_string(&resolved).unwrap());
         assert_eq!((settings.workload.as_str(), settings.fault_layer.as_str()), ("B", "app"));

@@ -171,7 +171,7 @@ fn handshakes(namespace: &str, addr: SocketAddr, n: usize) -> anyhow::Result<Vec
 }
 
 /// Sets the socket's receive buffer past `net.core.rmem_max` (root only).
-fn force_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) -> anyhow::Result<()> {
+pub fn force_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid socket descriptor, and a c_int option value of the size passed.
     let rc = unsafe {
