@@ -141,6 +141,11 @@ pub struct NodeConfig {
     /// MiB each storage tree buffers in memory before flushing it to disk.
     #[arg(long = "memtable_mb", visible_alias = "memtable-mb", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub memtable_mb: u64,
+    /// Seconds a write may stay in a storage tree's memory buffer before
+    /// the buffer is flushed, however little it holds: keeps a slowly
+    /// writing node's memory level and its journal short.
+    #[arg(long = "memtable_age_s", visible_alias = "memtable-age-s", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub memtable_age_s: u64,
     /// MiB of storage blocks cached in memory.
     #[arg(long = "cache_mb", visible_alias = "cache-mb", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mb: u64,
@@ -177,6 +182,10 @@ impl NodeConfig {
 
     pub fn memory_budget(&self) -> MemoryBudget {
         MemoryBudget { memtable_bytes: self.memtable_mb << 20, cache_bytes: self.cache_mb << 20 }
+    }
+
+    pub fn memtable_age(&self) -> Duration {
+        Duration::from_secs(self.memtable_age_s)
     }
 
     pub fn timeout_floor(&self) -> Duration {

@@ -52,6 +52,7 @@ impl Node {
             storage_lost_records: self.replica.identity().lost_records().is_some(),
             client_connections: self.client_gate.open() as u64,
             clock_entries_max: self.replica.largest_clock(),
+            engine: self.replica.storage().engine_memory(),
         })
     }
 

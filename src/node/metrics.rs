@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::process_metrics::ProcessCollector;
+use super::storage::EngineMemory;
 
 macro_rules! counters {
     ($($name:ident: $help:literal,)*) => {
@@ -100,6 +101,7 @@ pub struct Readings {
     pub storage_lost_records: bool,
     pub client_connections: u64,
     pub clock_entries_max: u64,
+    pub engine: EngineMemory,
 }
 
 #[derive(Default)]
@@ -111,11 +113,14 @@ struct Gauges {
     storage_lost_records: Gauge,
     client_connections: Gauge,
     clock_entries_max: Gauge,
+    engine_write_buffer: Gauge,
+    engine_cache: Gauge,
+    engine_journals: Gauge,
 }
 
 impl Gauges {
     fn register(&self, registry: &mut Registry) {
-        let gauges: [(&str, &str, &Gauge); 7] = [
+        let gauges: [(&str, &str, &Gauge); 8] = [
             ("hints_pending", "hints waiting for their owner", &self.hints_pending),
             ("members", "members known", &self.members),
             ("members_alive", "members believed alive", &self.members_alive),
@@ -127,9 +132,21 @@ impl Gauges {
             ),
             ("client_connections", "client connections open", &self.client_connections),
             ("clock_entries_max", "most version-vector entries an object stored here has had", &self.clock_entries_max),
+            (
+                "storage_journals",
+                "journal files the engine keeps until its memtables are flushed",
+                &self.engine_journals,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
+        }
+        let bytes: [(&str, &str, &Gauge); 2] = [
+            ("storage_write_buffer", "memtable bytes the engine holds, active and sealed", &self.engine_write_buffer),
+            ("storage_cache", "table-block bytes in the engine's cache", &self.engine_cache),
+        ];
+        for (name, help, gauge) in bytes {
+            registry.register_with_unit(name, help, Unit::Bytes, gauge.clone());
         }
     }
 
@@ -142,6 +159,9 @@ impl Gauges {
         self.storage_lost_records.set(i64::from(r.storage_lost_records));
         self.client_connections.set(as_i64(r.client_connections));
         self.clock_entries_max.set(as_i64(r.clock_entries_max));
+        self.engine_write_buffer.set(as_i64(r.engine.write_buffer_bytes));
+        self.engine_cache.set(as_i64(r.engine.cache_bytes));
+        self.engine_journals.set(as_i64(r.engine.journals));
     }
 }
 
@@ -236,7 +256,7 @@ mod tests {
         assert!(text.contains("dynabed_build_info{node=\"node1\",version=\""), "{text}");
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
         let counters = metrics.counters.snapshot().len();
-        assert_eq!(text.matches("# TYPE dynabed_").count(), counters + 11, "{text}");
+        assert_eq!(text.matches("# TYPE dynabed_").count(), counters + 14, "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -181,6 +181,7 @@ impl Node {
             tokio::spawn(self.clone().deliver_hints_forever()),
             tokio::spawn(self.clone().anti_entropy_forever()),
             tokio::spawn(self.clone().checkpoint_forever()),
+            tokio::spawn(self.clone().seal_memtables_forever()),
         ];
         let outcome = tokio::select! {
             stopped = wait_for_stop_signal() => stopped,
@@ -332,6 +333,24 @@ impl Node {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
                 Err(e) => tracing::error!("checkpoint task failed: {e}"),
+            }
+        }
+    }
+
+    /// Flushes the store's memtables every `--memtable_age_s` (see
+    /// [`Storage::seal_memtables`]); the flush itself runs on fjall's
+    /// workers, the sealing on a blocking thread as it takes the journal's lock.
+    async fn seal_memtables_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.memtable_age());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let node = self.clone();
+            match tokio::task::spawn_blocking(move || node.replica.storage().seal_memtables()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("flushing the memtables failed: {e}"),
+                Err(e) => tracing::error!("memtable flush task failed: {e}"),
             }
         }
     }

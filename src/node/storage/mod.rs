@@ -141,6 +141,11 @@ pub trait Tree: Send + Sync {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<KvPairs, StorageError>;
     /// Exact number of keys. O(n) for fjall (a full scan): not for hot paths.
     fn len(&self) -> Result<usize, StorageError>;
+    /// Starts flushing what the tree buffers in memory, if anything, to a
+    /// table on disk. The memory engine buffers nothing.
+    fn seal_memtable(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// Whether the engine can still make writes durable.
@@ -194,6 +199,20 @@ pub struct Storage {
     health: Arc<Health>,
     /// Journals too damaged to recover, moved aside when the store opened.
     quarantined: Vec<PathBuf>,
+    /// The fjall database, for its memory figures; None for the memory engine.
+    db: Option<Database>,
+}
+
+/// What the persistent engine holds in memory now, and its journals: the
+/// figures that tell an engine's buffers filling from a leak in the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineMemory {
+    /// Bytes in memtables, active and sealed, of all trees.
+    pub write_buffer_bytes: u64,
+    /// Bytes of table blocks in the block cache.
+    pub cache_bytes: u64,
+    /// Journal files not yet released by a flush.
+    pub journals: u64,
 }
 
 /// What the persistent engine may hold in memory. fjall's defaults (a
@@ -239,6 +258,7 @@ impl Storage {
                 journal: None,
                 health: Arc::default(),
                 quarantined: Vec::new(),
+                db: None,
             }),
         }
     }
@@ -269,6 +289,24 @@ impl Storage {
             (Some(journal), Durability::Fsync) => journal.durable().await,
             _ => Ok(()),
         }
+    }
+
+    /// The engine's memory now (all zero for the memory engine, whose
+    /// trees are the data itself).
+    pub fn engine_memory(&self) -> EngineMemory {
+        self.db.as_ref().map_or_else(EngineMemory::default, |db| EngineMemory {
+            write_buffer_bytes: db.write_buffer_size(),
+            cache_bytes: db.cache_size(),
+            journals: db.journal_count() as u64,
+        })
+    }
+
+    /// Starts flushing every tree's memtable that holds anything. Called
+    /// now and then, so that a node writing slowly does not take its memtables'
+    /// whole budget, and so its memory reaches its level early rather than
+    /// after the first size-triggered flush, many minutes in.
+    pub fn seal_memtables(&self) -> Result<(), StorageError> {
+        [&self.data, &self.hints, &self.meta].into_iter().try_for_each(|tree| tree.seal_memtable())
     }
 
     /// fdatasyncs of the journal made by its sync thread so far.
@@ -303,6 +341,7 @@ fn open_fjall(dir: &Path, durability: Durability, budget: MemoryBudget) -> Resul
         journal: Some(journal),
         health,
         quarantined,
+        db: Some(db),
     })
 }
 
@@ -429,6 +468,10 @@ impl FjallTree {
 }
 
 impl Tree for FjallTree {
+    fn seal_memtable(&self) -> Result<(), StorageError> {
+        self.keyspace.rotate_memtable().map(drop).map_err(self.error("seal memtable"))
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let value = self.keyspace.get(key).map_err(self.error("get"))?;
         Ok(value.map(|v| v.to_vec()))
@@ -622,6 +665,30 @@ mod tests {
         assert_eq!(storage.data.scan_prefix(&key(7, b""))?, pairs(&[(key(7, b"k"), b"v")]));
         assert_eq!(storage.hints.get(b"hint")?, Some(b"h".to_vec()));
         assert_eq!(storage.meta.get(b"actor")?, Some(b"a".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn sealing_flushes_what_the_memtables_hold_and_keeps_it_readable() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let storage = Storage::open(EngineKind::Fjall, dir.path(), Durability::Kernel)?;
+        for i in 0..100u32 {
+            storage.data.insert(&key(i, b"k"), &[7; 100])?;
+        }
+        storage.hints.insert(b"hint", b"h")?;
+        let buffered = storage.engine_memory().write_buffer_bytes;
+        assert!(buffered >= 100 * 100, "{buffered} bytes buffered after 10 kB of values");
+
+        storage.seal_memtables()?;
+        // The flush runs on fjall's workers; the deadline only bounds a hang.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while storage.engine_memory().write_buffer_bytes > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(storage.engine_memory().write_buffer_bytes, 0, "the sealed memtables were flushed");
+        assert_eq!(storage.data.get(&key(42, b"k"))?, Some(vec![7; 100]));
+        assert_eq!(storage.hints.get(b"hint")?, Some(b"h".to_vec()));
+        storage.seal_memtables()?; // nothing left to seal is not an error
         Ok(())
     }
 
