@@ -64,7 +64,9 @@ fn metrics_parse_as_openmetrics_and_count_the_requests_made() {
     let base = format!("http://{}", cluster.nodes["node1"]);
     let puts = 25;
     for i in 0..puts {
-        let (_, headers) = curl(&["-X", "PUT", "--data-binary", "v", &format!("{base}/kv/k{i}")]);
+        // POST is a put too, and must be counted as one.
+        let method = if i % 5 == 0 { "POST" } else { "PUT" };
+        let (_, headers) = curl(&["-X", method, "--data-binary", "v", &format!("{base}/kv/k{i}")]);
         assert!(headers.starts_with("HTTP/1.1 204"), "{headers}");
     }
     let (_, headers) = curl(&[&format!("{base}/kv/absent")]);
@@ -85,6 +87,13 @@ fn metrics_parse_as_openmetrics_and_count_the_requests_made() {
     assert_eq!(requests("get", "404"), Some(1.0));
     assert_eq!(requests("get", "400"), Some(1.0));
     assert_eq!(value(&families, "dynabed_puts", "dynabed_puts_total", &[node1]), Some(puts as f64));
+
+    // The memory engine buffers nothing beside its data.
+    let buffered = &families["dynabed_storage_write_buffer_bytes"];
+    assert_eq!((&buffered["type"], &buffered["unit"]), (&Value::from("gauge"), &Value::from("bytes")));
+    let buffered =
+        value(&families, "dynabed_storage_write_buffer_bytes", "dynabed_storage_write_buffer_bytes", &[node1]);
+    assert_eq!(buffered, Some(0.0));
 
     let latency = &families["dynabed_request_duration_seconds"];
     assert_eq!((&latency["type"], &latency["unit"]), (&Value::from("histogram"), &Value::from("seconds")));

@@ -67,49 +67,69 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
 
 /// Answers one request and records it in the request metrics.
 async fn route(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
-    let (started, op) = (std::time::Instant::now(), op_of(&request));
-    let reply = answer(node, request).await;
+    let started = std::time::Instant::now();
+    let route = Route::of(request.uri().path());
+    let op = route.op(request.method());
+    let reply = answer(node, route, request).await;
     node.record_request(op, reply.status().as_u16(), started.elapsed().as_secs_f64());
     reply
 }
 
-/// The metrics' name for what a request asks.
-fn op_of(request: &Request<Incoming>) -> &'static str {
-    let path = request.uri().path();
-    if path.starts_with("/kv/") {
-        match *request.method() {
-            Method::GET => "get",
-            Method::PUT => "put",
-            Method::DELETE => "delete",
-            _ => "other",
+/// Where a request goes, read once from its path, so that the router and
+/// the request metrics cannot disagree on what a request asked.
+enum Route {
+    /// `/kv/<key>`, the key as sent (percent-encoded).
+    Key(String),
+    /// `/admin/<rest>`.
+    Admin(String),
+    Status,
+    Metrics,
+    Unknown(String),
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        if let Some(key) = path.strip_prefix("/kv/") {
+            Route::Key(key.to_owned())
+        } else if let Some(rest) = path.strip_prefix("/admin/") {
+            Route::Admin(rest.to_owned())
+        } else {
+            match path {
+                "/status" => Route::Status,
+                "/metrics" => Route::Metrics,
+                _ => Route::Unknown(path.to_owned()),
+            }
         }
-    } else if path.starts_with("/admin/") {
-        "admin"
-    } else {
-        match path {
-            "/status" => "status",
-            "/metrics" => "metrics",
-            _ => "other",
+    }
+
+    /// The metrics' name for what a request asks.
+    fn op(&self, method: &Method) -> &'static str {
+        match self {
+            Route::Key(_) => match *method {
+                Method::GET => "get",
+                Method::PUT | Method::POST => "put",
+                Method::DELETE => "delete",
+                _ => "other",
+            },
+            Route::Admin(_) => "admin",
+            Route::Status => "status",
+            Route::Metrics => "metrics",
+            Route::Unknown(_) => "other",
         }
     }
 }
 
-async fn answer(node: &Arc<Node>, request: Request<Incoming>) -> Reply {
-    let path = request.uri().path().to_owned();
-    if !path.starts_with("/admin/") {
+async fn answer(node: &Arc<Node>, route: Route, request: Request<Incoming>) -> Reply {
+    if !matches!(route, Route::Admin(_)) {
         node.faults.hold().await;
     }
-    let result = if let Some(key) = path.strip_prefix("/kv/") {
-        key_request(node, key, request).await
-    } else if let Some(rest) = path.strip_prefix("/admin/") {
-        admin_request(node, rest, request).await
-    } else {
-        match (request.method(), path.as_str()) {
-            (&Method::GET, "/status") => Ok(json_reply(&node.status())),
-            (&Method::GET, "/metrics") => Ok(metrics(node)),
-            (_, "/status" | "/metrics") => Err(HttpError::method()),
-            _ => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such path: {path}"))),
-        }
+    let result = match route {
+        Route::Key(key) => key_request(node, &key, request).await,
+        Route::Admin(rest) => admin_request(node, &rest, request).await,
+        Route::Status | Route::Metrics if request.method() != Method::GET => Err(HttpError::method()),
+        Route::Status => Ok(json_reply(&node.status())),
+        Route::Metrics => Ok(metrics(node)),
+        Route::Unknown(path) => Err(HttpError::new(StatusCode::NOT_FOUND, format!("no such path: {path}"))),
     };
     result.unwrap_or_else(|e| {
         if e.status.is_client_error() {
