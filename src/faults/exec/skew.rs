@@ -16,7 +16,7 @@ use crate::faults::admin::{app_fault, AppFaultCall};
 
 /// How far the measured skew may be from the one asked: 20 ms, or 5 % of
 /// it when that is more (a far skew is checked as closely, relatively).
-pub fn tolerance_ms(expected_ms: i64) -> u64 {
+fn tolerance_ms(expected_ms: i64) -> u64 {
     (expected_ms.unsigned_abs() / 20).max(20)
 }
 
