@@ -1,6 +1,6 @@
 //! The `skew` fault on loopback clusters: made, verified, listed and healed
-//! through the CLI and plans, refused on the kernel layer, and reaching a
-//! time-based part of the node (tombstone grace).
+//! through the CLI and plans, refused on the kernel layer, and reaching the
+//! node's time-based parts (tombstone grace, pruning by age).
 
 mod common;
 
@@ -133,4 +133,25 @@ fn bad_skews_get_one_line_errors_before_any_cluster_is_read() {
         assert!(!out.status.success() && error.contains(says), "{args:?}: {error}");
         assert_eq!(error.lines().count(), 1, "{args:?}: {error}");
     }
+}
+
+#[tokio::test]
+async fn a_clock_set_ahead_prunes_clock_entries_still_young_elsewhere() {
+    let young = format!("--node_arg=--prune_young_ms={HOUR_MS}");
+    let cluster = TestCluster::up(233, 3, "memory", &["--node_arg=--prune_limit=1", &young]);
+    let pruned = |status: serde_json::Value| status["counters"]["prune_events"].as_u64().unwrap();
+    // Two coordinators: two clock entries, one beyond the limit but young.
+    let mut context = None;
+    for via in ["node1", "node2"] {
+        ok(&cluster.client(via).put("k", Bytes::from(via), context.as_deref(), Some(3)).await.unwrap());
+        context = cluster.client(via).get("k", Some(3)).await.unwrap().context;
+    }
+    for id in cluster.ids() {
+        assert_eq!(pruned(cluster.status(&id).await), 0, "{id}: every entry is younger than an hour");
+    }
+
+    succeeded(&run(&cluster, &["fault", "skew", "--node", "node3", "--offset_ms", &(2 * HOUR_MS).to_string()]));
+    ok(&cluster.client("node3").put("k", Bytes::from("node3"), context.as_deref(), Some(3)).await.unwrap());
+    // node3 coordinates and stamps; to its clock the other entries are two hours old.
+    assert!(pruned(cluster.status("node3").await) >= 2, "node3 pruned the entries of node1 and node2");
 }
