@@ -38,3 +38,12 @@ fn doctor_agrees_with_an_independent_probe() {
     assert_eq!(works("tc tbf"), tc_accepts(&["tbf", "rate", "1mbit", "burst", "10kb", "latency", "50ms"]));
     assert!(works("network namespaces"));
 }
+
+#[test]
+fn doctor_says_a_clock_skew_is_made_by_the_node_only() {
+    let out = Command::new(BIN).args(["doctor", "--json"]).output().unwrap();
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skew = findings.as_array().unwrap().iter().find(|f| f["mechanism"] == "clock skew (app layer only)").unwrap();
+    assert_eq!(skew["works"], true, "{skew}");
+    assert!(skew["detail"].as_str().unwrap().contains("--fault_layer kernel is refused"), "{skew}");
+}

@@ -173,6 +173,20 @@ pub struct FaultState {
     pub slow_ms: u64,
     #[serde(default)]
     pub partition: Partition,
+    /// The skew of the node's clock (none: it reads the host's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockSkew>,
+}
+
+/// A skewed node clock: `offset_ms` ahead of the host's clock (behind when
+/// negative) from the moment it is set, gaining `drift_ppm` milliseconds
+/// per million real ones after that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSkew {
+    pub offset_ms: i64,
+    #[serde(default)]
+    pub drift_ppm: i64,
 }
 
 /// Peers whose messages the node drops.
@@ -200,6 +214,13 @@ mod tests {
         let some: FaultState = serde_json::from_str(r#"{"partition": {"peers": ["node2"]}}"#).unwrap();
         assert_eq!(some.partition, Partition::Peers(["node2".to_owned()].into()));
         assert!(serde_json::from_str::<FaultState>(r#"{"slow": 1}"#).is_err(), "unknown fields are refused");
+        let skew: FaultState = serde_json::from_str(r#"{"clock": {"offset_ms": -5000}}"#).unwrap();
+        assert_eq!(skew.clock, Some(ClockSkew { offset_ms: -5000, drift_ppm: 0 }));
+        assert_eq!(
+            serde_json::to_string(&slow).unwrap(),
+            r#"{"slow_ms":200,"partition":"none"}"#,
+            "no clock, no field"
+        );
     }
 
     #[test]

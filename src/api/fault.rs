@@ -55,6 +55,7 @@ pub enum Kind {
     Duplicate,
     Reorder,
     Corrupt,
+    Skew,
 }
 
 impl Kind {
@@ -71,6 +72,7 @@ impl Kind {
             Kind::Duplicate => "duplicate",
             Kind::Reorder => "reorder",
             Kind::Corrupt => "corrupt",
+            Kind::Skew => "skew",
         }
     }
 }
@@ -244,6 +246,13 @@ pub struct Params {
     /// Kernel network faults: only the node's peer port, only its client port, or all traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
+    /// `skew`: milliseconds added to the node's clock at once (negative: set back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_ms: Option<i64>,
+    /// `skew`: how much faster (negative: slower) the node's clock runs from
+    /// then on, in millionths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_ppm: Option<i64>,
 }
 
 /// How a jittered delay is spread around its mean.

@@ -30,6 +30,22 @@ pub struct Status {
     /// The first write failure, after which the node stops.
     pub storage_failure: Option<String>,
     pub switches: Switches,
+    /// The node's own clock, which its time-based parts read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockReading>,
+}
+
+/// What the node's clock read while it answered, and the skew in force
+/// (zero when none), so a probe can compare it with the host's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReading {
+    /// Milliseconds since the Unix epoch, skew included.
+    pub now_ms: u64,
+    pub offset_ms: i64,
+    pub drift_ppm: i64,
+    /// The host's clock when the skew was set (the drift counts from
+    /// then); 0 when no skew is in force.
+    pub set_at_ms: u64,
 }
 
 impl Status {

@@ -17,7 +17,7 @@ use crate::api::run::EventLog;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 use crate::faults::apply::apply;
-use crate::faults::fault::FaultRequest;
+use crate::faults::fault::{default_layer, FaultRequest};
 use crate::faults::heal::{heal, HealFor};
 use crate::faults::journal;
 use crate::faults::plan::{self, SeedFlags};
@@ -63,6 +63,11 @@ pub enum FaultCommand {
     /// Damage --corrupt_pct % of the packets from and to a node (each direction).
     #[command(after_help = "Examples:\n  dynabed fault corrupt --node node2 --corrupt_pct 10")]
     Corrupt(FaultArgs),
+    /// Skew a node's own clock by --offset_ms, drifting --drift_ppm from then on (app layer only).
+    #[command(
+        after_help = "Examples:\n  dynabed fault skew --node node2 --offset_ms -30000\n  dynabed fault skew --node node2 --offset_ms 5000 --drift_ppm 100000 --duration 60"
+    )]
+    Skew(FaultArgs),
     /// Run a fault plan — a JSON timeline, or the seed's failure flags as a
     /// one-event plan — applying and healing each fault on time.
     #[command(
@@ -110,9 +115,9 @@ pub struct FaultArgs {
     /// The node to break, e.g. node3.
     #[arg(long)]
     pub node: String,
-    /// Where the fault is made: in the kernel, or by the node's own hooks.
-    #[arg(long = "fault_layer", visible_alias = "fault-layer", default_value = "kernel")]
-    pub layer: Layer,
+    /// Where the fault is made: in the kernel, or by the node's own hooks [default: kernel; app for skew].
+    #[arg(long = "fault_layer", visible_alias = "fault-layer")]
+    pub layer: Option<Layer>,
     /// Added round-trip delay: for `slow` [default: 200], and for the packets
     /// `reorder` holds back [default: 20].
     #[arg(long = "slow_ms", visible_alias = "slow-ms")]
@@ -157,6 +162,12 @@ pub struct FaultArgs {
     /// Partitions: drop both ways, or only into (`in`) or out of (`out`) the target's side [default: both].
     #[arg(long)]
     pub direction: Option<CutDirection>,
+    /// `skew`: milliseconds the node's clock is put ahead (negative: behind) [default: 0].
+    #[arg(long = "offset_ms", visible_alias = "offset-ms", allow_negative_numbers = true)]
+    pub offset_ms: Option<i64>,
+    /// `skew`: millionths the node's clock gains per real time unit (negative: loses) [default: 0].
+    #[arg(long = "drift_ppm", visible_alias = "drift-ppm", allow_negative_numbers = true)]
+    pub drift_ppm: Option<i64>,
     /// Leave a crashed node down when healing.
     #[arg(long = "no_restart", visible_alias = "no-restart")]
     pub no_restart: bool,
@@ -185,6 +196,8 @@ impl FaultArgs {
             reorder_pct: self.reorder_pct,
             corrupt_pct: self.corrupt_pct,
             port: self.port,
+            offset_ms: self.offset_ms,
+            drift_ppm: self.drift_ppm,
         }
     }
 }
@@ -201,6 +214,7 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
         FaultCommand::Duplicate(args) => inject(Kind::Duplicate, args),
         FaultCommand::Reorder(args) => inject(Kind::Reorder, args),
         FaultCommand::Corrupt(args) => inject(Kind::Corrupt, args),
+        FaultCommand::Skew(args) => inject(Kind::Skew, args),
         FaultCommand::Run { plan, seed_flags, cluster } => {
             let events = match plan {
                 Some(path) => plan::load(&path)?,
@@ -220,7 +234,8 @@ pub fn run(command: FaultCommand) -> anyhow::Result<()> {
 
 fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
     let params = args.params();
-    let request = FaultRequest::new(kind, args.layer, args.node.clone(), args.with.clone(), &params)?;
+    let layer = args.layer.unwrap_or(default_layer(kind));
+    let request = FaultRequest::new(kind, layer, args.node.clone(), args.with.clone(), &params)?;
     let Some(seconds) = args.duration else {
         let record = apply(&args.cluster.cluster_procs, &request)?;
         println!("{}", describe(&record));

@@ -75,10 +75,11 @@ const PROBES: &[(&str, Probe)] = &[
     ("bridge-nf-call-iptables", bridge_netfilter),
     ("NFQUEUE reader socket", nfqueue_socket),
     ("cgroup cpu quota", container::cgroups),
+    ("clock skew (app layer only)", clock_skew),
 ];
 
 /// Probes that read only what this process sees and need no capability.
-const UNPRIVILEGED: &[&str] = &["container", "capabilities", "/run/netns", "/sys", "file-descriptor"];
+const UNPRIVILEGED: &[&str] = &["container", "capabilities", "/run/netns", "/sys", "file-descriptor", "clock skew"];
 
 /// Runs every probe; nothing is left behind whatever the outcome.
 pub fn probe_all() -> Vec<Finding> {
@@ -149,6 +150,19 @@ fn netem(_: &mut Scratch) -> Result<String, Failed> {
                        duplicate uses nftables dup";
         Failed::from(format!("{reason} ({instead})"))
     })
+}
+
+/// A skew is always made by the node itself: why the kernel cannot.
+fn clock_skew(_: &mut Scratch) -> Result<String, Failed> {
+    let time_namespaces = if std::path::Path::new("/proc/self/timens_offsets").exists() {
+        "this kernel's time namespaces"
+    } else {
+        "time namespaces (absent from this kernel)"
+    };
+    Ok(format!(
+        "each node skews its own clock (--fault_layer kernel is refused): {time_namespaces} offset only \
+         CLOCK_MONOTONIC and CLOCK_BOOTTIME, never the shared wall clock"
+    ))
 }
 
 fn tbf(_: &mut Scratch) -> Result<String, Failed> {

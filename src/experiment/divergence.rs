@@ -217,6 +217,7 @@ mod tests {
                 storage_lost_records: None,
                 storage_failure: None,
                 switches: Switches { hint_delivery: true, anti_entropy: false, read_repair: true },
+                clock: None,
             },
             roots: MerkleRoots { node: node.into(), partitions: partitions.iter().map(|&p| (p, root(p))).collect() },
         }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use super::exec::delay::DelayLine;
 use super::exec::duplicate::NftDup;
 use super::exec::netem::Netem;
+use super::exec::skew::NodeClockSkew;
 use super::exec::{app, cpu, loss, partition, shape, signal, ChangeError, Executor, Target};
 use super::fault::{Fault, FaultError, FaultRequest};
 use super::heal::{heal, HealFor};
@@ -33,6 +34,9 @@ fn executor(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
         }
         (&Fault::Bandwidth { rate_kbit }, Layer::Kernel) => Box::new(shape::TokenBucket { rate_kbit }),
         (&Fault::Cpu { pct }, _) => Box::new(cpu::CpuQuota { pct }),
+        (&Fault::Skew(skew), Layer::App) => Box::new(NodeClockSkew { skew }),
+        // `FaultRequest::new` refuses a kernel-level skew already, as here.
+        (Fault::Skew(_), Layer::Kernel) => bail!(FaultError::SkewNotKernel),
         (fault, Layer::Kernel) => network(fault),
         // `FaultRequest::new` refuses these already; a request built by hand is refused the same way.
         (fault, Layer::App) => bail!(FaultError::KernelOnly(fault.kind())),

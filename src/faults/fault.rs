@@ -3,6 +3,7 @@
 //! [`FaultRequest`] through [`FaultRequest::new`], so both are checked by
 //! the same code.
 
+use crate::api::admin::ClockSkew;
 use crate::api::fault::{Clients, CutDirection, JitterDist, Kind, Layer, Params, PortSelector};
 
 /// The defaults of every fault setting (flags, plan files and seed flags).
@@ -17,6 +18,11 @@ pub mod defaults {
     pub const REORDER_SLOW_MS: u64 = 20;
     pub const CORRUPT_PCT: u8 = 5;
 }
+
+/// The largest clock offset a skew takes, either way: ten years.
+pub const MAX_OFFSET_MS: i64 = 10 * 365 * 24 * 3_600_000;
+/// The drift a skew takes: a clock at most twice as fast, and never stopped.
+pub const DRIFT_PPM: std::ops::RangeInclusive<i64> = -999_999..=1_000_000;
 
 /// A spread delay: `ms` is the standard deviation of the added round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +56,8 @@ pub enum Fault {
     Reorder { pct: u8, slow_ms: u64, port: PortSelector },
     /// Damages `pct` % of the packets from and to the node, each direction.
     Corrupt { pct: u8, port: PortSelector },
+    /// Skews the node's own clock (its time-based parts read it).
+    Skew(ClockSkew),
 }
 
 impl Fault {
@@ -65,6 +73,7 @@ impl Fault {
             Fault::Duplicate { .. } => Kind::Duplicate,
             Fault::Reorder { .. } => Kind::Reorder,
             Fault::Corrupt { .. } => Kind::Corrupt,
+            Fault::Skew(_) => Kind::Skew,
         }
     }
 
@@ -78,6 +87,15 @@ impl Fault {
             | Fault::Corrupt { port, .. } => *port,
             _ => PortSelector::All,
         }
+    }
+}
+
+/// The layer `dynabed fault KIND` uses without `--fault_layer`: the kernel,
+/// except for a skew, which only the node can make.
+pub fn default_layer(kind: Kind) -> Layer {
+    match kind {
+        Kind::Skew => Layer::App,
+        _ => Layer::Kernel,
     }
 }
 
@@ -105,6 +123,17 @@ pub enum FaultError {
     CorrelatedTotalLoss,
     #[error("{} has no application-level form: use --fault_layer kernel", .0.as_str())]
     KernelOnly(Kind),
+    #[error(
+        "skew has no kernel-level form: time namespaces offset only the monotonic and boot clocks, \
+         never the wall clock a node stamps versions with; use --fault_layer app (plans: \"layer\": \"app\")"
+    )]
+    SkewNotKernel,
+    #[error("skew needs offset_ms or drift_ppm")]
+    NoSkew,
+    #[error("offset_ms must be within ±{MAX_OFFSET_MS} (ten years)")]
+    OffsetMs,
+    #[error("drift_ppm must be from {} to {} (at most twice as fast, never stopped)", DRIFT_PPM.start(), DRIFT_PPM.end())]
+    DriftPpm,
 }
 
 /// The kinds only the kernel can make: packets the node never sees as such.
@@ -208,6 +237,20 @@ const NARROW_SETTINGS: &[NarrowSetting] = &[
         given: |p| p.corrupt_pct.is_some(),
     },
     NarrowSetting {
+        name: "offset_ms",
+        kinds: &[Kind::Skew],
+        kernel_only: false,
+        applies_to: "skew",
+        given: |p| p.offset_ms.is_some(),
+    },
+    NarrowSetting {
+        name: "drift_ppm",
+        kinds: &[Kind::Skew],
+        kernel_only: false,
+        applies_to: "skew",
+        given: |p| p.drift_ppm.is_some(),
+    },
+    NarrowSetting {
         name: "port",
         kinds: &[Kind::Slow, Kind::Loss, Kind::Duplicate, Kind::Reorder, Kind::Corrupt],
         kernel_only: true,
@@ -249,6 +292,21 @@ fn check_shares(params: &Params) -> Result<(), FaultError> {
     }
 }
 
+/// The skew `params` ask for, checked.
+fn clock_skew(params: &Params) -> Result<ClockSkew, FaultError> {
+    if params.offset_ms.is_none() && params.drift_ppm.is_none() {
+        return Err(FaultError::NoSkew);
+    }
+    let skew = ClockSkew { offset_ms: params.offset_ms.unwrap_or(0), drift_ppm: params.drift_ppm.unwrap_or(0) };
+    if skew.offset_ms.unsigned_abs() > MAX_OFFSET_MS as u64 {
+        return Err(FaultError::OffsetMs);
+    }
+    if !DRIFT_PPM.contains(&skew.drift_ppm) {
+        return Err(FaultError::DriftPpm);
+    }
+    Ok(skew)
+}
+
 /// A fault on one node (a partition's side may hold more).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultRequest {
@@ -271,6 +329,9 @@ impl FaultRequest {
         check_narrow_settings(kind, layer, params)?;
         if layer == Layer::App && KERNEL_ONLY.contains(&kind) {
             return Err(FaultError::KernelOnly(kind));
+        }
+        if layer == Layer::Kernel && kind == Kind::Skew {
+            return Err(FaultError::SkewNotKernel);
         }
         if !with.is_empty() && kind != Kind::Partition {
             return Err(FaultError::WithNotPartition);
@@ -305,6 +366,7 @@ impl FaultRequest {
                 port,
             },
             Kind::Corrupt => Fault::Corrupt { pct: params.corrupt_pct.unwrap_or(defaults::CORRUPT_PCT), port },
+            Kind::Skew => Fault::Skew(clock_skew(params)?),
         };
         Ok(FaultRequest { fault, node, layer })
     }
@@ -373,5 +435,26 @@ mod tests {
         assert_eq!(new(Kind::Loss, Layer::Kernel, &[], endless), FaultError::CorrelationPct);
         let total = Params { loss_correlation_pct: Some(50), loss_pct: Some(100), ..Params::default() };
         assert_eq!(new(Kind::Loss, Layer::Kernel, &[], total), FaultError::CorrelatedTotalLoss);
+    }
+
+    #[test]
+    fn a_skew_is_app_level_and_takes_only_its_own_settings() {
+        let new = |layer, params: Params| FaultRequest::new(Kind::Skew, layer, "node1".into(), Vec::new(), &params);
+        let behind = Params { offset_ms: Some(-5000), ..Params::default() };
+        let skew = ClockSkew { offset_ms: -5000, drift_ppm: 0 };
+        assert_eq!(new(Layer::App, behind.clone()).unwrap().fault, Fault::Skew(skew));
+        assert_eq!(new(Layer::Kernel, behind).unwrap_err(), FaultError::SkewNotKernel);
+        let drift_only = Params { drift_ppm: Some(-20), ..Params::default() };
+        assert_eq!(new(Layer::App, drift_only).unwrap().fault, Fault::Skew(ClockSkew { offset_ms: 0, drift_ppm: -20 }));
+        assert_eq!(new(Layer::App, Params::default()).unwrap_err(), FaultError::NoSkew);
+        let too_far = Params { offset_ms: Some(MAX_OFFSET_MS + 1), ..Params::default() };
+        assert_eq!(new(Layer::App, too_far).unwrap_err(), FaultError::OffsetMs);
+        let stopped = Params { drift_ppm: Some(-1_000_000), ..Params::default() };
+        assert_eq!(new(Layer::App, stopped).unwrap_err(), FaultError::DriftPpm);
+        let slow_too = Params { offset_ms: Some(1), slow_ms: Some(5), ..Params::default() };
+        assert!(matches!(new(Layer::App, slow_too).unwrap_err(), FaultError::NotFor { setting: "slow_ms", .. }));
+        let offset_on_slow = Params { offset_ms: Some(1), ..Params::default() };
+        let refused = FaultRequest::new(Kind::Slow, Layer::App, "node1".into(), Vec::new(), &offset_on_slow);
+        assert_eq!(refused.unwrap_err(), FaultError::NotFor { setting: "offset_ms", applies_to: "skew" });
     }
 }

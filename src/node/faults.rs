@@ -11,20 +11,34 @@
 //! receive from, the chosen peers (or all of them), as a network partition
 //! would; its clients still reach it. The admin API is never slowed or
 //! dropped, so an experiment can always heal.
+//!
+//! `clock`: the node's clock is skewed (see [`super::clock`]).
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::clock::NodeClock;
 use crate::api::admin::{FaultState, Partition};
 
 #[derive(Default)]
 pub struct AppFaults {
     state: RwLock<FaultState>,
+    /// The node's clock, which the state's `clock` skews.
+    clock: Arc<NodeClock>,
 }
 
 impl AppFaults {
+    pub fn new(clock: Arc<NodeClock>) -> Self {
+        AppFaults { state: Default::default(), clock }
+    }
+
     pub fn set(&self, state: FaultState) {
-        *self.state.write().expect("faults lock") = state;
+        let mut held = self.state.write().expect("faults lock");
+        match state.clock {
+            Some(skew) => self.clock.set(skew),
+            None => self.clock.clear(),
+        }
+        *held = state;
     }
 
     pub fn heal(&self) {
@@ -71,5 +85,16 @@ mod tests {
         assert!(faults.cuts(Some("node2")) && !faults.cuts(Some("node3")) && !faults.cuts(None));
         faults.heal();
         assert!(!faults.cuts(Some("node2")) && faults.delay().is_none());
+    }
+
+    #[test]
+    fn a_clock_fault_skews_the_nodes_clock_until_healed() {
+        let clock = Arc::new(NodeClock::default());
+        let faults = AppFaults::new(clock.clone());
+        faults.set(serde_json::from_str(r#"{"clock": {"offset_ms": 86400000}}"#).unwrap());
+        assert!(clock.now_ms() > crate::api::now_ms() + 86_000_000, "a day ahead");
+        faults.heal();
+        assert_eq!(clock.reading().offset_ms, 0);
+        assert!(clock.now_ms() <= crate::api::now_ms());
     }
 }

@@ -38,6 +38,7 @@ impl Node {
             storage_lost_records: self.replica.identity().lost_records().cloned(),
             storage_failure: self.replica.storage().health().failure().map(str::to_owned),
             switches: self.switch_state(),
+            clock: Some(self.clock.reading()),
         }
     }
 

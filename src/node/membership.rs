@@ -24,6 +24,10 @@
 //! a live suspect clears itself within a few gossip rounds. Being down
 //! never removes a node from the ring: only the member set shapes the ring,
 //! so a failure moves no data, and sloppy quorum covers for the absent node.
+//!
+//! The detector's intervals are measured on the node's clock as a drift
+//! would make it run ([`NodeClock::perceived`]): a node whose clock runs
+//! fast sees silences as longer and believes members down sooner.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +37,7 @@ use std::time::{Duration, Instant};
 use rand::seq::IteratorRandom;
 use serde::{Deserialize, Serialize};
 
+use super::clock::NodeClock;
 use super::config::parse_node_id;
 use crate::api::ring::Ring;
 use crate::api::status::MemberView;
@@ -117,8 +122,8 @@ impl MemberState {
         MemberState { record, last_advance: Instant::now(), mean_interval: 0.0, samples: 0, suspect_at: None }
     }
 
-    fn advanced(&mut self) {
-        let interval = self.last_advance.elapsed().as_secs_f64();
+    fn advanced(&mut self, clock: &NodeClock) {
+        let interval = clock.perceived(self.last_advance.elapsed()).as_secs_f64();
         self.samples = (self.samples + 1).min(WINDOW);
         self.mean_interval += (interval - self.mean_interval) / f64::from(self.samples);
         self.last_advance = Instant::now();
@@ -163,6 +168,8 @@ pub struct Membership {
     phi_threshold: f64,
     inner: RwLock<Inner>,
     replicated: std::sync::Mutex<Option<Replicated>>,
+    /// Times the detector's intervals.
+    clock: Arc<NodeClock>,
 }
 
 /// This node's replicated partitions and the ring they were taken from.
@@ -203,7 +210,13 @@ impl Membership {
         let mut members = BTreeMap::new();
         members.insert(id.clone(), MemberState::new(me));
         let inner = RwLock::new(Inner { members, fingerprint, ring, ring_stale: false, changed_at: Instant::now() });
-        Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner, replicated: Default::default() })
+        let (replicated, clock) = Default::default();
+        Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner, replicated, clock })
+    }
+
+    /// Times the failure detector on `clock` (the host's monotonic clock otherwise).
+    pub fn with_clock(self, clock: Arc<NodeClock>) -> Self {
+        Membership { clock, ..self }
     }
 
     // Every change to `Inner` is complete before its lock is released or
@@ -316,7 +329,7 @@ impl Membership {
         if m.record.id == self.me {
             return true;
         }
-        let silence = m.last_advance.elapsed();
+        let silence = self.clock.perceived(m.last_advance.elapsed());
         let fail_after = self.fail_after_for(inner.members.len());
         silence < fail_after
             // φ decides between a quarter of fail_after and fail_after.
@@ -434,7 +447,7 @@ impl Membership {
                         changed = true;
                     }
                     m.record = record.clone();
-                    m.advanced();
+                    m.advanced(&self.clock);
                 }
                 Some(_) => {}
                 None => {
@@ -563,6 +576,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(!m.is_alive("b"));
         assert!(m.is_alive("a"), "a node never believes itself down");
+    }
+
+    #[test]
+    fn a_drifting_clock_stretches_or_shrinks_the_detectors_silences() {
+        let clock = Arc::new(NodeClock::default());
+        let m =
+            Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(1), 8.0).unwrap().with_clock(clock.clone());
+        m.merge(&digest(vec![record("b", 1, 1)])).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        clock.set(crate::api::admin::ClockSkew { offset_ms: 0, drift_ppm: 1_000_000 });
+        // At least 600 ms of silence, seen twice as long: past fail_after.
+        assert!(!m.is_alive("b"), "a clock running twice as fast times out early");
+        clock.set(crate::api::admin::ClockSkew { offset_ms: 0, drift_ppm: -900_000 });
+        // A tenth of the silence: only a stall of over 9 s would reach fail_after.
+        assert!(m.is_alive("b"), "a clock running ten times slower waits longer");
     }
 
     #[test]

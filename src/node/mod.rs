@@ -5,6 +5,7 @@
 //! It never touches the kernel beyond its own sockets and files.
 
 pub mod admission;
+pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod faults;
@@ -85,6 +86,8 @@ pub struct Node {
     admin_token: Option<String>,
     /// Application-level faults in force.
     faults: faults::AppFaults,
+    /// The clock every time-based part reads (a `skew` fault skews it).
+    clock: Arc<clock::NodeClock>,
     /// Notified when the node should stop serving (after a leave).
     stop: tokio::sync::Notify,
     /// Objects learnt in a staged repair round, merged when it is committed.
@@ -137,9 +140,12 @@ impl Node {
         let prune =
             version::PruneRule { limit: config.prune_limit, max: config.prune_max, young_ms: config.prune_young_ms };
         let fail_after = Duration::from_millis(config.fail_after_ms);
-        let membership = Membership::new(me, config.partitions, config.n as usize, fail_after, config.phi_threshold)?;
+        let clock = Arc::new(clock::NodeClock::default());
+        let membership = Membership::new(me, config.partitions, config.n as usize, fail_after, config.phi_threshold)?
+            .with_clock(clock.clone());
+        let max_siblings = config.max_siblings as usize;
         Ok(Arc::new(Node {
-            replica: Replica::new(storage, identity, prune, config.max_siblings as usize, counters.clone())?,
+            replica: Replica::new(storage, identity, prune, max_siblings, counters.clone(), clock.clone())?,
             membership,
             latency: Latency::new(config.timeout_floor(), config.timeout_cap()),
             peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host), key.clone()),
@@ -154,7 +160,8 @@ impl Node {
             },
             admin_token,
             staged: Default::default(),
-            faults: Default::default(),
+            faults: faults::AppFaults::new(clock.clone()),
+            clock,
             stop: Default::default(),
             config,
         }))

@@ -6,12 +6,12 @@
 //! same key must not interleave, or the second would overwrite what the
 //! first merged in; a striped lock serialises them without a lock per key.
 
-use crate::api::now_ms;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::clock::NodeClock;
 use super::identity::{Identity, IdentityError};
 use super::merkle::{self, Hash, Trees};
 use super::metrics::Counters;
@@ -60,7 +60,9 @@ pub struct Replica {
     /// Concurrent values a write may leave; beyond it the write is refused
     /// rather than letting objects grow without bound (Riak's max_siblings).
     max_siblings: usize,
-    counters: std::sync::Arc<Counters>,
+    counters: Arc<Counters>,
+    /// Stamps versions, so pruning by age follows the node's (maybe skewed) clock.
+    clock: Arc<NodeClock>,
 }
 
 impl Replica {
@@ -70,7 +72,8 @@ impl Replica {
         identity: Identity,
         prune: PruneRule,
         max_siblings: usize,
-        counters: std::sync::Arc<Counters>,
+        counters: Arc<Counters>,
+        clock: Arc<NodeClock>,
     ) -> Result<Self, ReplicaError> {
         let mut trees = Trees::default();
         for (storage_key, encoded) in storage.data.scan_prefix(&[])? {
@@ -89,6 +92,7 @@ impl Replica {
             largest_clock: AtomicU64::new(0),
             max_siblings,
             counters,
+            clock,
         })
     }
 
@@ -131,7 +135,7 @@ impl Replica {
     /// Merges `incoming` into `into` under the pruning rule, counting what
     /// it prunes.
     pub fn merge_counted(&self, into: &mut Object, incoming: &Object) {
-        let pruned = into.merge(incoming, self.prune, now_ms());
+        let pruned = into.merge(incoming, self.prune, self.clock.now_ms());
         Counters::add(&self.counters.prune_events, pruned as u64);
     }
 
@@ -176,7 +180,7 @@ impl Replica {
         let actor = self.identity.actor();
         let counter = self.identity.issue_counter(object.min_counter(context, actor))?;
         let dot = Dot { actor: actor.to_owned(), counter };
-        let pruned = object.update(context, dot.clone(), value, now_ms(), self.prune);
+        let pruned = object.update(context, dot.clone(), value, self.clock.now_ms(), self.prune);
         self.refuse_too_many_siblings(object, key)?;
         Counters::add(&self.counters.prune_events, pruned as u64);
         self.note_clock(object);

@@ -313,7 +313,7 @@ impl Node {
         }
         let Ok(entries) = self.replica.scan_partition(partition) else { return 0 };
         let grace = self.config.tombstone_grace_ms;
-        let now = crate::api::now_ms();
+        let now = self.clock.now_ms();
         let mut reaped = 0;
         for (key, encoded) in entries {
             let Ok(object) = replica::decode(&encoded, &key) else { continue };

@@ -14,6 +14,7 @@ pub mod netem;
 pub mod partition;
 pub mod shape;
 pub mod signal;
+pub mod skew;
 
 use anyhow::{bail, Context};
 use netns::process::Spawned;
