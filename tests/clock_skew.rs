@@ -57,6 +57,10 @@ async fn a_skew_is_applied_verified_listed_and_healed() {
     assert!(host_ms - skewed["now_ms"].as_i64().unwrap() > HOUR_MS - 60_000, "an hour behind: {skewed}");
     assert_eq!(clock(&cluster, "node1").await["offset_ms"], 0, "only node2 is skewed");
 
+    // A second app fault on the same node adds to the skew, not replaces it.
+    succeeded(&run(&cluster, &["fault", "slow", "--node", "node2", "--fault_layer", "app", "--slow_ms", "5"]));
+    assert_eq!(clock(&cluster, "node2").await["offset_ms"], -HOUR_MS, "the slowdown kept the skew");
+
     let kernel = run(&cluster, &["fault", "skew", "--node", "node1", "--offset_ms", "5", "--fault_layer", "kernel"]);
     let refusal = String::from_utf8_lossy(&kernel.stderr);
     assert!(!kernel.status.success() && refusal.lines().count() == 1, "{refusal}");

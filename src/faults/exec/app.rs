@@ -22,7 +22,7 @@ impl Executor for AppSlow {
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
-        Ok(vec![post_fault(target, target.node, &FaultState { slow_ms: self.slow_ms, ..FaultState::default() })?])
+        Ok(vec![amend_faults(target, target.node, |faults| faults.slow_ms = self.slow_ms)?])
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
@@ -30,10 +30,15 @@ impl Executor for AppSlow {
     }
 }
 
-/// Puts `faults` in force on `node`; returns the request as a command.
-pub fn post_fault(target: &Target, node: &Node, faults: &FaultState) -> anyhow::Result<Vec<String>> {
-    app_fault(target.cluster, node, AppFaultCall::Set(faults))?;
-    Ok(vec!["POST".into(), format!("http://{}/admin/fault", node.addr), serde_json::to_string(faults)?])
+/// Changes the application faults in force on `node` by `change`, keeping
+/// the others (a skew and a slowdown of one node are two faults, and
+/// applying one must not silently lift the other); returns the request as
+/// a command.
+pub fn amend_faults(target: &Target, node: &Node, change: impl FnOnce(&mut FaultState)) -> anyhow::Result<Vec<String>> {
+    let mut faults = app_fault(target.cluster, node, AppFaultCall::Read)?;
+    change(&mut faults);
+    app_fault(target.cluster, node, AppFaultCall::Set(&faults))?;
+    Ok(vec!["POST".into(), format!("http://{}/admin/fault", node.addr), serde_json::to_string(&faults)?])
 }
 
 /// What the target node says it applies.

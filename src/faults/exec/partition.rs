@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use netns::firewall::{Family, Rule, Table};
 
-use super::app::{post_fault, reported_faults};
+use super::app::{amend_faults, reported_faults};
 use super::{ChangeError, Commands, Executor, Target};
-use crate::api::admin::{FaultState, Partition};
+use crate::api::admin::Partition;
 use crate::api::fault::{Backend, Undo};
 use crate::api::fault::{Clients, CutDirection};
 use crate::cluster::running::Node;
@@ -101,8 +101,8 @@ impl Executor for NodeCut {
         } else {
             Partition::Peers(sides.theirs().map(|n| n.id.clone()).collect())
         };
-        let faults = FaultState { partition, ..FaultState::default() };
-        let commands = sides.ours().map(|node| post_fault(target, node, &faults));
+        let commands =
+            sides.ours().map(|node| amend_faults(target, node, |faults| faults.partition = partition.clone()));
         Ok(commands.collect::<anyhow::Result<_>>()?)
     }
 

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::app::post_fault;
+use super::app::amend_faults;
 use super::{ChangeError, Commands, Executor, Target};
 use crate::api::admin::ClockSkew;
 use crate::api::fault::{Backend, Undo};
 use crate::api::now_ms;
 use crate::api::status::ClockReading;
-use crate::faults::admin::{app_fault, AppFaultCall};
 
 /// How far the measured skew may be from the one asked: 20 ms, or 5 % of
 /// it when that is more (a far skew is checked as closely, relatively).
@@ -36,9 +35,7 @@ impl Executor for NodeClockSkew {
 
     /// Adds the skew to the node's application faults already in force.
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
-        let mut faults = app_fault(target.cluster, target.node, AppFaultCall::Read)?;
-        faults.clock = Some(self.skew);
-        Ok(vec![post_fault(target, target.node, &faults)?])
+        Ok(vec![amend_faults(target, target.node, |faults| faults.clock = Some(self.skew))?])
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
