@@ -165,11 +165,34 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     dynabed::cli::raise_descriptor_limit();
-    if let Err(e) = run(Cli::parse().command) {
+    let command = Cli::parse().command;
+    if only_reads_and_prints(&command) {
+        // Like any Unix filter, end quietly when the reader goes away
+        // (`dynabed cluster status --json | head`) instead of panicking in
+        // println!. Only here: the node and the driver write to sockets
+        // and to their children's pipes, where EPIPE must be an error.
+        // SAFETY: no other thread runs yet; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    if let Err(e) = run(command) {
         eprintln!("error: {e:#}");
         let violation = e.downcast_ref::<dynabed::experiment::Violation>().is_some();
         std::process::exit(if violation { dynabed::experiment::Violation::EXIT_CODE } else { 1 });
     }
+}
+
+/// Commands that change nothing, so that ending them half-way is harmless.
+fn only_reads_and_prints(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Cluster(ClusterCommand::Status { .. })
+            | Command::Fault(dynabed::cli::fault::FaultCommand::List { .. })
+            | Command::Get(_)
+            | Command::Check(_)
+            | Command::Doctor { .. }
+            | Command::Completions { .. }
+            | Command::Man
+    )
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -202,10 +225,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Completions { shell } => {
-            // Into a buffer first: the generator panics on a closed pipe.
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "dynabed", &mut script);
-            Ok(std::io::Write::write_all(&mut std::io::stdout(), &script)?)
+            clap_complete::generate(shell, &mut Cli::command(), "dynabed", &mut std::io::stdout());
+            Ok(())
         }
         Command::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
         Command::DelayLine { socket } => dynabed::faults::delay_line::serve(&socket),

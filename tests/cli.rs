@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 
 use common::{TestCluster, BIN};
@@ -58,9 +59,27 @@ fn node_names_a_node_of_the_cluster_entry_an_address_and_status_and_faults_print
     assert!(nodes.iter().all(|n| n["running"] == true && n["reachable"] == true && n["alive"] == 3), "{status}");
     let faults = dynabed(&["fault", "list", "--json", "--cluster_procs", &procs]);
     assert_eq!(String::from_utf8_lossy(&faults.stdout).trim(), "[]", "{}", stderr(&faults));
+    let unread = into_closed_pipe(&["cluster", "status", "--json", "--cluster_procs", &procs]);
+    assert!(
+        unread.status.signal() == Some(libc::SIGPIPE) && stderr(&unread).is_empty(),
+        "a reader gone ends the status quietly, like any filter: {unread:?}"
+    );
 
     let both = dynabed(&["get", "k", "--node", "node1", "--entry", &node3]);
     assert_eq!(both.status.code(), Some(2), "clap refuses the pair: {}", stderr(&both));
+}
+
+/// Runs dynabed with its stdout a pipe whose reader is already gone (as
+/// in `dynabed … | head -0`).
+fn into_closed_pipe(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dynabed runs");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("dynabed ends")
 }
 
 /// The subcommands `dynabed <path> --help` lists (without `help`).
