@@ -10,8 +10,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ok_output as ok, privileged, NetnsCluster, BIN};
+use bytes::Bytes;
+use common::{ok_output as ok, privileged, reclaim, NetnsCluster, TestCluster, BIN};
 use dynabed::cluster::manage;
+use serde_json::json;
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seed_driver.py");
 const VALUE: &str = "written through localhost";
@@ -130,4 +132,35 @@ fn ports_past_65535_are_refused_in_one_line_before_anything_starts() {
     assert!(stderr.contains("--base_port 64535: 3 nodes need peer ports up to 65537, past 65535"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!cluster.procs().exists(), "no cluster file");
+}
+
+/// All nodes of a loopback cluster share 127.0.0.1, so a node cannot tell
+/// its peers apart by their address: it knows each by the name the peer
+/// proved in the handshake, and an application-level cut of one peer
+/// leaves the others alone.
+#[tokio::test]
+async fn on_one_shared_address_an_app_cut_drops_only_the_peer_it_names() {
+    reclaim("p4");
+    let dir = tempfile::tempdir().unwrap();
+    let procs = dir.path().join("cluster_procs.json");
+    let out = Command::new(BIN)
+        .args(["cluster", "up", "--loopback", "--nodes", "3", "--prefix", "p4", "--storage", "memory"])
+        .args(["--base_port", "25000", "--node_arg=--timeout_cap_ms=1500"])
+        .arg("--cluster_procs")
+        .arg(&procs)
+        .output()
+        .unwrap();
+    let cluster = TestCluster::adopt(dir, procs);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hosts: Vec<String> = cluster.nodes.values().map(|addr| addr.ip().to_string()).collect();
+    assert_eq!(hosts, ["127.0.0.1"; 3]);
+
+    cluster.admin("node1", "fault", json!({"partition": {"peers": ["node2"]}})).await;
+    // W=3 needs node1's own acknowledgement, whoever coordinates.
+    let cluster = &cluster;
+    let put = |via: &'static str| async move {
+        cluster.client(via).put(&format!("via-{via}"), Bytes::from("v"), None, Some(3)).await.unwrap().status
+    };
+    assert!(put("node3").await.is_success(), "node1 still answers node3");
+    assert!(!put("node2").await.is_success(), "node1 drops what node2 sends");
 }
