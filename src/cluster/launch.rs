@@ -349,10 +349,7 @@ fn plan_nodes(
             flag("threads", args.threads.to_string());
             // A single node has no seeds; give it itself so it does not
             // register as a hand-started node.
-            flag(
-                "seeds",
-                if own_seeds.is_empty() { own.to_string() } else { own_seeds.join(",") },
-            );
+            flag("seeds", if own_seeds.is_empty() { own.to_string() } else { own_seeds.join(",") });
             argv.extend(gossip_flags(args.nodes, &args.node_args));
             argv.extend(args.node_args.iter().cloned());
             let log = data_root.join(format!("{id}.log"));

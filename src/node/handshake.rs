@@ -93,7 +93,10 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The server's side: run on every accepted connection before any frame;
 /// answers the name the dialer proved.
-pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, key: &PeerKey) -> Result<String, HandshakeError> {
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    key: &PeerKey,
+) -> Result<String, HandshakeError> {
     let mut hello = [0u8; MAGIC.len() + NONCE];
     stream.read_exact(&mut hello).await?;
     if hello[..MAGIC.len()] != MAGIC {

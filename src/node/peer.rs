@@ -372,7 +372,13 @@ async fn authenticate(mut stream: TcpStream, from: SocketAddr, admission: &Admis
     None
 }
 
-async fn serve_connection(stream: TcpStream, from: SocketAddr, name: Arc<str>, handler: Handler, admission: &Admission) {
+async fn serve_connection(
+    stream: TcpStream,
+    from: SocketAddr,
+    name: Arc<str>,
+    handler: Handler,
+    admission: &Admission,
+) {
     let (read_half, write_half) = stream.into_split();
     let (outbox, queued) = mpsc::channel(OUTBOX);
     let writer = tokio::spawn(write_frames(write_half, queued));
