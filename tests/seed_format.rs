@@ -120,18 +120,19 @@ fn a_loopback_cluster_puts_every_node_on_127_0_0_1_with_its_own_ports() {
 }
 
 #[test]
-fn ports_past_65535_are_refused_in_one_line_before_anything_starts() {
+fn ports_past_65535_or_a_host_off_loopback_are_refused_in_one_line_before_anything_starts() {
     let cluster = NetnsCluster::new("p3");
-    let out = Command::new(BIN)
-        .args(["cluster", "up", "--loopback", "--nodes", "3", "--prefix", "p3", "--base_port", "64535"])
-        .current_dir(cluster.dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("--base_port 64535: 3 nodes need peer ports up to 65537, past 65535"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(!cluster.procs().exists(), "no cluster file");
+    for (flag, value, expect) in [
+        ("--base_port", "64535", "--base_port 64535: 3 nodes need peer ports up to 65537, past 65535"),
+        ("--loopback_host", "10.0.0.1", "a loopback host is an IPv4 address in 127.0.0.0/8"),
+    ] {
+        let out = cluster.dynabed(&["cluster", "up", "--loopback", "--nodes", "3", "--prefix", "p3", flag, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(first.starts_with("error") && first.contains(expect), "{flag} {value}: {stderr}");
+        assert!(!cluster.procs().exists(), "no cluster file after {flag} {value}");
+    }
 }
 
 /// All nodes of a loopback cluster share 127.0.0.1, so a node cannot tell

@@ -80,14 +80,30 @@ impl Ports {
             .filter(|p| ephemeral.iter().any(|r| r.contains(p)) && !reserved.iter().any(|r| r.contains(p)))
             .collect();
         Ok((!exposed.is_empty()).then(|| {
+            // The setting replaces the list: the suggestion keeps what it holds.
+            let mut wanted: Vec<u16> = reserved.into_iter().flatten().chain(exposed.iter().copied()).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
             format!(
-                "note: {} of this cluster's ports ({}) lie in the host's ephemeral range and are not reserved: an outgoing connection may take one before its node binds it (the node then fails with `Address already in use` naming the port); dynabed leaves the host's sysctls alone, reserve them with `sysctl -w net.ipv4.ip_local_reserved_ports={}`",
-                exposed.len(),
-                self.reservation(),
-                self.reservation()
+                "note: ports {} of this cluster lie in the host's ephemeral range and are not reserved: an outgoing connection may take one before its node binds it (the node then fails with `Address already in use` naming the port); dynabed leaves the host's sysctls alone: reserve them with `sysctl -w net.ipv4.ip_local_reserved_ports={}`",
+                as_list(&exposed),
+                as_list(&wanted)
             )
         }))
     }
+}
+
+/// Ascending ports as `ip_local_reserved_ports` writes them: `60000-60002,60005`.
+fn as_list(ports: &[u16]) -> String {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match runs.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    let run = |&(first, last): &(u16, u16)| if first == last { first.to_string() } else { format!("{first}-{last}") };
+    runs.iter().map(run).collect::<Vec<_>>().join(",")
 }
 
 /// Port ranges in a /proc file: `32768 60999` (one range, blank-separated)
@@ -136,6 +152,12 @@ mod tests {
         let past = Ports::new(64535, 2).unwrap_err().to_string();
         assert!(past.contains("up to 65536, past 65535") && !past.contains('\n'), "{past}");
         assert_eq!(Ports::new(60000, 2000).unwrap().peer(2000), 63999, "the default base takes 2000 nodes");
+    }
+
+    #[test]
+    fn ports_list_as_runs() {
+        assert_eq!(as_list(&[60000, 60001, 60002, 60005, 61000, 61001]), "60000-60002,60005,61000-61001");
+        assert_eq!(as_list(&[]), "");
     }
 
     #[test]
