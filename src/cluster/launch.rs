@@ -188,7 +188,7 @@ fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &
     match mode {
         Mode::Netns => {
             topology.build(state)?;
-            serve_seed_ports(&topology, ports, &plan)?;
+            serve_seed_ports(&topology, ports, args.nodes)?;
         }
         Mode::Loopback => {
             if let Some(note) = ports.host_note()? {
@@ -229,19 +229,12 @@ fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &
 
 /// Reserves the cluster's ports in every namespace it made, and maps
 /// `127.0.0.1:<port>` in the client namespace to the node with that port.
-fn serve_seed_ports(topology: &Topology, ports: Ports, plan: &[Planned]) -> anyhow::Result<()> {
-    let namespaces = plan.iter().filter_map(|node| node.namespace.clone());
-    for namespace in std::iter::once(topology.client()).chain(namespaces) {
+fn serve_seed_ports(topology: &Topology, ports: Ports, nodes: u16) -> anyhow::Result<()> {
+    for namespace in std::iter::once(topology.client()).chain((1..=nodes).map(|i| topology.node(i))) {
         ports.reserve_in(&namespace)?;
     }
-    let nodes: Vec<(u16, Ipv4Addr)> = plan
-        .iter()
-        .filter_map(|node| match node.host {
-            IpAddr::V4(addr) => Some((node.port, addr)),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    localhost::map_to_nodes(&topology.client(), INSIDE, &topology.localhost_table(), &nodes)
+    let map: Vec<(u16, Ipv4Addr)> = (1..=nodes).map(|i| (ports.client(i), Topology::node_addr(i))).collect();
+    localhost::map_to_nodes(&topology.client(), INSIDE, &topology.localhost_table(), &map)
 }
 
 /// Creates `dir` and its missing parents mode 0700: node data, journals
