@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run one store node.
     #[command(
-        after_help = "Examples:\n  dynabed node --port 60000 --id node1\n  dynabed node --id node4 --host 127.0.0.5 --port 60000 --seeds 127.0.0.2:61000 --storage fjall"
+        after_help = "Examples:\n  dynabed node --port 60000 --id node1\n  dynabed node --id node4 --port 60003 --seeds 127.0.0.1:61000 --storage fjall"
     )]
     Node(Box<NodeConfig>),
     /// Start, inspect and stop clusters of nodes.
@@ -35,7 +35,7 @@ enum Command {
     Cluster(ClusterCommand),
     /// Read a key.
     #[command(
-        after_help = "Examples:\n  dynabed get user1\n  dynabed get user1 --node node2 --R 3\n  dynabed get user1 --entry 127.0.0.2:60000"
+        after_help = "Examples:\n  dynabed get user1\n  dynabed get user1 --node node2 --R 3\n  dynabed get user1 --entry 127.0.0.1:60000"
     )]
     Get(kv::GetArgs),
     /// Write a key.

@@ -62,7 +62,7 @@ fn five_nodes_in_namespaces_reach_each_other_and_leave_nothing() {
     // The people's commands enter the client namespace by themselves.
     ok(&cluster.dynabed(&["put", "k", "through the client namespace"]));
     assert_eq!(ok(&cluster.dynabed(&["get", "k"])), "through the client namespace");
-    let curl = ok(&cluster.dynabed(&["exec", "--", "curl", "-s", "http://198.18.0.6:60000/kv/k"]));
+    let curl = ok(&cluster.dynabed(&["exec", "--", "curl", "-s", "http://198.18.0.6:60004/kv/k"]));
     assert_eq!(curl, "through the client namespace");
     ok(&cluster.dynabed(&["cluster", "status"]));
 

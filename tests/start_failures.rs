@@ -26,7 +26,7 @@ async fn a_second_cluster_on_the_same_addresses_fails_with_the_address_error_and
         "memory",
         "--prefix",
         "t71",
-        "--loopback_base",
+        "--loopback_host",
         "127.0.70.2",
     ]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

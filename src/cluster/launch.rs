@@ -1,9 +1,12 @@
 //! `dynabed cluster up`: starts K nodes, writes the cluster files and
 //! returns once every node sees the whole ring.
 //!
-//! Loopback mode gives node i the address 127.0.0.(i+1) with the same ports
-//! on every node, so node ports never collide with the kernel's ephemeral
-//! ports on 127.0.0.1 and no address outside loopback is ever used.
+//! Node i listens on the seed's ports (see [`ports`](super::ports)) in
+//! every mode: on loopback every node binds 127.0.0.1 (or
+//! `--loopback_host`), and in a netns cluster the client namespace maps
+//! `127.0.0.1:<port>` to the node with that port
+//! ([`localhost`](super::localhost)), so the seed's `cluster_procs.json` is
+//! all a tool needs to reach the nodes.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,12 +18,14 @@ use clap::Args;
 
 use super::cleanup;
 use super::files::{self, ClusterFiles, Locked};
+use super::localhost;
+use super::ports::Ports;
 use super::reach::reach;
 use super::ready::{Look, Started};
 use super::register::new_token;
 use super::running::Cluster;
 use super::runstate::{Owned, RunState};
-use super::topology::{Topology, BRIDGE_PORTS};
+use super::topology::{Topology, BRIDGE_PORTS, INSIDE};
 use crate::api::cluster::OwnedProcess;
 use crate::api::cluster::{Meta, Mode, NodeEntry, NodeMeta};
 use crate::api::ring::default_partitions;
@@ -38,13 +43,13 @@ pub struct UpArgs {
     /// Each node in its own network namespace (needs CAP_NET_ADMIN and CAP_SYS_ADMIN).
     #[arg(long, conflicts_with = "loopback")]
     pub netns: bool,
-    /// Each node on its own 127.0.0.x address.
+    /// Every node on 127.0.0.1 (or --loopback_host), each on its own ports.
     #[arg(long)]
     pub loopback: bool,
     /// Names every kernel object and run-state folder of this cluster.
     #[arg(long, default_value = "dyb", value_parser = parse_prefix)]
     pub prefix: String,
-    /// Client port of every node; the peer port is this + 1000.
+    /// Client port of node1; node i listens on this + i − 1, and for peers 1000 above (2000 above past 1000 nodes).
     #[arg(long = "base_port", visible_alias = "base-port", default_value_t = 60000)]
     pub base_port: u16,
     #[arg(long, default_value = "fjall")]
@@ -56,9 +61,9 @@ pub struct UpArgs {
     /// Where node data and logs go, in folders closed to other users [default: dynabed-data/<prefix> beside the cluster file, mode 0700].
     #[arg(long = "data_root", visible_alias = "data-root")]
     pub data_root: Option<PathBuf>,
-    /// Loopback mode: the first node's address; node i gets this + i − 1.
-    #[arg(long = "loopback_base", visible_alias = "loopback-base", default_value = "127.0.0.2")]
-    pub loopback_base: Ipv4Addr,
+    /// Loopback mode: the address every node binds, in 127.0.0.0/8.
+    #[arg(long = "loopback_host", visible_alias = "loopback-host", default_value = "127.0.0.1", value_parser = parse_loopback)]
+    pub loopback_host: Ipv4Addr,
     /// Ring partitions, a power of two ≥ nodes [default: the smallest power of two ≥ 4 × nodes, at least 256]; recorded in the meta file.
     #[arg(long)]
     pub partitions: Option<u32>,
@@ -86,10 +91,19 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_loopback(s: &str) -> Result<Ipv4Addr, String> {
+    match s.parse::<Ipv4Addr>() {
+        Ok(addr) if addr.is_loopback() => Ok(addr),
+        _ => Err("a loopback host is an IPv4 address in 127.0.0.0/8".into()),
+    }
+}
+
 /// A node about to be started.
 struct Planned {
     id: String,
     host: IpAddr,
+    port: u16,
+    peer_port: u16,
     namespace: Option<String>,
     data_dir: PathBuf,
     log: PathBuf,
@@ -99,6 +113,7 @@ struct Planned {
 /// Starts the cluster; on any failure removes whatever it had created.
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let mode = choose_mode(&args)?;
+    let ports = Ports::new(args.base_port, args.nodes)?;
     let cluster_procs = std::path::absolute(&args.cluster_procs)?;
     refuse_if_running(&cluster_procs)?;
     let state = RunState::open(&args.prefix)?;
@@ -110,7 +125,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             args.prefix
         );
     }
-    let started = start(&args, mode, &cluster_procs, &state);
+    let started = start(&args, mode, ports, &cluster_procs, &state);
     drop(state);
     if let Err(e) = started {
         if let Err(undo) = cleanup::cleanup(&args.prefix) {
@@ -137,7 +152,7 @@ fn choose_mode(args: &UpArgs) -> anyhow::Result<Mode> {
     }
 }
 
-fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> anyhow::Result<()> {
+fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &RunState) -> anyhow::Result<()> {
     let data_root = match &args.data_root {
         Some(root) => std::path::absolute(root)?,
         None => cluster_procs.parent().unwrap_or(Path::new("/")).join("dynabed-data").join(&args.prefix),
@@ -154,7 +169,7 @@ fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> a
         bail!("--partitions {partitions}: a power of two at least the number of nodes ({})", args.nodes);
     }
     let topology = Topology::with_bridge_ports(&args.prefix, args.nodes, args.bridge_ports);
-    let plan = plan_nodes(args, mode, &topology, cluster_procs, &data_root, partitions)?;
+    let plan = plan_nodes(args, mode, ports, &topology, cluster_procs, &data_root, partitions)?;
     state.update(|owned| owned.cluster_procs = Some(cluster_procs.to_owned()))?;
 
     let locked = Locked::acquire(cluster_procs)?;
@@ -170,8 +185,16 @@ fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> a
     // The token must be on disk before the nodes start: they read it there.
     locked.write(&ClusterFiles { procs: BTreeMap::new(), meta: Some(meta.clone()) })?;
     let began = Instant::now();
-    if mode == Mode::Netns {
-        topology.build(state)?;
+    match mode {
+        Mode::Netns => {
+            topology.build(state)?;
+            serve_seed_ports(&topology, ports, args.nodes)?;
+        }
+        Mode::Loopback => {
+            if let Some(note) = ports.host_note()? {
+                eprintln!("{note}");
+            }
+        }
     }
     let mut procs = BTreeMap::new();
     for node in &plan {
@@ -180,7 +203,7 @@ fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> a
         let record = netns::process::spawn_in(node.namespace.as_deref(), &node.argv, &node.log, &node_env())
             .with_context(|| format!("starting {}", node.id))?;
         state.update(|owned| owned.processes.push(owned_process(&node.id, record)))?;
-        procs.insert(node.id.clone(), entry(node, args, record.pid));
+        procs.insert(node.id.clone(), entry(node, record.pid));
         meta.nodes.insert(
             node.id.clone(),
             NodeMeta { argv: node.argv.clone(), start_time: record.start_time, log: Some(node.log.clone()) },
@@ -202,6 +225,16 @@ fn start(args: &UpArgs, mode: Mode, cluster_procs: &Path, state: &RunState) -> a
         if mode == Mode::Netns { "netns" } else { "loopback" }
     );
     Ok(())
+}
+
+/// Reserves the cluster's ports in every namespace it made, and maps
+/// `127.0.0.1:<port>` in the client namespace to the node with that port.
+fn serve_seed_ports(topology: &Topology, ports: Ports, nodes: u16) -> anyhow::Result<()> {
+    for namespace in std::iter::once(topology.client()).chain((1..=nodes).map(|i| topology.node(i))) {
+        ports.reserve_in(&namespace)?;
+    }
+    let map: Vec<(u16, Ipv4Addr)> = (1..=nodes).map(|i| (ports.client(i), Topology::node_addr(i))).collect();
+    localhost::map_to_nodes(&topology.client(), INSIDE, &topology.localhost_table(), &map)
 }
 
 /// Creates `dir` and its missing parents mode 0700: node data, journals
@@ -274,31 +307,31 @@ fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
 fn plan_nodes(
     args: &UpArgs,
     mode: Mode,
+    ports: Ports,
     topology: &Topology,
     cluster_procs: &Path,
     data_root: &Path,
     partitions: u32,
 ) -> anyhow::Result<Vec<Planned>> {
     let exe = std::env::current_exe().context("locating the dynabed binary")?.to_string_lossy().into_owned();
-    let hosts: Vec<(IpAddr, Option<String>)> = match mode {
-        Mode::Netns => (1..=args.nodes).map(|i| (IpAddr::V4(Topology::node_addr(i)), Some(topology.node(i)))).collect(),
-        Mode::Loopback => loopback_hosts(args)?.into_iter().map(|h| (h, None)).collect(),
+    let host = |i: u16| match mode {
+        Mode::Netns => (IpAddr::V4(Topology::node_addr(i)), Some(topology.node(i))),
+        Mode::Loopback => (IpAddr::V4(args.loopback_host), None),
     };
-    let peer_port =
-        args.base_port.checked_add(1000).context("--base_port must leave room for peer ports (port + 1000)")?;
-    let seeds: Vec<SocketAddr> = hosts.iter().take(3).map(|(h, _)| SocketAddr::new(*h, peer_port)).collect();
-    Ok(hosts
-        .into_iter()
-        .enumerate()
-        .map(|(i, (host, namespace))| {
-            let id = format!("node{}", i + 1);
+    let seeds: Vec<SocketAddr> = (1..=args.nodes.min(3)).map(|i| SocketAddr::new(host(i).0, ports.peer(i))).collect();
+    Ok((1..=args.nodes)
+        .map(|i| {
+            let (host, namespace) = host(i);
+            let (port, peer_port) = (ports.client(i), ports.peer(i));
+            let id = format!("node{i}");
             let data_dir = data_root.join(&id);
-            let own_seeds: Vec<String> = seeds.iter().filter(|s| s.ip() != host).map(|s| s.to_string()).collect();
+            let own = SocketAddr::new(host, peer_port);
+            let own_seeds: Vec<String> = seeds.iter().filter(|&&s| s != own).map(|s| s.to_string()).collect();
             let mut argv: Vec<String> = vec![exe.clone(), "node".into()];
             let mut flag = |name: &str, value: String| argv.extend([format!("--{name}"), value]);
             flag("id", id.clone());
             flag("host", host.to_string());
-            flag("port", args.base_port.to_string());
+            flag("port", port.to_string());
             flag("peer_port", peer_port.to_string());
             flag("cluster_procs", cluster_procs.to_string_lossy().into_owned());
             flag("data_dir", data_dir.to_string_lossy().into_owned());
@@ -309,33 +342,21 @@ fn plan_nodes(
             flag("threads", args.threads.to_string());
             // A single node has no seeds; give it itself so it does not
             // register as a hand-started node.
-            flag(
-                "seeds",
-                if own_seeds.is_empty() { SocketAddr::new(host, peer_port).to_string() } else { own_seeds.join(",") },
-            );
+            flag("seeds", if own_seeds.is_empty() { own.to_string() } else { own_seeds.join(",") });
             argv.extend(gossip_flags(args.nodes, &args.node_args));
             argv.extend(args.node_args.iter().cloned());
             let log = data_root.join(format!("{id}.log"));
-            Planned { id, host, namespace, data_dir, log, argv }
+            Planned { id, host, port, peer_port, namespace, data_dir, log, argv }
         })
         .collect())
 }
 
-/// Node i on 127.0.0.(base + i − 1): its own address, the same ports.
-fn loopback_hosts(args: &UpArgs) -> anyhow::Result<Vec<IpAddr>> {
-    let base = u32::from(args.loopback_base);
-    if (base & 0xff) as u16 + args.nodes > 255 || !args.loopback_base.is_loopback() {
-        bail!("--loopback_base {} leaves no room for {} node addresses in 127.0.0.0/8", args.loopback_base, args.nodes);
-    }
-    Ok((0..args.nodes as u32).map(|i| IpAddr::V4(Ipv4Addr::from(base + i))).collect())
-}
-
-fn entry(node: &Planned, args: &UpArgs, pid: u32) -> NodeEntry {
+fn entry(node: &Planned, pid: u32) -> NodeEntry {
     NodeEntry {
         pid,
-        port: args.base_port,
+        port: node.port,
         host: node.host.to_string(),
-        peer_port: args.base_port + 1000,
+        peer_port: node.peer_port,
         netns: node.namespace.clone(),
         data_dir: node.data_dir.clone(),
     }

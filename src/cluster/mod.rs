@@ -5,7 +5,9 @@
 pub mod cleanup;
 pub mod files;
 pub mod launch;
+pub mod localhost;
 pub mod manage;
+pub mod ports;
 pub mod reach;
 pub mod ready;
 pub mod register;

@@ -28,7 +28,7 @@ const PREFIX_LEN: u8 = 15;
 /// The only bridge of a small cluster; the root of a big one's.
 const BRIDGE: &str = "br0";
 /// The interface inside a node or client namespace.
-const INSIDE: &str = "eth0";
+pub const INSIDE: &str = "eth0";
 /// Ports a Linux bridge takes (BR_MAX_PORTS in the kernel).
 pub const BRIDGE_PORTS: u16 = 1024;
 
@@ -78,6 +78,11 @@ impl Topology {
 
     pub fn client(&self) -> String {
         format!("{}-client", self.prefix)
+    }
+
+    /// The client namespace's table that maps localhost ports to nodes.
+    pub fn localhost_table(&self) -> String {
+        format!("dynabed_{}_localhost", self.prefix)
     }
 
     /// Namespace of node `i` (1-based).

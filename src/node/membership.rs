@@ -296,13 +296,6 @@ impl Membership {
         self.record(id).map(|r| r.peer_addr())
     }
 
-    /// The member whose advertised address is `ip` (each node has its
-    /// own address, in its namespace or on loopback).
-    pub fn id_at(&self, ip: IpAddr) -> Option<String> {
-        let inner = self.read();
-        inner.members.values().find(|m| m.record.host == ip && m.record.id != self.me).map(|m| m.record.id.clone())
-    }
-
     /// Whether the failure detector believes `id` up.
     pub fn is_alive(&self, id: &str) -> bool {
         let inner = self.read();

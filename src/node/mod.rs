@@ -148,7 +148,12 @@ impl Node {
             replica: Replica::new(storage, identity, prune, max_siblings, counters.clone(), clock.clone())?,
             membership,
             latency: Latency::new(config.timeout_floor(), config.timeout_cap()),
-            peers: PeerPool::new(Duration::from_millis(config.connect_timeout_ms), Some(config.host), key.clone()),
+            peers: PeerPool::new(
+                Duration::from_millis(config.connect_timeout_ms),
+                Some(config.host),
+                key.clone(),
+                &config.id,
+            ),
             peer_admission: Arc::new(peer::Admission::new(key, config.max_peer_connections as usize, counters.clone())),
             client_gate: admission::ConnectionGate::new("client", config.max_client_connections as usize),
             metrics: metrics::Metrics::new(&config.id, counters.clone()),
@@ -206,9 +211,8 @@ impl Node {
 
     /// A peer's request, through the application-level faults: dropped
     /// (never answered) from a cut peer, held first when slow.
-    async fn receive_from_peer(self: Arc<Self>, request: Request, from: SocketAddr) -> Option<Response> {
-        let sender = self.membership.id_at(from.ip());
-        if self.faults.cuts(sender.as_deref()) {
+    async fn receive_from_peer(self: Arc<Self>, request: Request, from: Arc<str>) -> Option<Response> {
+        if self.faults.cuts(Some(&from)) {
             return None;
         }
         self.faults.hold().await;

@@ -67,9 +67,10 @@ pub enum PeerError {
 }
 
 pub type BoxFuture = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
-/// What the server calls for each request it receives, with the sender's
-/// address; `None` sends no response at all (a dropped message).
-pub type Handler = Arc<dyn Fn(Request, SocketAddr) -> BoxFuture + Send + Sync>;
+/// What the server calls for each request it receives, with the name the
+/// sender proved in the handshake; `None` sends no response at all (a
+/// dropped message).
+pub type Handler = Arc<dyn Fn(Request, Arc<str>) -> BoxFuture + Send + Sync>;
 
 /// Bytes one exchange put on the wire, frame headers included.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,6 +88,8 @@ pub struct PeerPool {
     /// that peers (and firewall rules) can tell who is talking.
     local: Option<std::net::IpAddr>,
     key: PeerKey,
+    /// This node's id, which it names itself by in every handshake.
+    name: String,
 }
 
 #[derive(Default)]
@@ -107,8 +110,9 @@ struct Connection {
 }
 
 impl PeerPool {
-    pub fn new(connect_timeout: Duration, local: Option<std::net::IpAddr>, key: PeerKey) -> Self {
-        PeerPool { slots: Mutex::default(), next_id: AtomicU64::new(1), connect_timeout, local, key }
+    pub fn new(connect_timeout: Duration, local: Option<std::net::IpAddr>, key: PeerKey, name: &str) -> Self {
+        let name = name.to_owned();
+        PeerPool { slots: Mutex::default(), next_id: AtomicU64::new(1), connect_timeout, local, key, name }
     }
 
     /// Sends one request and waits up to `timeout` for its response.
@@ -182,7 +186,9 @@ impl PeerPool {
         let stream = tokio::time::timeout(self.connect_timeout, async {
             let mut stream = self.connect(addr).await.map_err(|source| PeerError::Connect { addr, source })?;
             stream.set_nodelay(true).map_err(|source| PeerError::Connect { addr, source })?;
-            handshake::dial(&mut stream, &self.key).await.map_err(|source| PeerError::Handshake { addr, source })?;
+            handshake::dial(&mut stream, &self.key, &self.name)
+                .await
+                .map_err(|source| PeerError::Handshake { addr, source })?;
             Ok(stream)
         })
         .await
@@ -339,9 +345,9 @@ pub async fn serve(listener: TcpListener, handler: Handler, admission: Arc<Admis
                 let (handler, admission) = (handler.clone(), admission.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let Some(stream) = authenticate(stream, from, &admission).await else { return };
+                    let Some((stream, name)) = authenticate(stream, from, &admission).await else { return };
                     drop(handshaking);
-                    serve_connection(stream, from, handler, &admission).await;
+                    serve_connection(stream, from, name.into(), handler, &admission).await;
                 });
             }
             Err(e) => {
@@ -353,10 +359,11 @@ pub async fn serve(listener: TcpListener, handler: Handler, admission: Arc<Admis
     }
 }
 
-async fn authenticate(mut stream: TcpStream, from: SocketAddr, admission: &Admission) -> Option<TcpStream> {
+/// The stream and the name its dialer proved, or `None` (counted and logged).
+async fn authenticate(mut stream: TcpStream, from: SocketAddr, admission: &Admission) -> Option<(TcpStream, String)> {
     let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::accept(&mut stream, &admission.key)).await;
     let error = match outcome {
-        Ok(Ok(())) => return Some(stream),
+        Ok(Ok(name)) => return Some((stream, name)),
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
     };
@@ -365,7 +372,13 @@ async fn authenticate(mut stream: TcpStream, from: SocketAddr, admission: &Admis
     None
 }
 
-async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Handler, admission: &Admission) {
+async fn serve_connection(
+    stream: TcpStream,
+    from: SocketAddr,
+    name: Arc<str>,
+    handler: Handler,
+    admission: &Admission,
+) {
     let (read_half, write_half) = stream.into_split();
     let (outbox, queued) = mpsc::channel(OUTBOX);
     let writer = tokio::spawn(write_frames(write_half, queued));
@@ -381,9 +394,9 @@ async fn serve_connection(stream: TcpStream, from: SocketAddr, handler: Handler,
             }
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let (handler, outbox) = (handler.clone(), outbox.clone());
+        let (handler, outbox, name) = (handler.clone(), outbox.clone(), name.clone());
         tokio::spawn(async move {
-            if let Some(response) = handler(request, from).await {
+            if let Some(response) = handler(request, name).await {
                 match frame::encode(f.id, Direction::Response, &response) {
                     Ok(bytes) => {
                         let _ = outbox.send(bytes).await;
@@ -440,7 +453,7 @@ mod tests {
     }
 
     fn pool() -> PeerPool {
-        PeerPool::new(Duration::from_secs(1), None, key())
+        PeerPool::new(Duration::from_secs(1), None, key(), "node1")
     }
 
     fn admission() -> Arc<Admission> {
@@ -491,7 +504,7 @@ mod tests {
         let addr = server().await;
         let mut raw = TcpStream::connect(addr).await.unwrap();
         // A member that then sends an undecodable frame.
-        handshake::dial(&mut raw, &key()).await.unwrap();
+        handshake::dial(&mut raw, &key(), "node1").await.unwrap();
         raw.write_all(&[
             0, 0, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         ])
@@ -524,7 +537,7 @@ mod tests {
     async fn a_peer_without_the_secret_is_refused_and_counted() {
         let admission = admission();
         let addr = server_with(admission.clone()).await;
-        let stranger = PeerPool::new(Duration::from_secs(1), None, PeerKey::new(Some("a guess")));
+        let stranger = PeerPool::new(Duration::from_secs(1), None, PeerKey::new(Some("a guess")), "node1");
         let refused = stranger.call(addr, &Request::Ping, Duration::from_secs(1)).await;
         assert!(matches!(refused, Err(PeerError::Handshake { .. })), "{refused:?}");
         // The server counts it once it sees the stranger hang up.

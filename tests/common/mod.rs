@@ -1,7 +1,8 @@
 //! A loopback cluster of real `dynabed` processes for integration tests.
 //!
-//! Each test takes its own `slot`, which gives it its own 127.0.<slot>.0/24
-//! addresses and prefix, so tests run in parallel without colliding. The
+//! Each test takes its own `slot`, which gives it its own address
+//! (127.0.<slot>.2, every node on it with the seed's ports 60000, 60001, …)
+//! and prefix, so tests run in parallel without colliding. The
 //! cluster is stopped when the harness is dropped — also when the test
 //! panics — by the same ownership records `dynabed cluster down` uses.
 
@@ -58,7 +59,7 @@ impl TestCluster {
         let procs = dir.path().join("cluster_procs.json");
         let output = Command::new(BIN)
             .args(["cluster", "up", "--loopback", "--nodes", &nodes.to_string(), "--storage", storage])
-            .args(["--prefix", &format!("t{slot}"), "--loopback_base", &format!("127.0.{slot}.2")])
+            .args(["--prefix", &format!("t{slot}"), "--loopback_host", &format!("127.0.{slot}.2")])
             .arg("--cluster_procs")
             .arg(&procs)
             .args(LOADED_MACHINE.iter().filter(|arg| !overridden(arg, extra)))
