@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod doctor;
 pub mod experiment;
 pub mod faults;
+pub mod k8s;
 #[cfg(test)]
 pub mod fuzzing;
 pub mod matrix;
