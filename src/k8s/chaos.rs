@@ -35,7 +35,7 @@ impl Chaos {
 
 /// Why a fault has no Chaos Mesh form.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("{0}")]
+#[error("no Chaos Mesh equivalent: {0}")]
 pub struct Unsupported(String);
 
 fn refuse(why: &str) -> Unsupported {

@@ -32,8 +32,28 @@ fn nested(value: &Value, indent: usize) -> String {
     match value {
         Value::Object(map) if !map.is_empty() => format!("\n{}", block(value, indent + 2)),
         Value::Array(items) if !items.is_empty() => format!("\n{}", block(value, indent + 2)),
+        Value::String(text) if literal_fits(text) => literal(text, indent + 2),
         other => format!(" {}\n", scalar(other)),
     }
+}
+
+/// Whether a multi-line string reads back unchanged as a literal block:
+/// one final newline or none, no carriage returns, and a first line that
+/// does not start with a space (which would set the block's indentation).
+fn literal_fits(text: &str) -> bool {
+    text.contains('\n') && !text.contains('\r') && !text.starts_with(' ') && !text.ends_with("\n\n")
+}
+
+/// A script as it reads: `|` (or `|-` without a final newline), then its
+/// lines indented.
+fn literal(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let chomp = if text.ends_with('\n') { "" } else { "-" };
+    let lines: String = text
+        .lines()
+        .map(|line| if line.is_empty() { "\n".to_owned() } else { format!("{pad}{line}\n") })
+        .collect();
+    format!(" |{chomp}\n{lines}")
 }
 
 /// A key as written: plain when it can only be read as that string
@@ -64,10 +84,12 @@ mod tests {
         let object = serde_json::json!({
             "kind": "Pod",
             "spec": {"args": ["on", "0700"], "ports": [{"port": 1, "name": "a"}], "empty": {}, "none": []},
+            "script": "set -eu\n\n  exec x \"$A\"\n",
+            "tail": "a\nb",
             "on": true,
             "cluster_procs.json": 1,
         });
-        let expected = "---\nkind: \"Pod\"\nspec:\n  args:\n    - \"on\"\n    - \"0700\"\n  ports:\n    -\n      port: 1\n      name: \"a\"\n  empty: {}\n  none: []\n\"on\": true\ncluster_procs.json: 1\n";
+        let expected = "---\nkind: \"Pod\"\nspec:\n  args:\n    - \"on\"\n    - \"0700\"\n  ports:\n    -\n      port: 1\n      name: \"a\"\n  empty: {}\n  none: []\nscript: |\n  set -eu\n\n    exec x \"$A\"\ntail: |-\n  a\n  b\n\"on\": true\ncluster_procs.json: 1\n";
         assert_eq!(documents(&[object]), expected);
     }
 }
