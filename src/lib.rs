@@ -8,9 +8,9 @@ pub mod cluster;
 pub mod doctor;
 pub mod experiment;
 pub mod faults;
-pub mod k8s;
 #[cfg(test)]
 pub mod fuzzing;
+pub mod k8s;
 pub mod matrix;
 pub mod node;
 pub mod report;

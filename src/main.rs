@@ -110,7 +110,10 @@ enum Command {
     #[command(after_help = "Examples:\n  dynabed man > /usr/local/share/man/man1/dynabed.1\n  dynabed man | man -l -")]
     Man,
     /// Render the cluster, the driver and a fault plan as Kubernetes and Chaos Mesh objects.
-    #[command(subcommand, after_help = "Examples:\n  dynabed k8s render --nodes 5 --out k8s\n  dynabed k8s render --nodes 5 --plan plan.json --out k8s")]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  dynabed k8s render --nodes 5 --out k8s\n  dynabed k8s render --nodes 5 --plan plan.json --out k8s"
+    )]
     K8s(dynabed::k8s::K8sCommand),
     /// Stop every process and remove every namespace a cluster left behind,
     /// from the run state's records (after a crash, from any directory).

@@ -20,7 +20,10 @@ const RULES: &[(&str, &[&str])] = &[
     ("matrix", &["api", "cluster", "experiment", "report"]),
     ("doctor", &[]),
     ("k8s", &["api", "cluster", "faults"]),
-    ("cli", &["api", "client", "cluster", "doctor", "experiment", "faults", "k8s", "matrix", "node", "report", "workload"]),
+    (
+        "cli",
+        &["api", "client", "cluster", "doctor", "experiment", "faults", "k8s", "matrix", "node", "report", "workload"],
+    ),
 ];
 
 /// Test support any module's tests may use.

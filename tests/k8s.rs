@@ -13,7 +13,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_dynabed");
 /// The Python with kubernetes-validate, jsonschema and PyYAML that
 /// `scripts/setup --test` installs (or `$DYNABED_PYTHON`).
 fn python() -> PathBuf {
-    let python = std::env::var_os("DYNABED_PYTHON").map_or_else(|| PathBuf::from("/opt/dynabed-venv/bin/python"), PathBuf::from);
+    let python =
+        std::env::var_os("DYNABED_PYTHON").map_or_else(|| PathBuf::from("/opt/dynabed-venv/bin/python"), PathBuf::from);
     let ready = Command::new(&python)
         .args(["-c", "import kubernetes_validate, jsonschema, yaml"])
         .output()
@@ -94,15 +95,18 @@ fn rendered_objects_pass_the_kubernetes_schemas_and_the_chaos_mesh_crds() {
     assert_eq!(set[0]["spec"]["replicas"], 5);
     assert_eq!(set[0]["metadata"]["namespace"], "k8stest");
     let script = set[0]["spec"]["template"]["spec"]["containers"][0]["command"][2].as_str().unwrap();
-    assert!(script.starts_with("set -eu\n") && script.contains("exec dynabed node --id \"node$((ordinal + 1))\""), "{script}");
+    assert!(
+        script.starts_with("set -eu\n") && script.contains("exec dynabed node --id \"node$((ordinal + 1))\""),
+        "{script}"
+    );
     let secret = of_kind(&objects, "Secret");
-    let meta: Value = serde_json::from_str(secret[0]["stringData"]["cluster_procs.meta.json"].as_str().unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(secret[0]["stringData"]["cluster_procs.meta.json"].as_str().unwrap()).unwrap();
     assert_eq!(meta["admin_token"].as_str().unwrap().len(), 32, "a fresh token: {meta}");
     assert_eq!(of_kind(&objects, "Job").len(), 1);
 
     // One experiment per fault (the loss event has two targets), by hand and in the Workflow.
-    let by_hand: Vec<_> =
-        objects.iter().filter(|o| o["kind"].as_str().is_some_and(|k| k.ends_with("Chaos"))).collect();
+    let by_hand: Vec<_> = objects.iter().filter(|o| o["kind"].as_str().is_some_and(|k| k.ends_with("Chaos"))).collect();
     let kinds: Vec<_> = by_hand.iter().map(|o| o["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "NetworkChaos").count(),
@@ -147,11 +151,20 @@ fn a_fault_without_a_chaos_mesh_equivalent_is_refused_by_name_and_nothing_is_wri
     let work = tempfile::tempdir().unwrap();
     for (event, why) in [
         (r#"{"at_s": 1, "duration_s": 5, "kind": "pause", "targets": ["node2"]}"#, "SIGSTOP"),
-        (r#"{"at_s": 1, "duration_s": 5, "kind": "crash", "targets": ["node2"], "params": {"no_restart": true}}"#, "no_restart"),
+        (
+            r#"{"at_s": 1, "duration_s": 5, "kind": "crash", "targets": ["node2"], "params": {"no_restart": true}}"#,
+            "no_restart",
+        ),
         (r#"{"at_s": 1, "duration_s": 5, "kind": "bandwidth", "targets": ["node2"]}"#, "outgoing traffic only"),
         (r#"{"at_s": 1, "duration_s": 5, "kind": "slow", "targets": ["node2"], "layer": "app"}"#, "layer kernel"),
-        (r#"{"at_s": 1, "duration_s": 5, "kind": "loss", "targets": ["node2"], "params": {"port": "peer"}}"#, "by port"),
-        (r#"{"at_s": 1, "duration_s": 5, "kind": "slow", "targets": ["node2"], "params": {"jitter_ms": 5, "jitter_dist": "pareto"}}"#, "pareto"),
+        (
+            r#"{"at_s": 1, "duration_s": 5, "kind": "loss", "targets": ["node2"], "params": {"port": "peer"}}"#,
+            "by port",
+        ),
+        (
+            r#"{"at_s": 1, "duration_s": 5, "kind": "slow", "targets": ["node2"], "params": {"jitter_ms": 5, "jitter_dist": "pareto"}}"#,
+            "pareto",
+        ),
         (r#"{"at_s": 1, "duration_s": 5, "kind": "cpu", "targets": ["node2"], "params": {"cpu_pct": 80}}"#, "cpu_pct"),
     ] {
         let plan = work.path().join("plan.json");
@@ -161,7 +174,10 @@ fn a_fault_without_a_chaos_mesh_equivalent_is_refused_by_name_and_nothing_is_wri
         let err = String::from_utf8_lossy(&rendered.stderr).into_owned();
         assert_eq!(rendered.status.code(), Some(1), "{event}: {err}");
         assert_eq!(err.lines().count(), 1, "one line: {err}");
-        assert!(err.starts_with("error: event 0 (") && err.contains("no Chaos Mesh equivalent") && err.contains(why), "{event}: {err}");
+        assert!(
+            err.starts_with("error: event 0 (") && err.contains("no Chaos Mesh equivalent") && err.contains(why),
+            "{event}: {err}"
+        );
         assert!(!out.exists(), "{event}: nothing written");
     }
 }
@@ -172,10 +188,12 @@ fn plans_that_do_not_fit_the_rendered_cluster_are_refused() {
     let plan = work.path().join("plan.json");
     let out = work.path().join("k8s");
     std::fs::write(&plan, r#"[{"at_s": 10, "duration_s": 20, "kind": "crash", "targets": ["node7"]}]"#).unwrap();
-    let err = String::from_utf8_lossy(&render(&out, &["--nodes", "5", "--plan", &plan.to_string_lossy()]).stderr).into_owned();
+    let err = String::from_utf8_lossy(&render(&out, &["--nodes", "5", "--plan", &plan.to_string_lossy()]).stderr)
+        .into_owned();
     assert!(err.contains("node7 is not a node of this cluster (node1 … node5)"), "{err}");
     std::fs::write(&plan, r#"[{"at_s": 50, "duration_s": 20, "kind": "crash", "targets": ["node2"]}]"#).unwrap();
-    let err = String::from_utf8_lossy(&render(&out, &["--nodes", "5", "--plan", &plan.to_string_lossy()]).stderr).into_owned();
+    let err = String::from_utf8_lossy(&render(&out, &["--nodes", "5", "--plan", &plan.to_string_lossy()]).stderr)
+        .into_owned();
     assert!(err.contains("the plan runs to 70 s, past the driver's --duration 60"), "{err}");
     assert!(!out.exists());
 

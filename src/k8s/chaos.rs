@@ -13,7 +13,7 @@
 use serde_json::{json, Value};
 
 use super::workload::{Layout, COMPONENT, PART_OF, POD_NAME};
-use crate::api::fault::{CutDirection, Clients, JitterDist, Layer, PortSelector};
+use crate::api::fault::{Clients, CutDirection, JitterDist, Layer, PortSelector};
 use crate::faults::fault::{Fault, FaultRequest, Jitter};
 
 /// A Chaos Mesh experiment's kind and spec, without its timing.
@@ -60,9 +60,8 @@ pub fn chaos_for(request: &FaultRequest, layout: &Layout) -> anyhow::Result<Chao
         merge(&mut spec, settings);
         Chaos { kind: "NetworkChaos", spec }
     };
-    let everyone_else = || {
-        json!({"direction": "both", "target": {"mode": "all", "selector": others(layout, &side, None)}})
-    };
+    let everyone_else =
+        || json!({"direction": "both", "target": {"mode": "all", "selector": others(layout, &side, None)}});
     Ok(match &request.fault {
         Fault::Crash { restart: true } => {
             Chaos { kind: "PodChaos", spec: json!({"action": "pod-failure", "mode": "all", "selector": pods}) }

@@ -63,7 +63,7 @@ pub fn standalone(namespace: &str, labels: &Value, fault: &Timed) -> Value {
 /// A Go duration, to the millisecond (`10s`, `1500ms`).
 fn seconds(s: f64) -> String {
     let ms = (s * 1000.0).round() as u64;
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -15,10 +15,9 @@ pub fn documents(objects: &[Value]) -> String {
 fn block(value: &Value, indent: usize) -> String {
     let pad = " ".repeat(indent);
     match value {
-        Value::Object(map) if !map.is_empty() => map
-            .iter()
-            .map(|(key, value)| format!("{pad}{}:{}", key_text(key), nested(value, indent)))
-            .collect(),
+        Value::Object(map) if !map.is_empty() => {
+            map.iter().map(|(key, value)| format!("{pad}{}:{}", key_text(key), nested(value, indent))).collect()
+        }
         Value::Array(items) if !items.is_empty() => {
             items.iter().map(|item| format!("{pad}-{}", nested(item, indent))).collect()
         }
@@ -49,10 +48,8 @@ fn literal_fits(text: &str) -> bool {
 fn literal(text: &str, indent: usize) -> String {
     let pad = " ".repeat(indent);
     let chomp = if text.ends_with('\n') { "" } else { "-" };
-    let lines: String = text
-        .lines()
-        .map(|line| if line.is_empty() { "\n".to_owned() } else { format!("{pad}{line}\n") })
-        .collect();
+    let lines: String =
+        text.lines().map(|line| if line.is_empty() { "\n".to_owned() } else { format!("{pad}{line}\n") }).collect();
     format!(" |{chomp}\n{lines}")
 }
 
