@@ -202,3 +202,118 @@ fn plans_that_do_not_fit_the_rendered_cluster_are_refused() {
     let err = String::from_utf8_lossy(&render(&out, &["--nodes", "5"]).stderr).into_owned();
     assert!(err.contains("is not empty: render into a new folder"), "{err}");
 }
+
+/// The rendered pods' processes, stopped when the test ends however it ends.
+struct Pods(Vec<std::process::Child>);
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A container's command and its plain `env` entries.
+fn container(object: &Value) -> (Vec<String>, Vec<(String, String)>) {
+    let container = &object["spec"]["template"]["spec"]["containers"][0];
+    let command = container["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+    let env = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect();
+    (command, env)
+}
+
+/// The rendered node and driver scripts run as they would in their pods —
+/// names resolved by a `getent` that maps each pod's stable name to its own
+/// loopback address (127.77.0.x, which no other test uses), the Secret's
+/// meta file in a folder of its own — and the driver's experiment runs
+/// against the nodes they start.
+#[test]
+fn the_rendered_pods_form_a_cluster_the_rendered_driver_runs_an_experiment_on() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let out = root.join("k8s");
+    let rendered = render(&out, &["--nodes", "3", "--namespace", "k8se2e", "--duration", "3"]);
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    let objects = validate(&yaml_files(&out)).unwrap_or_else(|e| panic!("{e}"));
+
+    let address = |i: usize| format!("127.77.0.{}", i + 2);
+    let shims = root.join("bin");
+    std::fs::create_dir(&shims).unwrap();
+    let mut hosts = String::new();
+    for i in 0..3 {
+        hosts += &format!("  dynabed-{i}.dynabed.k8se2e.svc) echo \"{}  $2\" ;;\n", address(i));
+    }
+    let getent = shims.join("getent");
+    std::fs::write(&getent, format!("#!/bin/sh\ncase \"$2\" in\n{hosts}  *) exit 2 ;;\nesac\n")).unwrap();
+    std::fs::set_permissions(&getent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}:{}", shims.display(), bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let config = root.join("config");
+    std::fs::create_dir(&config).unwrap();
+    let meta = of_kind(&objects, "Secret")[0]["stringData"]["cluster_procs.meta.json"].as_str().unwrap().to_owned();
+    std::fs::write(config.join("cluster_procs.meta.json"), meta).unwrap();
+
+    let (node_command, node_env) = container(of_kind(&objects, "StatefulSet")[0]);
+    let mut pods = Pods(Vec::new());
+    for i in 0..3 {
+        let log = std::fs::File::create(root.join(format!("node{i}.log"))).unwrap();
+        let child = Command::new(&node_command[0])
+            .args(&node_command[1..])
+            .envs(node_env.iter().cloned())
+            .env("PATH", &path)
+            .env("HOSTNAME", format!("dynabed-{i}"))
+            .env("POD_IP", address(i))
+            .env("CONFIG_DIR", &config)
+            .env("DATA_DIR", root.join(format!("data{i}")))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        pods.0.push(child);
+    }
+    for i in 0..3 {
+        let addr: std::net::SocketAddr = format!("{}:60000", address(i)).parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(addr).is_err() {
+            let log = std::fs::read_to_string(root.join(format!("node{i}.log"))).unwrap_or_default();
+            assert!(std::time::Instant::now() < deadline, "node{} never listened on {addr}:\n{log}", i + 1);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    let (driver_command, driver_env) = container(of_kind(&objects, "Job")[0]);
+    let (work_dir, results) = (root.join("work"), root.join("results"));
+    std::fs::create_dir(&work_dir).unwrap();
+    let driver = Command::new(&driver_command[0])
+        .args(&driver_command[1..])
+        .args(["--keyspace", "100", "--concurrency", "2"])
+        .envs(driver_env)
+        .env("PATH", &path)
+        .env("CONFIG_DIR", &config)
+        .env("WORK_DIR", &work_dir)
+        .env("RESULTS_DIR", &results)
+        .output()
+        .unwrap();
+    let logs: String = (0..3).map(|i| std::fs::read_to_string(root.join(format!("node{i}.log"))).unwrap()).collect();
+    assert!(
+        driver.status.success(),
+        "the driver failed:\n{}\n{}\nnodes:\n{logs}",
+        String::from_utf8_lossy(&driver.stdout),
+        String::from_utf8_lossy(&driver.stderr)
+    );
+    let procs: Value = serde_json::from_slice(&std::fs::read(work_dir.join("cluster_procs.json")).unwrap()).unwrap();
+    assert_eq!(procs["node3"]["host"], address(2), "{procs}");
+    let written: Vec<String> =
+        std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(written.iter().any(|name| name.starts_with("history_")), "the run's files: {written:?}");
+    let summary = written.iter().find(|name| name.starts_with("summary_")).expect("a summary");
+    let summary: Value = serde_json::from_slice(&std::fs::read(results.join(summary)).unwrap()).unwrap();
+    // An acknowledged write needs W = 2 nodes: the pods found each other through their seeds.
+    assert!(summary["load"]["ok"].as_u64().unwrap() > 0, "no write acknowledged: {summary}");
+}

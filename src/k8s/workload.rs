@@ -27,6 +27,9 @@ const PEER_PORT: u16 = 61000;
 /// the node's `--cluster_procs` names.
 const CONFIG_DIR: &str = "/etc/dynabed";
 const DATA_SIZE: &str = "1Gi";
+/// The node's volume, and its fjall folder inside it (the driver records it too).
+const DATA_MOUNT: &str = "/data";
+const DATA_DIR: &str = "/data/fjall";
 const REPLICATION: u8 = 3;
 /// The one core a node may use: StressChaos's CPU workers share it with
 /// the node (see `chaos`), and a node's runtime is single-threaded anyway.
@@ -117,7 +120,6 @@ impl Layout {
             "env": self.common_env().into_iter().chain([
                 json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
                 env("PARTITIONS", self.partitions()),
-                env("CONFIG_DIR", CONFIG_DIR),
             ]).collect::<Vec<_>>(),
             "ports": [
                 {"name": "client", "containerPort": CLIENT_PORT},
@@ -126,7 +128,7 @@ impl Layout {
             "readinessProbe": {"tcpSocket": {"port": "client"}, "periodSeconds": 2},
             "resources": {"limits": {"cpu": NODE_CPU_LIMIT}},
             "volumeMounts": [
-                {"name": "data", "mountPath": "/data"},
+                {"name": "data", "mountPath": DATA_MOUNT},
                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
             ],
         });
@@ -162,6 +164,8 @@ impl Layout {
             env("SERVICE", format!("{SET}.{}.svc", self.namespace)),
             env("CLIENT_PORT", CLIENT_PORT),
             env("PEER_PORT", PEER_PORT),
+            env("CONFIG_DIR", CONFIG_DIR),
+            env("DATA_DIR", DATA_DIR),
         ]
     }
 
@@ -191,7 +195,10 @@ impl Layout {
                             "name": "experiment",
                             "image": self.image,
                             "command": ["sh", "-c", DRIVER_SCRIPT, "driver", "--duration", duration],
-                            "env": self.common_env().into_iter().chain([env("CONFIG_DIR", CONFIG_DIR)]).collect::<Vec<_>>(),
+                            "env": self.common_env().into_iter().chain([
+                                env("WORK_DIR", "/work"),
+                                env("RESULTS_DIR", "/results"),
+                            ]).collect::<Vec<_>>(),
                             "volumeMounts": [
                                 {"name": "results", "mountPath": "/results"},
                                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
@@ -248,7 +255,7 @@ while [ -z "$seeds" ]; do
   if [ -z "$seeds" ]; then sleep 1; fi
 done
 exec dynabed node --id "node$((ordinal + 1))" --host "$POD_IP" --port "$CLIENT_PORT" --peer_port "$PEER_PORT" \
-  --seeds "$seeds" --partitions "$PARTITIONS" --storage fjall --data_dir /data/fjall \
+  --seeds "$seeds" --partitions "$PARTITIONS" --storage fjall --data_dir "$DATA_DIR" \
   --cluster_procs "$CONFIG_DIR/cluster_procs.json"
 "#;
 
@@ -256,8 +263,8 @@ exec dynabed node --id "node$((ordinal + 1))" --host "$POD_IP" --port "$CLIENT_P
 /// by its stable name — next to the Secret's meta file, then runs the
 /// driver with the Job's arguments.
 const DRIVER_SCRIPT: &str = r#"set -eu
-cp "$CONFIG_DIR/cluster_procs.meta.json" /work/
-procs=/work/cluster_procs.json
+cp "$CONFIG_DIR/cluster_procs.meta.json" "$WORK_DIR/"
+procs=$WORK_DIR/cluster_procs.json
 printf '{' >"$procs"
 i=0
 while [ "$i" -lt "$NODES" ]; do
@@ -267,12 +274,12 @@ while [ "$i" -lt "$NODES" ]; do
     if [ -z "$ip" ]; then sleep 1; fi
   done
   if [ "$i" -gt 0 ]; then printf ',' >>"$procs"; fi
-  printf '"node%d": {"pid": 0, "port": %d, "host": "%s", "peer_port": %d, "netns": null, "data_dir": "/data/fjall"}' \
-    "$((i + 1))" "$CLIENT_PORT" "$ip" "$PEER_PORT" >>"$procs"
+  printf '"node%d": {"pid": 0, "port": %d, "host": "%s", "peer_port": %d, "netns": null, "data_dir": "%s"}' \
+    "$((i + 1))" "$CLIENT_PORT" "$ip" "$PEER_PORT" "$DATA_DIR" >>"$procs"
   i=$((i + 1))
 done
 printf '}\n' >>"$procs"
-exec dynabed experiment --cluster_procs "$procs" --out /results "$@"
+exec dynabed experiment --cluster_procs "$procs" --out "$RESULTS_DIR" "$@"
 "#;
 
 fn labels(component: &str) -> Value {
