@@ -54,29 +54,35 @@ pub fn chaos_for(request: &FaultRequest, layout: &Layout) -> anyhow::Result<Chao
         return Err(refuse("Chaos Mesh's network faults cannot select packets by port: use port all").into());
     }
     let side = request.targets().iter().map(|id| layout.pod_of(id)).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(chaos_of(&request.fault, layout, &side)?)
+}
+
+/// `fault` on the pods of `side`.
+fn chaos_of(fault: &Fault, layout: &Layout, side: &[String]) -> Result<Chaos, Unsupported> {
     let pods = json!({"pods": {layout.namespace.clone(): side}});
     let network = |action: &str, settings: Value| {
         let mut spec = json!({"action": action, "mode": "all", "selector": pods});
         merge(&mut spec, settings);
-        Chaos { kind: "NetworkChaos", spec }
+        Ok(Chaos { kind: "NetworkChaos", spec })
     };
-    let everyone_else =
-        || json!({"direction": "both", "target": {"mode": "all", "selector": others(layout, &side, None)}});
-    Ok(match &request.fault {
+    // Both directions between the side and every other pod, the driver's too.
+    let everyone_else = |settings: Value| {
+        let target = json!({"mode": "all", "selector": others(layout, side, None)});
+        with(json!({"direction": "both", "target": target}), settings)
+    };
+    match fault {
         Fault::Crash { restart: true } => {
-            Chaos { kind: "PodChaos", spec: json!({"action": "pod-failure", "mode": "all", "selector": pods}) }
+            Ok(Chaos { kind: "PodChaos", spec: json!({"action": "pod-failure", "mode": "all", "selector": pods}) })
         }
-        Fault::Crash { restart: false } => {
-            return Err(refuse("crash with no_restart: a StatefulSet restarts its pods, so a node cannot stay down past the fault's duration").into())
-        }
-        Fault::Pause => {
-            return Err(refuse("Chaos Mesh cannot stop (SIGSTOP) a process: PodChaos only kills or fails pods").into())
-        }
+        Fault::Crash { restart: false } => Err(refuse(
+            "crash with no_restart: a StatefulSet restarts its pods, so a node cannot stay down past the fault's duration",
+        )),
+        Fault::Pause => Err(refuse("Chaos Mesh cannot stop (SIGSTOP) a process: PodChaos only kills or fails pods")),
         Fault::Slow { slow_ms, jitter, .. } => network("delay", json!({"delay": delay(*slow_ms, *jitter)?})),
-        Fault::Reorder { pct, slow_ms, .. } => network(
-            "delay",
-            json!({"delay": {"latency": millis(*slow_ms), "reorder": {"reorder": pct.to_string(), "correlation": "0", "gap": 0}}}),
-        ),
+        Fault::Reorder { pct, slow_ms, .. } => {
+            let reorder = json!({"reorder": pct.to_string(), "correlation": "0", "gap": 0});
+            network("delay", json!({"delay": {"latency": millis(*slow_ms), "reorder": reorder}}))
+        }
         Fault::Partition { direction, clients, .. } => {
             let component = (*clients == Clients::Keep).then_some("node");
             let direction = match direction {
@@ -84,32 +90,30 @@ pub fn chaos_for(request: &FaultRequest, layout: &Layout) -> anyhow::Result<Chao
                 CutDirection::In => "from",
                 CutDirection::Out => "to",
             };
-            network(
-                "partition",
-                json!({"direction": direction, "target": {"mode": "all", "selector": others(layout, &side, component)}}),
-            )
+            let target = json!({"mode": "all", "selector": others(layout, side, component)});
+            network("partition", json!({"direction": direction, "target": target}))
         }
         Fault::Loss { pct, correlation_pct: None, .. } => {
-            network("loss", with(everyone_else(), json!({"loss": {"loss": pct.to_string(), "correlation": "0"}})))
+            network("loss", everyone_else(json!({"loss": {"loss": pct.to_string(), "correlation": "0"}})))
         }
-        Fault::Loss { correlation_pct: Some(_), .. } => {
-            return Err(refuse("loss_correlation_pct: Chaos Mesh's loss correlation is netem's correlated draw, not Gilbert's bursts").into())
-        }
+        Fault::Loss { correlation_pct: Some(_), .. } => Err(refuse(
+            "loss_correlation_pct: Chaos Mesh's loss correlation is netem's correlated draw, not Gilbert's bursts",
+        )),
         Fault::Duplicate { pct, .. } => network(
             "duplicate",
-            with(everyone_else(), json!({"duplicate": {"duplicate": pct.to_string(), "correlation": "0"}})),
+            everyone_else(json!({"duplicate": {"duplicate": pct.to_string(), "correlation": "0"}})),
         ),
         Fault::Corrupt { pct, .. } => {
-            network("corrupt", with(everyone_else(), json!({"corrupt": {"corrupt": pct.to_string(), "correlation": "0"}})))
+            network("corrupt", everyone_else(json!({"corrupt": {"corrupt": pct.to_string(), "correlation": "0"}})))
         }
-        Fault::Cpu { pct } => Chaos {
-            kind: "StressChaos",
-            spec: json!({"mode": "all", "selector": pods, "stressors": {"cpu": {"workers": cpu_workers(*pct)?, "load": 100}}}),
-        },
-        Fault::Bandwidth { .. } => {
-            return Err(refuse("Chaos Mesh's bandwidth limit shapes a pod's outgoing traffic only, and this fault limits each direction").into())
+        Fault::Cpu { pct } => {
+            let stressors = json!({"cpu": {"workers": cpu_workers(*pct)?, "load": 100}});
+            Ok(Chaos { kind: "StressChaos", spec: json!({"mode": "all", "selector": pods, "stressors": stressors}) })
         }
-    })
+        Fault::Bandwidth { .. } => Err(refuse(
+            "Chaos Mesh's bandwidth limit shapes a pod's outgoing traffic only, and this fault limits each direction",
+        )),
+    }
 }
 
 /// Netem's delay; its jitter is spread evenly over ±jitter (Chaos Mesh has
