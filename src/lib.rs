@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod faults;
 #[cfg(test)]
 pub mod fuzzing;
+pub mod k8s;
 pub mod matrix;
 pub mod node;
 pub mod report;

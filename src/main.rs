@@ -109,6 +109,12 @@ enum Command {
     /// Print the manual page (roff), generated from these definitions.
     #[command(after_help = "Examples:\n  dynabed man > /usr/local/share/man/man1/dynabed.1\n  dynabed man | man -l -")]
     Man,
+    /// Render the cluster, the driver and a fault plan as Kubernetes and Chaos Mesh objects.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  dynabed k8s render --nodes 5 --out k8s\n  dynabed k8s render --nodes 5 --plan plan.json --out k8s"
+    )]
+    K8s(dynabed::k8s::K8sCommand),
     /// Stop every process and remove every namespace a cluster left behind,
     /// from the run state's records (after a crash, from any directory).
     #[command(after_help = "Examples:\n  dynabed cleanup --prefix dyb\n  dynabed cleanup --all")]
@@ -216,6 +222,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Cleanup { prefix, all } => dynabed::cli::cleanup::run(&prefix, all),
         Command::Fault(command) => dynabed::cli::fault::run(command),
         Command::Experiment(args) => dynabed::experiment::run(*args),
+        Command::K8s(command) => dynabed::k8s::run(command),
         Command::Check(args) => dynabed::cli::check::run(&args),
         Command::Matrix(args) => dynabed::matrix::run(*args),
         Command::Report { dirs, out } => {

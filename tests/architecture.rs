@@ -19,7 +19,11 @@ const RULES: &[(&str, &[&str])] = &[
     ("report", &["api"]),
     ("matrix", &["api", "cluster", "experiment", "report"]),
     ("doctor", &[]),
-    ("cli", &["api", "client", "cluster", "doctor", "experiment", "faults", "matrix", "node", "report", "workload"]),
+    ("k8s", &["api", "cluster", "faults"]),
+    (
+        "cli",
+        &["api", "client", "cluster", "doctor", "experiment", "faults", "k8s", "matrix", "node", "report", "workload"],
+    ),
 ];
 
 /// Test support any module's tests may use.
