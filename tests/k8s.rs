@@ -77,7 +77,8 @@ const EVERY_SUPPORTED: &str = r#"[
   {"at_s": 2, "duration_s": 3, "kind": "duplicate", "targets": ["node1"]},
   {"at_s": 2, "duration_s": 3, "kind": "corrupt", "targets": ["node1"]},
   {"at_s": 2, "duration_s": 3, "kind": "reorder", "targets": ["node1"], "params": {"reorder_pct": 40, "slow_ms": 50}},
-  {"at_s": 20, "duration_s": 30, "kind": "cpu", "targets": ["node2"], "params": {"cpu_pct": 10}}
+  {"at_s": 20, "duration_s": 30, "kind": "cpu", "targets": ["node2"], "params": {"cpu_pct": 10}},
+  {"at_s": 30, "duration_s": 10, "kind": "skew", "targets": ["node4"], "layer": "app", "params": {"offset_ms": -90000}}
 ]"#;
 
 #[test]
@@ -119,6 +120,9 @@ fn rendered_objects_pass_the_kubernetes_schemas_and_the_chaos_mesh_crds() {
     assert_eq!(crash[0]["spec"]["selector"]["pods"]["k8stest"][0], "dynabed-1", "node2 runs in dynabed-1");
     let stress = of_kind(&objects, "StressChaos");
     assert_eq!(stress[0]["spec"]["stressors"]["cpu"]["workers"], 9, "9 workers beside the node leave it 10 %");
+    let skew = of_kind(&objects, "TimeChaos");
+    assert_eq!((&skew[0]["spec"]["timeOffset"], &skew[0]["spec"]["duration"]), (&"-90000ms".into(), &"10s".into()));
+    assert_eq!(skew[0]["spec"]["selector"]["pods"]["k8stest"][0], "dynabed-3", "node4 runs in dynabed-3");
     let partition = by_hand.iter().find(|o| o["spec"]["action"] == "partition").unwrap();
     assert_eq!(partition["spec"]["direction"], "from");
     assert_eq!(partition["spec"]["selector"]["pods"]["k8stest"], serde_json::json!(["dynabed-2", "dynabed-3"]));
@@ -166,6 +170,10 @@ fn a_fault_without_a_chaos_mesh_equivalent_is_refused_by_name_and_nothing_is_wri
             "pareto",
         ),
         (r#"{"at_s": 1, "duration_s": 5, "kind": "cpu", "targets": ["node2"], "params": {"cpu_pct": 80}}"#, "cpu_pct"),
+        (
+            r#"{"at_s": 1, "duration_s": 5, "kind": "skew", "targets": ["node2"], "layer": "app", "params": {"drift_ppm": 100}}"#,
+            "drift_ppm",
+        ),
     ] {
         let plan = work.path().join("plan.json");
         std::fs::write(&plan, format!("[{event}]")).unwrap();

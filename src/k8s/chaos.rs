@@ -9,10 +9,12 @@
 //! | partition | NetworkChaos `partition` between the side and the other nodes (and the driver, with `isolate`), in the fault's direction |
 //! | loss, duplicate, corrupt | NetworkChaos on the packets between the node and every other pod, both directions |
 //! | cpu | StressChaos: full-load CPU workers in the node's one-core container, so that its fair share is about `cpu_pct` % |
+//! | skew | TimeChaos: the node's process reads its wall clock `offset_ms` off (an offset only: no drift) |
 
 use serde_json::{json, Value};
 
 use super::workload::{Layout, COMPONENT, PART_OF, POD_NAME};
+use crate::api::admin::ClockSkew;
 use crate::api::fault::{Clients, CutDirection, JitterDist, Layer, PortSelector};
 use crate::faults::fault::{Fault, FaultRequest, Jitter};
 
@@ -44,7 +46,8 @@ fn refuse(why: &str) -> Unsupported {
 
 /// The experiment that makes `request`'s fault on its pods.
 pub fn chaos_for(request: &FaultRequest, layout: &Layout) -> anyhow::Result<Chaos> {
-    if request.layer == Layer::App {
+    // A skew is the node's own clock, which TimeChaos shifts from outside.
+    if request.layer == Layer::App && !matches!(request.fault, Fault::Skew(_)) {
         return Err(refuse(
             "application-level faults are the node's own admin hooks, which Chaos Mesh does not call: use layer kernel",
         )
@@ -110,6 +113,12 @@ fn chaos_of(fault: &Fault, layout: &Layout, side: &[String]) -> Result<Chaos, Un
             let stressors = json!({"cpu": {"workers": cpu_workers(*pct)?, "load": 100}});
             Ok(Chaos { kind: "StressChaos", spec: json!({"mode": "all", "selector": pods, "stressors": stressors}) })
         }
+        Fault::Skew(ClockSkew { offset_ms, drift_ppm: 0 }) => Ok(Chaos {
+            kind: "TimeChaos",
+            spec: json!({"mode": "all", "selector": pods, "timeOffset": format!("{offset_ms}ms"),
+                         "clockIds": ["CLOCK_REALTIME"]}),
+        }),
+        Fault::Skew(_) => Err(refuse("drift_ppm: TimeChaos shifts a clock by a fixed offset; it cannot make it run fast or slow")),
         Fault::Bandwidth { .. } => Err(refuse(
             "Chaos Mesh's bandwidth limit shapes a pod's outgoing traffic only, and this fault limits each direction",
         )),
