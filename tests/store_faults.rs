@@ -78,9 +78,18 @@ async fn a_write_no_member_answers_is_coordinated_by_its_entry_node_and_the_cloc
         owners.iter().all(|o| held[o] == vec![Some(b"sloppy".to_vec())])
     })
     .await;
-    // The members were cut off from each other too: R=3 needs them to see each other again.
+    // The members were cut off from each other too: R=3 needs them to see
+    // each other again, and on a busy machine a replica may still miss the
+    // 300 ms cap now and then; what is read once all three answer matters.
     cluster.wait_all_alive(&owners[0]).await;
-    let merged = cluster.client(&owners[0]).get(key, Some(3)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let merged = loop {
+        let read = cluster.client(&owners[0]).get(key, Some(3)).await.unwrap();
+        if read.status.is_success() || std::time::Instant::now() > deadline {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(merged.body, "sloppy", "{}", merged.reason());
     assert!(clock_entries(&merged) > 3, "more entries than N=3 after merging: {:?}", merged.clock);
 }
