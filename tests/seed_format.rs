@@ -125,6 +125,8 @@ fn ports_past_65535_or_a_host_off_loopback_are_refused_in_one_line_before_anythi
     for (flag, value, expect) in [
         ("--base_port", "64535", "--base_port 64535: 3 nodes need peer ports up to 65537, past 65535"),
         ("--loopback_host", "10.0.0.1", "a loopback host is an IPv4 address in 127.0.0.0/8"),
+        // The flag's former name, kept for old scripts, is the same flag.
+        ("--loopback_base", "10.0.0.1", "a loopback host is an IPv4 address in 127.0.0.0/8"),
     ] {
         let out = cluster.dynabed(&["cluster", "up", "--loopback", "--nodes", "3", "--prefix", "p3", flag, value]);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -62,7 +62,9 @@ pub struct UpArgs {
     #[arg(long = "data_root", visible_alias = "data-root")]
     pub data_root: Option<PathBuf>,
     /// Loopback mode: the address every node binds, in 127.0.0.0/8.
-    #[arg(long = "loopback_host", visible_alias = "loopback-host", default_value = "127.0.0.1", value_parser = parse_loopback)]
+    /// `--loopback_base`, its name when node i took the i-th address from
+    /// it, is still accepted so that scripts written then keep working.
+    #[arg(long = "loopback_host", visible_alias = "loopback-host", alias = "loopback_base", alias = "loopback-base", default_value = "127.0.0.1", value_parser = parse_loopback)]
     pub loopback_host: Ipv4Addr,
     /// Ring partitions, a power of two ≥ nodes [default: the smallest power of two ≥ 4 × nodes, at least 256]; recorded in the meta file.
     #[arg(long)]
