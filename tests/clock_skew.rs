@@ -66,6 +66,16 @@ async fn a_skew_is_applied_verified_listed_and_healed() {
     assert!(!kernel.status.success() && refusal.lines().count() == 1, "{refusal}");
     assert!(refusal.contains("time namespaces") && refusal.contains("--fault_layer app"), "{refusal}");
 
+    // A node holds its app faults in memory: restarted, it has dropped both,
+    // and the list says so instead of showing them in force.
+    cluster.signal("node2", nix::sys::signal::Signal::SIGKILL);
+    cluster.restart("node2").await;
+    assert_eq!(clock(&cluster, "node2").await["offset_ms"], 0);
+    let listed: serde_json::Value =
+        serde_json::from_str(&succeeded(&run(&cluster, &["fault", "list", "--json"]))).unwrap();
+    let lapses: Vec<_> = listed.as_array().unwrap().iter().map(|r| r["lapse"].as_str().unwrap_or("")).collect();
+    assert!(lapses.len() == 2 && lapses.iter().all(|why| why.contains("node node2")), "{listed}");
+
     succeeded(&run(&cluster, &["fault", "heal"]));
     let healed = clock(&cluster, "node2").await;
     assert_eq!((&healed["offset_ms"], &healed["drift_ppm"]), (&json!(0), &json!(0)));

@@ -2,9 +2,11 @@
 
 use super::{ChangeError, Commands, Executor, Target};
 use crate::api::admin::FaultState;
+use crate::api::cluster::OwnedProcess;
 use crate::api::fault::{Backend, Undo};
 use crate::cluster::running::Node;
 use crate::faults::admin::{app_fault, AppFaultCall};
+use crate::faults::journal;
 
 /// The node delays every message it sends or handles by `slow_ms`.
 pub struct AppSlow {
@@ -35,10 +37,25 @@ impl Executor for AppSlow {
 /// applying one must not silently lift the other); returns the request as
 /// a command.
 pub fn amend_faults(target: &Target, node: &Node, change: impl FnOnce(&mut FaultState)) -> anyhow::Result<Vec<String>> {
+    if node.id == target.node.id {
+        held_by_node(target)?;
+    }
     let mut faults = app_fault(target.cluster, node, AppFaultCall::Read)?;
     change(&mut faults);
     app_fault(target.cluster, node, AppFaultCall::Set(&faults))?;
     Ok(vec!["POST".into(), format!("http://{}/admin/fault", node.addr), serde_json::to_string(&faults)?])
+}
+
+/// Journals the target node's process as the fault's holder: a node keeps
+/// its application faults in memory only, so once that process is gone
+/// (crashed, restarted) the fault is too, and `fault list` and the driver
+/// show it as lapsed instead of in force.
+fn held_by_node(target: &Target) -> anyhow::Result<()> {
+    let process = target.running()?;
+    let holder =
+        OwnedProcess { role: format!("node {}", target.name()), pid: process.pid, start_time: process.start_time };
+    journal::amend(target.state, target.id, |record| record.held_by = Some(holder))?;
+    Ok(())
 }
 
 /// What the target node says it applies.
