@@ -15,7 +15,6 @@ use super::runstate::RunState;
 use crate::client::Client;
 use netns::process::Spawned as ProcessRecord;
 
-/// Prints one line per node: process, reachability, ring view, hints.
 /// One node as `cluster status` shows it.
 #[derive(Debug, serde::Serialize)]
 pub struct NodeState {

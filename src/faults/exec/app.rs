@@ -19,8 +19,7 @@ impl Executor for AppSlow {
     }
 
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
-        target.running()?;
-        Ok(vec![Undo::HealApp { node: target.name().to_owned() }])
+        heal_target_node(target)
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
@@ -30,6 +29,12 @@ impl Executor for AppSlow {
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
         reported_faults(target)
     }
+}
+
+/// The heal of a fault the target node alone holds: its admin hooks cleared.
+pub fn heal_target_node(target: &Target) -> anyhow::Result<Vec<Undo>> {
+    target.running()?;
+    Ok(vec![Undo::HealApp { node: target.name().to_owned() }])
 }
 
 /// Changes the application faults in force on `node` by `change`, keeping

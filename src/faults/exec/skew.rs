@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::app::amend_faults;
+use super::app::{amend_faults, heal_target_node};
 use super::{ChangeError, Commands, Executor, Target};
 use crate::api::admin::ClockSkew;
 use crate::api::fault::{Backend, Undo};
@@ -29,8 +29,7 @@ impl Executor for NodeClockSkew {
     }
 
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
-        target.running()?;
-        Ok(vec![Undo::HealApp { node: target.name().to_owned() }])
+        heal_target_node(target)
     }
 
     /// Adds the skew to the node's application faults already in force.
