@@ -46,6 +46,8 @@ pub struct Ring {
     members: Vec<String>,
     /// Index into `members` of each partition's owner.
     owners: Vec<u32>,
+    /// Each owner's score for its partition: what a newcomer must beat.
+    scores: Vec<u64>,
     /// Members that win no partition; walks append them so lists stay full.
     idle: Vec<u32>,
     /// log2 of the partition count.
@@ -66,9 +68,40 @@ impl Ring {
         if members.iter().any(String::is_empty) {
             return Err(RingError::EmptyMemberName);
         }
-        let owners: Vec<u32> = (0..partitions).map(|p| rendezvous(&members, p)).collect();
+        let (owners, scores) = rendezvous_owners(&members, partitions);
         let idle = idle_members(members.len(), &owners);
-        Ok(Ring { members, owners, idle, bits: partitions.trailing_zeros() })
+        Ok(Ring { members, owners, scores, idle, bits: partitions.trailing_zeros() })
+    }
+
+    /// The ring of these members and `joiners`, the same as [`Ring::new`]
+    /// would build, at the cost of scoring only the joiners: Q hashes per
+    /// joiner instead of Q × K. A big cluster forming sees a member join
+    /// every few gossip rounds, on every node.
+    pub fn joined(&self, joiners: impl IntoIterator<Item = String>) -> Result<Ring, RingError> {
+        let mut joiners: Vec<String> = joiners.into_iter().filter(|j| self.members.binary_search(j).is_err()).collect();
+        joiners.sort_unstable();
+        joiners.dedup();
+        if joiners.iter().any(String::is_empty) {
+            return Err(RingError::EmptyMemberName);
+        }
+        let mut members = self.members.clone();
+        members.extend(joiners.iter().cloned());
+        members.sort_unstable();
+        let moved = |old: u32| members.binary_search(&self.members[old as usize]).expect("an old member") as u32;
+        let mut owners: Vec<u32> = self.owners.iter().map(|&old| moved(old)).collect();
+        let mut scores = self.scores.clone();
+        for joiner in &joiners {
+            let index = members.binary_search(joiner).expect("a joiner") as u32;
+            for (partition, (owner, best)) in owners.iter_mut().zip(scores.iter_mut()).enumerate() {
+                let score = score(partition as u32, joiner);
+                // Ties go to the member first in sorted order, as in a full build.
+                if score > *best || (score == *best && index < *owner) {
+                    (*owner, *best) = (index, score);
+                }
+            }
+        }
+        let idle = idle_members(members.len(), &owners);
+        Ok(Ring { members, owners, scores, idle, bits: self.bits })
     }
 
     pub fn members(&self) -> &[String] {
@@ -145,21 +178,35 @@ impl Ring {
     }
 }
 
-/// Index of the member with the highest hash for `partition`; ties (which
-/// would need a 64-bit collision) go to the first in sorted order.
-fn rendezvous(members: &[String], partition: u32) -> u32 {
-    let mut buf = Vec::with_capacity(4 + 64);
-    let mut best = (0u64, 0u32);
-    for (index, member) in members.iter().enumerate() {
-        buf.clear();
-        buf.extend_from_slice(&partition.to_be_bytes());
-        buf.extend_from_slice(member.as_bytes());
-        let score = xxh3_64(&buf);
-        if index == 0 || score > best.0 {
-            best = (score, index as u32);
-        }
+/// Each partition's owner and its score: the member with the highest
+/// score for it (ties, which would need a 64-bit collision, go to the
+/// first in sorted order).
+fn rendezvous_owners(members: &[String], partitions: u32) -> (Vec<u32>, Vec<u64>) {
+    (0..partitions)
+        .map(|partition| {
+            let mut best = (0u32, 0u64);
+            for (index, member) in members.iter().enumerate() {
+                let score = score(partition, member);
+                if index == 0 || score > best.1 {
+                    best = (index as u32, score);
+                }
+            }
+            best
+        })
+        .unzip()
+}
+
+/// A member's claim on a partition: XXH3-64 of the partition number
+/// (big-endian) and the member's name. Placement is pinned to it.
+fn score(partition: u32, member: &str) -> u64 {
+    let mut buf = [0u8; 4 + 64];
+    let name = member.as_bytes();
+    if name.len() <= 64 {
+        buf[..4].copy_from_slice(&partition.to_be_bytes());
+        buf[4..4 + name.len()].copy_from_slice(name);
+        return xxh3_64(&buf[..4 + name.len()]);
     }
-    best.1
+    xxh3_64(&[&partition.to_be_bytes()[..], name].concat())
 }
 
 fn idle_members(count: usize, owners: &[u32]) -> Vec<u32> {
@@ -236,6 +283,17 @@ mod tests {
         }
 
         #[test]
+        fn a_ring_joined_by_newcomers_is_the_ring_built_with_them(
+            members in member_set(),
+            joiners in prop::collection::vec("[a-z]{1,8}", 1..6),
+            q in partition_count(),
+        ) {
+            let before = Ring::new(members.clone(), q).unwrap();
+            let full = Ring::new(members.into_iter().chain(joiners.clone()), q).unwrap();
+            prop_assert_eq!(before.joined(joiners).unwrap(), full);
+        }
+
+        #[test]
         fn join_moves_partitions_only_to_the_new_node(members in member_set(), newcomer in "[A-Z]{1,8}") {
             let before = Ring::new(members.clone(), 256)?;
             let after = Ring::new(members.into_iter().chain([newcomer.clone()]), 256)?;
@@ -276,6 +334,20 @@ mod tests {
                 "k={k}: moved {moved}, expected about {expected}"
             );
         }
+    }
+
+    #[test]
+    fn a_thousand_members_share_their_partitions_as_chance_would() {
+        let ring = named_ring(1000, default_partitions(1000));
+        let mut owned = vec![0u32; 1000];
+        for p in 0..ring.partitions() {
+            owned[ring.members().iter().position(|m| m == ring.owner(p)).unwrap()] += 1;
+        }
+        // Four partitions a member on average: e^-4 ≈ 1.8 % own none, and
+        // a member with more than 20 would be a one-in-a-million draw.
+        let none = owned.iter().filter(|&&o| o == 0).count();
+        assert!((5..=35).contains(&none), "{none} of 1000 members own no partition");
+        assert!(owned.iter().all(|&o| o <= 20), "most owned by one member: {:?}", owned.iter().max());
     }
 
     #[test]

@@ -270,24 +270,30 @@ pub fn node_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Gossip interval and failure limit for a cluster of `nodes`, unless
-/// --node_arg sets them: the nodes' defaults (100 ms, 600 ms) up to 100
-/// nodes; beyond, both stretch with the cluster (up to 1 s and 6 s at
-/// 1,000 nodes, which the nodes stretch further by members / 128, see
-/// `Membership::fail_after_for`), so that the cluster's total gossip
-/// stays about what 100 nodes cost.
-fn gossip_flags(nodes: u16, node_args: &[String]) -> Vec<String> {
+/// The pace of the nodes' background work for a cluster of `nodes`,
+/// unless --node_arg sets it: the nodes' defaults (gossip every 100 ms,
+/// down after 600 ms of silence, an anti-entropy round a second, a hint
+/// pass every 500 ms, 500 ms to dial a peer) up to 100 nodes; beyond, every interval stretches
+/// with the cluster, up to ten times at 1,000 nodes (the failure limit
+/// stretches further by members / 128 in the nodes, see
+/// `Membership::fail_after_for`). One kernel runs every node: work that
+/// costs 100 nodes half a core would take 1,000 past this machine's two.
+fn paced_flags(nodes: u16, node_args: &[String]) -> Vec<String> {
     let rounds = u64::from(nodes).div_ceil(100).min(10);
     let set_by_hand =
         |flag: &str| node_args.iter().any(|a| a.trim_start_matches('-').replace('-', "_").starts_with(flag));
-    let mut argv = Vec::new();
-    if rounds > 1 && !set_by_hand("gossip_ms") {
-        argv.extend(["--gossip_ms".to_owned(), (100 * rounds).to_string()]);
-    }
-    if rounds > 1 && !set_by_hand("fail_after_ms") {
-        argv.extend(["--fail_after_ms".to_owned(), (600 * rounds).to_string()]);
-    }
-    argv
+    let defaults = [
+        ("gossip_ms", 100),
+        ("fail_after_ms", 600),
+        ("ae_interval_ms", 1000),
+        ("handoff_ms", 500),
+        ("connect_timeout_ms", 500),
+    ];
+    defaults
+        .into_iter()
+        .filter(|(flag, _)| rounds > 1 && !set_by_hand(flag))
+        .flat_map(|(flag, ms)| [format!("--{flag}"), (ms * rounds).to_string()])
+        .collect()
 }
 
 pub fn owned_process(id: &str, record: ProcessRecord) -> OwnedProcess {
@@ -345,7 +351,7 @@ fn plan_nodes(
             // A single node has no seeds; give it itself so it does not
             // register as a hand-started node.
             flag("seeds", if own_seeds.is_empty() { own.to_string() } else { own_seeds.join(",") });
-            argv.extend(gossip_flags(args.nodes, &args.node_args));
+            argv.extend(paced_flags(args.nodes, &args.node_args));
             argv.extend(args.node_args.iter().cloned());
             let log = data_root.join(format!("{id}.log"));
             Planned { id, host, port, peer_port, namespace, data_dir, log, argv }
@@ -374,8 +380,10 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
     let deadline = Instant::now() + timeout;
     let want = procs.len();
     let mut pending: Vec<&String> = procs.keys().collect();
+    let mut first_view = String::new();
     while !pending.is_empty() {
         let mut still = Vec::new();
+        first_view.clear();
         for (at, &id) in pending.iter().enumerate() {
             let entry = &procs[id];
             let node = meta.nodes.get(id.as_str()).with_context(|| format!("no {id} in the meta file"))?;
@@ -385,13 +393,15 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
                 process: ProcessRecord { pid: entry.pid, start_time: node.start_time },
                 log: node.log.as_deref(),
             };
-            let sees_all = match started.look().await? {
-                Look::Serving(status) => status["members"]
-                    .as_array()
-                    .is_some_and(|m| m.len() == want && m.iter().all(|m| m["alive"] == true)),
-                Look::Silent | Look::Stranger(_) => false,
+            let (sees_all, view) = match started.look().await? {
+                Look::Serving(status) => seen(&status, want),
+                Look::Silent => (false, "does not answer".to_owned()),
+                Look::Stranger(_) => (false, "another process answers at its address".to_owned()),
             };
             if !sees_all {
+                if first_view.is_empty() {
+                    first_view = format!("{id} {view}");
+                }
                 // The rest are asked once this one sees everyone: asking a
                 // thousand nodes each pass, each answer listing a thousand
                 // members, would cost more than forming the ring.
@@ -405,12 +415,28 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
         pending = still;
         if !pending.is_empty() {
             if Instant::now() > deadline {
-                bail!("after {timeout:?} these nodes do not yet see all {want} members alive: {pending:?}");
+                let more =
+                    if pending.len() > 1 { format!(" (and {} more nodes)", pending.len() - 1) } else { String::new() };
+                bail!("after {timeout:?} not every node sees all {want} members alive: {first_view}{more}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     Ok(())
+}
+
+/// Whether a node's `/status` shows `want` members all alive, and else
+/// what it shows: how many it knows, and the first few it believes down.
+fn seen(status: &serde_json::Value, want: usize) -> (bool, String) {
+    let members = status["members"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let down: Vec<&str> = members.iter().filter(|m| m["alive"] != true).filter_map(|m| m["id"].as_str()).collect();
+    let all = members.len() == want && down.is_empty();
+    let mut view = format!("knows {} members", members.len());
+    if !down.is_empty() {
+        let shown = down.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        view += &format!(", believes {} down ({shown}{})", down.len(), if down.len() > 5 { ", ..." } else { "" });
+    }
+    (all, view)
 }
 
 fn print_table(procs: &BTreeMap<String, NodeEntry>, cluster_procs: &Path) {
@@ -429,4 +455,40 @@ fn print_table(procs: &BTreeMap<String, NodeEntry>, cluster_procs: &Path) {
         );
     }
     println!("cluster file: {}", cluster_procs.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{paced_flags, seen};
+
+    #[test]
+    fn a_node_short_of_the_ring_says_what_it_lacks() {
+        let member = |id: &str, alive: bool| serde_json::json!({"id": id, "alive": alive});
+        let status = serde_json::json!({"members": [member("n1", true), member("n2", false), member("n3", true)]});
+        assert_eq!(seen(&status, 3), (false, "knows 3 members, believes 1 down (n2)".to_owned()));
+        assert_eq!(seen(&status, 4).1, "knows 3 members, believes 1 down (n2)");
+        let all = serde_json::json!({"members": [member("n1", true), member("n2", true)]});
+        assert_eq!(seen(&all, 2), (true, "knows 2 members".to_owned()));
+        assert!(!seen(&all, 3).0, "one member missing");
+    }
+
+    #[test]
+    fn up_to_100_nodes_keep_the_defaults_and_1000_run_ten_times_slower_unless_set_by_hand() {
+        assert!(paced_flags(100, &[]).is_empty());
+        let paced = paced_flags(1000, &[]).join(" ");
+        assert_eq!(
+            paced,
+            "--gossip_ms 1000 --fail_after_ms 6000 --ae_interval_ms 10000 --handoff_ms 5000 --connect_timeout_ms 5000"
+        );
+        assert_eq!(
+            paced_flags(250, &[]).join(" "),
+            "--gossip_ms 300 --fail_after_ms 1800 --ae_interval_ms 3000 --handoff_ms 1500 --connect_timeout_ms 1500"
+        );
+        assert_eq!(paced_flags(5000, &[])[1], "1000", "ten times at most");
+        let by_hand = ["--gossip-ms=50".to_owned(), "--ae_interval_ms".to_owned(), "7".to_owned()];
+        assert_eq!(
+            paced_flags(1000, &by_hand).join(" "),
+            "--fail_after_ms 6000 --handoff_ms 5000 --connect_timeout_ms 5000"
+        );
+    }
 }

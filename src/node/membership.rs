@@ -76,6 +76,23 @@ impl MemberRecord {
 /// doc). 128 records are about 4 KiB.
 pub const DIGEST_RECORDS: usize = 128;
 
+/// Members beyond which gossip keeps to an overlay (see [`Membership::gossip_target`]).
+pub const OVERLAY_FROM: usize = 100;
+/// One gossip round in this many goes to any member, overlay or not.
+const RANDOM_ROUND: u64 = 8;
+
+/// A member's overlay neighbours, as offsets from its place among the
+/// `count` current members in name order: ± each power of two below
+/// `count`. Every node has about 2 log2(count) of them, the overlay is
+/// symmetric (each node is its neighbours' neighbour, so it also hears
+/// from them), and any member is O(log count) hops from any other, so a
+/// heartbeat still reaches everyone in a few rounds.
+fn overlay_offsets(count: usize) -> impl Iterator<Item = usize> + Clone {
+    std::iter::successors(Some(1usize), |step| step.checked_mul(2))
+        .take_while(move |&step| step < count)
+        .flat_map(move |step| [step, count - step])
+}
+
 /// A membership view: who the sender knows, with their heartbeats.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Digest {
@@ -194,6 +211,8 @@ struct Inner {
     ring_stale: bool,
     /// When the member set last changed.
     changed_at: Instant,
+    /// Gossip rounds so far: see [`Membership::beat`].
+    rounds: u64,
 }
 
 impl Membership {
@@ -209,7 +228,8 @@ impl Membership {
         let fingerprint = name_hash(&id);
         let mut members = BTreeMap::new();
         members.insert(id.clone(), MemberState::new(me));
-        let inner = RwLock::new(Inner { members, fingerprint, ring, ring_stale: false, changed_at: Instant::now() });
+        let inner =
+            RwLock::new(Inner { members, fingerprint, ring, ring_stale: false, changed_at: Instant::now(), rounds: 0 });
         let (replicated, clock) = Default::default();
         Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner, replicated, clock })
     }
@@ -250,8 +270,13 @@ impl Membership {
         }
         let mut inner = self.write();
         if inner.ring_stale {
-            let ids = inner.members.values().filter(|m| !m.record.left).map(|m| m.record.id.clone());
-            match Ring::new(ids, self.partitions) {
+            let current: Vec<&String> =
+                inner.members.values().filter(|m| !m.record.left).map(|m| &m.record.id).collect();
+            let built = match joiners(&inner.ring, &current) {
+                Some(joiners) => inner.ring.joined(joiners),
+                None => Ring::new(current.into_iter().cloned(), self.partitions),
+            };
+            match built {
                 Ok(ring) => inner.ring = Arc::new(ring),
                 Err(e) => tracing::error!("keeping the previous ring: the members cannot form a new one: {e}"),
             }
@@ -351,11 +376,22 @@ impl Membership {
         }
     }
 
-    /// Advances this node's own heartbeat and returns the (bounded) view to gossip.
+    /// Starts a gossip round: returns the (bounded) view to gossip, after
+    /// advancing this node's own heartbeat — each round while the whole
+    /// membership fits in one digest, beyond that every members /
+    /// [`DIGEST_RECORDS`] rounds. A digest has room for so many fresh
+    /// heartbeats: if all 1,000 members advanced each round, a fresh one
+    /// would be pushed out of the digests by fresher ones before it had
+    /// been passed on, and some members would go unheard long enough to
+    /// seem down. [`Self::fail_after_for`] stretches by the same factor.
     pub fn beat(&self) -> Digest {
         let mut inner = self.write();
-        if let Some(me) = inner.members.get_mut(&self.me) {
-            me.record.heartbeat += 1;
+        let every = inner.members.len().div_ceil(DIGEST_RECORDS).max(1) as u64;
+        inner.rounds += 1;
+        if inner.rounds.is_multiple_of(every) {
+            if let Some(me) = inner.members.get_mut(&self.me) {
+                me.record.heartbeat += 1;
+            }
         }
         self.bounded_digest(&inner)
     }
@@ -458,16 +494,26 @@ impl Membership {
         Ok(())
     }
 
-    /// A random other member to gossip with; down members are chosen too,
-    /// so that their return is noticed.
-    pub fn gossip_target(&self) -> Option<(String, SocketAddr)> {
+    /// The member to gossip with in round `round`; down members are chosen
+    /// too, so that their return is noticed. In a cluster of up to
+    /// [`OVERLAY_FROM`] members, any other member at random. In a bigger
+    /// one, mostly a random one of this node's overlay neighbours (see
+    /// [`overlay_offsets`]): gossip with anyone would in time connect
+    /// every pair of nodes (a million connections at 1,000 nodes); every
+    /// [`RANDOM_ROUND`]th round still goes to anyone, so that no pattern
+    /// of cuts can hide a reachable member for long.
+    pub fn gossip_target(&self, round: u64) -> Option<(String, SocketAddr)> {
         let inner = self.read();
-        inner
-            .members
-            .values()
-            .filter(|m| m.record.id != self.me && !m.record.left)
-            .choose(&mut rand::rng())
-            .map(|m| (m.record.id.clone(), m.record.peer_addr()))
+        let current: Vec<&MemberRecord> = inner.members.values().map(|m| &m.record).filter(|r| !r.left).collect();
+        let mut rng = rand::rng();
+        let chosen = match current.iter().position(|r| r.id == self.me) {
+            Some(me) if current.len() > OVERLAY_FROM && !round.is_multiple_of(RANDOM_ROUND) => {
+                let offset = overlay_offsets(current.len()).choose(&mut rng).unwrap_or(1);
+                current[(me + offset) % current.len()]
+            }
+            _ => *current.iter().filter(|r| r.id != self.me).choose(&mut rng)?,
+        };
+        Some((chosen.id.clone(), chosen.peer_addr()))
     }
 
     /// Leaves the ring for good: the next gossip tells everyone, and every
@@ -512,6 +558,22 @@ impl Membership {
     }
 }
 
+/// The members of `current` (sorted) that `ring` lacks, when it lacks
+/// nothing else: then the ring only needs them to join; `None` when a
+/// member left or there are so many new ones that a full build costs no more.
+fn joiners(ring: &Ring, current: &[&String]) -> Option<Vec<String>> {
+    let mut old = ring.members().iter().peekable();
+    let mut joiners = Vec::new();
+    for &id in current {
+        if old.peek() == Some(&id) {
+            old.next();
+        } else {
+            joiners.push(id.clone());
+        }
+    }
+    (old.next().is_none() && joiners.len() < ring.members().len()).then_some(joiners)
+}
+
 /// A member name's share of a membership fingerprint.
 fn name_hash(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
@@ -546,6 +608,18 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_grown_by_joins_is_the_ring_of_all_members() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        m.merge(&digest(vec![record("b", 1, 1), record("c", 1, 1)])).unwrap();
+        let _ = m.ring();
+        m.merge(&digest(vec![record("d", 1, 1)])).unwrap();
+        let all = |ids: &[&str]| Ring::new(ids.iter().map(|id| id.to_string()), 64).unwrap();
+        assert_eq!(*m.ring(), all(&["a", "b", "c", "d"]), "d joined the ring built of three");
+        m.merge(&digest(vec![MemberRecord { left: true, ..record("b", 1, 2) }])).unwrap();
+        assert_eq!(*m.ring(), all(&["a", "c", "d"]), "a member that left is built out");
+    }
+
+    #[test]
     fn suspect_until_heartbeat_advances_but_not_down() {
         let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
         m.merge(&digest(vec![record("b", 1, 5)])).unwrap();
@@ -560,6 +634,41 @@ mod tests {
         m.mark_suspect("a");
         assert!(m.is_reachable("a"), "a node never suspects itself");
         assert_eq!(m.ring().members().len(), 2, "a down node stays a member");
+    }
+
+    /// The distinct members `me` gossips with over 400 draws of round `round`
+    /// in a cluster of `count`.
+    fn gossip_partners(count: usize, round: u64) -> std::collections::BTreeSet<String> {
+        let m = Membership::new(record("m0000", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        m.merge(&digest((1..count).map(|i| record(&format!("m{i:04}"), 1, 1)).collect())).unwrap();
+        (0..400).map(|_| m.gossip_target(round).unwrap().0).collect()
+    }
+
+    #[test]
+    fn a_big_cluster_gossips_along_its_overlay_and_every_eighth_round_with_anyone() {
+        let overlay = gossip_partners(300, 1);
+        let expected: std::collections::BTreeSet<String> =
+            overlay_offsets(300).map(|offset| format!("m{offset:04}")).collect();
+        assert_eq!(overlay, expected, "± powers of two: 2 × 9 neighbours, m0001, m0299, m0002, m0298, ...");
+        assert!(gossip_partners(300, 8).len() > 100, "a random round may reach anyone");
+        assert!(gossip_partners(OVERLAY_FROM, 1).len() > 50, "a small cluster gossips with anyone");
+        let offsets: std::collections::BTreeSet<usize> = overlay_offsets(1000).collect();
+        assert!(offsets.iter().all(|o| offsets.contains(&(1000 - o))), "each node is its neighbours' neighbour");
+        assert_eq!(offsets.len(), 20);
+    }
+
+    #[test]
+    fn a_member_of_a_big_cluster_advances_its_heartbeat_once_per_digest_of_members() {
+        let m = Membership::new(record("m0000", 1, 0), 64, 3, Duration::from_secs(5), 8.0).unwrap();
+        let heartbeat = |m: &Membership| m.record("m0000").unwrap().heartbeat;
+        m.beat();
+        assert_eq!(heartbeat(&m), 1, "alone, every round");
+        m.merge(&digest((1..300).map(|i| record(&format!("m{i:04}"), 1, 1)).collect())).unwrap();
+        let before = heartbeat(&m);
+        for _ in 0..30 {
+            m.beat();
+        }
+        assert_eq!(heartbeat(&m) - before, 10, "300 members fill three digests: every third round");
     }
 
     #[test]

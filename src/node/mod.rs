@@ -59,6 +59,8 @@ use crate::api::status::Switches;
 /// How often a node that changed anything records a checkpoint: what the
 /// engine held that long ago is known to be on disk.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// An outgoing peer connection no request used for this long is closed.
+const PEER_IDLE: Duration = Duration::from_secs(60);
 
 /// Switches that experiments flip at run time through `POST /admin/config`.
 pub struct LiveSwitches {
@@ -194,6 +196,7 @@ impl Node {
             tokio::spawn(self.clone().anti_entropy_forever()),
             tokio::spawn(self.clone().checkpoint_forever()),
             tokio::spawn(self.clone().seal_memtables_forever()),
+            tokio::spawn(self.clone().close_idle_peers_forever()),
         ];
         let outcome = tokio::select! {
             stopped = wait_for_stop_signal() => stopped,
@@ -284,15 +287,16 @@ impl Node {
         }
     }
 
-    /// Swaps views with one random member per interval; seeds are asked
-    /// until this node knows anyone else.
+    /// Swaps views with one member per interval (see
+    /// [`Membership::gossip_target`]); seeds are asked until this node
+    /// knows anyone else.
     async fn gossip_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.gossip_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for round in 0u64.. {
             tick.tick().await;
             let digest = Request::Gossip(self.membership.beat());
-            let targets: Vec<(Option<String>, SocketAddr)> = match self.membership.gossip_target() {
+            let targets: Vec<(Option<String>, SocketAddr)> = match self.membership.gossip_target(round) {
                 Some((id, addr)) => vec![(Some(id), addr)],
                 None => self.config.seeds.iter().map(|addr| (None, *addr)).collect(),
             };
@@ -305,7 +309,10 @@ impl Node {
     }
 
     async fn gossip_with(&self, id: Option<String>, addr: SocketAddr, digest: Request) {
-        let answer = self.send::<Digest>(addr, id.as_deref(), &digest, self.config.timeout_cap()).await;
+        // Nothing waits on gossip: a slow answer is worth the round it
+        // takes, where timing out would redial and repeat the work.
+        let timeout = self.config.timeout_cap().max(Duration::from_millis(self.config.gossip_ms));
+        let answer = self.send::<Digest>(addr, id.as_deref(), &digest, timeout).await;
         Counters::bump(if matches!(answer, Err(RpcError::Unreachable)) {
             &self.counters.gossip_unanswered
         } else {
@@ -319,9 +326,7 @@ impl Node {
                     // Its reply is bounded and this one-off push ends here:
                     // what it answers is merged and not pushed back again.
                     let everyone = Request::Gossip(self.membership.everyone());
-                    if let Ok((reply, _)) =
-                        self.send::<Digest>(addr, id.as_deref(), &everyone, self.config.timeout_cap()).await
-                    {
+                    if let Ok((reply, _)) = self.send::<Digest>(addr, id.as_deref(), &everyone, timeout).await {
                         let _ = self.membership.merge(&reply);
                     }
                 }
@@ -339,11 +344,27 @@ impl Node {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !self.replica.needs_checkpoint() {
+                continue;
+            }
             let node = self.clone();
             match tokio::task::spawn_blocking(move || node.replica.checkpoint_if_changed()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
                 Err(e) => tracing::error!("checkpoint task failed: {e}"),
+            }
+        }
+    }
+
+    /// Closes outgoing peer connections unused for [`PEER_IDLE`].
+    async fn close_idle_peers_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PEER_IDLE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let closed = self.peers.close_idle(PEER_IDLE);
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle peer connections");
             }
         }
     }

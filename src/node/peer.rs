@@ -104,6 +104,8 @@ struct Connection {
     pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
     /// When a frame last arrived, in microseconds since `opened`.
     last_heard_us: AtomicU64,
+    /// When a request was last sent, likewise.
+    last_sent_us: AtomicU64,
     opened: Instant,
     broken: AtomicBool,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -153,6 +155,30 @@ impl PeerPool {
         }
     }
 
+    /// Closes the connections no request used for `idle`, and forgets
+    /// their peers: a node that once talked to every member of a big
+    /// cluster (a workload's forwarded requests, random gossip rounds)
+    /// holds only the connections it still uses.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let mut slots = self.slots.lock().expect("peer pool lock");
+        let before = slots.len();
+        slots.retain(|_, slot| {
+            // A slot in use (a dial or a call on its way) is not idle; no
+            // one can take a new hold of it while the map is locked.
+            if Arc::strong_count(slot) > 1 {
+                return true;
+            }
+            let Ok(mut slot) = slot.try_lock() else { return true };
+            if slot.connection.as_ref().is_some_and(|c| c.broken.load(Ordering::Relaxed) || c.idle_for(idle)) {
+                if let Some(connection) = slot.connection.take() {
+                    connection.close();
+                }
+            }
+            slot.connection.is_some() || slot.failed_at.is_some_and(|at| at.elapsed() < REDIAL_AFTER)
+        });
+        before - slots.len()
+    }
+
     async fn connection(&self, addr: SocketAddr) -> Result<Arc<Connection>, PeerError> {
         let slot = self.slots.lock().expect("peer pool lock").entry(addr).or_default().clone();
         let mut slot = slot.lock().await;
@@ -200,6 +226,7 @@ impl PeerPool {
             outbox,
             pending: Mutex::default(),
             last_heard_us: AtomicU64::new(0),
+            last_sent_us: AtomicU64::new(0),
             opened: Instant::now(),
             broken: AtomicBool::new(false),
             tasks: Mutex::default(),
@@ -239,6 +266,7 @@ impl Connection {
     }
 
     fn send(&self, id: u64, bytes: Bytes) -> Result<oneshot::Receiver<Bytes>, PeerError> {
+        self.last_sent_us.store(self.elapsed_us().max(1), Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
         if let Err(e) = self.outbox.try_send(bytes) {
@@ -260,6 +288,12 @@ impl Connection {
         if let Some(tx) = self.pending.lock().expect("pending lock").remove(&id) {
             let _ = tx.send(payload);
         }
+    }
+
+    /// No request sent for `idle`, and none waiting for its answer.
+    fn idle_for(&self, idle: Duration) -> bool {
+        let last_sent = Duration::from_micros(self.last_sent_us.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last_sent) >= idle && self.pending.lock().expect("pending lock").is_empty()
     }
 
     /// Stops both tasks and fails every waiting call at once.
@@ -487,6 +521,21 @@ mod tests {
             call.await.unwrap();
         }
         assert_eq!(pool.slots.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_connections_unused_for_the_idle_limit_are_closed_and_a_closed_one_is_redialled() {
+        let (busy, quiet) = (server().await, server().await);
+        let pool = pool();
+        for addr in [busy, quiet] {
+            assert!(matches!(pool.call(addr, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
+        }
+        assert_eq!(pool.close_idle(Duration::from_secs(60)), 0, "nothing has been idle that long");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(matches!(pool.call(busy, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
+        assert_eq!(pool.close_idle(Duration::from_millis(150)), 1, "only the quiet peer's connection");
+        assert_eq!(pool.slots.lock().unwrap().keys().collect::<Vec<_>>(), [&busy]);
+        assert!(matches!(pool.call(quiet, &Request::Ping, Duration::from_secs(1)).await, Ok(Response::Pong)));
     }
 
     #[tokio::test]
