@@ -7,7 +7,12 @@
 //! knows and a fingerprint of their names. Only a peer whose member set
 //! differs and is no larger gets the whole list, once: so a joining node
 //! learns everyone in one exchange, and an idle cluster's message size and
-//! per-node cost stay the same however large it grows. Failure
+//! per-node cost stay the same however large it grows. So do a node's
+//! connections: past [`OVERLAY_FROM`] members it gossips mostly along an
+//! overlay of about 2 log2(n) neighbours ([`Membership::gossip_target`]).
+//! What grows is the time a heartbeat takes to reach everyone, so past one
+//! digest of members heartbeats advance less often and the failure limit
+//! stretches ([`Membership::beat`], [`Membership::fail_after_for`]). Failure
 //! detection is phi accrual (Hayashibara et al., as in Cassandra): from the
 //! intervals at which a member's heartbeat has been seen to advance, the
 //! silence so far gives a suspicion φ; past a threshold the member is
@@ -498,9 +503,9 @@ impl Membership {
     /// too, so that their return is noticed. In a cluster of up to
     /// [`OVERLAY_FROM`] members, any other member at random. In a bigger
     /// one, mostly a random one of this node's overlay neighbours (see
-    /// [`overlay_offsets`]): gossip with anyone would in time connect
+    /// `overlay_offsets`): gossip with anyone would in time connect
     /// every pair of nodes (a million connections at 1,000 nodes); every
-    /// [`RANDOM_ROUND`]th round still goes to anyone, so that no pattern
+    /// `RANDOM_ROUND`th round still goes to anyone, so that no pattern
     /// of cuts can hide a reachable member for long.
     pub fn gossip_target(&self, round: u64) -> Option<(String, SocketAddr)> {
         let inner = self.read();
