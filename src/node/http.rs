@@ -214,13 +214,24 @@ fn parse_key(raw: &str, max_key_bytes: usize) -> Result<Bytes, HttpError> {
     Ok(Bytes::from(key))
 }
 
+/// Longest a refused body a little over the limit is read before the 413.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn read_body(node: &Node, request: Request<Incoming>) -> Result<Bytes, HttpError> {
     let limit = node.config.max_value_bytes;
     let too_large =
         || HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("value exceeds the limit of {limit} bytes"));
     let declared =
         request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if let Some(len) = declared.filter(|&len| len > limit) {
+        // A body a little over the limit is read and dropped before the
+        // 413: a client still writing it when the connection closed would
+        // see a broken pipe instead of the answer. A larger one is not
+        // worth the bytes; its client gets the 413 or a reset.
+        if len <= 2 * limit {
+            let drain = Limited::new(request.into_body(), 2 * limit).collect();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        }
         return Err(too_large());
     }
     match Limited::new(request.into_body(), limit).collect().await {
