@@ -94,6 +94,9 @@ enum Command {
         #[arg(long)]
         socket: PathBuf,
     },
+    /// What the control machine asks a host to do with processes (run over SSH by `cluster up --hosts`).
+    #[command(subcommand, hide = true, name = "host-agent")]
+    HostAgent(dynabed::cluster::agent::AgentCommand),
     /// Which fault mechanisms this kernel and container support, and why not.
     #[command(after_help = "Examples:\n  dynabed doctor\n  dynabed doctor --json")]
     Doctor {
@@ -236,6 +239,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
+        Command::HostAgent(command) => cluster::agent::run(command),
         Command::DelayLine { socket } => dynabed::faults::delay_line::serve(&socket),
         Command::Doctor { json } => {
             let findings = dynabed::doctor::probe_all();

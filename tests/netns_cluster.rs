@@ -147,6 +147,7 @@ fn cleanup_never_signals_a_process_whose_start_time_differs() {
                 role: "node node1".into(),
                 pid: bystander.pid,
                 start_time: bystander.start_time + 1,
+                host: None,
             })
         })
         .unwrap();

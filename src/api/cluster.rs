@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::hosts::Deployed;
+
 /// One node as the seed's consumers expect it, plus where to reach it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeEntry {
@@ -17,6 +19,9 @@ pub struct NodeEntry {
     pub peer_port: u16,
     pub netns: Option<String>,
     pub data_dir: PathBuf,
+    /// The SSH destination of the host it runs on (a cluster on hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +29,8 @@ pub struct NodeEntry {
 pub enum Mode {
     Netns,
     Loopback,
+    /// Nodes on hosts reached over SSH ([`Deployed`]).
+    Hosts,
 }
 
 /// Cluster-wide settings, and how to restart each node exactly.
@@ -36,6 +43,9 @@ pub struct Meta {
     pub client_netns: Option<String>,
     pub admin_token: String,
     pub nodes: BTreeMap<String, NodeMeta>,
+    /// The hosts, for a cluster on hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Deployed>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +56,9 @@ pub struct NodeMeta {
     /// /proc/PID/stat), so that a recycled pid is never signalled.
     pub start_time: u64,
     pub log: Option<PathBuf>,
+    /// The name of its host, for a cluster on hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A process the cluster started, known by pid and start time.
@@ -55,4 +68,7 @@ pub struct OwnedProcess {
     pub role: String,
     pub pid: u32,
     pub start_time: u64,
+    /// The host it runs on, when not this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }

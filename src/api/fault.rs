@@ -29,10 +29,11 @@ pub struct FaultRecord {
 
 impl FaultRecord {
     /// Why the fault is no longer in force although nobody healed it: the
-    /// process holding it is gone, and its effect with it. `None` while it
-    /// holds (or when no process holds it).
-    pub fn lapse(&self) -> Option<String> {
-        let holder = self.held_by.as_ref().filter(|p| !p.record().is_alive())?;
+    /// process holding it is gone (as `is_running` finds, where it lives),
+    /// and its effect with it. `None` while it holds (or when no process
+    /// holds it).
+    pub fn lapse(&self, is_running: impl Fn(&OwnedProcess) -> bool) -> Option<String> {
+        let holder = self.held_by.as_ref().filter(|p| !is_running(p))?;
         Some(format!(
             "its {} process (pid {}) exited, so {} no longer has this fault",
             holder.role,
@@ -114,6 +115,8 @@ pub enum Backend {
     CgroupCpu,
     /// nftables `dup` rules on the egress hooks of both ends of the node's link.
     NftNetdevDup,
+    /// Drop rules in an nftables inet table on the hosts of a cluster on hosts.
+    NftHost,
 }
 
 impl Backend {
@@ -128,6 +131,7 @@ impl Backend {
             Backend::NfqueueDelayLine => "nfqueue-delay-line",
             Backend::CgroupCpu => "cgroup-cpu",
             Backend::NftNetdevDup => "nft-netdev-dup",
+            Backend::NftHost => "nft-host",
         }
     }
 }
@@ -144,8 +148,13 @@ impl std::fmt::Display for Backend {
 pub enum Undo {
     /// Delete an nftables table in a namespace (the bridge family: rules in the hub).
     DeleteBridgeTable { namespace: String, name: String },
-    /// SIGCONT a paused node, if it is still that process.
-    Continue { pid: u32, start_time: u64 },
+    /// SIGCONT a paused node, if it is still that process (on its host, if any).
+    Continue {
+        pid: u32,
+        start_time: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
     /// Restart a crashed node from its recorded command line.
     Restart { node: String },
     /// `DELETE /admin/fault` on a node.
@@ -167,6 +176,8 @@ pub enum Undo {
     DeleteNetdevTable { namespace: String, name: String },
     /// Stop the delay line once it delays nothing (it releases held packets first).
     StopIdleDelayLine,
+    /// Delete an nftables inet table on a host of a cluster on hosts.
+    DeleteHostTable { host: String, name: String },
 }
 
 #[cfg(test)]
@@ -184,6 +195,7 @@ mod tests {
             Backend::NfqueueDelayLine,
             Backend::CgroupCpu,
             Backend::NftNetdevDup,
+            Backend::NftHost,
         ] {
             assert_eq!(serde_json::to_value(backend).unwrap(), backend.as_str());
         }

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod dot;
 pub mod fault;
 pub mod headers;
+pub mod hosts;
 pub mod ring;
 pub mod run;
 pub mod status;

@@ -238,7 +238,7 @@ fn inject(kind: Kind, args: FaultArgs) -> anyhow::Result<()> {
     let request = FaultRequest::new(kind, layer, args.node.clone(), args.with.clone(), &params)?;
     let Some(seconds) = args.duration else {
         let record = apply(&args.cluster.cluster_procs, &request)?;
-        println!("{}", describe(&record));
+        println!("{}", describe(&record, None));
         println!("in force until `dynabed fault heal --id {}`", record.id);
         return Ok(());
     };
@@ -277,8 +277,8 @@ impl Hooks for Printer {
     fn applied(&mut self, at: Duration, record: &FaultRecord) {
         self.countdown.end();
         match self.held_for {
-            Some(_) => println!("{}", describe(record)),
-            None => println!("{:8.3} s  {}", at.as_secs_f64(), describe(record)),
+            Some(_) => println!("{}", describe(record, None)),
+            None => println!("{:8.3} s  {}", at.as_secs_f64(), describe(record, None)),
         }
     }
 
@@ -350,10 +350,12 @@ struct Listed<'a> {
 }
 
 fn list(cluster_procs: &Path, json: bool) -> anyhow::Result<()> {
-    let prefix = Cluster::read(cluster_procs)?.prefix().to_owned();
+    let cluster = Cluster::read(cluster_procs)?;
+    let (prefix, hosts) = (cluster.prefix().to_owned(), cluster.meta().hosts.as_ref());
     let faults = journal::in_force(&prefix)?;
+    let lapse = |record: &FaultRecord| record.lapse(|p| p.is_running(hosts));
     if json {
-        let listed: Vec<Listed> = faults.iter().map(|record| Listed { record, lapse: record.lapse() }).collect();
+        let listed: Vec<Listed> = faults.iter().map(|record| Listed { record, lapse: lapse(record) }).collect();
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
@@ -361,7 +363,7 @@ fn list(cluster_procs: &Path, json: bool) -> anyhow::Result<()> {
         println!("no faults in force on {prefix}");
     }
     for record in &faults {
-        println!("{}", describe(record));
+        println!("{}", describe(record, lapse(record)));
     }
     Ok(())
 }
@@ -383,8 +385,8 @@ fn heal_by_hand(cluster_procs: &Path, id: Option<u32>) -> anyhow::Result<()> {
 }
 
 /// One line per fault: what, where, how, and whether it still holds.
-fn describe(record: &FaultRecord) -> String {
-    let state = match (record.lapse(), &record.verified) {
+fn describe(record: &FaultRecord, lapse: Option<String>) -> String {
+    let state = match (lapse, &record.verified) {
         (Some(why), _) => format!("; lapsed: {why} (`dynabed fault heal` removes what is left)"),
         (None, Some(verified)) => format!("; verified: {verified}"),
         (None, None) => String::new(),

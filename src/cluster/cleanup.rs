@@ -1,5 +1,6 @@
 //! Removing what a cluster owns, by the run state's records: processes
-//! (only those whose pid *and* start time match), then namespaces (which
+//! (only those whose pid *and* start time match, on this machine or on
+//! the hosts the run state names), then namespaces (which
 //! takes their links, addresses and qdiscs with them), then the cluster
 //! files and the run-state folder. Used by `cluster down` and by
 //! `dynabed cleanup` after a crash; running it twice is harmless.
@@ -8,13 +9,15 @@
 //! removing the folder would forget them, so cleanup refuses until whoever
 //! keeps it has emptied it (`faults::teardown` heals first).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
 use netns::process::Spawned;
 
 use super::files::{self, Locked};
-use super::runstate::RunState;
+use super::runstate::{Owned, RunState};
+use super::ssh::Ssh;
 
 /// What a cleanup removed.
 #[derive(Debug, Default)]
@@ -40,9 +43,8 @@ pub fn cleanup(prefix: &str) -> anyhow::Result<Removed> {
     let mut removed = Removed::default();
     let owned = state.owned()?;
 
-    let records: Vec<Spawned> = owned.processes.iter().map(|p| p.record()).collect();
-    removed.processes = records.iter().filter(|r| r.is_alive()).count();
-    let stuck = stop(&records);
+    let (processes, stuck) = stop_owned(&owned)?;
+    removed.processes = processes;
     if !stuck.is_empty() {
         bail!("these processes of {prefix} would not stop: {stuck:?}; run state kept in {}", state.dir().display());
     }
@@ -59,6 +61,7 @@ pub fn cleanup(prefix: &str) -> anyhow::Result<Removed> {
             removed.cluster_files = true;
         }
     }
+    end_shared_connections(&owned);
     state.remove()?;
     Ok(removed)
 }
@@ -75,11 +78,61 @@ fn remove_unused_folder(prefix: &str) {
     }
 }
 
-/// Stops every record in parallel; returns the pids that survived.
-pub fn stop(records: &[Spawned]) -> Vec<u32> {
+/// Stops the owned processes, host by host (this machine being one), all
+/// hosts at once; how many ran, and the pids that survived.
+fn stop_owned(owned: &Owned) -> anyhow::Result<(usize, Vec<u32>)> {
+    let mut by_place: BTreeMap<Option<&str>, Vec<Spawned>> = BTreeMap::new();
+    for process in &owned.processes {
+        by_place.entry(process.host.as_deref()).or_default().push(process.record());
+    }
+    let places = by_place
+        .into_iter()
+        .map(|(host, records)| Ok((owned.place(host)?, records)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            records.iter().map(|r| scope.spawn(move || (!r.stop(Duration::from_secs(5))).then_some(r.pid))).collect();
+        let handles: Vec<_> = places
+            .iter()
+            .map(|(place, records)| {
+                scope.spawn(move || {
+                    let running: Vec<Spawned> = records.iter().copied().filter(|&r| place.is_alive(r)).collect();
+                    let stuck = place.stop(&running, GRACE)?;
+                    anyhow::Ok((running.len(), stuck))
+                })
+            })
+            .collect();
+        let mut total = (0, Vec::new());
+        for handle in handles {
+            let (running, stuck) = handle.join().map_err(|_| anyhow::anyhow!("stopping processes panicked"))??;
+            total.0 += running;
+            total.1.extend(stuck);
+        }
+        Ok(total)
+    })
+}
+
+/// Ends the SSH connections shared with the hosts (their control sockets
+/// are in the run state, about to go).
+fn end_shared_connections(owned: &Owned) {
+    let Some(deployed) = &owned.hosts else { return };
+    for host in &deployed.inventory.hosts {
+        if let Ok(ssh) = Ssh::of(deployed, &host.name) {
+            ssh.end_shared();
+        }
+    }
+}
+
+/// How long a process has between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Stops every record on this machine in parallel; returns the pids that survived.
+pub fn stop(records: &[Spawned]) -> Vec<u32> {
+    stop_within(records, GRACE)
+}
+
+/// [`stop`] with another grace period.
+pub fn stop_within(records: &[Spawned], grace: Duration) -> Vec<u32> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records.iter().map(|r| scope.spawn(move || (!r.stop(grace)).then_some(r.pid))).collect();
         handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
     })
 }

@@ -152,7 +152,7 @@ mod tests {
     use crate::api::cluster::Mode;
 
     fn entry(pid: u32) -> NodeEntry {
-        NodeEntry { pid, port: 60000, host: "127.0.0.2".into(), peer_port: 61000, netns: None, data_dir: "d".into() }
+        NodeEntry { pid, port: 60000, host: "127.0.0.2".into(), peer_port: 61000, netns: None, data_dir: "d".into(), ssh: None }
     }
 
     #[test]
@@ -192,6 +192,7 @@ mod tests {
             client_netns: None,
             admin_token: "secret".into(),
             nodes: BTreeMap::new(),
+            hosts: None,
         };
         Locked::acquire(&path).unwrap().write(&ClusterFiles { procs: BTreeMap::new(), meta: Some(meta) }).unwrap();
         let mode = fs::metadata(meta_path(&path)).unwrap().permissions().mode() & 0o777;

@@ -17,8 +17,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::cleanup;
+use super::deploy::{self, Delivery};
 use super::files::{self, ClusterFiles, Locked};
 use super::localhost;
+use super::place::Place;
 use super::ports::Ports;
 use super::reach::reach;
 use super::ready::{Look, Started};
@@ -28,15 +30,19 @@ use super::runstate::{Owned, RunState};
 use super::topology::{Topology, BRIDGE_PORTS, INSIDE};
 use crate::api::cluster::OwnedProcess;
 use crate::api::cluster::{Meta, Mode, NodeEntry, NodeMeta};
+use crate::api::hosts::{Deployed, Host, Inventory};
 use crate::api::ring::default_partitions;
 use crate::node::storage::{Durability, EngineKind};
 use netns::process::Spawned as ProcessRecord;
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
-    /// Number of nodes (past 1,023 the hosts are spread over several bridges).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2000))]
-    pub nodes: u16,
+    /// Number of nodes (past 1,023 the hosts are spread over several bridges) [default with --hosts: the hosts' total].
+    #[arg(long, required_unless_present = "hosts", value_parser = clap::value_parser!(u16).range(1..=2000))]
+    pub nodes: Option<u16>,
+    /// Run the nodes on the hosts this file lists, reached over SSH (see README, "Many hosts").
+    #[arg(long, conflicts_with_all = ["netns", "loopback"])]
+    pub hosts: Option<PathBuf>,
     /// Replication factor, recorded in the meta file.
     #[arg(long = "N", visible_alias = "n", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub n: u8,
@@ -100,6 +106,13 @@ fn parse_loopback(s: &str) -> Result<Ipv4Addr, String> {
     }
 }
 
+impl UpArgs {
+    /// The number of nodes, once [`up`] has resolved it.
+    fn nodes(&self) -> u16 {
+        self.nodes.expect("resolved by up")
+    }
+}
+
 /// A node about to be started.
 struct Planned {
     id: String,
@@ -110,12 +123,22 @@ struct Planned {
     data_dir: PathBuf,
     log: PathBuf,
     argv: Vec<String>,
+    /// Where it runs: here, or on a host (with the host's name).
+    place: Place,
 }
 
 /// Starts the cluster; on any failure removes whatever it had created.
-pub fn up(args: UpArgs) -> anyhow::Result<()> {
-    let mode = choose_mode(&args)?;
-    let ports = Ports::new(args.base_port, args.nodes)?;
+pub fn up(mut args: UpArgs) -> anyhow::Result<()> {
+    let hosts = args.hosts.as_deref().map(read_inventory).transpose()?;
+    if let Some(inventory) = &hosts {
+        let total = u16::try_from(inventory.nodes()).ok().filter(|&n| n <= 2000).context("more than 2,000 nodes")?;
+        if args.nodes.is_some_and(|n| n != total) {
+            bail!("--nodes {} but the hosts file lists {total} nodes", args.nodes.unwrap_or_default());
+        }
+        args.nodes = Some(total);
+    }
+    let mode = if hosts.is_some() { Mode::Hosts } else { choose_mode(&args)? };
+    let ports = Ports::new(args.base_port, args.nodes())?;
     let cluster_procs = std::path::absolute(&args.cluster_procs)?;
     refuse_if_running(&cluster_procs)?;
     let state = RunState::open(&args.prefix)?;
@@ -127,7 +150,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             args.prefix
         );
     }
-    let started = start(&args, mode, ports, &cluster_procs, &state);
+    let started = start(&args, mode, hosts, ports, &cluster_procs, &state);
     drop(state);
     if let Err(e) = started {
         if let Err(undo) = cleanup::cleanup(&args.prefix) {
@@ -154,7 +177,20 @@ fn choose_mode(args: &UpArgs) -> anyhow::Result<Mode> {
     }
 }
 
-fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &RunState) -> anyhow::Result<()> {
+/// Reads and checks a hosts file.
+fn read_inventory(path: &Path) -> anyhow::Result<Inventory> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Inventory::parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+fn start(
+    args: &UpArgs,
+    mode: Mode,
+    hosts: Option<Inventory>,
+    ports: Ports,
+    cluster_procs: &Path,
+    state: &RunState,
+) -> anyhow::Result<()> {
     let data_root = match &args.data_root {
         Some(root) => std::path::absolute(root)?,
         None => cluster_procs.parent().unwrap_or(Path::new("/")).join("dynabed-data").join(&args.prefix),
@@ -166,13 +202,27 @@ fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &
     if args.data_root.is_none() {
         close(&data_root)?;
     }
-    let partitions = args.partitions.unwrap_or_else(|| default_partitions(usize::from(args.nodes)));
-    if !partitions.is_power_of_two() || partitions < u32::from(args.nodes) {
-        bail!("--partitions {partitions}: a power of two at least the number of nodes ({})", args.nodes);
+    let partitions = args.partitions.unwrap_or_else(|| default_partitions(usize::from(args.nodes())));
+    if !partitions.is_power_of_two() || partitions < u32::from(args.nodes()) {
+        bail!("--partitions {partitions}: a power of two at least the number of nodes ({})", args.nodes());
     }
-    let topology = Topology::with_bridge_ports(&args.prefix, args.nodes, args.bridge_ports);
-    let plan = plan_nodes(args, mode, ports, &topology, cluster_procs, &data_root, partitions)?;
-    state.update(|owned| owned.cluster_procs = Some(cluster_procs.to_owned()))?;
+    let topology = Topology::with_bridge_ports(&args.prefix, args.nodes(), args.bridge_ports);
+    let deployed = match hosts {
+        Some(inventory) => {
+            let (binary, bytes) = deploy::this_binary()?;
+            let control = state.dir().join("ssh");
+            create_private(&control)?;
+            Some((Deployed { inventory, binary, control: Some(control) }, bytes))
+        }
+        None => None,
+    };
+    let on_hosts = deployed.as_ref().map(|(d, _)| d);
+    let sites = sites(args, mode, on_hosts, &topology, cluster_procs, &data_root)?;
+    let plan = plan_nodes(args, sites, ports, partitions);
+    state.update(|owned| {
+        owned.cluster_procs = Some(cluster_procs.to_owned());
+        owned.hosts = on_hosts.cloned();
+    })?;
 
     let locked = Locked::acquire(cluster_procs)?;
     let mut meta = Meta {
@@ -183,6 +233,7 @@ fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &
         client_netns: (mode == Mode::Netns).then(|| topology.client()),
         admin_token: new_token(),
         nodes: BTreeMap::new(),
+        hosts: on_hosts.cloned(),
     };
     // The token must be on disk before the nodes start: they read it there.
     locked.write(&ClusterFiles { procs: BTreeMap::new(), meta: Some(meta.clone()) })?;
@@ -190,32 +241,38 @@ fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &
     match mode {
         Mode::Netns => {
             topology.build(state)?;
-            serve_seed_ports(&topology, ports, args.nodes)?;
+            serve_seed_ports(&topology, ports, args.nodes())?;
         }
         Mode::Loopback => {
             if let Some(note) = ports.host_note()? {
                 eprintln!("{note}");
             }
         }
+        Mode::Hosts => {
+            let (deployed, binary) = deployed.as_ref().expect("a cluster on hosts has its hosts");
+            deploy::deliver(deployed, deliveries(deployed, binary, &plan, &meta)?)?;
+        }
     }
     let mut procs = BTreeMap::new();
-    for node in &plan {
-        create_private(&node.data_dir)?;
-        close(&node.data_dir)?;
-        let record = netns::process::spawn_in(node.namespace.as_deref(), &node.argv, &node.log, &node_env())
-            .with_context(|| format!("starting {}", node.id))?;
-        state.update(|owned| owned.processes.push(owned_process(&node.id, record)))?;
+    for (node, record) in spawn_all(&plan, state)? {
+        let host = node.place.host_name();
         procs.insert(node.id.clone(), entry(node, record.pid));
         meta.nodes.insert(
             node.id.clone(),
-            NodeMeta { argv: node.argv.clone(), start_time: record.start_time, log: Some(node.log.clone()) },
+            NodeMeta {
+                argv: node.argv.clone(),
+                start_time: record.start_time,
+                log: Some(node.log.clone()),
+                host: host.map(str::to_owned),
+            },
         );
     }
     locked.write(&ClusterFiles { procs: procs.clone(), meta: Some(meta.clone()) })?;
     drop(locked);
 
     let timeout = Duration::from_secs(args.ready_timeout_s);
-    reach(meta.client_netns.as_deref(), || wait_for_ring(&procs, &meta, timeout))
+    let places: BTreeMap<&str, &Place> = plan.iter().map(|n| (n.id.as_str(), &n.place)).collect();
+    reach(meta.client_netns.as_deref(), || wait_for_ring(&procs, &meta, &places, timeout))
         .with_context(|| format!("node logs are in {}", data_root.display()))?;
     print_table(&procs, cluster_procs);
     println!(
@@ -224,10 +281,88 @@ fn start(args: &UpArgs, mode: Mode, ports: Ports, cluster_procs: &Path, state: &
         plan.len(),
         args.n,
         partitions,
-        if mode == Mode::Netns { "netns" } else { "loopback" }
+        format!("{mode:?}").to_lowercase()
     );
     Ok(())
 }
+
+/// Starts every planned node, each host's in turn and all hosts at once
+/// (this machine being one), recording each process in the run state as
+/// soon as it runs; the first failure, once every started node is recorded.
+fn spawn_all<'p>(plan: &'p [Planned], state: &RunState) -> anyhow::Result<Vec<(&'p Planned, ProcessRecord)>> {
+    let mut by_host: BTreeMap<Option<&str>, Vec<&Planned>> = BTreeMap::new();
+    for node in plan {
+        by_host.entry(node.place.host_name()).or_default().push(node);
+    }
+    let state = std::sync::Mutex::new(state);
+    let spawned: Vec<anyhow::Result<(&Planned, ProcessRecord)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = by_host
+            .into_values()
+            .map(|nodes| {
+                let state = &state;
+                scope.spawn(move || {
+                    let mut started = Vec::new();
+                    for node in nodes {
+                        let record = spawn_one(node, state);
+                        let failed = record.is_err();
+                        started.push(record.map(|r| (node, r)));
+                        if failed {
+                            break;
+                        }
+                    }
+                    started
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(anyhow::anyhow!("a start panicked"))]))
+            .collect()
+    });
+    let mut started: Vec<(&Planned, ProcessRecord)> = spawned.into_iter().collect::<anyhow::Result<_>>()?;
+    started.sort_by_key(|(node, _)| files::natural_key(&node.id));
+    Ok(started)
+}
+
+/// Starts one node and records its process.
+fn spawn_one(node: &Planned, state: &std::sync::Mutex<&RunState>) -> anyhow::Result<ProcessRecord> {
+    if node.place.host_name().is_none() {
+        create_private(&node.data_dir)?;
+        close(&node.data_dir)?;
+    }
+    let record =
+        node.place.spawn(&node.argv, &node.log, &node_env()).with_context(|| format!("starting {}", node.id))?;
+    let host = node.place.host_name();
+    let state = state.lock().map_err(|_| anyhow::anyhow!("the run state's lock was poisoned"))?;
+    state.update(|owned| owned.processes.push(owned_process(&node.id, record, host)))?;
+    Ok(record)
+}
+
+/// What each host is sent: the binary, its nodes' folders, and the cluster
+/// files as they are now (the admin token, no node yet) in its cluster folder.
+fn deliveries<'a>(
+    deployed: &'a Deployed,
+    binary: &'a Path,
+    plan: &[Planned],
+    meta: &Meta,
+) -> anyhow::Result<Vec<(&'a Host, Delivery<'a>)>> {
+    let meta_json = serde_json::to_vec_pretty(meta)?;
+    Ok(deployed
+        .inventory
+        .hosts
+        .iter()
+        .map(|host| {
+            let procs_path = deploy::cluster_dir(host, &meta.prefix).join(CLUSTER_FILE);
+            let node_dirs =
+                plan.iter().filter(|n| n.place.host_name() == Some(host.name.as_str())).map(|n| n.data_dir.clone());
+            let files = vec![(files::meta_path(&procs_path), meta_json.clone()), (procs_path, b"{}".to_vec())];
+            (host, Delivery { binary, node_dirs: node_dirs.collect(), files })
+        })
+        .collect())
+}
+
+/// The name of the cluster file nodes on a host read, in its cluster folder.
+const CLUSTER_FILE: &str = "cluster_procs.json";
 
 /// Reserves the cluster's ports in every namespace it made, and maps
 /// `127.0.0.1:<port>` in the client namespace to the node with that port.
@@ -296,8 +431,14 @@ fn paced_flags(nodes: u16, node_args: &[String]) -> Vec<String> {
         .collect()
 }
 
-pub fn owned_process(id: &str, record: ProcessRecord) -> OwnedProcess {
-    OwnedProcess { role: format!("node {id}"), pid: record.pid, start_time: record.start_time }
+/// The run state's record of node `id`'s process, on `host` (or here).
+pub fn owned_process(id: &str, record: ProcessRecord, host: Option<&str>) -> OwnedProcess {
+    OwnedProcess {
+        role: format!("node {id}"),
+        pid: record.pid,
+        start_time: record.start_time,
+        host: host.map(str::to_owned),
+    }
 }
 
 fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
@@ -312,30 +453,73 @@ fn refuse_if_running(cluster_procs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plan_nodes(
+/// Where node i runs, and the paths it uses there.
+struct Site {
+    addr: IpAddr,
+    namespace: Option<String>,
+    place: Place,
+    exe: String,
+    cluster_procs: PathBuf,
+    data_root: PathBuf,
+}
+
+/// Each node's [`Site`], in node order.
+fn sites(
     args: &UpArgs,
     mode: Mode,
-    ports: Ports,
+    deployed: Option<&Deployed>,
     topology: &Topology,
     cluster_procs: &Path,
     data_root: &Path,
-    partitions: u32,
-) -> anyhow::Result<Vec<Planned>> {
+) -> anyhow::Result<Vec<Site>> {
     let exe = std::env::current_exe().context("locating the dynabed binary")?.to_string_lossy().into_owned();
-    let host = |i: u16| match mode {
-        Mode::Netns => (IpAddr::V4(Topology::node_addr(i)), Some(topology.node(i))),
-        Mode::Loopback => (IpAddr::V4(args.loopback_host), None),
+    let here = |addr: Ipv4Addr, namespace: Option<String>| Site {
+        addr: IpAddr::V4(addr),
+        place: Place::Local { netns: namespace.clone() },
+        namespace,
+        exe: exe.clone(),
+        cluster_procs: cluster_procs.to_owned(),
+        data_root: data_root.to_owned(),
     };
-    let seeds: Vec<SocketAddr> = (1..=args.nodes.min(3)).map(|i| SocketAddr::new(host(i).0, ports.peer(i))).collect();
-    Ok((1..=args.nodes)
-        .map(|i| {
-            let (host, namespace) = host(i);
+    match (mode, deployed) {
+        (Mode::Netns, _) => {
+            Ok((1..=args.nodes()).map(|i| here(Topology::node_addr(i), Some(topology.node(i)))).collect())
+        }
+        (Mode::Loopback, _) => Ok((1..=args.nodes()).map(|_| here(args.loopback_host, None)).collect()),
+        (Mode::Hosts, None) => bail!("a cluster on hosts needs its hosts"),
+        (Mode::Hosts, Some(deployed)) => deployed
+            .inventory
+            .placements()
+            .into_iter()
+            .map(|(host, addr)| {
+                let dir = deploy::cluster_dir(host, &args.prefix);
+                Ok(Site {
+                    addr: IpAddr::V4(addr),
+                    namespace: None,
+                    place: Place::host(deployed, &host.name)?,
+                    exe: deployed.binary_on(host).to_string_lossy().into_owned(),
+                    cluster_procs: dir.join(CLUSTER_FILE),
+                    data_root: dir,
+                })
+            })
+            .collect(),
+    }
+}
+
+fn plan_nodes(args: &UpArgs, sites: Vec<Site>, ports: Ports, partitions: u32) -> Vec<Planned> {
+    let seeds: Vec<SocketAddr> =
+        sites.iter().zip(1..).take(3).map(|(site, i)| SocketAddr::new(site.addr, ports.peer(i))).collect();
+    sites
+        .into_iter()
+        .zip(1..)
+        .map(|(site, i)| {
+            let Site { addr: host, namespace, place, exe, cluster_procs, data_root } = site;
             let (port, peer_port) = (ports.client(i), ports.peer(i));
             let id = format!("node{i}");
             let data_dir = data_root.join(&id);
             let own = SocketAddr::new(host, peer_port);
             let own_seeds: Vec<String> = seeds.iter().filter(|&&s| s != own).map(|s| s.to_string()).collect();
-            let mut argv: Vec<String> = vec![exe.clone(), "node".into()];
+            let mut argv: Vec<String> = vec![exe, "node".into()];
             let mut flag = |name: &str, value: String| argv.extend([format!("--{name}"), value]);
             flag("id", id.clone());
             flag("host", host.to_string());
@@ -351,12 +535,12 @@ fn plan_nodes(
             // A single node has no seeds; give it itself so it does not
             // register as a hand-started node.
             flag("seeds", if own_seeds.is_empty() { own.to_string() } else { own_seeds.join(",") });
-            argv.extend(paced_flags(args.nodes, &args.node_args));
+            argv.extend(paced_flags(args.nodes(), &args.node_args));
             argv.extend(args.node_args.iter().cloned());
             let log = data_root.join(format!("{id}.log"));
-            Planned { id, host, port, peer_port, namespace, data_dir, log, argv }
+            Planned { id, host, port, peer_port, namespace, data_dir, log, argv, place }
         })
-        .collect())
+        .collect()
 }
 
 fn entry(node: &Planned, pid: u32) -> NodeEntry {
@@ -367,6 +551,10 @@ fn entry(node: &Planned, pid: u32) -> NodeEntry {
         peer_port: node.peer_port,
         netns: node.namespace.clone(),
         data_dir: node.data_dir.clone(),
+        ssh: match &node.place {
+            Place::Host { ssh, .. } => Some(ssh.host.ssh.clone()),
+            Place::Local { .. } => None,
+        },
     }
 }
 
@@ -376,7 +564,12 @@ const SMALL_CLUSTER: usize = 100;
 /// Polls every node until each — the very process started, see
 /// [`ready`](super::ready) — sees all of them alive; a node that exits
 /// meanwhile ends the wait at once, with the end of its log.
-async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_for_ring(
+    procs: &BTreeMap<String, NodeEntry>,
+    meta: &Meta,
+    places: &BTreeMap<&str, &Place>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let want = procs.len();
     let mut pending: Vec<&String> = procs.keys().collect();
@@ -392,6 +585,7 @@ async fn wait_for_ring(procs: &BTreeMap<String, NodeEntry>, meta: &Meta, timeout
                 addr: super::running::client_addr(entry)?,
                 process: ProcessRecord { pid: entry.pid, start_time: node.start_time },
                 log: node.log.as_deref(),
+                place: places[id.as_str()],
             };
             let (sees_all, view) = match started.look().await? {
                 Look::Serving(status) => seen(&status, want),

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::cleanup::{self, stop};
+use super::cleanup;
 use super::files::Locked;
 use super::launch::owned_process;
+use super::place::Place;
 use super::reach::reach;
 use super::ready::Started;
 use super::running::{self, Cluster};
@@ -116,8 +117,7 @@ fn render(state: &ClusterState) -> String {
 /// cluster files. Node data stays on disk.
 pub fn down(cluster_procs: &Path) -> anyhow::Result<()> {
     let cluster = Cluster::read(cluster_procs)?;
-    let records: Vec<ProcessRecord> = cluster.nodes().iter().filter_map(|n| n.process).collect();
-    let stuck = stop(&records);
+    let stuck = stop_nodes(cluster.nodes())?;
     if !stuck.is_empty() {
         bail!("these node processes would not stop: {stuck:?}; the cluster files are kept");
     }
@@ -127,10 +127,40 @@ pub fn down(cluster_procs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops the nodes' processes, every host (this machine being one) at
+/// once; the pids that survived.
+fn stop_nodes(nodes: &[running::Node]) -> anyhow::Result<Vec<u32>> {
+    let mut by_host: Vec<(&Place, Vec<ProcessRecord>)> = Vec::new();
+    for node in nodes {
+        let Some(process) = node.process else { continue };
+        match by_host.iter_mut().find(|(place, _)| place.host_name() == node.place.host_name()) {
+            Some((_, records)) => records.push(process),
+            None => by_host.push((&node.place, vec![process])),
+        }
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = by_host
+            .iter()
+            .map(|(place, records)| scope.spawn(move || place.stop(records, Duration::from_secs(5))))
+            .collect();
+        let mut stuck = Vec::new();
+        for handle in handles {
+            stuck.extend(handle.join().map_err(|_| anyhow::anyhow!("stopping nodes panicked"))??);
+        }
+        Ok(stuck)
+    })
+}
+
 /// The recorded process of node `id`.
 pub fn node_record(cluster_procs: &Path, id: &str) -> anyhow::Result<ProcessRecord> {
     let cluster = Cluster::read(cluster_procs)?;
     cluster.node(id)?.process.with_context(|| format!("the meta file records no process for {id}"))
+}
+
+/// Whether the recorded process of node `id` still runs, where it lives.
+pub fn node_running(cluster_procs: &Path, id: &str) -> anyhow::Result<bool> {
+    let cluster = Cluster::read(cluster_procs)?;
+    Ok(cluster.node(id)?.running().is_some())
 }
 
 /// How long a restarted node may take to serve (it may replay a journal).
@@ -152,18 +182,21 @@ pub fn restart_recorded(cluster_procs: &Path, id: &str, state: Option<&RunState>
     let mut files = locked.read()?;
     let meta = files.meta.as_mut().with_context(|| format!("{} has no meta file", cluster_procs.display()))?;
     let client_netns = meta.client_netns.clone();
-    let node = meta.nodes.get_mut(id).with_context(|| format!("no node {id:?} in the meta file"))?;
     let entry = files.procs.get_mut(id).with_context(|| format!("no node {id:?} in {}", cluster_procs.display()))?;
+    let host = meta.nodes.get(id).and_then(|n| n.host.clone());
+    let place = running::place_of(meta, host.as_deref(), entry)?;
+    let node = meta.nodes.get_mut(id).with_context(|| format!("no node {id:?} in the meta file"))?;
     let old = ProcessRecord { pid: entry.pid, start_time: node.start_time };
-    if old.is_alive() {
+    if place.is_alive(old) {
         bail!("{id} is still running (pid {})", entry.pid);
     }
     let log = node.log.clone().unwrap_or_else(|| entry.data_dir.with_extension("log"));
-    let record = netns::process::spawn_in(entry.netns.as_deref(), &node.argv, &log, &super::launch::node_env())?;
+    let record = place.spawn(&node.argv, &log, &super::launch::node_env())?;
     if let Some(state) = state {
         state.update(|owned| {
-            owned.processes.retain(|p| !(p.pid == old.pid && p.start_time == old.start_time));
-            owned.processes.push(owned_process(id, record));
+            let host = place.host_name().map(str::to_owned);
+            owned.processes.retain(|p| !(p.pid == old.pid && p.start_time == old.start_time && p.host == host));
+            owned.processes.push(owned_process(id, record, host.as_deref()));
         })?;
     }
     entry.pid = record.pid;
@@ -172,7 +205,7 @@ pub fn restart_recorded(cluster_procs: &Path, id: &str, state: Option<&RunState>
     locked.write(&files)?;
     // A node started by hand registers itself under the files' lock.
     drop(locked);
-    let started = Started { id, addr, process: record, log: Some(&log) };
+    let started = Started { id, addr, process: record, log: Some(&log), place: &place };
     reach(client_netns.as_deref(), || started.wait_serving(RESTART_LIMIT))?;
     Ok(record)
 }

@@ -2,15 +2,19 @@
 //! records, `cluster up`, `status` and `down`, and the seed's hand-started
 //! flow.
 
+pub mod agent;
 pub mod cleanup;
+pub mod deploy;
 pub mod files;
 pub mod launch;
 pub mod localhost;
 pub mod manage;
+pub mod place;
 pub mod ports;
 pub mod reach;
 pub mod ready;
 pub mod register;
 pub mod running;
 pub mod runstate;
+pub mod ssh;
 pub mod topology;

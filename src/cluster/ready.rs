@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use netns::process::Spawned;
 
+use super::place::Place;
 use crate::client::Client;
 
 /// A node process that was started, and where it should answer.
@@ -25,6 +26,8 @@ pub struct Started<'a> {
     pub addr: SocketAddr,
     pub process: Spawned,
     pub log: Option<&'a Path>,
+    /// Where the process lives.
+    pub place: &'a Place,
 }
 
 /// What one look at a started node found.
@@ -38,9 +41,10 @@ pub enum Look {
 }
 
 impl Started<'_> {
-    /// One look; an error, with the end of its log, once the process has exited.
+    /// One look; an error, with the end of its log, once the process has
+    /// exited. A node that answers as itself is not asked about further:
+    /// on a host, asking costs an SSH round trip.
     pub async fn look(&self) -> anyhow::Result<Look> {
-        self.ensure_running()?;
         let mut client = Client::new(self.addr).with_timeout(Duration::from_secs(1));
         // Read loosely, not as a typed `Status`: whatever answers here may
         // be another program, or a node that does not report its pid.
@@ -49,14 +53,21 @@ impl Started<'_> {
             .await
             .ok()
             .filter(|a| a.status.is_success());
-        let Some(status) = answer.and_then(|a| a.json().ok()) else { return Ok(Look::Silent) };
+        let Some(status) = answer.and_then(|a| a.json().ok()) else {
+            self.ensure_running()?;
+            return Ok(Look::Silent);
+        };
         let pid = status["pid"].as_u64();
         let ours = status["id"] == self.id
             && match pid {
                 Some(pid) => pid == u64::from(self.process.pid),
-                None => self.process.is_alive() && netns::listener::listens_on(self.process.pid, self.addr),
+                None => self.listens(),
             };
-        Ok(if ours { Look::Serving(status) } else { Look::Stranger(pid) })
+        if ours {
+            return Ok(Look::Serving(status));
+        }
+        self.ensure_running()?;
+        Ok(Look::Stranger(pid))
     }
 
     /// Waits until the node serves; an error when it exits first, or when
@@ -86,21 +97,19 @@ impl Started<'_> {
         }
     }
 
+    /// Whether the process holds the listening socket at its address, for
+    /// a node that does not report its pid (only this machine's kernel can
+    /// be asked; on a host, being alive has to do).
+    fn listens(&self) -> bool {
+        let listens_here = || netns::listener::listens_on(self.process.pid, self.addr);
+        self.place.is_alive(self.process) && (self.place.host_name().is_some() || listens_here())
+    }
+
     fn ensure_running(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.process.is_alive(),
-            "{} (pid {}) exited: {}",
-            self.id,
-            self.process.pid,
-            last_lines(self.log)
-        );
+        if !self.place.is_alive(self.process) {
+            let said = self.log.map_or_else(|| "no log".to_owned(), |log| self.place.last_lines(log));
+            anyhow::bail!("{} (pid {}) exited: {said}", self.id, self.process.pid);
+        }
         Ok(())
     }
-}
-
-/// The last lines of a node's log: why it exited, in its own words.
-fn last_lines(log: Option<&Path>) -> String {
-    let Some(text) = log.and_then(|l| std::fs::read_to_string(l).ok()) else { return "no log".into() };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" | ")
 }

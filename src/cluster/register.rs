@@ -52,10 +52,13 @@ pub fn join(config: &mut NodeConfig) -> anyhow::Result<Option<String>> {
             peer_port: config.peer_port(),
             netns: None,
             data_dir: std::path::absolute(config.data_dir())?,
+            ssh: None,
         },
     );
-    meta.nodes
-        .insert(config.id.clone(), NodeMeta { argv: std::env::args().collect(), start_time: me.start_time, log: None });
+    meta.nodes.insert(
+        config.id.clone(),
+        NodeMeta { argv: std::env::args().collect(), start_time: me.start_time, log: None, host: None },
+    );
     let token = meta.admin_token.clone();
     locked.write(&ClusterFiles { procs, meta: Some(meta) })?;
     Ok(Some(token))
@@ -70,6 +73,7 @@ fn new_meta(config: &NodeConfig) -> Meta {
         client_netns: None,
         admin_token: new_token(),
         nodes: BTreeMap::new(),
+        hosts: None,
     }
 }
 

@@ -15,6 +15,7 @@ use anyhow::Context;
 use netns::process::Spawned as ProcessRecord;
 
 use super::files;
+use super::place::Place;
 use crate::api::cluster::{Meta, Mode, NodeEntry};
 use crate::client::Client;
 
@@ -36,6 +37,8 @@ pub struct Node {
     /// The very process started for it (pid and start time), when the meta
     /// file knows it.
     pub process: Option<ProcessRecord>,
+    /// Where that process lives.
+    pub place: Place,
 }
 
 impl Node {
@@ -46,7 +49,7 @@ impl Node {
 
     /// The process, if it still runs.
     pub fn running(&self) -> Option<ProcessRecord> {
-        self.process.filter(|p| p.is_alive())
+        self.process.filter(|&p| self.place.is_alive(p))
     }
 }
 
@@ -73,8 +76,10 @@ impl Cluster {
             .into_iter()
             .map(|(id, entry)| {
                 let addr = client_addr(&entry)?;
-                let process = meta.nodes.get(&id).map(|m| ProcessRecord { pid: entry.pid, start_time: m.start_time });
-                Ok(Node { id, entry, addr, process })
+                let node_meta = meta.nodes.get(&id);
+                let process = node_meta.map(|m| ProcessRecord { pid: entry.pid, start_time: m.start_time });
+                let place = place_of(&meta, node_meta.and_then(|m| m.host.as_deref()), &entry)?;
+                Ok(Node { id, entry, addr, process, place })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         nodes.sort_by_key(|n| files::natural_key(&n.id));
@@ -130,6 +135,15 @@ impl Cluster {
         F: Future<Output = anyhow::Result<T>>,
     {
         super::reach::reach(self.client_netns(), make)
+    }
+}
+
+/// Where a node's process lives: on its host, or here in its namespace.
+pub fn place_of(meta: &Meta, host: Option<&str>, entry: &NodeEntry) -> anyhow::Result<Place> {
+    match (host, &meta.hosts) {
+        (Some(name), Some(deployed)) => Place::host(deployed, name),
+        (Some(name), None) => anyhow::bail!("the meta file puts a node on host {name} but lists no hosts"),
+        (None, _) => Ok(Place::Local { netns: entry.netns.clone() }),
     }
 }
 

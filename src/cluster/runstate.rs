@@ -18,12 +18,24 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::place::Place;
 use crate::api::cluster::OwnedProcess;
+use crate::api::hosts::Deployed;
 
 impl OwnedProcess {
     /// The process itself, to ask whether it still runs or to signal it.
     pub fn record(&self) -> netns::process::Spawned {
         netns::process::Spawned { pid: self.pid, start_time: self.start_time }
+    }
+
+    /// Whether it still runs, asked where it lives (on one of `hosts`, or here).
+    pub fn is_running(&self, hosts: Option<&Deployed>) -> bool {
+        match (&self.host, hosts) {
+            (None, _) => self.record().is_alive(),
+            (Some(name), Some(deployed)) => Place::host(deployed, name).is_ok_and(|p| p.is_alive(self.record())),
+            // Not knowing how to reach its host, nobody can say it is gone.
+            (Some(_), None) => true,
+        }
     }
 }
 
@@ -34,6 +46,20 @@ pub struct Owned {
     pub processes: Vec<OwnedProcess>,
     /// Network namespaces, in creation order (removed in reverse).
     pub namespaces: Vec<String>,
+    /// The hosts processes run on, for a cluster on hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Deployed>,
+}
+
+impl Owned {
+    /// Where a process it records on `host` (or here) lives.
+    pub fn place(&self, host: Option<&str>) -> anyhow::Result<Place> {
+        match (host, &self.hosts) {
+            (None, _) => Ok(Place::Local { netns: None }),
+            (Some(name), Some(deployed)) => Place::host(deployed, name),
+            (Some(name), None) => anyhow::bail!("the run state names host {name} but lists no hosts"),
+        }
+    }
 }
 
 const OWNED: &str = "owned.json";
@@ -197,7 +223,9 @@ mod tests {
         let prefix = format!("rt{}", std::process::id() % 100_000);
         let state = RunState::open(&prefix).unwrap();
         state.update(|o| o.namespaces.push("x-hub".into())).unwrap();
-        state.update(|o| o.processes.push(OwnedProcess { role: "node node1".into(), pid: 1, start_time: 2 })).unwrap();
+        state
+            .update(|o| o.processes.push(OwnedProcess { role: "node node1".into(), pid: 1, start_time: 2, host: None }))
+            .unwrap();
         drop(state);
         let state = RunState::existing(&prefix).unwrap().expect("still there");
         let owned = state.owned().unwrap();

@@ -54,7 +54,8 @@ impl CpuMeter {
         }
     }
 
-    pub fn finish(&mut self, processes: &[(Role, u32)]) -> CpuReport {
+    /// The report; `elsewhere` nodes run on other hosts, out of sight.
+    pub fn finish(&mut self, processes: &[(Role, u32)], elsewhere: usize) -> CpuReport {
         self.sample(processes, false);
         let tick = netns::process::ticks_per_second() as f64;
         let used = |role| {
@@ -74,6 +75,7 @@ impl CpuMeter {
             wall_s,
             cores,
             nodes_s,
+            nodes_elsewhere: elsewhere,
             driver_s,
             delay_line_s,
             machine_busy,

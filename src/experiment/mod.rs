@@ -196,7 +196,7 @@ impl Setup {
         Ok(Driven {
             recorded,
             requests_sent,
-            cpu: cpu.finish(&measured_processes(cluster)?),
+            cpu: cpu.finish(&measured_processes(cluster)?, nodes_elsewhere(cluster)?),
             tcp: tcp::delta(&tcp_at_t0, &tcp::snapshot(&cluster.entries()?)),
             timeline,
             sightings,
@@ -519,15 +519,21 @@ fn wait_for_start(shared: &Shared, clients: &std::thread::JoinHandle<anyhow::Res
     }
 }
 
-/// The nodes and the delay line, whose CPU the run reports.
+/// The nodes on this machine and the delay line, whose CPU the run reports.
 fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>> {
-    let mut processes: Vec<(Role, u32)> = cluster.entries()?.into_iter().map(|(_, e)| (Role::Node, e.pid)).collect();
+    let here = cluster.entries()?.into_iter().filter(|(_, e)| e.ssh.is_none());
+    let mut processes: Vec<(Role, u32)> = here.map(|(_, e)| (Role::Node, e.pid)).collect();
     if let Some(state) = RunState::existing(&cluster.meta().prefix)? {
         let owned = state.owned()?;
         processes
             .extend(owned.processes.iter().filter(|p| p.role == delay_daemon::ROLE).map(|p| (Role::DelayLine, p.pid)));
     }
     Ok(processes)
+}
+
+/// The nodes on other hosts, whose CPU this machine cannot measure.
+fn nodes_elsewhere(cluster: &ClusterView) -> anyhow::Result<usize> {
+    Ok(cluster.entries()?.iter().filter(|(_, e)| e.ssh.is_some()).count())
 }
 
 /// Each node's status by id, or why it has none, for the nodes folder.
@@ -569,11 +575,12 @@ fn leftovers(cluster: &ClusterView, timeline: &PlanRunner, after: &[anyhow::Resu
     found
 }
 
+/// Copies each node's log into the run folder, from its host when it has one.
 fn copy_logs(cluster: &ClusterView, dir: &Path) -> anyhow::Result<()> {
-    for (id, node) in &cluster.meta().nodes {
-        if let Some(log) = &node.log {
-            std::fs::copy(log, dir.join(format!("{id}.log"))).with_context(|| format!("copying {}", log.display()))?;
-        }
+    for node in cluster.cluster().nodes() {
+        let Some(log) = cluster.meta().nodes.get(&node.id).and_then(|m| m.log.as_ref()) else { continue };
+        let copy = dir.join(format!("{}.log", node.id));
+        node.place.fetch(log, &copy).with_context(|| format!("copying {}", log.display()))?;
     }
     Ok(())
 }

@@ -314,6 +314,10 @@ pub fn text(summary: &Summary) -> String {
     line("VCLOCK", "PruneEvents", &growth.prune_events);
     let cpu = &summary.cpu;
     line("CPU", "Nodes(s)", &cpu.nodes_s);
+    if cpu.nodes_elsewhere > 0 {
+        // Their CPU is on their hosts: Nodes(s) counts only this machine's.
+        line("CPU", "NodesOnOtherHosts", &cpu.nodes_elsewhere);
+    }
     line("CPU", "Driver(s)", &cpu.driver_s);
     line("CPU", "DelayLine(s)", &cpu.delay_line_s);
     line("CPU", "MachineBusy", &cpu.machine_busy);
@@ -432,6 +436,7 @@ mod tests {
             wall_s: 1.0,
             cores: 2,
             nodes_s: 0.5,
+            nodes_elsewhere: 0,
             driver_s: 0.25,
             delay_line_s: 0.0,
             machine_busy: Some(0.5),

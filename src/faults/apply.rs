@@ -9,17 +9,21 @@ use super::exec::delay::DelayLine;
 use super::exec::duplicate::NftDup;
 use super::exec::netem::Netem;
 use super::exec::skew::NodeClockSkew;
-use super::exec::{app, cpu, loss, partition, shape, signal, ChangeError, Executor, Target};
+use super::exec::{app, cpu, host, loss, partition, shape, signal, ChangeError, Executor, Target};
 use super::fault::{Fault, FaultError, FaultRequest};
 use super::heal::{heal, HealFor};
 use super::journal;
+use crate::api::cluster::Mode;
 use crate::api::fault::{FaultRecord, Layer, PortSelector};
 use crate::api::now_ms;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
 
-/// The executor that makes `request`'s fault: chosen once, here.
-fn executor(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
+/// The executor that makes `request`'s fault on `cluster`: chosen once, here.
+fn executor(request: &FaultRequest, cluster: &Cluster) -> anyhow::Result<Box<dyn Executor>> {
+    if cluster.mode() == Mode::Hosts {
+        return on_hosts(request);
+    }
     Ok(match (&request.fault, request.layer) {
         (&Fault::Crash { restart }, _) => Box::new(signal::Kill { restart }),
         (Fault::Pause, _) => Box::new(signal::Stop),
@@ -39,6 +43,31 @@ fn executor(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
         (Fault::Skew(_), Layer::Kernel) => bail!(FaultError::SkewNotKernel),
         (fault, Layer::Kernel) => network(fault),
         // `FaultRequest::new` refuses these already; a request built by hand is refused the same way.
+        (fault, Layer::App) => bail!(FaultError::KernelOnly(fault.kind())),
+    })
+}
+
+/// The executors of a cluster on hosts: signals and the nodes' own hooks
+/// as anywhere, and the kernel faults that a rule on a node's own address
+/// makes on its host; the others (qdiscs on a link, the delay line, cgroups)
+/// act on objects only a local cluster has, and are refused by name.
+fn on_hosts(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
+    Ok(match (&request.fault, request.layer) {
+        (&Fault::Crash { restart }, _) => Box::new(signal::Kill { restart }),
+        (Fault::Pause, _) => Box::new(signal::Stop),
+        (Fault::Partition { with, direction, clients }, Layer::Kernel) => {
+            Box::new(host::HostCut { with: with.clone(), direction: *direction, clients: *clients })
+        }
+        (&Fault::Loss { pct, correlation_pct: None, port: PortSelector::All }, Layer::Kernel) => {
+            Box::new(host::HostLoss { pct })
+        }
+        (Fault::Partition { with, .. }, Layer::App) => Box::new(partition::NodeCut { with: with.clone() }),
+        (&Fault::Slow { slow_ms, .. }, Layer::App) => Box::new(app::AppSlow { slow_ms }),
+        (&Fault::Skew(skew), Layer::App) => Box::new(NodeClockSkew { skew }),
+        (fault, Layer::Kernel) => bail!(
+            "a kernel-level {} is not made on hosts yet (only crash, pause, partition and plain loss are): use --fault_layer app where it has an app form",
+            fault.kind().as_str()
+        ),
         (fault, Layer::App) => bail!(FaultError::KernelOnly(fault.kind())),
     })
 }
@@ -64,7 +93,7 @@ pub fn apply(cluster_procs: &Path, request: &FaultRequest) -> anyhow::Result<Fau
     let state = RunState::open(cluster.prefix())?;
     let target =
         Target { id: journal::next_id(&state)?, state: &state, cluster: &cluster, node, process: node.running() };
-    let executor = executor(request)?;
+    let executor = executor(request, &cluster)?;
     let record = FaultRecord {
         id: target.id,
         kind: request.fault.kind(),
@@ -104,7 +133,7 @@ pub fn precheck(cluster: &Cluster, request: &FaultRequest) -> anyhow::Result<()>
     let node = cluster.node(&request.node)?;
     let state = RunState::open(cluster.prefix())?;
     let target = Target { id: 0, state: &state, cluster, node, process: node.running() };
-    let executor = executor(request)?;
+    let executor = executor(request, cluster)?;
     executor.undo(&target)?;
     executor.available(&target).map_err(|reason| unavailable(request, reason))
 }

@@ -38,7 +38,7 @@ pub fn ensure(state: &RunState, hub: &str) -> anyhow::Result<OwnedProcess> {
     let argv = vec![exe, "delay-line".into(), "--socket".into(), socket.to_string_lossy().into_owned()];
     let log = state.dir().join("delay-line.log");
     let spawned = netns::process::spawn_in(Some(hub), &argv, &log, &[]).context("starting the delay line")?;
-    let daemon = OwnedProcess { role: ROLE.into(), pid: spawned.pid, start_time: spawned.start_time };
+    let daemon = OwnedProcess { role: ROLE.into(), pid: spawned.pid, start_time: spawned.start_time, host: None };
     state.update(|owned| owned.processes.push(daemon.clone()))?;
     delay_line::wait_ready(&socket, Duration::from_secs(5))?;
     Ok(daemon)

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use super::admin::{app_fault, AppFaultCall};
 use super::exec::duplicate;
+use super::exec::host::HostTable;
 use super::{delay_daemon, journal};
 use crate::api::fault::{FaultRecord, Undo};
 use crate::cluster::manage;
@@ -81,16 +82,20 @@ impl Undoer<'_> {
                 }
             }
             Undo::StopIdleDelayLine => delay_daemon::stop_if_idle(self.state)?,
+            Undo::DeleteHostTable { host, name } => {
+                HostTable::on(self.state, host, name)?.delete()?;
+            }
             Undo::RemoveCgroup { name } => {
                 netns::cgroup::CpuGroup::open(name)?.remove()?;
             }
-            Undo::Continue { pid, start_time } => {
-                netns::process::Spawned { pid: *pid, start_time: *start_time }.signal(netns::process::Signal::SIGCONT);
+            Undo::Continue { pid, start_time, host } => {
+                let process = netns::process::Spawned { pid: *pid, start_time: *start_time };
+                self.state.owned()?.place(host.as_deref())?.signal(process, netns::process::Signal::SIGCONT)?;
             }
             Undo::Restart { node } if !teardown => {
                 let path = self.cluster_procs.context("the journal does not say which cluster file to restart from")?;
                 // Restarting waits until it serves: a healed crash is a node that serves again.
-                if !manage::node_record(path, node)?.is_alive() {
+                if !manage::node_running(path, node)? {
                     manage::restart_recorded(path, node, Some(self.state))?;
                 }
             }

@@ -25,7 +25,7 @@ pub fn leftovers(state: &RunState, records: &[FaultRecord]) -> anyhow::Result<Ve
     let cluster = owned.cluster_procs.as_deref().map(Cluster::read).transpose()?;
     for record in records {
         for step in &record.undo {
-            if let Some(left) = still_there(step, cluster.as_ref())? {
+            if let Some(left) = still_there(step, state, cluster.as_ref())? {
                 found.push(format!("fault {} ({:?}): {left}", record.id, record.kind));
             }
         }
@@ -33,7 +33,7 @@ pub fn leftovers(state: &RunState, records: &[FaultRecord]) -> anyhow::Result<Ve
     Ok(found)
 }
 
-fn still_there(step: &Undo, cluster: Option<&Cluster>) -> anyhow::Result<Option<String>> {
+fn still_there(step: &Undo, state: &RunState, cluster: Option<&Cluster>) -> anyhow::Result<Option<String>> {
     use netns::firewall::{Chain, Family, Table};
     let in_namespace = |namespace: &str| netns::namespace::exists(namespace);
     Ok(match step {
@@ -55,10 +55,14 @@ fn still_there(step: &Undo, cluster: Option<&Cluster>) -> anyhow::Result<Option<
         Undo::RemoveCgroup { name } => {
             netns::cgroup::CpuGroup::open(name)?.path.is_dir().then(|| format!("cgroup {name} still exists"))
         }
-        Undo::Continue { pid, start_time } => {
-            let same = netns::process::start_time(*pid) == Some(*start_time);
-            (same && netns::process::state(*pid) == Some('T')).then(|| format!("pid {pid} is still stopped"))
+        Undo::Continue { pid, start_time, host } => {
+            let place = state.owned()?.place(host.as_deref())?;
+            let same = place.is_alive(netns::process::Spawned { pid: *pid, start_time: *start_time });
+            (same && place.state(*pid) == Some('T')).then(|| format!("pid {pid} is still stopped"))
         }
+        Undo::DeleteHostTable { host, name } => super::exec::host::HostTable::on(state, host, name)?
+            .exists()?
+            .then(|| format!("nft table {name} is still on host {host}")),
         Undo::HealApp { node } => {
             let Some((cluster, found)) = cluster.and_then(|c| Some((c, c.node(node).ok()?))) else { return Ok(None) };
             let current = app_fault(cluster, found, AppFaultCall::Read)?;

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use super::apply::apply;
 use super::heal::{heal, HealFor};
 use super::plan::{self, Step};
+use crate::api::cluster::OwnedProcess;
 use crate::api::fault::{FaultEvent, FaultRecord};
+use crate::api::hosts::Deployed;
 use crate::api::run::EventLog;
 use crate::cluster::running::Cluster;
 use crate::cluster::runstate::RunState;
@@ -107,6 +109,8 @@ pub struct PlanRunner {
     log: Vec<EventLog>,
     /// The ids of each event's faults still in force.
     in_force: Vec<Vec<u32>>,
+    /// The cluster's hosts, where it runs on hosts.
+    hosts: Option<Deployed>,
 }
 
 impl PlanRunner {
@@ -115,7 +119,9 @@ impl PlanRunner {
     pub fn new(plan: Vec<FaultEvent>, cluster_procs: PathBuf, prefix: String, t0: Instant) -> Self {
         let log = plan.iter().enumerate().map(|(event, e)| EventLog::planned(event, e)).collect();
         let in_force = vec![Vec::new(); plan.len()];
-        PlanRunner { plan, cluster_procs, prefix, t0, nominal: None, log, in_force }
+        // A node on a host holds its app faults there: ask there.
+        let hosts = Cluster::read(&cluster_procs).ok().and_then(|c| c.meta().hosts.clone());
+        PlanRunner { plan, cluster_procs, prefix, t0, nominal: None, log, in_force, hosts }
     }
 
     /// A runner for `plan` on the cluster of `cluster_procs`, starting now.
@@ -202,7 +208,10 @@ impl PlanRunner {
                 continue;
             }
             let mut in_force = log.faults.iter().filter(|r| self.in_force[event].contains(&r.id));
-            let Some((record, why)) = in_force.find_map(|r| r.lapse().map(|why| (r.clone(), why))) else { continue };
+            let alive = |p: &OwnedProcess| p.is_running(self.hosts.as_ref());
+            let Some((record, why)) = in_force.find_map(|r| r.lapse(alive).map(|why| (r.clone(), why))) else {
+                continue;
+            };
             let at_us = self.now_us();
             let log = &mut self.log[event];
             log.lapsed_us = Some(at_us);

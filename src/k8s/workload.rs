@@ -98,6 +98,7 @@ impl Layout {
             client_netns: None,
             admin_token,
             nodes: Default::default(),
+            hosts: None,
         };
         Ok(json!({
             "apiVersion": "v1",

@@ -162,9 +162,10 @@ impl TestCluster {
                 peer_port: arg("--peer_port").parse().unwrap(),
                 netns: None,
                 data_dir: self.dir.path().join(id),
+                ssh: None,
             },
         );
-        let node = dynabed::api::cluster::NodeMeta { argv, start_time: record.start_time, log: Some(log) };
+        let node = dynabed::api::cluster::NodeMeta { argv, start_time: record.start_time, log: Some(log), host: None };
         current.meta.as_mut().unwrap().nodes.insert(id.to_owned(), node);
         locked.write(&current).unwrap();
         drop(locked);

@@ -229,7 +229,12 @@ pub struct ClockSize {
 pub struct CpuReport {
     pub wall_s: f64,
     pub cores: usize,
+    /// The nodes on this machine; see `nodes_elsewhere`.
     pub nodes_s: f64,
+    /// Nodes running on other hosts (a cluster on hosts), whose CPU
+    /// `nodes_s` leaves out: this machine cannot see it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nodes_elsewhere: usize,
     pub driver_s: f64,
     pub delay_line_s: f64,
     /// Busy time of the whole machine over wall × cores (everything, not
@@ -317,6 +322,10 @@ pub struct LostWrites {
     pub examples: Vec<String>,
     /// Hints not delivered when the check ran (for a node left down).
     pub hints_left: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use super::{ChangeError, Commands, Executor, Target};
 use crate::api::admin::FaultState;
-use crate::api::cluster::OwnedProcess;
 use crate::api::fault::{Backend, Undo};
 use crate::cluster::running::Node;
 use crate::faults::admin::{app_fault, AppFaultCall};
@@ -57,8 +56,7 @@ pub fn amend_faults(target: &Target, node: &Node, change: impl FnOnce(&mut Fault
 /// show it as lapsed instead of in force.
 fn held_by_node(target: &Target) -> anyhow::Result<()> {
     let process = target.running()?;
-    let holder =
-        OwnedProcess { role: format!("node {}", target.name()), pid: process.pid, start_time: process.start_time };
+    let holder = crate::cluster::launch::owned_process(target.name(), process, target.node.place.host_name());
     journal::amend(target.state, target.id, |record| record.held_by = Some(holder))?;
     Ok(())
 }

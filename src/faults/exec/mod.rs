@@ -9,6 +9,7 @@ pub mod check;
 pub mod cpu;
 pub mod delay;
 pub mod duplicate;
+pub mod host;
 pub mod loss;
 pub mod netem;
 pub mod partition;

@@ -1,0 +1,149 @@
+//! `dynabed host-agent`: what the control machine asks a host to do with
+//! processes, run there over SSH by the very same dynabed binary that
+//! `cluster up --hosts` copied.
+//!
+//! Processes are known by pid *and* start time on hosts too, so that a
+//! fault, `cluster down` or `cleanup` never signals a recycled pid; that
+//! check must run where the process lives, hence an agent rather than a
+//! bare `kill` over SSH.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use netns::process::{Signal, Spawned};
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Start a detached process; prints `PID START_TIME`.
+    Spawn {
+        /// Its standard output and error go here (appended).
+        #[arg(long)]
+        log: PathBuf,
+        /// An environment variable, KEY=VALUE (repeatable).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        #[arg(required = true, last = true)]
+        argv: Vec<String>,
+    },
+    /// Prints 1 or 0 per PID:START_TIME: whether that very process runs.
+    Alive { processes: Vec<String> },
+    /// Sends a signal (KILL, STOP, CONT, TERM) if the process is still the one recorded; with
+    /// --wait_gone_ms, fails unless it is gone by then. Prints `sent` or `gone`.
+    Signal {
+        signal: String,
+        process: String,
+        #[arg(long = "wait_gone_ms")]
+        wait_gone_ms: Option<u64>,
+    },
+    /// SIGTERM, then SIGKILL after the grace period, to every PID:START_TIME; prints the pids
+    /// that survived.
+    Stop {
+        #[arg(long = "grace_ms", default_value_t = 5000)]
+        grace_ms: u64,
+        processes: Vec<String>,
+    },
+    /// Prints a process's state letter (R, S, T, ...), or - when there is none.
+    State { pid: u32 },
+    /// Prints 1 if a TCP handshake from address FROM to TO completes within the timeout, else 0.
+    Connect {
+        #[arg(long)]
+        from: IpAddr,
+        to: SocketAddr,
+        #[arg(long = "timeout_ms", default_value_t = 500)]
+        timeout_ms: u64,
+    },
+}
+
+pub fn run(command: AgentCommand) -> anyhow::Result<()> {
+    match command {
+        AgentCommand::Spawn { log, env, argv } => {
+            let env = env.iter().map(|kv| split_env(kv)).collect::<anyhow::Result<Vec<_>>>()?;
+            let spawned = netns::process::spawn_in(None, &argv, &log, &env)?;
+            println!("{} {}", spawned.pid, spawned.start_time);
+        }
+        AgentCommand::Alive { processes } => {
+            for process in processes {
+                println!("{}", u8::from(parse_process(&process)?.is_alive()));
+            }
+        }
+        AgentCommand::Signal { signal, process, wait_gone_ms } => {
+            let (process, signal) = (parse_process(&process)?, parse_signal(&signal)?);
+            if !process.signal(signal) {
+                println!("gone");
+                return Ok(());
+            }
+            if let Some(ms) = wait_gone_ms {
+                anyhow::ensure!(process.wait_gone(Duration::from_millis(ms)), "pid {} survived {signal}", process.pid);
+            }
+            println!("sent");
+        }
+        AgentCommand::Stop { grace_ms, processes } => {
+            let records = processes.iter().map(|p| parse_process(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            for pid in super::cleanup::stop_within(&records, Duration::from_millis(grace_ms)) {
+                println!("{pid}");
+            }
+        }
+        AgentCommand::State { pid } => {
+            println!("{}", netns::process::state(pid).unwrap_or('-'));
+        }
+        AgentCommand::Connect { from, to, timeout_ms } => {
+            println!("{}", u8::from(connects(from, to, Duration::from_millis(timeout_ms))?));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a handshake from `from` (any port) to `to` completes in time:
+/// the way a node bound to `from` would reach `to`.
+fn connects(from: IpAddr, to: SocketAddr, timeout: Duration) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let socket = if from.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.bind(SocketAddr::new(from, 0)).with_context(|| format!("binding {from}"))?;
+        Ok(matches!(tokio::time::timeout(timeout, socket.connect(to)).await, Ok(Ok(_))))
+    })
+}
+
+/// `PID:START_TIME`, as [`record`] writes it.
+pub fn parse_process(text: &str) -> anyhow::Result<Spawned> {
+    let (pid, start) = text.split_once(':').with_context(|| format!("{text:?} is not PID:START_TIME"))?;
+    Ok(Spawned {
+        pid: pid.parse().with_context(|| format!("bad pid in {text:?}"))?,
+        start_time: start.parse().with_context(|| format!("bad start time in {text:?}"))?,
+    })
+}
+
+/// A process as the agent's arguments name it.
+pub fn record(process: Spawned) -> String {
+    format!("{}:{}", process.pid, process.start_time)
+}
+
+/// `KILL`, `SIGKILL` or `kill`, and the like.
+pub fn parse_signal(name: &str) -> anyhow::Result<Signal> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse().with_context(|| format!("unknown signal {name:?}"))
+}
+
+fn split_env(kv: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?} is not KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_and_signals_read_back_as_written() {
+        let p = Spawned { pid: 42, start_time: 77 };
+        assert_eq!(parse_process(&record(p)).unwrap(), p);
+        assert!(parse_process("42").is_err());
+        assert_eq!(parse_signal("kill").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("SIGSTOP").unwrap(), Signal::SIGSTOP);
+        assert!(parse_signal("NOPE").is_err());
+    }
+}
