@@ -152,7 +152,15 @@ mod tests {
     use crate::api::cluster::Mode;
 
     fn entry(pid: u32) -> NodeEntry {
-        NodeEntry { pid, port: 60000, host: "127.0.0.2".into(), peer_port: 61000, netns: None, data_dir: "d".into(), ssh: None }
+        NodeEntry {
+            pid,
+            port: 60000,
+            host: "127.0.0.2".into(),
+            peer_port: 61000,
+            netns: None,
+            data_dir: "d".into(),
+            ssh: None,
+        }
     }
 
     #[test]
