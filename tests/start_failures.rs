@@ -89,3 +89,49 @@ async fn restarting_a_node_whose_port_is_taken_fails_with_the_nodes_own_error() 
     assert!(manage::node_record(&cluster.procs, "node2").unwrap().is_alive());
     cluster.wait_all_alive("node2").await;
 }
+
+/// Processes whose command line names `needle` (the nodes of one cluster
+/// name its cluster file).
+fn processes_naming(needle: &str) -> Vec<u32> {
+    let pids = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+    pids.filter(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let alive = netns::process::Spawned::of(*pid).is_some_and(|p| p.is_alive());
+        alive && String::from_utf8_lossy(&cmdline).contains(needle)
+    })
+    .collect()
+}
+
+#[test]
+fn a_start_interrupted_at_any_point_leaves_no_node_and_no_run_state() {
+    let mut interrupted = 0;
+    for delay_ms in [50, 300, 900] {
+        common::reclaim("t187");
+        let dir = tempfile::tempdir().unwrap();
+        let procs = dir.path().join("cluster_procs.json");
+        let child = Command::new(BIN)
+            .args(["cluster", "up", "--loopback", "--nodes", "100", "--storage", "memory"])
+            .args(["--prefix", "t187", "--loopback_host", "127.0.187.2", "--cluster_procs"])
+            .arg(&procs)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            // Up before the signal came: a cluster like any other.
+            let down = Command::new(BIN).args(["cluster", "down", "--cluster_procs"]).arg(&procs).output().unwrap();
+            assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+            continue;
+        }
+        interrupted += 1;
+        assert!(stderr.contains("interrupted") && stderr.contains("removed"), "after {delay_ms} ms: {stderr}");
+        let left = processes_naming(&procs.to_string_lossy());
+        assert!(left.is_empty(), "after {delay_ms} ms, node processes {left:?} were left running: {stderr}");
+        assert!(!runstate::dir_of("t187").exists(), "after {delay_ms} ms the run state is still there: {stderr}");
+    }
+    assert!(interrupted > 0, "no start was interrupted (100 nodes took under 50 ms?)");
+}

@@ -255,7 +255,7 @@ fn run_plan(events: Vec<FaultEvent>, cluster_procs: &Path) -> anyhow::Result<()>
 }
 
 fn run_with(events: Vec<FaultEvent>, cluster_procs: &Path, printer: &mut Printer) -> anyhow::Result<()> {
-    crate::experiment::install_interrupt()?;
+    crate::cluster::interrupt::install()?;
     let mut runner = PlanRunner::for_cluster(events, cluster_procs.to_owned())?;
     let outcome = runner.run_and_heal(printer);
     printer.countdown.end();
@@ -300,7 +300,7 @@ impl Hooks for Printer {
     }
 
     fn should_stop(&mut self) -> anyhow::Result<bool> {
-        match (crate::experiment::interrupted(), self.held_for) {
+        match (crate::cluster::interrupt::requested(), self.held_for) {
             (false, _) => Ok(false),
             // Ctrl-C ends a held fault early: it is healed, as asked.
             (true, Some(_)) => Ok(true),

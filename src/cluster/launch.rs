@@ -19,6 +19,7 @@ use clap::Args;
 use super::cleanup;
 use super::deploy::{self, Delivery};
 use super::files::{self, ClusterFiles, Locked};
+use super::interrupt;
 use super::localhost;
 use super::place::Place;
 use super::ports::Ports;
@@ -127,8 +128,12 @@ struct Planned {
     place: Place,
 }
 
-/// Starts the cluster; on any failure removes whatever it had created.
+/// Starts the cluster; on any failure, or a SIGINT or SIGTERM, removes
+/// whatever it had created.
 pub fn up(mut args: UpArgs) -> anyhow::Result<()> {
+    // Noted, not obeyed at once: a node being started is recorded before
+    // the start stops, so the cleanup below finds every one.
+    interrupt::install()?;
     let hosts = args.hosts.as_deref().map(read_inventory).transpose()?;
     if let Some(inventory) = &hosts {
         let total = u16::try_from(inventory.nodes()).ok().filter(|&n| n <= 2000).context("more than 2,000 nodes")?;
@@ -253,6 +258,7 @@ fn start(
             deploy::deliver(deployed, deliveries(deployed, binary, &plan, &meta)?)?;
         }
     }
+    go_on()?;
     let mut procs = BTreeMap::new();
     for (node, record) in spawn_all(&plan, state)? {
         let host = node.place.host_name();
@@ -324,8 +330,17 @@ fn spawn_all<'p>(plan: &'p [Planned], state: &RunState) -> anyhow::Result<Vec<(&
     Ok(started)
 }
 
+/// Fails once a SIGINT or SIGTERM asked the start to stop.
+fn go_on() -> anyhow::Result<()> {
+    if interrupt::requested() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// Starts one node and records its process.
 fn spawn_one(node: &Planned, state: &std::sync::Mutex<&RunState>) -> anyhow::Result<ProcessRecord> {
+    go_on()?;
     if node.place.host_name().is_none() {
         create_private(&node.data_dir)?;
         close(&node.data_dir)?;
@@ -607,6 +622,7 @@ async fn wait_for_ring(
             }
         }
         pending = still;
+        go_on()?;
         if !pending.is_empty() {
             if Instant::now() > deadline {
                 let more =

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cleanup;
 pub mod deploy;
 pub mod files;
+pub mod interrupt;
 pub mod launch;
 pub mod localhost;
 pub mod manage;

@@ -121,6 +121,9 @@ impl Topology {
         }
         let hosts = self.hosts();
         for host in &hosts {
+            // A thousand namespaces take a while: a SIGINT or SIGTERM
+            // stops between two (each recorded before it was made).
+            anyhow::ensure!(!super::interrupt::requested(), "interrupted");
             self.attach(state, host).with_context(|| format!("wiring {}", host.namespace))?;
         }
         // Every host knows every other's MAC from the start: no ARP, and no

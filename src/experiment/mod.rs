@@ -13,7 +13,6 @@ mod history;
 mod history_check;
 mod hlog;
 mod holdings;
-mod interrupt;
 mod manifest;
 mod outputs;
 mod polling;
@@ -43,6 +42,7 @@ use crate::api::run::{
     CpuReport, EventLog, FaultsFile, Files, LostWrites, NodeSnapshot, NodeSnapshots, RepairResults, TcpCounters,
 };
 use crate::api::status::{Status, Switches};
+use crate::cluster::interrupt;
 use crate::cluster::runstate::RunState;
 use crate::faults::plan;
 use crate::faults::runner::PlanRunner;
@@ -51,7 +51,6 @@ use crate::workload::ops::Routing;
 
 pub use self::checker::Violation;
 pub use self::history_check::{check as check_history, Findings};
-pub use self::interrupt::{install as install_interrupt, requested as interrupted};
 pub use self::outputs::write_json;
 use crate::workload::recorder::{Recorded, Recorder};
 use crate::workload::runner::{self, Shared, Spec, Targets};

@@ -9,9 +9,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::interrupt;
 use crate::api::fault::FaultRecord;
 use crate::api::run::EventLog;
+use crate::cluster::interrupt;
 use crate::faults::runner::{Hooks, Stage};
 use crate::workload::history::History;
 use crate::workload::runner::Shared;

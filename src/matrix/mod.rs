@@ -86,14 +86,14 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<()> {
         estimate_s / 60.0
     );
     write_plan(&args, &rows, &cells)?;
-    crate::experiment::install_interrupt()?;
+    crate::cluster::interrupt::install()?;
     let started = Instant::now();
     for (index, cell) in cells.iter().enumerate() {
         let dir = cell.dir(&args.out);
         if !pending.contains(&cell) {
             continue;
         }
-        if crate::experiment::interrupted() {
+        if crate::cluster::interrupt::requested() {
             bail!("interrupted before {}: run the same command again to resume", cell.name());
         }
         println!("\n== matrix cell {}/{}: {}", index + 1, cells.len(), cell.name());
@@ -127,7 +127,7 @@ fn run_cell(args: &MatrixArgs, row: &Row, cell: &Cell, index: usize, dir: &Path)
         .with_context(|| format!("cell {}: {}", cell.name(), command_line.join(" ")))?;
     let started = Instant::now();
     let outcome = crate::experiment::run(experiment.args);
-    if crate::experiment::interrupted() {
+    if crate::cluster::interrupt::requested() {
         bail!("interrupted during {}: run the same command again to resume from it", cell.name());
     }
     let record = CellRecord {

@@ -1,6 +1,7 @@
-//! Ctrl-C and SIGTERM during a run: noted, not obeyed at once, so that the
-//! driver stops its clients, heals every fault and writes what it recorded
-//! before it exits.
+//! Ctrl-C and SIGTERM during a run or a start: noted, not obeyed at once,
+//! so that the driver stops its clients, heals every fault and writes what
+//! it recorded, and `cluster up` records the node it is starting and then
+//! removes everything it started, before either exits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
