@@ -1,8 +1,8 @@
 //! A cluster on hosts reached over SSH (root only), on three emulated hosts
 //! of `scripts/emulated-hosts` — namespaces with their own sshd — two
 //! nodes each: the nodes run in the hosts' namespaces, the seed's crash
-//! and partition experiments lose no write, a pause and a partition made
-//! by hand are healed on the hosts, and both `cluster down` and `cleanup`
+//! and partition experiments lose no write, a pause, a partition and a CPU
+//! quota made by hand are healed on the hosts, and both `cluster down` and `cleanup`
 //! (after the cluster files are gone, as after a lost control machine)
 //! leave no node, no firewall table and no shared SSH connection behind.
 
@@ -198,12 +198,23 @@ fn cleanup_heals_and_stops_everything_on_the_hosts_without_the_cluster_files() {
     ok(&hosts.dynabed(&["fault", "partition", "--node", "node5", "--with", "node6"]));
     assert!(tables(3).contains(&format!("dynabed_{CLUSTER}_fault")), "{}", tables(3));
     assert!(!tables(1).contains("dynabed_"), "only the partitioned side's host holds rules");
+    // And a CPU quota, in a cgroup on node2's host.
+    ok(&hosts.dynabed(&["fault", "cpu", "--node", "node2", "--cpu_pct", "20"]));
+    let cgroups = netns::cgroup::detect().unwrap().1;
+    let group = std::fs::read_dir(&cgroups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("dynabed-{CLUSTER}-fault")))
+        .expect("the fault's cgroup");
+    let members = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+    assert!(members.lines().any(|l| l == cluster.node("node2").unwrap().entry.pid.to_string()), "{members}");
     let listed = ok(&hosts.dynabed(&["fault", "list"]));
-    assert!(listed.contains("nft-host") && listed.contains("signal"), "{listed}");
+    assert!(listed.contains("nft-host") && listed.contains("signal") && listed.contains("cgroup-cpu"), "{listed}");
 
     // The control machine loses the cluster files: the run state still knows the hosts.
     std::fs::remove_file(hosts.procs()).unwrap();
     let out = ok(&Command::new(BIN).args(["cleanup", "--prefix", CLUSTER]).output().unwrap());
     assert!(out.contains("6"), "cleanup says what it stopped: {out}");
     assert_nothing_left(&nodes);
+    assert!(!group.exists(), "the cgroup on node2's host was removed");
 }

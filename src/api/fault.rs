@@ -162,7 +162,12 @@ pub enum Undo {
     /// Remove the root qdisc of a link.
     ClearQdisc { namespace: String, device: String },
     /// Move a cgroup's processes back to its parent and remove it.
-    RemoveCgroup { name: String },
+    RemoveCgroup {
+        name: String,
+        /// The host it is on, for a cluster on hosts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
     /// Remove an iptables chain (and its jump from FORWARD) in a namespace.
     RemoveForwardChain { namespace: String, name: String },
     /// Stop impairing an address on the delay line: only this fault's entry,

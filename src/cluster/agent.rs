@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use netns::cgroup::CpuGroup;
 use netns::process::{Signal, Spawned};
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +48,13 @@ pub enum AgentCommand {
     },
     /// Prints a process's state letter (R, S, T, ...), or - when there is none.
     State { pid: u32 },
+    /// Puts a process in cgroup NAME limited to PCT % of one core (made if missing); prints the
+    /// group's folder.
+    CpuLimit { name: String, pct: u32, process: String },
+    /// Prints the pids in cgroup NAME, one per line.
+    CpuMembers { name: String },
+    /// Moves cgroup NAME's processes back to its parent and removes it (absent is fine).
+    CpuRelease { name: String },
     /// Prints 1 if a TCP handshake from address FROM to TO completes within the timeout, else 0.
     Connect {
         #[arg(long)]
@@ -88,6 +96,21 @@ pub fn run(command: AgentCommand) -> anyhow::Result<()> {
         }
         AgentCommand::State { pid } => {
             println!("{}", netns::process::state(pid).unwrap_or('-'));
+        }
+        AgentCommand::CpuLimit { name, pct, process } => {
+            let process = parse_process(&process)?;
+            anyhow::ensure!(process.is_alive(), "pid {} is gone", process.pid);
+            let (group, _) = CpuGroup::create(&name, pct)?;
+            group.add(process.pid)?;
+            println!("{}", group.path.display());
+        }
+        AgentCommand::CpuMembers { name } => {
+            for pid in CpuGroup::open(&name)?.pids()? {
+                println!("{pid}");
+            }
+        }
+        AgentCommand::CpuRelease { name } => {
+            CpuGroup::open(&name)?.remove()?;
         }
         AgentCommand::Connect { from, to, timeout_ms } => {
             println!("{}", u8::from(connects(from, to, Duration::from_millis(timeout_ms))?));

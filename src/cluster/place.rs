@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use netns::cgroup::CpuGroup;
 use netns::process::{Signal, Spawned};
 
 use super::agent::record;
@@ -121,6 +122,44 @@ impl Place {
             Place::Host { .. } => self.agent(&["state".to_owned(), pid.to_string()]).ok()?.trim().chars().next(),
         }
         .filter(|&c| c != '-')
+    }
+
+    /// Puts `process` in CPU cgroup `name`, limited to `pct` % of one
+    /// core; the group's folder (on its host), and the commands run.
+    pub fn limit_cpu(&self, name: &str, pct: u32, process: Spawned) -> anyhow::Result<(String, Vec<Vec<String>>)> {
+        match self {
+            Place::Local { .. } => {
+                let (group, mut applied) = CpuGroup::create(name, pct)?;
+                applied.extend(group.add(process.pid)?);
+                Ok((group.path.display().to_string(), applied.commands))
+            }
+            Place::Host { ssh, .. } => {
+                let args = ["cpu-limit".to_owned(), name.to_owned(), pct.to_string(), record(process)];
+                let path = self.agent(&args)?.trim().to_owned();
+                let command = ["ssh", &ssh.host.ssh, "dynabed", "host-agent"].map(str::to_owned);
+                Ok((path, vec![command.into_iter().chain(args).collect()]))
+            }
+        }
+    }
+
+    /// The pids in CPU cgroup `name`.
+    pub fn cpu_members(&self, name: &str) -> anyhow::Result<Vec<u32>> {
+        match self {
+            Place::Local { .. } => Ok(CpuGroup::open(name)?.pids()?),
+            Place::Host { .. } => {
+                let out = self.agent(&["cpu-members".to_owned(), name.to_owned()])?;
+                out.lines().map(|l| l.trim().parse().with_context(|| format!("the agent said {l:?}"))).collect()
+            }
+        }
+    }
+
+    /// Removes CPU cgroup `name`, its processes moved back to its parent.
+    pub fn release_cpu(&self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Place::Local { .. } => drop(CpuGroup::open(name)?.remove()?),
+            Place::Host { .. } => drop(self.agent(&["cpu-release".to_owned(), name.to_owned()])?),
+        }
+        Ok(())
     }
 
     /// Whether a handshake from address `from` on this host to `to`

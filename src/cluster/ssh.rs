@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netns::command::{run_with_stdin, Argv};
+use netns::command::{run_with_stdin, Argv, CommandError};
 
 use crate::api::hosts::{Deployed, Host, SshOptions};
 
@@ -22,6 +22,10 @@ pub struct Ssh {
     /// Where the shared connection's control socket goes, if shared.
     pub control: Option<PathBuf>,
 }
+
+/// ssh's own exit status when the connection or the login failed (a
+/// remote command's status is passed through).
+const UNREACHABLE: i32 = 255;
 
 /// How long a shared connection outlives its last command. `cleanup`
 /// ends it at once; this bounds how long one outlives a killed control
@@ -79,7 +83,11 @@ impl Ssh {
 
     /// Runs `remote` on the host, feeding it `stdin`; its standard output.
     pub fn run(&self, remote: &[String], stdin: Option<&str>) -> anyhow::Result<String> {
-        run_with_stdin(&self.argv(remote), stdin).with_context(|| format!("on host {}", self.host.name))
+        run_with_stdin(&self.argv(remote), stdin).map_err(|e| {
+            let unreachable = matches!(e, CommandError::Failed { status: Some(UNREACHABLE), .. });
+            let why = if unreachable { " (ssh could not reach it or log in)" } else { "" };
+            anyhow::Error::new(e).context(format!("on host {} ({}){why}", self.host.name, self.host.ssh))
+        })
     }
 
     /// Writes `bytes` to `path` on the host (mode 0700 folders, the file

@@ -85,8 +85,8 @@ impl Undoer<'_> {
             Undo::DeleteHostTable { host, name } => {
                 HostTable::on(self.state, host, name)?.delete()?;
             }
-            Undo::RemoveCgroup { name } => {
-                netns::cgroup::CpuGroup::open(name)?.remove()?;
+            Undo::RemoveCgroup { name, host } => {
+                self.state.owned()?.place(host.as_deref())?.release_cpu(name)?;
             }
             Undo::Continue { pid, start_time, host } => {
                 let process = netns::process::Spawned { pid: *pid, start_time: *start_time };

@@ -52,8 +52,12 @@ fn still_there(step: &Undo, state: &RunState, cluster: Option<&Cluster>) -> anyh
         Undo::RemoveForwardChain { namespace, name } => (in_namespace(namespace)
             && Chain::forward(namespace, name)?.list().is_ok())
         .then(|| format!("iptables chain {name} is still in {namespace}")),
-        Undo::RemoveCgroup { name } => {
+        Undo::RemoveCgroup { name, host: None } => {
             netns::cgroup::CpuGroup::open(name)?.path.is_dir().then(|| format!("cgroup {name} still exists"))
+        }
+        Undo::RemoveCgroup { name, host: Some(host) } => {
+            let members = state.owned()?.place(Some(host))?.cpu_members(name);
+            members.is_ok().then(|| format!("cgroup {name} still exists on host {host}"))
         }
         Undo::Continue { pid, start_time, host } => {
             let place = state.owned()?.place(host.as_deref())?;

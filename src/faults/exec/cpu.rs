@@ -1,7 +1,5 @@
 //! The cpu fault: the node's process in a cgroup with a CPU quota.
 
-use netns::cgroup::CpuGroup;
-
 use super::{ChangeError, Commands, Executor, Target};
 use crate::api::fault::{Backend, Undo};
 
@@ -21,10 +19,15 @@ impl Executor for CpuQuota {
 
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
         target.running()?;
-        Ok(vec![Undo::RemoveCgroup { name: group_name(target) }])
+        let host = target.node.place.host_name().map(str::to_owned);
+        Ok(vec![Undo::RemoveCgroup { name: group_name(target), host }])
     }
 
-    fn available(&self, _target: &Target) -> Result<(), String> {
+    /// Asked of this machine; a host that lacks cgroups says so when the fault is made.
+    fn available(&self, target: &Target) -> Result<(), String> {
+        if target.node.place.host_name().is_some() {
+            return Ok(());
+        }
         netns::cgroup::probe()
             .map(drop)
             .map_err(|e| format!("no CPU quota can be set here: {e} (see `dynabed doctor`, cgroup cpu quota)"))
@@ -32,15 +35,16 @@ impl Executor for CpuQuota {
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
         let process = target.running()?;
-        let (group, mut applied) = CpuGroup::create(&group_name(target), self.pct)?;
-        applied.extend(group.add(process.pid)?);
-        Ok(applied.commands)
+        let (_, commands) = target.node.place.limit_cpu(&group_name(target), self.pct, process)?;
+        Ok(commands)
     }
 
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
         let (node, pid) = (target.name(), target.process.map(|p| p.pid).unwrap_or_default());
-        let group = CpuGroup::open(&group_name(target))?;
-        anyhow::ensure!(group.pids()?.contains(&pid), "{node} (pid {pid}) is not in {}", group.path.display());
-        Ok(format!("{node} (pid {pid}) limited to {}% of a core in {}", self.pct, group.path.display()))
+        let name = group_name(target);
+        let members = target.node.place.cpu_members(&name)?;
+        let place = target.node.place.host_name().map_or(String::new(), |h| format!(" on {h}"));
+        anyhow::ensure!(members.contains(&pid), "{node} (pid {pid}) is not in cgroup {name}{place}");
+        Ok(format!("{node} (pid {pid}) limited to {}% of a core in cgroup {name}{place}", self.pct))
     }
 }
