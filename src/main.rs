@@ -93,6 +93,9 @@ enum Command {
     DelayLine {
         #[arg(long)]
         socket: PathBuf,
+        /// The NFQUEUE queue number it reads.
+        #[arg(long, default_value_t = dynabed::faults::delay_line::QUEUE)]
+        queue: u16,
     },
     /// What the control machine asks a host to do with processes (run over SSH by `cluster up --hosts`).
     #[command(subcommand, hide = true, name = "host-agent")]
@@ -240,7 +243,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Man => Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?),
         Command::HostAgent(command) => cluster::agent::run(command),
-        Command::DelayLine { socket } => dynabed::faults::delay_line::serve(&socket),
+        Command::DelayLine { socket, queue } => dynabed::faults::delay_line::serve(&socket, queue),
         Command::Doctor { json } => {
             let findings = dynabed::doctor::probe_all();
             if json {

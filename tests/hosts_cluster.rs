@@ -88,6 +88,16 @@ fn tables(host: u8) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The iptables rules of a host's namespace, or (`None`) of this machine's.
+fn chains(host: Option<u8>) -> String {
+    let argv: Vec<String> = match host {
+        Some(host) => ["ip", "netns", "exec", &host_namespace(host), "iptables", "-w", "-S"].map(str::to_owned).into(),
+        None => ["iptables", "-w", "-S"].map(str::to_owned).into(),
+    };
+    let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs an experiment; its summary.
 fn experiment(hosts: &EmulatedHosts, mode: &str) -> serde_json::Value {
     let out = hosts.dir.path().join(mode);
@@ -131,6 +141,13 @@ fn assert_nothing_left(nodes: &[(String, u32, u64)]) {
         assert!(!tables(host).contains(&format!("dynabed_{CLUSTER}_")), "a fault table is left on h{host}");
     }
     assert!(!runstate::dir_of(CLUSTER).exists(), "the run state (and its SSH control sockets) is gone");
+    let daemons =
+        Command::new("pgrep").args(["-f", "delay-line --socket /run/dynabed/emulated-hosts/ehc"]).output().unwrap();
+    assert!(
+        daemons.stdout.is_empty(),
+        "a delay line still runs on a host: {}",
+        String::from_utf8_lossy(&daemons.stdout)
+    );
 }
 
 fn recorded(cluster: &Cluster) -> Vec<(String, u32, u64)> {
@@ -208,8 +225,18 @@ fn cleanup_heals_and_stops_everything_on_the_hosts_without_the_cluster_files() {
         .expect("the fault's cgroup");
     let members = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
     assert!(members.lines().any(|l| l == cluster.node("node2").unwrap().entry.pid.to_string()), "{members}");
+    // And a kernel slow-down of node1: its packets are held where they
+    // arrive, by a delay line on every host and on this machine.
+    let slow = ok(&hosts.dynabed(&["fault", "slow", "--node", "node1", "--slow_ms", "150"]));
+    assert!(slow.contains("nfqueue-delay-line") && slow.contains("from this machine takes"), "{slow}");
+    let chain = format!("DYNABED_{CLUSTER}_SLOW");
+    assert!(chains(None).contains(&chain), "this machine holds node1's packets");
+    assert!(chains(Some(1)).contains(&format!("-d {}/32", cluster.node("node1").unwrap().addr.ip())));
+    assert!(chains(Some(3)).contains(&chain) && !chains(Some(3)).contains("-d "), "h3 holds only what node1 sends");
     let listed = ok(&hosts.dynabed(&["fault", "list"]));
-    assert!(listed.contains("nft-host") && listed.contains("signal") && listed.contains("cgroup-cpu"), "{listed}");
+    for backend in ["nft-host", "signal", "cgroup-cpu", "nfqueue-delay-line"] {
+        assert!(listed.contains(backend), "{backend}: {listed}");
+    }
 
     // The control machine loses the cluster files: the run state still knows the hosts.
     std::fs::remove_file(hosts.procs()).unwrap();
@@ -217,4 +244,7 @@ fn cleanup_heals_and_stops_everything_on_the_hosts_without_the_cluster_files() {
     assert!(out.contains("6"), "cleanup says what it stopped: {out}");
     assert_nothing_left(&nodes);
     assert!(!group.exists(), "the cgroup on node2's host was removed");
+    for host in [None, Some(1), Some(2), Some(3)] {
+        assert!(!chains(host).contains(&chain), "a delay chain is left on {host:?}: {}", chains(host));
+    }
 }

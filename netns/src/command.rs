@@ -60,6 +60,46 @@ pub fn argv(parts: &[&str]) -> Argv {
     parts.iter().map(|p| p.to_string()).collect()
 }
 
+/// Where a command runs: inside a network namespace here, or on another
+/// machine through a remote shell (`ssh ... destination`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Site {
+    /// Where this process runs.
+    Here,
+    Netns(String),
+    /// The argument vector that runs one shell command line there, up to
+    /// and including the destination.
+    Remote(Argv),
+}
+
+impl Site {
+    /// The argument vector that runs `inner` at this site. A remote shell
+    /// splits the command line it gets, so each argument is quoted for it:
+    /// what runs there is exactly `inner`.
+    pub fn wrap(&self, inner: Argv) -> Argv {
+        match self {
+            Site::Here => inner,
+            Site::Netns(namespace) => in_netns(namespace, inner),
+            Site::Remote(prefix) => {
+                let mut full = prefix.clone();
+                full.push(inner.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+                full
+            }
+        }
+    }
+}
+
+/// `arg` quoted for a POSIX shell: in single quotes, each single quote
+/// closed, escaped and reopened (plain words as they are).
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
 /// Prefixes `inner` with `ip netns exec NAMESPACE`, so it runs inside that namespace.
 pub fn in_netns(namespace: &str, inner: Argv) -> Argv {
     let mut full = argv(&["ip", "netns", "exec", namespace]);
@@ -75,17 +115,7 @@ pub fn run(argv: &[String]) -> Result<String, CommandError> {
 /// Runs `argv`, feeding `stdin` (if any) to it, and returns its standard output.
 pub fn run_with_stdin(argv: &[String], stdin: Option<&str>) -> Result<String, CommandError> {
     let spawn_err = |source| CommandError::Spawn { argv: argv.to_vec(), source };
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(spawn_err)?;
-    }
-    let out = child.wait_with_output().map_err(spawn_err)?;
+    let out = run_with_stdin_output(argv, stdin).map_err(spawn_err)?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
@@ -94,4 +124,38 @@ pub fn run_with_stdin(argv: &[String], stdin: Option<&str>) -> Result<String, Co
         status: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Runs `argv`, feeding `stdin` (if any) to it; whatever it did.
+pub fn run_with_stdin_output(argv: &[String], stdin: Option<&str>) -> std::io::Result<std::process::Output> {
+    let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("an empty command"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    child.wait_with_output()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_argument_reaches_the_remote_shell_as_it_was() {
+        let args = ["plain/path-1", "", "two words", "it's", "$(reboot)", "a\"b", "back\\slash", "*"];
+        let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        // The remote side is a POSIX shell: let one split the line back.
+        let echoed = std::process::Command::new("sh")
+            .args(["-c", &format!("for a in {}; do printf '%s\\n' \"[$a]\"; done", line.join(" "))])
+            .output()
+            .unwrap();
+        let got = String::from_utf8(echoed.stdout).unwrap();
+        let want: String = args.iter().map(|a| format!("[{a}]\n")).collect();
+        assert_eq!(got, want);
+    }
 }

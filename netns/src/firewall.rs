@@ -9,7 +9,7 @@
 //! Everything runs as argument vectors inside the namespace (`ip netns exec NS nft ...`) and
 //! returns the exact commands run.
 
-use crate::command::{argv, in_netns, run, Applied, Argv, CommandError};
+use crate::command::{argv, in_netns, run, Applied, Argv, CommandError, Site};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Why a firewall operation failed.
@@ -251,10 +251,11 @@ impl NfqueueRule {
     }
 }
 
-/// An iptables (filter table, IPv4) chain owned by the caller, jumped from `hook`.
+/// An iptables (filter table, IPv4) chain owned by the caller, jumped from `hook`, in a
+/// namespace here or on another machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
-    pub namespace: String,
+    pub site: Site,
     pub name: String,
     pub hook: Hook,
 }
@@ -262,11 +263,16 @@ pub struct Chain {
 impl Chain {
     /// A chain `name` in `namespace` jumped from `hook`. Names are at most 28 characters.
     pub fn new(namespace: &str, name: &str, hook: Hook) -> Result<Self, FirewallError> {
+        Self::at(Site::Netns(namespace.to_owned()), name, hook)
+    }
+
+    /// A chain `name` at `site` jumped from `hook`.
+    pub fn at(site: Site, name: &str, hook: Hook) -> Result<Self, FirewallError> {
         if name.is_empty() || name.len() > 28 || name.chars().any(|c| c.is_whitespace()) {
             let reason = "1..=28 characters without spaces";
             return Err(FirewallError::Invalid { what: "iptables chain name", value: name.into(), reason });
         }
-        Ok(Self { namespace: namespace.to_string(), name: name.to_string(), hook })
+        Ok(Self { site, name: name.to_string(), hook })
     }
 
     /// A chain jumped from FORWARD (the hub's bridged path).
@@ -277,7 +283,7 @@ impl Chain {
     fn iptables(&self, args: &[&str]) -> Argv {
         let mut inner = argv(&["iptables", "-w"]);
         inner.extend(argv(args));
-        in_netns(&self.namespace, inner)
+        self.site.wrap(inner)
     }
 
     fn jump_args(&self, op: &str) -> Argv {

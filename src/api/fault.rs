@@ -177,6 +177,10 @@ pub enum Undo {
         #[serde(default)]
         fault: Option<u32>,
     },
+    /// Stop delaying a node of a cluster on hosts: at each site (a host,
+    /// or `None`, this machine) remove the INPUT chain and the delay
+    /// line's entry, every site at once.
+    UndelayOnSites { sites: Vec<Option<String>>, chain: String, addr: std::net::Ipv4Addr, fault: u32 },
     /// Delete an nftables netdev-family table in a namespace.
     DeleteNetdevTable { namespace: String, name: String },
     /// Stop the delay line once it delays nothing (it releases held packets first).

@@ -93,6 +93,27 @@ impl Deployed {
     }
 }
 
+/// One command for a host's `dynabed host-agent serve`, a JSON line on its
+/// standard input: the control machine keeps one SSH session per host and
+/// sends every command through it, instead of paying a login for each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRequest {
+    /// Run as is, never through a shell.
+    pub argv: Vec<String>,
+    /// Fed to the command's standard input.
+    #[serde(default)]
+    pub stdin: Option<String>,
+}
+
+/// What a command sent to `host-agent serve` did, a JSON line on its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReply {
+    /// Its exit status; `None` when it could not start or died of a signal.
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// Why an inventory cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InventoryError {

@@ -8,9 +8,10 @@
 //! bare `kill` over SSH.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::api::hosts::{AgentReply, AgentRequest};
 use anyhow::Context;
 use clap::Subcommand;
 use netns::cgroup::CpuGroup;
@@ -18,6 +19,9 @@ use netns::process::{Signal, Spawned};
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
+    /// Runs the commands sent as JSON lines on standard input, one at a time, answering each
+    /// with a JSON line, until standard input ends.
+    Serve,
     /// Start a detached process; prints `PID START_TIME`.
     Spawn {
         /// Its standard output and error go here (appended).
@@ -55,6 +59,12 @@ pub enum AgentCommand {
     CpuMembers { name: String },
     /// Moves cgroup NAME's processes back to its parent and removes it (absent is fine).
     CpuRelease { name: String },
+    /// Sends LINE to the Unix socket SOCKET and prints the one line it answers.
+    UnixCall {
+        #[arg(long)]
+        socket: PathBuf,
+        line: String,
+    },
     /// Prints 1 if a TCP handshake from address FROM to TO completes within the timeout, else 0.
     Connect {
         #[arg(long)]
@@ -67,6 +77,7 @@ pub enum AgentCommand {
 
 pub fn run(command: AgentCommand) -> anyhow::Result<()> {
     match command {
+        AgentCommand::Serve => serve()?,
         AgentCommand::Spawn { log, env, argv } => {
             let env = env.iter().map(|kv| split_env(kv)).collect::<anyhow::Result<Vec<_>>>()?;
             let spawned = netns::process::spawn_in(None, &argv, &log, &env)?;
@@ -112,11 +123,54 @@ pub fn run(command: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::CpuRelease { name } => {
             CpuGroup::open(&name)?.remove()?;
         }
+        AgentCommand::UnixCall { socket, line } => print!("{}", call_unix(&socket, &line)?),
         AgentCommand::Connect { from, to, timeout_ms } => {
             println!("{}", u8::from(connects(from, to, Duration::from_millis(timeout_ms))?));
         }
     }
     Ok(())
+}
+
+/// Answers each request line on standard input with a reply line.
+fn serve() -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let reply = match serde_json::from_str::<AgentRequest>(&line?) {
+            Ok(request) => execute(&request),
+            Err(e) => AgentReply { status: None, stdout: String::new(), stderr: format!("bad request: {e}") },
+        };
+        writeln!(out, "{}", serde_json::to_string(&reply)?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Runs one request's argument vector.
+fn execute(request: &AgentRequest) -> AgentReply {
+    let failed = |e: String| AgentReply { status: None, stdout: String::new(), stderr: e };
+    let Some((program, args)) = request.argv.split_first() else { return failed("an empty command".into()) };
+    match netns::command::run_with_stdin_output(&request.argv, request.stdin.as_deref()) {
+        Ok(output) => AgentReply {
+            status: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        },
+        Err(e) => failed(format!("could not start {program} {}: {e}", args.join(" "))),
+    }
+}
+
+/// Sends one line to a Unix socket (a daemon's control socket) and reads
+/// the one line it answers, within two seconds.
+pub fn call_unix(socket: &Path, line: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    writeln!(stream, "{line}")?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    Ok(answer)
 }
 
 /// Whether a handshake from `from` (any port) to `to` completes in time:

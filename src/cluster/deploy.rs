@@ -48,7 +48,7 @@ pub fn deliver(deployed: &Deployed, deliveries: Vec<(&Host, Delivery)>) -> anyho
             .into_iter()
             .map(|(host, delivery)| {
                 let binary = deployed.binary_on(host);
-                scope.spawn(move || ready_host(&Ssh::of(deployed, &host.name)?, &binary, &delivery))
+                scope.spawn(move || ready_host(&Ssh::of(deployed, &host.name)?.without_agent(), &binary, &delivery))
             })
             .collect();
         for handle in handles {

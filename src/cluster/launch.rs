@@ -300,12 +300,10 @@ fn spawn_all<'p>(plan: &'p [Planned], state: &RunState) -> anyhow::Result<Vec<(&
     for node in plan {
         by_host.entry(node.place.host_name()).or_default().push(node);
     }
-    let state = std::sync::Mutex::new(state);
     let spawned: Vec<anyhow::Result<(&Planned, ProcessRecord)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = by_host
             .into_values()
             .map(|nodes| {
-                let state = &state;
                 scope.spawn(move || {
                     let mut started = Vec::new();
                     for node in nodes {
@@ -339,7 +337,7 @@ fn go_on() -> anyhow::Result<()> {
 }
 
 /// Starts one node and records its process.
-fn spawn_one(node: &Planned, state: &std::sync::Mutex<&RunState>) -> anyhow::Result<ProcessRecord> {
+fn spawn_one(node: &Planned, state: &RunState) -> anyhow::Result<ProcessRecord> {
     go_on()?;
     if node.place.host_name().is_none() {
         create_private(&node.data_dir)?;
@@ -348,7 +346,6 @@ fn spawn_one(node: &Planned, state: &std::sync::Mutex<&RunState>) -> anyhow::Res
     let record =
         node.place.spawn(&node.argv, &node.log, &node_env()).with_context(|| format!("starting {}", node.id))?;
     let host = node.place.host_name();
-    let state = state.lock().map_err(|_| anyhow::anyhow!("the run state's lock was poisoned"))?;
     state.update(|owned| owned.processes.push(owned_process(&node.id, record, host)))?;
     Ok(record)
 }

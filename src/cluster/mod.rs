@@ -17,5 +17,6 @@ pub mod ready;
 pub mod register;
 pub mod running;
 pub mod runstate;
+pub mod session;
 pub mod ssh;
 pub mod topology;

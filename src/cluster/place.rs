@@ -162,6 +162,18 @@ impl Place {
         Ok(())
     }
 
+    /// Sends `line` to the Unix socket `socket` where this place is; the
+    /// line it answers.
+    pub fn call_unix(&self, socket: &Path, line: &str) -> anyhow::Result<String> {
+        match self {
+            Place::Local { .. } => super::agent::call_unix(socket, line),
+            Place::Host { .. } => {
+                let socket = socket.display().to_string();
+                self.agent(&["unix-call", "--socket", &socket, line].map(str::to_owned))
+            }
+        }
+    }
+
     /// Whether a handshake from address `from` on this host to `to`
     /// completes within `timeout` (only asked of hosts).
     pub fn connects(&self, from: IpAddr, to: SocketAddr, timeout: Duration) -> anyhow::Result<bool> {
@@ -182,6 +194,22 @@ impl Place {
             }
         }
         Ok(())
+    }
+
+    /// Removes file `path` where this place is; one already gone is fine.
+    pub fn remove_file(&self, path: &Path) -> anyhow::Result<()> {
+        match self {
+            Place::Local { .. } => match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => Ok(()),
+            },
+            Place::Host { ssh, .. } => {
+                ssh.run(&["rm".into(), "-f".into(), path.display().to_string()], None)?;
+                Ok(())
+            }
+        }
     }
 
     /// The last lines of a log: why a node exited, in its own words.

@@ -70,6 +70,10 @@ const JOURNAL: &str = ".journal.json";
 pub struct RunState {
     dir: PathBuf,
     _lock: Flock<File>,
+    /// The flock keeps other processes out; this keeps this process's
+    /// threads (faults made on several hosts at once) from interleaving
+    /// their read-modify-writes.
+    writing: std::sync::Mutex<()>,
 }
 
 /// `/run/dynabed` for root; elsewhere the user's runtime directory.
@@ -106,7 +110,7 @@ impl RunState {
             .with_context(|| format!("opening {}", lock_path.display()))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", lock_path.display()))?;
-        Ok(RunState { dir, _lock: lock })
+        Ok(RunState { dir, _lock: lock, writing: std::sync::Mutex::default() })
     }
 
     /// Opens the run state of `prefix` only if it records something.
@@ -116,6 +120,11 @@ impl RunState {
         } else {
             Ok(None)
         }
+    }
+
+    /// The prefix whose state this is (its folder's name).
+    pub fn prefix(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     pub fn dir(&self) -> &Path {
@@ -128,6 +137,7 @@ impl RunState {
 
     /// Changes the record atomically (write, fsync, rename).
     pub fn update(&self, change: impl FnOnce(&mut Owned)) -> anyhow::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut owned = self.owned()?;
         change(&mut owned);
         self.write(OWNED, &owned)
@@ -146,6 +156,7 @@ impl RunState {
         name: &str,
         change: impl FnOnce(&mut Vec<T>),
     ) -> anyhow::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let file = format!("{name}{JOURNAL}");
         let mut entries: Vec<T> = self.read(&file)?;
         change(&mut entries);

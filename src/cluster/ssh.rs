@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netns::command::{run_with_stdin, Argv, CommandError};
+use netns::command::{run_with_stdin, Argv, CommandError, Site};
 
 use crate::api::hosts::{Deployed, Host, SshOptions};
 
@@ -21,6 +21,9 @@ pub struct Ssh {
     pub options: SshOptions,
     /// Where the shared connection's control socket goes, if shared.
     pub control: Option<PathBuf>,
+    /// The dynabed binary on the host, once deployed: commands then run
+    /// through one session with its agent ([`super::session`]).
+    pub agent: Option<PathBuf>,
 }
 
 /// ssh's own exit status when the connection or the login failed (a
@@ -36,7 +39,19 @@ impl Ssh {
     /// Host `name` of a deployment.
     pub fn of(deployed: &Deployed, name: &str) -> anyhow::Result<Ssh> {
         let host = deployed.host(name).with_context(|| format!("no host {name:?} in the cluster's inventory"))?;
-        Ok(Ssh { host: host.clone(), options: deployed.inventory.ssh.clone(), control: deployed.control.clone() })
+        Ok(Ssh {
+            host: host.clone(),
+            options: deployed.inventory.ssh.clone(),
+            control: deployed.control.clone(),
+            agent: Some(deployed.binary_on(host)),
+        })
+    }
+
+    /// The same host, every command a login of its own (while the agent
+    /// is not there yet).
+    pub fn without_agent(mut self) -> Ssh {
+        self.agent = None;
+        self
     }
 
     /// Ends the shared connection, if there is one (nothing to end is fine).
@@ -50,9 +65,18 @@ impl Ssh {
 
     /// The local argument vector that runs `remote` on the host.
     pub fn argv(&self, remote: &[String]) -> Argv {
+        Site::Remote(self.site_argv()).wrap(remote.to_vec())
+    }
+
+    /// Where commands run on the host, for code that builds its own.
+    pub fn site(&self) -> Site {
+        Site::Remote(self.site_argv())
+    }
+
+    /// `ssh`, its options and the destination.
+    fn site_argv(&self) -> Argv {
         let mut argv = self.base_argv();
         argv.extend(["--".to_owned(), self.host.ssh.clone()]);
-        argv.push(remote.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "));
         argv
     }
 
@@ -83,10 +107,18 @@ impl Ssh {
 
     /// Runs `remote` on the host, feeding it `stdin`; its standard output.
     pub fn run(&self, remote: &[String], stdin: Option<&str>) -> anyhow::Result<String> {
+        let context = format!("on host {} ({})", self.host.name, self.host.ssh);
+        if let Some(reply) = self.agent.as_deref().and_then(|bin| super::session::run(self, bin, remote, stdin)) {
+            if reply.status == Some(0) {
+                return Ok(reply.stdout);
+            }
+            let failed = CommandError::Failed { argv: self.argv(remote), status: reply.status, stderr: reply.stderr };
+            return Err(anyhow::Error::new(failed).context(context));
+        }
         run_with_stdin(&self.argv(remote), stdin).map_err(|e| {
             let unreachable = matches!(e, CommandError::Failed { status: Some(UNREACHABLE), .. });
             let why = if unreachable { " (ssh could not reach it or log in)" } else { "" };
-            anyhow::Error::new(e).context(format!("on host {} ({}){why}", self.host.name, self.host.ssh))
+            anyhow::Error::new(e).context(format!("{context}{why}"))
         })
     }
 
@@ -121,40 +153,15 @@ impl Ssh {
     }
 }
 
-/// `arg` quoted for a POSIX shell: in single quotes, each single quote
-/// closed, escaped and reopened.
-pub fn quote(arg: &str) -> String {
-    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c));
-    if plain {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_argument_reaches_the_remote_shell_as_it_was() {
-        let args = ["plain/path-1", "", "two words", "it's", "$(reboot)", "a\"b", "back\\slash", "*"];
-        let line: Vec<String> = args.iter().map(|a| quote(a)).collect();
-        // The remote side is a POSIX shell: let one split the line back.
-        let echoed = std::process::Command::new("sh")
-            .args(["-c", &format!("for a in {}; do printf '%s\\n' \"[$a]\"; done", line.join(" "))])
-            .output()
-            .unwrap();
-        let got = String::from_utf8(echoed.stdout).unwrap();
-        let want: String = args.iter().map(|a| format!("[{a}]\n")).collect();
-        assert_eq!(got, want);
-    }
-
-    #[test]
     fn ssh_never_asks_and_checks_the_host_key_against_the_inventory() {
         let host = Host { name: "h1".into(), ssh: "root@198.19.1.1".into(), addrs: vec![], dir: "/d".into(), nodes: 1 };
         let options = SshOptions { identity: Some("/k/id".into()), known_hosts: Some("/k/known".into()) };
-        let ssh = Ssh { host, options, control: Some("/run/x/ssh".into()) };
+        let ssh = Ssh { host, options, control: Some("/run/x/ssh".into()), agent: None };
         let argv = ssh.argv(&["echo".into(), "a b".into()]).join(" ");
         for part in [
             "BatchMode=yes",

@@ -524,8 +524,13 @@ fn measured_processes(cluster: &ClusterView) -> anyhow::Result<Vec<(Role, u32)>>
     let mut processes: Vec<(Role, u32)> = here.map(|(_, e)| (Role::Node, e.pid)).collect();
     if let Some(state) = RunState::existing(&cluster.meta().prefix)? {
         let owned = state.owned()?;
-        processes
-            .extend(owned.processes.iter().filter(|p| p.role == delay_daemon::ROLE).map(|p| (Role::DelayLine, p.pid)));
+        processes.extend(
+            owned
+                .processes
+                .iter()
+                .filter(|p| p.role == delay_daemon::ROLE && p.host.is_none())
+                .map(|p| (Role::DelayLine, p.pid)),
+        );
     }
     Ok(processes)
 }

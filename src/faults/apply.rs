@@ -62,11 +62,14 @@ fn on_hosts(request: &FaultRequest) -> anyhow::Result<Box<dyn Executor>> {
             Box::new(host::HostLoss { pct })
         }
         (&Fault::Cpu { pct }, _) => Box::new(cpu::CpuQuota { pct }),
+        (Fault::Slow { .. } | Fault::Reorder { .. } | Fault::Corrupt { .. } | Fault::Loss { .. }, Layer::Kernel) => {
+            Box::new(DelayLine { fault: request.fault.clone() })
+        }
         (Fault::Partition { with, .. }, Layer::App) => Box::new(partition::NodeCut { with: with.clone() }),
         (&Fault::Slow { slow_ms, .. }, Layer::App) => Box::new(app::AppSlow { slow_ms }),
         (&Fault::Skew(skew), Layer::App) => Box::new(NodeClockSkew { skew }),
         (fault, Layer::Kernel) => bail!(
-            "a kernel-level {} is not made on hosts yet (only crash, pause, cpu, partition and plain loss are): use --fault_layer app where it has an app form",
+            "a kernel-level {} is not made on hosts yet (bandwidth and duplicate act on a local cluster's links): use --fault_layer app where it has an app form",
             fault.kind().as_str()
         ),
         (fault, Layer::App) => bail!(FaultError::KernelOnly(fault.kind())),

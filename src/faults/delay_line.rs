@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::impairment::Impairment;
 use super::line_loop::{self, Table};
+use crate::cluster::place::Place;
 
 /// The queue number in the hub (queues are per network namespace).
 pub const QUEUE: u16 = 0;
@@ -67,15 +68,16 @@ pub fn socket_path(run_dir: &Path) -> PathBuf {
 }
 
 /// The daemon: serves commands until SIGTERM, then releases every held
-/// packet and exits. Runs in the namespace it was started in (the hub).
-pub fn serve(socket: &Path) -> anyhow::Result<()> {
+/// packet and exits. Reads `queue` in the namespace it was started in (the
+/// hub, or a host's own).
+pub fn serve(socket: &Path, queue: u16) -> anyhow::Result<()> {
     // Block the stop signals before any thread starts, so that only the
     // waiting thread ever sees them.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     signal_hook_stop(&stop)?;
     let table: Table = Arc::new(RwLock::new(BTreeMap::new()));
-    let queue = NfQueue::open(QueueConfig { copy_range: COPY_RANGE, ..QueueConfig::new(QUEUE, QUEUE_LEN) })
-        .context("binding the hub's NFQUEUE")?;
+    let queue = NfQueue::open(QueueConfig { copy_range: COPY_RANGE, ..QueueConfig::new(queue, QUEUE_LEN) })
+        .with_context(|| format!("binding NFQUEUE {queue}"))?;
     let line_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let line = {
         let (table, line_stop) = (table.clone(), line_stop.clone());
@@ -148,13 +150,15 @@ fn answer(stream: UnixStream, table: &Table) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A daemon's control socket, and where it is.
+pub struct Control {
+    pub place: Place,
+    pub socket: PathBuf,
+}
+
 /// Sends one command to a running daemon.
-fn request(socket: &Path, command: &Command) -> anyhow::Result<Reply> {
-    let mut stream = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    writeln!(stream, "{}", serde_json::to_string(command)?)?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+fn request(control: &Control, command: &Command) -> anyhow::Result<Reply> {
+    let line = control.place.call_unix(&control.socket, &serde_json::to_string(command)?)?;
     let reply: Reply = serde_json::from_str(&line).with_context(|| format!("bad reply {line:?}"))?;
     if !reply.ok {
         bail!("delay line refused: {}", reply.error.unwrap_or_default());
@@ -163,27 +167,27 @@ fn request(socket: &Path, command: &Command) -> anyhow::Result<Reply> {
 }
 
 /// Puts fault `fault`'s impairment of `addr` in force (replacing any it had).
-pub fn set(socket: &Path, fault: u32, addr: Ipv4Addr, impairment: Impairment) -> anyhow::Result<Reply> {
-    request(socket, &Command::Set { set: fault, addr, impairment })
+pub fn set(control: &Control, fault: u32, addr: Ipv4Addr, impairment: Impairment) -> anyhow::Result<Reply> {
+    request(control, &Command::Set { set: fault, addr, impairment })
 }
 
 /// Ends fault `fault`'s impairment, or (`None`) every impairment of `addr`.
-pub fn clear(socket: &Path, fault: Option<u32>, addr: Ipv4Addr) -> anyhow::Result<Reply> {
+pub fn clear(control: &Control, fault: Option<u32>, addr: Ipv4Addr) -> anyhow::Result<Reply> {
     match fault {
-        Some(fault) => request(socket, &Command::Clear { clear: fault }),
-        None => request(socket, &Command::ClearAddr { clear_addr: addr }),
+        Some(fault) => request(control, &Command::Clear { clear: fault }),
+        None => request(control, &Command::ClearAddr { clear_addr: addr }),
     }
 }
 
-pub fn status(socket: &Path) -> anyhow::Result<Reply> {
-    request(socket, &Command::Status { status: true })
+pub fn status(control: &Control) -> anyhow::Result<Reply> {
+    request(control, &Command::Status { status: true })
 }
 
 /// Waits until a freshly started daemon answers.
-pub fn wait_ready(socket: &Path, limit: Duration) -> anyhow::Result<()> {
+pub fn wait_ready(control: &Control, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        match status(socket) {
+        match status(control) {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => return Err(e.context("the delay line did not start")),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),

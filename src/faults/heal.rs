@@ -7,9 +7,10 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::admin::{app_fault, AppFaultCall};
+use super::delay_daemon::{self, LineSite};
 use super::exec::duplicate;
 use super::exec::host::HostTable;
-use super::{delay_daemon, journal};
+use super::journal;
 use crate::api::fault::{FaultRecord, Undo};
 use crate::cluster::manage;
 use crate::cluster::running::Cluster;
@@ -35,7 +36,7 @@ pub fn heal(state: &RunState, only: Option<u32>, heal_for: HealFor) -> anyhow::R
     for record in journal::records(state)?.into_iter().filter(|r| only.is_none_or(|id| r.id == id)) {
         for step in &record.undo {
             undoer
-                .run(step, &record)
+                .run(step)
                 .with_context(|| format!("healing fault {} ({:?} on {:?})", record.id, record.kind, record.targets))?;
         }
         journal::forget(state, record.id)?;
@@ -52,7 +53,7 @@ struct Undoer<'a> {
 }
 
 impl Undoer<'_> {
-    fn run(&self, step: &Undo, record: &FaultRecord) -> anyhow::Result<()> {
+    fn run(&self, step: &Undo) -> anyhow::Result<()> {
         let teardown = self.heal_for == HealFor::Teardown;
         match step {
             Undo::DeleteBridgeTable { namespace, name } => {
@@ -71,17 +72,21 @@ impl Undoer<'_> {
                 }
             }
             Undo::DelayClear { addr, fault } => {
-                // No holder journaled: the delay was never set.
-                if let Some(daemon) = &record.held_by {
-                    delay_daemon::clear(self.state, daemon, *fault, *addr)?;
+                // No daemon: the delay was never set, or it died with it.
+                let site = LineSite::here(self.state, None)?;
+                if let Some(daemon) = delay_daemon::running(self.state, &site)? {
+                    delay_daemon::clear(self.state, &daemon, *fault, *addr)?;
                 }
+            }
+            Undo::UndelayOnSites { sites, chain, addr, fault } => {
+                delay_daemon::undelay(self.state, sites, chain, *addr, *fault)?;
             }
             Undo::DeleteNetdevTable { namespace, name } => {
                 if netns::namespace::exists(namespace) {
                     duplicate::delete_table(namespace, name)?;
                 }
             }
-            Undo::StopIdleDelayLine => delay_daemon::stop_if_idle(self.state)?,
+            Undo::StopIdleDelayLine => delay_daemon::stop_idle(self.state)?,
             Undo::DeleteHostTable { host, name } => {
                 HostTable::on(self.state, host, name)?.delete()?;
             }

@@ -52,6 +52,16 @@ fn still_there(step: &Undo, state: &RunState, cluster: Option<&Cluster>) -> anyh
         Undo::RemoveForwardChain { namespace, name } => (in_namespace(namespace)
             && Chain::forward(namespace, name)?.list().is_ok())
         .then(|| format!("iptables chain {name} is still in {namespace}")),
+        Undo::UndelayOnSites { sites, chain, .. } => {
+            let mut left = Vec::new();
+            for host in sites {
+                let site = super::delay_daemon::LineSite::of(state, host.as_deref())?;
+                if Chain::at(site.command_site(), chain, netns::firewall::Hook::Input)?.list().is_ok() {
+                    left.push(host.as_deref().unwrap_or("this machine").to_owned());
+                }
+            }
+            (!left.is_empty()).then(|| format!("iptables chain {chain} is still on {}", left.join(", ")))
+        }
         Undo::RemoveCgroup { name, host: None } => {
             netns::cgroup::CpuGroup::open(name)?.path.is_dir().then(|| format!("cgroup {name} still exists"))
         }

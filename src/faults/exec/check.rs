@@ -46,29 +46,43 @@ fn probed(target: &Target, port: PortSelector) -> SocketAddr {
     SocketAddr::new(target.node.addr.ip(), target.port(port).unwrap_or(target.node.entry.port))
 }
 
-fn client_namespace(target: &Target) -> anyhow::Result<String> {
-    target.cluster.meta().client_netns.clone().context("no client namespace")
+/// Where clients run: the client namespace, or (a cluster on hosts) this
+/// machine's own.
+fn client_namespace(target: &Target) -> Option<String> {
+    target.cluster.meta().client_netns.clone()
+}
+
+/// Runs `probe` where the clients run.
+fn at_clients<T>(namespace: Option<&str>, probe: impl FnOnce() -> T + Send) -> anyhow::Result<T>
+where
+    T: Send,
+{
+    match namespace {
+        Some(namespace) => Ok(netns::namespace::run_in(namespace, probe)?),
+        None => Ok(probe()),
+    }
 }
 
 /// Round trips take the delay asked.
 fn slow(target: &Target, port: PortSelector, slow_ms: u64) -> anyhow::Result<String> {
     let node = target.name();
     let addr = probed(target, port);
-    let client_ns = client_namespace(target)?;
+    let client_ns = client_namespace(target);
     if slow_ms >= 2000 {
         // The seed's huge-delay partition: waiting out a round trip is
         // pointless; a handshake must not complete in a second.
         let answered =
-            netns::namespace::run_in(&client_ns, || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())?;
+            at_clients(client_ns.as_deref(), || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())?;
         ensure!(!answered, "{node} still completes a handshake within 1 s");
         return Ok(format!("no handshake with {node} completes within 1 s"));
     }
-    let mut times = handshakes(&client_ns, addr, 5)?;
+    let mut times = handshakes(client_ns.as_deref(), addr, 5)?;
     times.sort_by(f64::total_cmp);
     let rtt = times[2];
     let asked = slow_ms as f64;
     ensure!(rtt >= asked * 0.8, "a round trip to {node} takes {rtt:.1} ms, not the {asked} ms asked");
-    Ok(format!("a TCP handshake with {node} (port {}) from the client namespace takes {rtt:.1} ms", addr.port()))
+    let from = if client_ns.is_some() { "the client namespace" } else { "this machine" };
+    Ok(format!("a TCP handshake with {node} (port {}) from {from} takes {rtt:.1} ms", addr.port()))
 }
 
 /// Round trips take the delay asked on average, spread by the deviation asked.
@@ -79,7 +93,7 @@ fn jittered(target: &Target, port: PortSelector, slow_ms: u64, jitter: Jitter) -
         JitterDist::Normal => (JITTER_SAMPLES, 0.2),
         JitterDist::Pareto => (PARETO_SAMPLES, 0.5),
     };
-    let times = handshakes(&client_namespace(target)?, addr, samples)?;
+    let times = handshakes(client_namespace(target).as_deref(), addr, samples)?;
     let (mean, sd) = mean_sd(&times);
     let (asked_mean, asked_sd) = (slow_ms as f64, jitter.ms as f64);
     let seen = format!(
@@ -145,7 +159,7 @@ fn other_port_untouched(target: &Target, port: PortSelector, fault: &Fault) -> a
     let other = if port == PortSelector::Peer { PortSelector::Client } else { PortSelector::Peer };
     let addr = probed(target, other);
     if let Fault::Slow { slow_ms, .. } = *fault {
-        let times = handshakes(&client_namespace(target)?, addr, 5)?;
+        let times = handshakes(client_namespace(target).as_deref(), addr, 5)?;
         let (mean, _) = mean_sd(&times);
         ensure!(mean < slow_ms as f64 / 2.0, "port {} is slowed too: handshakes take {mean:.1} ms", addr.port());
         return Ok(format!("port {} untouched (handshakes {mean:.1} ms)", addr.port()));
@@ -156,9 +170,9 @@ fn other_port_untouched(target: &Target, port: PortSelector, fault: &Fault) -> a
     Ok(format!("port {} untouched ({} of {DATAGRAMS} datagrams, in order, none twice)", addr.port(), arrivals.received))
 }
 
-/// The times in ms of `n` fresh TCP handshakes with `addr` from `namespace`.
-fn handshakes(namespace: &str, addr: SocketAddr, n: usize) -> anyhow::Result<Vec<f64>> {
-    let times = netns::namespace::run_in(namespace, || {
+/// The times in ms of `n` fresh TCP handshakes with `addr` from where the clients run.
+fn handshakes(namespace: Option<&str>, addr: SocketAddr, n: usize) -> anyhow::Result<Vec<f64>> {
+    let times = at_clients(namespace, || {
         (0..n)
             .map(|_| {
                 let started = Instant::now();
@@ -214,7 +228,7 @@ impl Arrivals {
         // Room for every datagram: a receiver kept off the CPU by a busy
         // machine must not lose any to a full buffer, which reads as loss.
         force_receive_buffer(&receiver, 16 << 20)?;
-        let sender = netns::namespace::run_in(&client_namespace(target)?, || UdpSocket::bind("0.0.0.0:0"))??;
+        let sender = at_clients(client_namespace(target).as_deref(), || UdpSocket::bind("0.0.0.0:0"))??;
         let listening = std::thread::spawn(move || Arrivals::collect(&receiver));
         for seq in 0..DATAGRAMS {
             sender.send_to(&seq.to_be_bytes(), addr).with_context(|| format!("sending to {addr}"))?;
