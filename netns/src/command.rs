@@ -146,6 +146,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_site_runs_the_same_argument_vector_here_in_a_namespace_or_through_a_remote_shell() {
+        let inner = argv(&["nft", "-f", "-"]);
+        assert_eq!(Site::Here.wrap(inner.clone()), inner);
+        assert_eq!(
+            Site::Netns("p-hub".into()).wrap(inner.clone()),
+            argv(&["ip", "netns", "exec", "p-hub", "nft", "-f", "-"])
+        );
+        let remote = Site::Remote(argv(&["ssh", "--", "root@198.19.1.1"])).wrap(argv(&["iptables", "-A", "two words"]));
+        assert_eq!(remote, argv(&["ssh", "--", "root@198.19.1.1", "iptables -A 'two words'"]));
+    }
+
+    #[test]
     fn every_argument_reaches_the_remote_shell_as_it_was() {
         let args = ["plain/path-1", "", "two words", "it's", "$(reboot)", "a\"b", "back\\slash", "*"];
         let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
