@@ -144,6 +144,11 @@ impl MemberState {
         MemberState { record, last_advance: Instant::now(), mean_interval: 0.0, samples: 0, suspect_at: None }
     }
 
+    /// Forgets the intervals seen so far.
+    fn relearn(&mut self) {
+        (self.mean_interval, self.samples) = (0.0, 0);
+    }
+
     fn advanced(&mut self, clock: &NodeClock) {
         let interval = clock.perceived(self.last_advance.elapsed()).as_secs_f64();
         self.samples = (self.samples + 1).min(WINDOW);
@@ -218,6 +223,8 @@ struct Inner {
     changed_at: Instant,
     /// Gossip rounds so far: see [`Membership::beat`].
     rounds: u64,
+    /// Rounds per heartbeat when the detector's intervals were learned.
+    pace: u64,
 }
 
 impl Membership {
@@ -233,8 +240,15 @@ impl Membership {
         let fingerprint = name_hash(&id);
         let mut members = BTreeMap::new();
         members.insert(id.clone(), MemberState::new(me));
-        let inner =
-            RwLock::new(Inner { members, fingerprint, ring, ring_stale: false, changed_at: Instant::now(), rounds: 0 });
+        let inner = RwLock::new(Inner {
+            members,
+            fingerprint,
+            ring,
+            ring_stale: false,
+            changed_at: Instant::now(),
+            rounds: 0,
+            pace: 1,
+        });
         let (replicated, clock) = Default::default();
         Ok(Membership { me: id, partitions, n, fail_after, phi_threshold, inner, replicated, clock })
     }
@@ -392,6 +406,16 @@ impl Membership {
     pub fn beat(&self) -> Digest {
         let mut inner = self.write();
         let every = inner.members.len().div_ceil(DIGEST_RECORDS).max(1) as u64;
+        if every != inner.pace {
+            // Every member's heartbeat now advances at another pace (they
+            // count the same members): intervals learned at the old one
+            // would make φ call the new rhythm a failure, or miss one.
+            // Relearn; until enough intervals are seen, fail_after decides.
+            inner.pace = every;
+            for member in inner.members.values_mut() {
+                member.relearn();
+            }
+        }
         inner.rounds += 1;
         if inner.rounds.is_multiple_of(every) {
             if let Some(me) = inner.members.get_mut(&self.me) {
@@ -714,6 +738,25 @@ mod tests {
         assert!(m.is_alive("b"), "never before a quarter of fail_after");
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!m.is_alive("b"), "φ is far past the threshold");
+    }
+
+    #[test]
+    fn a_new_heartbeat_pace_is_learned_afresh_instead_of_read_as_failures() {
+        let m = Membership::new(record("a", 1, 0), 64, 3, Duration::from_secs(1), 8.0).unwrap();
+        m.beat();
+        for beat in 1..=10 {
+            m.merge(&digest(vec![record("b", 1, beat)])).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The cluster grows past one digest: heartbeats now advance every
+        // second round, and fail_after stretches to 2 s.
+        m.merge(&digest((0..200).map(|i| record(&format!("node{i}"), 1, 1)).collect())).unwrap();
+        m.beat();
+        // 700 ms of silence is φ ≈ 15 at the old 20 ms rhythm: down, had it been kept.
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(m.is_alive("b"), "the old rhythm was forgotten; fail_after decides until a new one is learned");
+        std::thread::sleep(Duration::from_millis(1400));
+        assert!(!m.is_alive("b"), "past the stretched fail_after");
     }
 
     #[test]
