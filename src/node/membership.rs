@@ -12,7 +12,8 @@
 //! overlay of about 2 log2(n) neighbours ([`Membership::gossip_target`]).
 //! What grows is the time a heartbeat takes to reach everyone, so past one
 //! digest of members heartbeats advance less often and the failure limit
-//! stretches ([`Membership::beat`], [`Membership::fail_after_for`]). Failure
+//! stretches ([`Membership::beat`], [`Membership::fail_after_for`]); when
+//! that pace changes, the detector relearns every member's rhythm. Failure
 //! detection is phi accrual (Hayashibara et al., as in Cassandra): from the
 //! intervals at which a member's heartbeat has been seen to advance, the
 //! silence so far gives a suspicion φ; past a threshold the member is

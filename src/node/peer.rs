@@ -85,7 +85,12 @@ pub struct PeerPool {
     next_id: AtomicU64,
     connect_timeout: Duration,
     /// The address outgoing connections come from: this node's own, so
-    /// that peers (and firewall rules) can tell who is talking.
+    /// that peers (and firewall rules) can tell who is talking. Not a
+    /// loopback one: every node of a loopback cluster shares it, so it
+    /// tells nobody apart, and connections bound to it take their
+    /// ephemeral ports from the very address the cluster listens on —
+    /// where the range (32768-60999 by default) holds the seed's ports
+    /// 60000 and up, a node started a moment later found its port taken.
     local: Option<std::net::IpAddr>,
     key: PeerKey,
     /// This node's id, which it names itself by in every handshake.
@@ -241,7 +246,7 @@ impl PeerPool {
 impl PeerPool {
     async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        if let Some(ip) = self.local.filter(|ip| !ip.is_unspecified()) {
+        if let Some(ip) = self.local.filter(|ip| !ip.is_unspecified() && !ip.is_loopback()) {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
         socket.connect(addr).await
@@ -484,6 +489,18 @@ mod tests {
 
     fn key() -> PeerKey {
         PeerKey::new(Some("cluster secret"))
+    }
+
+    #[tokio::test]
+    async fn outgoing_connections_come_from_the_nodes_own_address_unless_it_is_a_shared_loopback_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (local, seen) in [(None, "127.0.0.1"), (Some("127.0.44.9"), "127.0.0.1")] {
+            let pool = PeerPool::new(Duration::from_secs(1), local.map(|l| l.parse().unwrap()), key(), "node1");
+            let _stream = pool.connect(addr).await.unwrap();
+            let (_, from) = listener.accept().await.unwrap();
+            assert_eq!(from.ip().to_string(), seen, "bound to {local:?}");
+        }
     }
 
     fn pool() -> PeerPool {
