@@ -106,10 +106,10 @@ fn random_loss(addr: IpAddr, direction: Direction, percent: u8) -> Result<Argv, 
     Ok(argv(&[proto(addr), field, &a, "numgen", "random", "mod", "100", "<", &p, "drop"]))
 }
 
-/// An nftables table owned by the caller, in a namespace.
+/// An nftables table owned by the caller, in a namespace here or on another machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
-    pub namespace: String,
+    pub site: Site,
     pub family: Family,
     pub name: String,
 }
@@ -121,13 +121,18 @@ const HOOKS: [&str; 3] = ["input", "forward", "output"];
 
 impl Table {
     pub fn new(namespace: &str, family: Family, name: &str) -> Self {
-        Self { namespace: namespace.to_string(), family, name: name.to_string() }
+        Self::at(Site::Netns(namespace.to_owned()), family, name)
+    }
+
+    /// Table `name` at `site`.
+    pub fn at(site: Site, family: Family, name: &str) -> Self {
+        Self { site, family, name: name.to_string() }
     }
 
     fn nft(&self, args: &[&str]) -> Argv {
         let mut inner = argv(&["nft"]);
         inner.extend(argv(args));
-        in_netns(&self.namespace, inner)
+        self.site.wrap(inner)
     }
 
     /// Whether the table exists.

@@ -9,13 +9,13 @@
 //! removing the folder would forget them, so cleanup refuses until whoever
 //! keeps it has emptied it (`faults::teardown` heals first).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
 use netns::process::Spawned;
 
 use super::files::{self, Locked};
+use super::place::{by_place, stop_everywhere};
 use super::runstate::{Owned, RunState};
 use super::ssh::Ssh;
 
@@ -78,36 +78,12 @@ fn remove_unused_folder(prefix: &str) {
     }
 }
 
-/// Stops the owned processes, host by host (this machine being one), all
-/// hosts at once; how many ran, and the pids that survived.
+/// Stops the owned processes, every host (this machine being one) at
+/// once; how many ran, and the pids that survived.
 fn stop_owned(owned: &Owned) -> anyhow::Result<(usize, Vec<u32>)> {
-    let mut by_place: BTreeMap<Option<&str>, Vec<Spawned>> = BTreeMap::new();
-    for process in &owned.processes {
-        by_place.entry(process.host.as_deref()).or_default().push(process.record());
-    }
-    let places = by_place
-        .into_iter()
-        .map(|(host, records)| Ok((owned.place(host)?, records)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = places
-            .iter()
-            .map(|(place, records)| {
-                scope.spawn(move || {
-                    let running: Vec<Spawned> = records.iter().copied().filter(|&r| place.is_alive(r)).collect();
-                    let stuck = place.stop(&running, GRACE)?;
-                    anyhow::Ok((running.len(), stuck))
-                })
-            })
-            .collect();
-        let mut total = (0, Vec::new());
-        for handle in handles {
-            let (running, stuck) = handle.join().map_err(|_| anyhow::anyhow!("stopping processes panicked"))??;
-            total.0 += running;
-            total.1.extend(stuck);
-        }
-        Ok(total)
-    })
+    let placed = owned.processes.iter().map(|p| Ok((owned.place(p.host.as_deref())?, p.record())));
+    let groups = by_place(placed.collect::<anyhow::Result<Vec<_>>>()?);
+    stop_everywhere(&groups, GRACE)
 }
 
 /// Ends the SSH connections shared with the hosts (their control sockets

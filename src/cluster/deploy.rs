@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::place::at_once;
 use super::ssh::Ssh;
 use crate::api::hosts::{Deployed, Host};
 
@@ -42,20 +43,12 @@ pub struct Delivery<'a> {
 }
 
 /// Readies every host at once; the first failure, naming its host.
-pub fn deliver(deployed: &Deployed, deliveries: Vec<(&Host, Delivery)>) -> anyhow::Result<()> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = deliveries
-            .into_iter()
-            .map(|(host, delivery)| {
-                let binary = deployed.binary_on(host);
-                scope.spawn(move || ready_host(&Ssh::of(deployed, &host.name)?.without_agent(), &binary, &delivery))
-            })
-            .collect();
-        for handle in handles {
-            handle.join().map_err(|_| anyhow::anyhow!("readying a host panicked"))??;
-        }
-        Ok(())
-    })
+pub fn deliver(deployed: &Deployed, deliveries: &[(&Host, Delivery)]) -> anyhow::Result<()> {
+    at_once(deliveries, |(host, delivery)| {
+        let ssh = Ssh::of(deployed, &host.name)?.without_agent();
+        ready_host(&ssh, &deployed.binary_on(host), delivery)
+    })?;
+    Ok(())
 }
 
 fn ready_host(ssh: &Ssh, binary: &Path, delivery: &Delivery) -> anyhow::Result<()> {

@@ -21,7 +21,7 @@ use super::deploy::{self, Delivery};
 use super::files::{self, ClusterFiles, Locked};
 use super::interrupt;
 use super::localhost;
-use super::place::Place;
+use super::place::{at_once, Place};
 use super::ports::Ports;
 use super::reach::reach;
 use super::ready::{Look, Started};
@@ -255,7 +255,7 @@ fn start(
         }
         Mode::Hosts => {
             let (deployed, binary) = deployed.as_ref().expect("a cluster on hosts has its hosts");
-            deploy::deliver(deployed, deliveries(deployed, binary, &plan, &meta)?)?;
+            deploy::deliver(deployed, &deliveries(deployed, binary, &plan, &meta)?)?;
         }
     }
     go_on()?;
@@ -300,30 +300,10 @@ fn spawn_all<'p>(plan: &'p [Planned], state: &RunState) -> anyhow::Result<Vec<(&
     for node in plan {
         by_host.entry(node.place.host_name()).or_default().push(node);
     }
-    let spawned: Vec<anyhow::Result<(&Planned, ProcessRecord)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = by_host
-            .into_values()
-            .map(|nodes| {
-                scope.spawn(move || {
-                    let mut started = Vec::new();
-                    for node in nodes {
-                        let record = spawn_one(node, state);
-                        let failed = record.is_err();
-                        started.push(record.map(|r| (node, r)));
-                        if failed {
-                            break;
-                        }
-                    }
-                    started
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(anyhow::anyhow!("a start panicked"))]))
-            .collect()
-    });
-    let mut started: Vec<(&Planned, ProcessRecord)> = spawned.into_iter().collect::<anyhow::Result<_>>()?;
+    let hosts: Vec<Vec<&Planned>> = by_host.into_values().collect();
+    let each_host = |nodes: &Vec<&'p Planned>| nodes.iter().map(|&node| Ok((node, spawn_one(node, state)?))).collect();
+    let started: Vec<Vec<(&Planned, ProcessRecord)>> = at_once(&hosts, each_host)?;
+    let mut started: Vec<(&Planned, ProcessRecord)> = started.into_iter().flatten().collect();
     started.sort_by_key(|(node, _)| files::natural_key(&node.id));
     Ok(started)
 }
@@ -564,7 +544,7 @@ fn entry(node: &Planned, pid: u32) -> NodeEntry {
         netns: node.namespace.clone(),
         data_dir: node.data_dir.clone(),
         ssh: match &node.place {
-            Place::Host { ssh, .. } => Some(ssh.host.ssh.clone()),
+            Place::Host(ssh) => Some(ssh.host.ssh.clone()),
             Place::Local { .. } => None,
         },
     }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use super::cleanup;
 use super::files::Locked;
 use super::launch::owned_process;
-use super::place::Place;
+use super::place::{by_place, stop_everywhere};
 use super::reach::reach;
 use super::ready::Started;
 use super::running::{self, Cluster};
@@ -130,25 +130,8 @@ pub fn down(cluster_procs: &Path) -> anyhow::Result<()> {
 /// Stops the nodes' processes, every host (this machine being one) at
 /// once; the pids that survived.
 fn stop_nodes(nodes: &[running::Node]) -> anyhow::Result<Vec<u32>> {
-    let mut by_host: Vec<(&Place, Vec<ProcessRecord>)> = Vec::new();
-    for node in nodes {
-        let Some(process) = node.process else { continue };
-        match by_host.iter_mut().find(|(place, _)| place.host_name() == node.place.host_name()) {
-            Some((_, records)) => records.push(process),
-            None => by_host.push((&node.place, vec![process])),
-        }
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = by_host
-            .iter()
-            .map(|(place, records)| scope.spawn(move || place.stop(records, Duration::from_secs(5))))
-            .collect();
-        let mut stuck = Vec::new();
-        for handle in handles {
-            stuck.extend(handle.join().map_err(|_| anyhow::anyhow!("stopping nodes panicked"))??);
-        }
-        Ok(stuck)
-    })
+    let groups = by_place(nodes.iter().filter_map(|n| Some((n.place.clone(), n.process?))));
+    Ok(stop_everywhere(&groups, Duration::from_secs(5))?.1)
 }
 
 /// The recorded process of node `id`.

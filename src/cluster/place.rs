@@ -24,23 +24,21 @@ use crate::api::hosts::Deployed;
 pub enum Place {
     /// This machine; processes start in `netns` when given.
     Local { netns: Option<String> },
-    /// A host, through `dynabed host-agent` run there by `bin`.
-    Host { ssh: Box<Ssh>, bin: PathBuf },
+    /// A host, through `dynabed host-agent` (the binary deployed there).
+    Host(Box<Ssh>),
 }
 
 impl Place {
     /// The place of host `name` of a deployment.
     pub fn host(deployed: &Deployed, name: &str) -> anyhow::Result<Place> {
-        let ssh = Ssh::of(deployed, name)?;
-        let bin = deployed.binary_on(&ssh.host);
-        Ok(Place::Host { ssh: Box::new(ssh), bin })
+        Ok(Place::Host(Box::new(Ssh::of(deployed, name)?)))
     }
 
     /// The host's name, or `None` on this machine.
     pub fn host_name(&self) -> Option<&str> {
         match self {
             Place::Local { .. } => None,
-            Place::Host { ssh, .. } => Some(&ssh.host.name),
+            Place::Host(ssh) => Some(&ssh.host.name),
         }
     }
 
@@ -48,7 +46,7 @@ impl Place {
     pub fn spawn(&self, argv: &[String], log: &Path, env: &[(String, String)]) -> anyhow::Result<Spawned> {
         match self {
             Place::Local { netns } => Ok(netns::process::spawn_in(netns.as_deref(), argv, log, env)?),
-            Place::Host { .. } => {
+            Place::Host(_) => {
                 let mut remote = vec!["spawn".to_owned(), "--log".to_owned(), log.display().to_string()];
                 remote.extend(env.iter().flat_map(|(k, v)| ["--env".to_owned(), format!("{k}={v}")]));
                 remote.push("--".to_owned());
@@ -66,7 +64,7 @@ impl Place {
     pub fn is_alive(&self, process: Spawned) -> bool {
         match self {
             Place::Local { .. } => process.is_alive(),
-            Place::Host { ssh, .. } => match self.agent(&["alive".to_owned(), record(process)]) {
+            Place::Host(ssh) => match self.agent(&["alive".to_owned(), record(process)]) {
                 Ok(out) => out.trim() != "0",
                 Err(e) => {
                     eprintln!("warning: cannot ask host {} about pid {}: {e:#}", ssh.host.name, process.pid);
@@ -90,7 +88,7 @@ impl Place {
                 }
                 Ok(true)
             }
-            Place::Host { .. } => {
+            Place::Host(_) => {
                 let mut remote = vec!["signal".to_owned(), signal.as_str().to_owned(), record(process)];
                 if signal == Signal::SIGKILL {
                     remote.extend(["--wait_gone_ms".to_owned(), GONE_WITHIN.as_millis().to_string()]);
@@ -105,8 +103,8 @@ impl Place {
     pub fn stop(&self, processes: &[Spawned], grace: Duration) -> anyhow::Result<Vec<u32>> {
         match self {
             Place::Local { .. } => Ok(super::cleanup::stop_within(processes, grace)),
-            Place::Host { .. } if processes.is_empty() => Ok(vec![]),
-            Place::Host { .. } => {
+            Place::Host(_) if processes.is_empty() => Ok(vec![]),
+            Place::Host(_) => {
                 let mut remote = vec!["stop".to_owned(), "--grace_ms".to_owned(), grace.as_millis().to_string()];
                 remote.extend(processes.iter().map(|&p| record(p)));
                 let out = self.agent(&remote)?;
@@ -119,7 +117,7 @@ impl Place {
     pub fn state(&self, pid: u32) -> Option<char> {
         match self {
             Place::Local { .. } => netns::process::state(pid),
-            Place::Host { .. } => self.agent(&["state".to_owned(), pid.to_string()]).ok()?.trim().chars().next(),
+            Place::Host(_) => self.agent(&["state".to_owned(), pid.to_string()]).ok()?.trim().chars().next(),
         }
         .filter(|&c| c != '-')
     }
@@ -133,7 +131,7 @@ impl Place {
                 applied.extend(group.add(process.pid)?);
                 Ok((group.path.display().to_string(), applied.commands))
             }
-            Place::Host { ssh, .. } => {
+            Place::Host(ssh) => {
                 let args = ["cpu-limit".to_owned(), name.to_owned(), pct.to_string(), record(process)];
                 let path = self.agent(&args)?.trim().to_owned();
                 let command = ["ssh", &ssh.host.ssh, "dynabed", "host-agent"].map(str::to_owned);
@@ -146,7 +144,7 @@ impl Place {
     pub fn cpu_members(&self, name: &str) -> anyhow::Result<Vec<u32>> {
         match self {
             Place::Local { .. } => Ok(CpuGroup::open(name)?.pids()?),
-            Place::Host { .. } => {
+            Place::Host(_) => {
                 let out = self.agent(&["cpu-members".to_owned(), name.to_owned()])?;
                 out.lines().map(|l| l.trim().parse().with_context(|| format!("the agent said {l:?}"))).collect()
             }
@@ -157,7 +155,7 @@ impl Place {
     pub fn release_cpu(&self, name: &str) -> anyhow::Result<()> {
         match self {
             Place::Local { .. } => drop(CpuGroup::open(name)?.remove()?),
-            Place::Host { .. } => drop(self.agent(&["cpu-release".to_owned(), name.to_owned()])?),
+            Place::Host(_) => drop(self.agent(&["cpu-release".to_owned(), name.to_owned()])?),
         }
         Ok(())
     }
@@ -167,7 +165,7 @@ impl Place {
     pub fn call_unix(&self, socket: &Path, line: &str) -> anyhow::Result<String> {
         match self {
             Place::Local { .. } => super::agent::call_unix(socket, line),
-            Place::Host { .. } => {
+            Place::Host(_) => {
                 let socket = socket.display().to_string();
                 self.agent(&["unix-call", "--socket", &socket, line].map(str::to_owned))
             }
@@ -188,7 +186,7 @@ impl Place {
             Place::Local { .. } => {
                 std::fs::copy(from, to)?;
             }
-            Place::Host { ssh, .. } => {
+            Place::Host(ssh) => {
                 let text = ssh.run(&["cat".to_owned(), from.display().to_string()], None)?;
                 std::fs::write(to, text).with_context(|| format!("writing {}", to.display()))?;
             }
@@ -205,7 +203,7 @@ impl Place {
                 }
                 _ => Ok(()),
             },
-            Place::Host { ssh, .. } => {
+            Place::Host(ssh) => {
                 ssh.run(&["rm".into(), "-f".into(), path.display().to_string()], None)?;
                 Ok(())
             }
@@ -216,7 +214,7 @@ impl Place {
     pub fn last_lines(&self, log: &Path) -> String {
         let text = match self {
             Place::Local { .. } => std::fs::read_to_string(log).ok(),
-            Place::Host { ssh, .. } => {
+            Place::Host(ssh) => {
                 ssh.run(&["tail".to_owned(), "-n".to_owned(), "20".to_owned(), log.display().to_string()], None).ok()
             }
         };
@@ -225,11 +223,55 @@ impl Place {
         lines[lines.len().saturating_sub(3)..].join(" | ")
     }
 
+    /// The dynabed binary where this place is.
+    pub fn binary(&self) -> anyhow::Result<PathBuf> {
+        match self {
+            Place::Local { .. } => std::env::current_exe().context("locating the dynabed binary"),
+            Place::Host(ssh) => ssh.agent.clone().context("the agent is not deployed on this host"),
+        }
+    }
+
     /// Runs the host agent with `args`; its output.
     fn agent(&self, args: &[String]) -> anyhow::Result<String> {
-        let Place::Host { ssh, bin } = self else { bail!("the agent runs only on hosts") };
+        let Place::Host(ssh) = self else { bail!("the agent runs only on hosts") };
+        let bin = ssh.agent.as_ref().context("the agent is not deployed on this host")?;
         let mut remote = vec![bin.display().to_string(), "host-agent".to_owned()];
         remote.extend(args.iter().cloned());
         ssh.run(&remote, None)
     }
+}
+
+/// Runs `work` for every item at once — an item at a host costs SSH round
+/// trips, so hosts are asked side by side; the results in order, or the
+/// first failure.
+pub fn at_once<I: Sync, T: Send>(items: &[I], work: impl Fn(&I) -> anyhow::Result<T> + Sync) -> anyhow::Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items.iter().map(|item| scope.spawn(|| work(item))).collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("a step at a place panicked"))?).collect()
+    })
+}
+
+/// Processes grouped by the place each lives at (by host; this machine is one).
+pub fn by_place(processes: impl IntoIterator<Item = (Place, Spawned)>) -> Vec<(Place, Vec<Spawned>)> {
+    let mut groups: Vec<(Place, Vec<Spawned>)> = Vec::new();
+    for (place, process) in processes {
+        match groups.iter_mut().find(|(p, _)| p.host_name() == place.host_name()) {
+            Some((_, records)) => records.push(process),
+            None => groups.push((place, vec![process])),
+        }
+    }
+    groups
+}
+
+/// SIGTERM, then SIGKILL after `grace`, to every process still running,
+/// every place at once: how many ran, and the pids that survived.
+pub fn stop_everywhere(groups: &[(Place, Vec<Spawned>)], grace: Duration) -> anyhow::Result<(usize, Vec<u32>)> {
+    let stopped = at_once(groups, |(place, records)| {
+        let running: Vec<Spawned> = records.iter().copied().filter(|&r| place.is_alive(r)).collect();
+        Ok((running.len(), place.stop(&running, grace)?))
+    })?;
+    Ok(stopped.into_iter().fold((0, Vec::new()), |(ran, mut stuck), (n, s)| {
+        stuck.extend(s);
+        (ran + n, stuck)
+    }))
 }

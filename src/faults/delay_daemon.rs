@@ -25,7 +25,7 @@ use netns::firewall::{Chain, Hook};
 use super::delay_line::{self, Control};
 use crate::api::cluster::OwnedProcess;
 use crate::cluster::deploy::cluster_dir;
-use crate::cluster::place::Place;
+use crate::cluster::place::{at_once, Place};
 use crate::cluster::runstate::RunState;
 
 /// The run state's name for a daemon.
@@ -33,13 +33,10 @@ pub const ROLE: &str = "delay-line";
 
 /// Where one daemon runs, and how it is reached.
 pub struct LineSite {
-    /// Its host; `None` on this machine.
-    pub host: Option<String>,
     /// Where it is started (in the hub, for a namespaced cluster).
     pub place: Place,
     pub socket: PathBuf,
     log: PathBuf,
-    exe: String,
     pub queue: u16,
 }
 
@@ -47,14 +44,12 @@ impl LineSite {
     /// This machine's daemon: in `hub` for a namespaced cluster, else in
     /// this machine's own namespace.
     pub fn here(state: &RunState, hub: Option<String>) -> anyhow::Result<LineSite> {
-        let exe = std::env::current_exe().context("locating the dynabed binary")?.to_string_lossy().into_owned();
         let queue = if hub.is_some() { delay_line::QUEUE } else { shared_queue(state) };
+        let place = Place::Local { netns: hub };
         Ok(LineSite {
-            host: None,
-            place: Place::Local { netns: hub },
+            place,
             socket: delay_line::socket_path(state.dir()),
             log: state.dir().join("delay-line.log"),
-            exe,
             queue,
         })
     }
@@ -63,11 +58,9 @@ impl LineSite {
     pub fn on_host(state: &RunState, name: &str) -> anyhow::Result<LineSite> {
         let deployed = state.owned()?.hosts.context("the run state lists no hosts")?;
         let place = Place::host(&deployed, name)?;
-        let Place::Host { ssh, bin } = &place else { unreachable!("Place::host is a host") };
-        let dir = cluster_dir(&ssh.host, &state.prefix());
+        let host = deployed.host(name).context("a host of the inventory")?;
+        let dir = cluster_dir(host, &state.prefix());
         Ok(LineSite {
-            host: Some(name.to_owned()),
-            exe: bin.display().to_string(),
             socket: delay_line::socket_path(&dir),
             log: dir.join("delay-line.log"),
             queue: shared_queue(state),
@@ -88,7 +81,7 @@ impl LineSite {
         match &self.place {
             Place::Local { netns: Some(namespace) } => Site::Netns(namespace.clone()),
             Place::Local { netns: None } => Site::Here,
-            Place::Host { ssh, .. } => ssh.site(),
+            Place::Host(ssh) => ssh.site(),
         }
     }
 
@@ -96,8 +89,13 @@ impl LineSite {
         Control { place: self.place.clone(), socket: self.socket.clone() }
     }
 
+    /// Its host; `None` on this machine.
+    pub fn host(&self) -> Option<&str> {
+        self.place.host_name()
+    }
+
     fn is_ours(&self, process: &OwnedProcess) -> bool {
-        process.role == ROLE && process.host == self.host
+        process.role == ROLE && process.host.as_deref() == self.host()
     }
 }
 
@@ -121,12 +119,16 @@ pub fn ensure(state: &RunState, site: &LineSite) -> anyhow::Result<OwnedProcess>
         return Ok(daemon);
     }
     forget_dead(state, site)?;
-    let argv =
-        [&site.exe, "delay-line", "--socket", &site.socket.to_string_lossy(), "--queue", &site.queue.to_string()]
-            .map(|a| a.to_owned());
+    let exe = site.place.binary()?.display().to_string();
+    let argv = [&exe, "delay-line", "--socket", &site.socket.to_string_lossy(), "--queue", &site.queue.to_string()]
+        .map(|a| a.to_owned());
     let spawned = site.place.spawn(&argv, &site.log, &[]).context("starting the delay line")?;
-    let daemon =
-        OwnedProcess { role: ROLE.into(), pid: spawned.pid, start_time: spawned.start_time, host: site.host.clone() };
+    let daemon = OwnedProcess {
+        role: ROLE.into(),
+        pid: spawned.pid,
+        start_time: spawned.start_time,
+        host: site.host().map(str::to_owned),
+    };
     state.update(|owned| owned.processes.push(daemon.clone()))?;
     delay_line::wait_ready(&site.control(), Duration::from_secs(5))?;
     Ok(daemon)
@@ -164,22 +166,15 @@ pub fn undelay(
     Ok(())
 }
 
-/// Runs `work` for every site at once (each costs SSH round trips); the
-/// first failure, naming its site.
+/// Runs `work` for every site at once (see [`at_once`]); the first
+/// failure, naming its site.
 pub fn on_each<T: Send>(
     sites: &[LineSite],
     work: impl Fn(&LineSite) -> anyhow::Result<T> + Sync,
 ) -> anyhow::Result<Vec<T>> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = sites.iter().map(|site| (site, scope.spawn(|| work(site)))).collect();
-        handles
-            .into_iter()
-            .map(|(site, handle)| {
-                let place = site.host.as_deref().unwrap_or("this machine");
-                let done = handle.join().map_err(|_| anyhow::anyhow!("a delay-line step panicked"))?;
-                done.with_context(|| format!("the delay line on {place}"))
-            })
-            .collect()
+    at_once(sites, |site| {
+        let place = site.host().unwrap_or("this machine");
+        work(site).with_context(|| format!("the delay line on {place}"))
     })
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::admin::{app_fault, AppFaultCall};
 use super::delay_daemon::{self, LineSite};
 use super::exec::duplicate;
-use super::exec::host::HostTable;
+use super::exec::host::host_table;
 use super::journal;
 use crate::api::fault::{FaultRecord, Undo};
 use crate::cluster::manage;
@@ -88,7 +88,7 @@ impl Undoer<'_> {
             }
             Undo::StopIdleDelayLine => delay_daemon::stop_idle(self.state)?,
             Undo::DeleteHostTable { host, name } => {
-                HostTable::on(self.state, host, name)?.delete()?;
+                host_table(self.state, host, name)?.delete()?;
             }
             Undo::RemoveCgroup { name, host } => {
                 self.state.owned()?.place(host.as_deref())?.release_cpu(name)?;

@@ -74,7 +74,7 @@ fn still_there(step: &Undo, state: &RunState, cluster: Option<&Cluster>) -> anyh
             let same = place.is_alive(netns::process::Spawned { pid: *pid, start_time: *start_time });
             (same && place.state(*pid) == Some('T')).then(|| format!("pid {pid} is still stopped"))
         }
-        Undo::DeleteHostTable { host, name } => super::exec::host::HostTable::on(state, host, name)?
+        Undo::DeleteHostTable { host, name } => super::exec::host::host_table(state, host, name)?
             .exists()?
             .then(|| format!("nft table {name} is still on host {host}")),
         Undo::HealApp { node } => {

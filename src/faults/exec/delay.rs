@@ -119,7 +119,7 @@ fn on_hosts(target: &Target, impairment: Impairment) -> anyhow::Result<Commands>
     let own_host = target.node.place.host_name();
     let sites =
         sites(target).iter().map(|h| LineSite::of(target.state, h.as_deref())).collect::<anyhow::Result<Vec<_>>>()?;
-    let own = sites.iter().find(|s| s.host.as_deref() == own_host).context("the node's host has no delay line site")?;
+    let own = sites.iter().find(|s| s.host() == own_host).context("the node's host has no delay line site")?;
     // The node's own host holds what reaches the node: its daemon's death
     // is this fault's lapse (journaled before it is asked to hold any).
     let holder = delay_daemon::ensure(target.state, own)?;
@@ -129,7 +129,7 @@ fn on_hosts(target: &Target, impairment: Impairment) -> anyhow::Result<Commands>
         let chain = Chain::at(site.command_site(), &chain_name(target), Hook::Input)?;
         let mut commands = chain.create()?.commands;
         let mut matchers = vec![QueueMatch::Source(addr)];
-        if site.host.as_deref() == own_host {
+        if site.host() == own_host {
             matchers.push(QueueMatch::Dest(addr));
         }
         for matcher in matchers {
@@ -137,7 +137,7 @@ fn on_hosts(target: &Target, impairment: Impairment) -> anyhow::Result<Commands>
             commands.extend(chain.add_nfqueue(&rule)?.commands);
         }
         delay_line::set(&site.control(), target.id, addr, impairment)?;
-        commands.push(set_command(addr, &impairment, site.host.as_deref())?);
+        commands.push(set_command(addr, &impairment, site.host())?);
         anyhow::Ok(commands)
     })?;
     Ok(commands.into_iter().flatten().collect())

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use anyhow::Context;
-use netns::firewall::{Direction, Rule};
+use netns::firewall::{Direction, Family, Rule, Table};
 
+use super::partition::Sides;
 use super::{ChangeError, Commands, Executor, Target};
 use crate::api::fault::{Backend, Clients, CutDirection, Undo};
 use crate::cluster::place::Place;
@@ -36,13 +37,13 @@ impl Executor for HostCut {
     }
 
     fn undo(&self, target: &Target) -> anyhow::Result<Vec<Undo>> {
-        delete_tables(target, &self.ours(target)?)
+        delete_tables(target, &self.sides(target).ours().collect::<Vec<_>>())
     }
 
     fn apply(&self, target: &Target) -> Result<Commands, ChangeError> {
-        let ours = self.ours(target)?;
-        let mut theirs: Vec<IpAddr> =
-            target.cluster.nodes().iter().filter(|n| !ours.iter().any(|o| o.id == n.id)).map(|n| n.addr.ip()).collect();
+        let sides = self.sides(target);
+        let ours: Vec<&Node> = sides.ours().collect();
+        let mut theirs: Vec<IpAddr> = sides.theirs().map(|n| n.addr.ip()).collect();
         refuse_shared(target, &ours)?;
         if self.clients == Clients::Isolate {
             theirs.push(control_addr(target.node)?);
@@ -63,8 +64,7 @@ impl Executor for HostCut {
     /// the target's peer port; this machine (the clients) still reaches
     /// its client port, unless clients are cut too.
     fn verify(&self, target: &Target) -> anyhow::Result<String> {
-        let ours = self.ours(target)?;
-        let Some(other) = target.cluster.nodes().iter().find(|n| !ours.iter().any(|o| o.id == n.id)) else {
+        let Some(other) = self.sides(target).theirs().next() else {
             return Ok("no other node to probe from".into());
         };
         let peer = target.node.peer_addr();
@@ -86,13 +86,8 @@ impl Executor for HostCut {
 }
 
 impl HostCut {
-    /// The target and the nodes `with` it.
-    fn ours<'a>(&self, target: &Target<'a>) -> anyhow::Result<Vec<&'a Node>> {
-        let mut ours = vec![target.node];
-        for id in &self.with {
-            ours.push(target.cluster.node(id)?);
-        }
-        Ok(ours)
+    fn sides<'a>(&'a self, target: &'a Target<'a>) -> Sides<'a> {
+        Sides { target, with: &self.with }
     }
 }
 
@@ -128,38 +123,12 @@ impl Executor for HostLoss {
     }
 }
 
-/// A fault's table on one host, as its journal names it.
-pub struct HostTable {
-    ssh: Ssh,
-    name: String,
+/// A fault's table on host `host` of the cluster `state` owns, as its
+/// journal names it.
+pub fn host_table(state: &RunState, host: &str, name: &str) -> anyhow::Result<Table> {
+    let deployed = state.owned()?.hosts.context("the run state lists no hosts")?;
+    Ok(Table::at(Ssh::of(&deployed, host)?.site(), Family::Inet, name))
 }
-
-impl HostTable {
-    /// The table `name` on host `host` of the cluster `state` owns.
-    pub fn on(state: &RunState, host: &str, name: &str) -> anyhow::Result<HostTable> {
-        let deployed = state.owned()?.hosts.context("the run state lists no hosts")?;
-        Ok(HostTable { ssh: Ssh::of(&deployed, host)?, name: name.to_owned() })
-    }
-
-    /// Deletes it; a table already gone (an earlier heal got this far, the host rebooted) is Ok.
-    pub fn delete(&self) -> anyhow::Result<()> {
-        match self.ssh.run(&nft(&["delete", "table", "inet", &self.name]), None) {
-            Err(e) if !format!("{e:#}").contains(NFT_ABSENT) => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn exists(&self) -> anyhow::Result<bool> {
-        match self.ssh.run(&nft(&["list", "table", "inet", &self.name]), None) {
-            Ok(_) => Ok(true),
-            Err(e) if format!("{e:#}").contains(NFT_ABSENT) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// What nft says of a table that is not there.
-const NFT_ABSENT: &str = "No such file or directory";
 
 /// How long a probe waits for a handshake: hosts are a LAN away, not a
 /// local bridge, and a dropped SYN never answers.
@@ -176,7 +145,7 @@ fn host_of(node: &Node) -> anyhow::Result<&str> {
 
 fn ssh_of(place: &Place) -> anyhow::Result<&Ssh> {
     match place {
-        Place::Host { ssh, .. } => Ok(ssh),
+        Place::Host(ssh) => Ok(ssh),
         Place::Local { .. } => anyhow::bail!("not a host"),
     }
 }

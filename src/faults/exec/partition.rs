@@ -112,18 +112,18 @@ impl Executor for NodeCut {
 }
 
 /// The two sides of a split.
-struct Sides<'a> {
-    target: &'a Target<'a>,
-    with: &'a [String],
+pub(super) struct Sides<'a> {
+    pub target: &'a Target<'a>,
+    pub with: &'a [String],
 }
 
 impl<'a> Sides<'a> {
     /// The target and the nodes grouped with it.
-    fn ours(&self) -> impl Iterator<Item = &'a Node> + use<'a, '_> {
+    pub fn ours(&self) -> impl Iterator<Item = &'a Node> + use<'a, '_> {
         self.target.cluster.nodes().iter().filter(|n| self.is_ours(&n.id))
     }
 
-    fn theirs(&self) -> impl Iterator<Item = &'a Node> + use<'a, '_> {
+    pub fn theirs(&self) -> impl Iterator<Item = &'a Node> + use<'a, '_> {
         self.target.cluster.nodes().iter().filter(|n| !self.is_ours(&n.id))
     }
 

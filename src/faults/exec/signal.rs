@@ -75,7 +75,7 @@ fn send(target: &Target, signal: Signal) -> anyhow::Result<Vec<String>> {
     }
     let kill = vec!["kill".into(), format!("-{}", signal.as_str().trim_start_matches("SIG")), process.pid.to_string()];
     Ok(match place {
-        Place::Host { ssh, .. } => ["ssh".to_owned(), ssh.host.ssh.clone()].into_iter().chain(kill).collect(),
+        Place::Host(ssh) => ["ssh".to_owned(), ssh.host.ssh.clone()].into_iter().chain(kill).collect(),
         Place::Local { .. } => kill,
     })
 }
